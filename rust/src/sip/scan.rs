@@ -1,0 +1,184 @@
+//! Byte-level scanners shared by the SIP grammar parsers (RFC 3261 §25.1).
+//!
+//! Every scanner works on a byte slice and an index and returns the index where it
+//! stopped, so callers keep zero-copy spans into the received datagram.
+
+/// `token` characters: alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~"
+pub fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
+}
+
+/// `unreserved` (alphanum / mark) from RFC 3261 / RFC 2396.
+pub fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+        )
+}
+
+pub fn is_wsp(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// Skips linear white space, including a line fold (CRLF or LF followed by SP/HT).
+pub fn skip_lws(s: &[u8], mut i: usize) -> usize {
+    loop {
+        while i < s.len() && is_wsp(s[i]) {
+            i += 1;
+        }
+        let fold = if s[i..].starts_with(b"\r\n") {
+            2
+        } else if s[i..].starts_with(b"\n") {
+            1
+        } else {
+            return i;
+        };
+        if i + fold < s.len() && is_wsp(s[i + fold]) {
+            i += fold;
+        } else {
+            return i;
+        }
+    }
+}
+
+/// Scans back over trailing white space (and folds) so spans never end in LWS.
+pub fn trim_end(s: &[u8], start: usize, mut end: usize) -> usize {
+    while end > start && matches!(s[end - 1], b' ' | b'\t' | b'\r' | b'\n') {
+        end -= 1;
+    }
+    end
+}
+
+pub fn skip_token(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() && is_token(s[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// Given `s[i] == b'"'`, returns the index just past the closing quote, honouring
+/// quoted-pair escapes; `None` when the string is unterminated.
+pub fn skip_quoted(s: &[u8], i: usize) -> Option<usize> {
+    debug_assert_eq!(s.get(i), Some(&b'"'));
+    let mut j = i + 1;
+    while j < s.len() {
+        match s[j] {
+            b'"' => return Some(j + 1),
+            b'\\' => {
+                // quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)
+                match s.get(j + 1) {
+                    Some(b'\r') | Some(b'\n') | None => return None,
+                    Some(_) => j += 2,
+                }
+            }
+            b'\r' | b'\n' => {
+                // A fold inside a quoted string is LWS; a bare line end is not.
+                let next = skip_lws(s, j);
+                if next == j {
+                    return None;
+                }
+                j = next;
+            }
+            _ => j += 1,
+        }
+    }
+    None
+}
+
+/// Splits a header value at top-level commas (outside quotes and `<...>`),
+/// returning the element spans trimmed of LWS. An empty element is an error
+/// (`None`): RFC 3261's `#element` lists in SIP never allow empty members.
+pub fn split_commas(s: &[u8], start: usize, end: usize) -> Option<Vec<(usize, usize)>> {
+    let mut out = Vec::new();
+    let mut i = start;
+    let mut elem_start = start;
+    let mut angle = false;
+    while i < end {
+        match s[i] {
+            b'"' if !angle => {
+                i = skip_quoted(&s[..end], i)?;
+                continue;
+            }
+            b'<' => angle = true,
+            b'>' => angle = false,
+            b',' if !angle => {
+                out.push(trimmed(s, elem_start, i)?);
+                elem_start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if angle {
+        return None;
+    }
+    out.push(trimmed(s, elem_start, end)?);
+    Some(out)
+}
+
+fn trimmed(s: &[u8], start: usize, end: usize) -> Option<(usize, usize)> {
+    let a = skip_lws(s, start);
+    let b = trim_end(s, a, end);
+    (a < b).then_some((a, b))
+}
+
+/// Parses an ASCII decimal with an upper bound; rejects empty input and overflow.
+pub fn parse_decimal(s: &[u8], max: u64) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    (v <= max).then_some(v)
+}
+
+pub fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lws_skips_folds_but_not_line_ends() {
+        assert_eq!(skip_lws(b"  \r\n\tx", 0), 5);
+        assert_eq!(skip_lws(b" \r\nx", 0), 1);
+        assert_eq!(skip_lws(b"x", 0), 0);
+    }
+
+    #[test]
+    fn quoted_strings_honour_escapes() {
+        assert_eq!(skip_quoted(br#""a\"b" c"#, 0), Some(6));
+        assert_eq!(skip_quoted(br#""unterminated"#, 0), None);
+        assert_eq!(skip_quoted(b"\"a\\\r\n\"", 0), None);
+    }
+
+    #[test]
+    fn commas_split_outside_quotes_and_angles() {
+        let s = br#""a,b" <sip:x;a=1,2>, sip:y"#;
+        let parts = split_commas(s, 0, s.len()).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(&s[parts[1].0..parts[1].1], b"sip:y");
+        assert!(split_commas(b"a,,b", 0, 4).is_none());
+    }
+
+    #[test]
+    fn decimals_are_bounded() {
+        assert_eq!(parse_decimal(b"255", 255), Some(255));
+        assert_eq!(parse_decimal(b"256", 255), None);
+        assert_eq!(parse_decimal(b"36893488147419103232", u64::from(u32::MAX)), None);
+        assert_eq!(parse_decimal(b"", 10), None);
+        assert_eq!(parse_decimal(b"-1", 10), None);
+    }
+}

@@ -1,0 +1,313 @@
+//! URIs: `sip:` / `sips:` (RFC 3261 §19.1, §25.1), `tel:` (RFC 3966) and any other
+//! absolute URI, kept opaque so it passes through untouched.
+
+use super::scan::{is_unreserved, parse_decimal};
+use super::ParseError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Sip,
+    Sips,
+    Tel,
+    /// Any other scheme: the URI is kept opaque.
+    Other,
+}
+
+/// A parsed URI borrowing the text it was parsed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uri<'a> {
+    pub raw: &'a str,
+    pub scheme: Scheme,
+    pub scheme_str: &'a str,
+    /// User part, still %-escaped (sip/sips); the number for tel.
+    pub user: Option<&'a str>,
+    pub password: Option<&'a str>,
+    /// Host as written; IPv6 references keep their brackets.
+    pub host: &'a str,
+    pub port: Option<u16>,
+    /// `;name=value...` after the host, without the leading `;`, as written.
+    pub params: &'a str,
+    /// `?h=v&...` without the leading `?`.
+    pub headers: Option<&'a str>,
+    /// Everything after `scheme:` for schemes we do not interpret.
+    pub opaque: &'a str,
+}
+
+impl<'a> Uri<'a> {
+    pub fn parse(raw: &'a str) -> Result<Uri<'a>, ParseError> {
+        let bad = |why: &'static str| ParseError::bad_uri(why);
+        if raw.bytes().any(|b| b <= b' ' || b >= 0x7f) {
+            return Err(bad("URI contains white space or non-ASCII octets"));
+        }
+        let colon = raw.find(':').ok_or(bad("URI has no scheme"))?;
+        let scheme_str = &raw[..colon];
+        let sb = scheme_str.as_bytes();
+        if sb.is_empty()
+            || !sb[0].is_ascii_alphabetic()
+            || !sb
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        {
+            return Err(bad("invalid URI scheme"));
+        }
+        let rest = &raw[colon + 1..];
+        if rest.is_empty() {
+            return Err(bad("empty URI after the scheme"));
+        }
+        let scheme = if scheme_str.eq_ignore_ascii_case("sip") {
+            Scheme::Sip
+        } else if scheme_str.eq_ignore_ascii_case("sips") {
+            Scheme::Sips
+        } else if scheme_str.eq_ignore_ascii_case("tel") {
+            Scheme::Tel
+        } else {
+            Scheme::Other
+        };
+        let mut uri = Uri {
+            raw,
+            scheme,
+            scheme_str,
+            user: None,
+            password: None,
+            host: "",
+            port: None,
+            params: "",
+            headers: None,
+            opaque: rest,
+        };
+        match scheme {
+            Scheme::Sip | Scheme::Sips => parse_sip(rest, &mut uri)?,
+            Scheme::Tel => {
+                let (number, params) = rest.split_once(';').unwrap_or((rest, ""));
+                if number.is_empty() {
+                    return Err(bad("empty tel number"));
+                }
+                uri.user = Some(number);
+                uri.params = params;
+            }
+            Scheme::Other => {}
+        }
+        Ok(uri)
+    }
+
+    pub fn is_sip(&self) -> bool {
+        matches!(self.scheme, Scheme::Sip | Scheme::Sips)
+    }
+
+    /// Looks a URI parameter up by name (case-insensitive). A parameter without a
+    /// value yields `Some("")`.
+    pub fn param(&self, name: &str) -> Option<&'a str> {
+        find_param(self.params, name)
+    }
+
+    /// Host without IPv6 brackets, as used for socket addresses.
+    pub fn host_unbracketed(&self) -> &'a str {
+        self.host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(self.host)
+    }
+}
+
+/// Finds `name` in a `;`-separated parameter list (without the leading `;`).
+pub fn find_param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    params.split(';').find_map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn is_user_char(b: u8) -> bool {
+    is_unreserved(b) || matches!(b, b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/')
+}
+
+fn is_password_char(b: u8) -> bool {
+    is_unreserved(b) || matches!(b, b'%' | b'&' | b'=' | b'+' | b'$' | b',')
+}
+
+fn is_param_char(b: u8) -> bool {
+    is_unreserved(b) || matches!(b, b'%' | b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$')
+}
+
+fn is_header_char(b: u8) -> bool {
+    is_unreserved(b) || matches!(b, b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$')
+}
+
+fn valid_escapes(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+            {
+                return false;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    true
+}
+
+fn parse_sip<'a>(rest: &'a str, uri: &mut Uri<'a>) -> Result<(), ParseError> {
+    let bad = ParseError::bad_uri;
+    // The userinfo cannot contain a raw '@', nor can params or headers: the
+    // first '@' ends it.
+    let hostpart = match rest.find('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let (user, password) = match userinfo.find(':') {
+                Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
+                None => (userinfo, None),
+            };
+            if user.is_empty() || !user.bytes().all(is_user_char) || !valid_escapes(user) {
+                return Err(bad("invalid user part in SIP URI"));
+            }
+            if let Some(pw) = password {
+                if !pw.bytes().all(is_password_char) || !valid_escapes(pw) {
+                    return Err(bad("invalid password in SIP URI"));
+                }
+            }
+            uri.user = Some(user);
+            uri.password = password;
+            &rest[at + 1..]
+        }
+        None => rest,
+    };
+    let (hostport_params, headers) = match hostpart.find('?') {
+        Some(q) => (&hostpart[..q], Some(&hostpart[q + 1..])),
+        None => (hostpart, None),
+    };
+    let (hostport, params) = match hostport_params.find(';') {
+        Some(s) => (&hostport_params[..s], &hostport_params[s + 1..]),
+        None => (hostport_params, ""),
+    };
+    let (host, port) = split_hostport(hostport).ok_or(bad("invalid host or port in SIP URI"))?;
+    uri.host = host;
+    uri.port = port;
+    if !params.is_empty() {
+        for p in params.split(';') {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            if k.is_empty()
+                || !k.bytes().all(is_param_char)
+                || !v.bytes().all(is_param_char)
+                || !valid_escapes(p)
+            {
+                return Err(bad("invalid URI parameter"));
+            }
+        }
+    }
+    uri.params = params;
+    if let Some(h) = headers {
+        if h.is_empty()
+            || !h.split('&').all(|hv| {
+                let (k, v) = hv.split_once('=').unwrap_or((hv, ""));
+                !k.is_empty()
+                    && k.bytes().all(is_header_char)
+                    && v.bytes().all(is_header_char)
+                    && valid_escapes(hv)
+            })
+        {
+            return Err(bad("invalid URI headers"));
+        }
+    }
+    uri.headers = headers;
+    Ok(())
+}
+
+/// Splits `host[:port]`, validating the host as a hostname, IPv4 address or
+/// bracketed IPv6 reference (RFC 5118).
+pub fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if s.starts_with('[') {
+        let close = s.find(']')?;
+        let host = &s[..=close];
+        let after = &s[close + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        host[1..close].parse::<std::net::Ipv6Addr>().ok()?;
+        (host, port)
+    } else {
+        match s.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    let port = match port {
+        Some(p) => Some(u16::try_from(parse_decimal(p.as_bytes(), 65535)?).ok()?),
+        None => None,
+    };
+    if !host.starts_with('[') && !valid_hostname(host) {
+        return None;
+    }
+    Some((host, port))
+}
+
+fn valid_hostname(h: &str) -> bool {
+    let b = h.as_bytes();
+    !b.is_empty()
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+        && b[0] != b'.'
+        && b[0] != b'-'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_uri_parts() {
+        let u = Uri::parse("sip:alice:pw@[2001:db8::1]:5070;transport=tcp;lr?Subject=x").unwrap();
+        assert_eq!(u.scheme, Scheme::Sip);
+        assert_eq!(u.user, Some("alice"));
+        assert_eq!(u.password, Some("pw"));
+        assert_eq!(u.host, "[2001:db8::1]");
+        assert_eq!(u.host_unbracketed(), "2001:db8::1");
+        assert_eq!(u.port, Some(5070));
+        assert_eq!(u.param("transport"), Some("tcp"));
+        assert_eq!(u.param("lr"), Some(""));
+        assert_eq!(u.headers, Some("Subject=x"));
+    }
+
+    #[test]
+    fn odd_but_valid_user_parts() {
+        let u = Uri::parse("sip:user;par=u%40example.net@example.com").unwrap();
+        assert_eq!(u.user, Some("user;par=u%40example.net"));
+        assert_eq!(u.host, "example.com");
+        let odd = "sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com";
+        let u = Uri::parse(odd).unwrap();
+        assert_eq!(u.host, "example.com");
+        assert_eq!(u.password, Some("&it+has=1,weird!*pas$wo~d_too.(doesn't-it)"));
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        for bad in [
+            "sip:",
+            "sip:user@",
+            "sip:2001:db8::10",
+            "sip:[2001:db8::10",
+            "sip:host:99999",
+            "sip:us er@host",
+            "sip:host;=x",
+            "nocolon",
+            "sip:a%zzb@host",
+        ] {
+            assert!(Uri::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn tel_and_unknown_schemes() {
+        let t = Uri::parse("tel:+1-201-555-0123;phone-context=example.com").unwrap();
+        assert_eq!(t.scheme, Scheme::Tel);
+        assert_eq!(t.user, Some("+1-201-555-0123"));
+        let o = Uri::parse("nobodyKnowsThisScheme:totallyopaquecontent").unwrap();
+        assert_eq!(o.scheme, Scheme::Other);
+        assert_eq!(o.opaque, "totallyopaquecontent");
+    }
+}
