@@ -1,7 +1,13 @@
 //! sipr: an asynchronous SIP router. This crate is the Rust core: the SIP
-//! parser, transports, and (behind the `python` feature) the PyO3 bridge.
+//! parser, transports, the proxy core, and (behind the `python` feature) the
+//! PyO3 bridge in `python/`, so everything else builds with plain `cargo test`.
 
+pub mod core;
+pub mod dns;
+pub mod proxy;
 pub mod sip;
+pub mod stats;
+pub mod transport;
 
 #[cfg(feature = "python")]
 mod python;

@@ -1,0 +1,397 @@
+//! The core: owns the listeners, turns received bytes into requests for the
+//! application, answers what needs no application (malformed input, overload,
+//! responses to relay), and sends what the application decides.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use crossbeam_queue::ArrayQueue;
+use parking_lot::Mutex;
+
+use crate::sip::{write, Framing, Limits, Message, ParseError, Scheme};
+use crate::stats::Stats;
+use crate::transport::stream::{StreamSink, Streams};
+use crate::transport::udp::{RecvBatch, UdpEndpoint, BATCH};
+use crate::transport::{Destination, ListenSpec, Source, Transport};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<ListenSpec>,
+    pub limits: Limits,
+    /// Requests handed to the application and not yet acted on; beyond this
+    /// the core answers 503 itself (DESIGN §1, overload).
+    pub max_pending: usize,
+    /// Requests read from streams waiting for the loop thread.
+    pub ingress_capacity: usize,
+    pub retry_after: u32,
+    /// Extra host names that mean "this proxy" in Route / Request-URI.
+    pub aliases: Vec<String>,
+    pub server_name: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: vec![
+                ListenSpec::parse("udp:127.0.0.1:5060").expect("valid"),
+                ListenSpec::parse("tcp:127.0.0.1:5060").expect("valid"),
+            ],
+            limits: Limits::default(),
+            max_pending: 10_000,
+            ingress_capacity: 4096,
+            retry_after: 5,
+            aliases: Vec::new(),
+            server_name: format!("sipr/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// A request the application must decide on.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub msg: Message,
+    pub source: Source,
+}
+
+pub struct Core {
+    me: std::sync::Weak<Core>,
+    pub config: Config,
+    udp: Vec<UdpEndpoint>,
+    tcp_local: Vec<SocketAddr>,
+    recv: Mutex<RecvBatch>,
+    streams: Mutex<Option<Arc<Streams>>>,
+    /// Requests read by the stream thread, drained by the loop thread.
+    ingress: ArrayQueue<Incoming>,
+    wake: OwnedFd,
+    pending: AtomicUsize,
+    pub stats: Stats,
+    pub resolver: crate::dns::Resolver,
+    tag_counter: AtomicU64,
+    tag_seed: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {transport}:{addr}: {source}")]
+    Bind { transport: Transport, addr: SocketAddr, source: io::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Core {
+    /// Binds every listener (so a port in use fails here, before anything
+    /// runs) and starts the stream thread.
+    pub fn start(config: Config) -> Result<Arc<Core>, StartError> {
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        for l in &config.listen {
+            let bind_err = |source| StartError::Bind { transport: l.transport, addr: l.addr, source };
+            match l.transport {
+                Transport::Udp => udp.push(UdpEndpoint::bind(l.addr).map_err(bind_err)?),
+                Transport::Tcp => {
+                    let s = bind_tcp(l.addr).map_err(bind_err)?;
+                    tcp.push(s);
+                }
+                other => return Err(StartError::Other(format!("{other} listeners are not supported yet"))),
+            }
+        }
+        // SAFETY: eventfd returns a new descriptor or -1.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if efd < 0 {
+            return Err(StartError::Other(format!("eventfd: {}", io::Error::last_os_error())));
+        }
+        let tcp_local = tcp.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id()) << 32;
+        let core = Arc::new_cyclic(|me| Core {
+            me: me.clone(),
+            ingress: ArrayQueue::new(config.ingress_capacity.max(1)),
+            config,
+            udp,
+            tcp_local,
+            recv: Mutex::new(RecvBatch::default()),
+            streams: Mutex::new(None),
+            // SAFETY: efd is a fresh descriptor we own.
+            wake: unsafe { OwnedFd::from_raw_fd(efd) },
+            pending: AtomicUsize::new(0),
+            stats: Stats::default(),
+            resolver: crate::dns::Resolver::default(),
+            tag_counter: AtomicU64::new(1),
+            tag_seed: seed,
+        });
+        if !tcp.is_empty() {
+            let sink: Arc<dyn StreamSink> = Arc::new(SinkRef(core.me.clone()));
+            let streams = Streams::start(tcp, core.config.limits.clone(), sink)
+                .map_err(|e| StartError::Other(format!("stream runtime: {e}")))?;
+            *core.streams.lock() = Some(Arc::new(streams));
+        }
+        Ok(core)
+    }
+
+    pub fn stop(&self) {
+        if let Some(s) = self.streams.lock().take() {
+            s.stop();
+        }
+    }
+
+    /// Local addresses actually bound (port 0 resolved), per transport.
+    pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
+        self.udp
+            .iter()
+            .map(|u| (Transport::Udp, u.local))
+            .chain(self.tcp_local.iter().map(|a| (Transport::Tcp, *a)))
+            .collect()
+    }
+
+    pub fn udp_fds(&self) -> Vec<i32> {
+        self.udp.iter().map(UdpEndpoint::fd).collect()
+    }
+
+    /// The eventfd that becomes readable when stream requests are queued.
+    pub fn wake_fd(&self) -> i32 {
+        self.wake.as_raw_fd()
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// The application finished with a request (it acted, or gave up).
+    pub fn release(&self) {
+        self.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Reads every datagram waiting on UDP listener `index` (bounded, for
+    /// fairness) and appends the requests the application must see.
+    pub fn poll_udp(&self, index: usize, out: &mut Vec<Incoming>) {
+        let Some(ep) = self.udp.get(index) else { return };
+        let mut batch = self.recv.lock();
+        for _ in 0..8 {
+            let n = match batch.recv(&ep.socket) {
+                Ok(n) => n,
+                Err(_) => break,
+            };
+            for i in 0..n {
+                let Some((data, from)) = batch.get(i) else { continue };
+                let source = Source { transport: Transport::Udp, addr: from, local: ep.local, conn: None };
+                if let Some(inc) = self.handle_inbound(Bytes::copy_from_slice(data), source) {
+                    out.push(inc);
+                }
+            }
+            if n < BATCH {
+                break;
+            }
+        }
+    }
+
+    /// Moves queued stream requests to `out`.
+    pub fn drain_streams(&self, out: &mut Vec<Incoming>) {
+        let mut counter = [0u8; 8];
+        // SAFETY: reading 8 bytes from our own non-blocking eventfd.
+        unsafe { libc::read(self.wake.as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
+        while let Some(inc) = self.ingress.pop() {
+            out.push(inc);
+        }
+    }
+
+    /// Parses received bytes and handles everything that needs no application.
+    pub fn handle_inbound(&self, bytes: Bytes, source: Source) -> Option<Incoming> {
+        let framing = if source.transport.is_stream() { Framing::Stream } else { Framing::Datagram };
+        let msg = match Message::parse(bytes.clone(), framing, &self.config.limits) {
+            Ok(m) => m,
+            Err(e) => {
+                self.reject_unparsable(&bytes, &e, source);
+                return None;
+            }
+        };
+        if !msg.is_request() {
+            self.stats.responses_in.fetch_add(1, Ordering::Relaxed);
+            crate::proxy::relay_response_stateless(self, &msg, source);
+            return None;
+        }
+        self.stats.count_request(msg.method());
+        if msg.method() == crate::sip::Method::Ack {
+            // ACK is never answered; it still goes to the application.
+        } else if msg.request_uri().is_some_and(|u| u.scheme == Scheme::Other) {
+            self.reply_to(&msg, source, 416, None, &[]);
+            return None;
+        }
+        if self.pending.load(Ordering::Relaxed) >= self.config.max_pending {
+            self.stats.overload_rejects.fetch_add(1, Ordering::Relaxed);
+            if msg.method() != crate::sip::Method::Ack {
+                let ra = vec![("Retry-After".to_string(), self.config.retry_after.to_string())];
+                self.reply_to(&msg, source, 503, None, &ra);
+            }
+            return None;
+        }
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        Some(Incoming { msg, source })
+    }
+
+    fn reject_unparsable(&self, bytes: &[u8], e: &ParseError, source: Source) {
+        self.stats.parse_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(peer = %source.addr, error = %e, "rejecting malformed message");
+        if let Some(resp) = write::error_response_raw(bytes, e.status, e.reason) {
+            self.send(Destination { transport: source.transport, addr: source.addr, conn: source.conn }, resp.into());
+        }
+    }
+
+    /// Answers `req` statelessly (an error or overload reply from the core).
+    pub fn reply_to(&self, req: &Message, source: Source, status: u16, reason: Option<&str>, extra: &[(String, String)]) {
+        let tag = self.new_tag();
+        let resp = write::build_response(req, Some(source.addr), status, reason, Some(&tag), extra, b"");
+        self.send_response(req, source, resp.into());
+    }
+
+    /// Sends a response to a request per RFC 3261 §18.2.2: back over the
+    /// request's connection, else to `received`/`rport` (the source address).
+    pub fn send_response(&self, req: &Message, source: Source, bytes: Bytes) {
+        self.stats.responses_out.fetch_add(1, Ordering::Relaxed);
+        let via = req.top_via();
+        let mut dest = Destination { transport: source.transport, addr: source.addr, conn: source.conn };
+        if !source.transport.is_stream() {
+            // Without rport, the response goes to the port in sent-by (§18.2.2).
+            if via.rport().is_none() {
+                dest.addr.set_port(via.port.unwrap_or(5060));
+            }
+            if let Some(maddr) = via.param("maddr").and_then(|m| m.parse::<IpAddr>().ok()) {
+                dest.addr.set_ip(maddr);
+            }
+        }
+        self.send(dest, bytes);
+    }
+
+    /// Sends bytes; UDP straight from this thread, streams through their queue.
+    pub fn send(&self, dest: Destination, bytes: Bytes) -> bool {
+        if dest.transport.is_stream() {
+            let streams = self.streams.lock().clone();
+            let Some(streams) = streams else { return false };
+            return streams.send(dest.conn, dest.addr, bytes);
+        }
+        let Some(ep) = self.udp_for(dest.addr) else {
+            self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        match ep.send_to(&bytes, dest.addr) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(to = %dest.addr, error = %e, "UDP send failed");
+                self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    fn udp_for(&self, to: SocketAddr) -> Option<&UdpEndpoint> {
+        self.udp.iter().find(|u| u.local.is_ipv6() == to.is_ipv6()).or(self.udp.first())
+    }
+
+    /// The listener to put in our Via / Record-Route for `transport` and the
+    /// destination's address family.
+    pub fn advertised(&self, transport: Transport, to: SocketAddr) -> SocketAddr {
+        let candidates: Vec<SocketAddr> = match transport {
+            Transport::Udp => self.udp.iter().map(|u| u.local).collect(),
+            _ => self.tcp_local.clone(),
+        };
+        let mut a = candidates
+            .iter()
+            .find(|a| a.is_ipv6() == to.is_ipv6())
+            .or(candidates.first())
+            .copied()
+            .unwrap_or(to);
+        if a.ip().is_unspecified() {
+            if let Some(ip) = local_ip_towards(to) {
+                a.set_ip(ip);
+            }
+        }
+        a
+    }
+
+    /// Whether `host:port` names this proxy (a listener or an alias).
+    pub fn is_local(&self, host: &str, port: Option<u16>, transport: Option<Transport>) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let default_port = if transport == Some(Transport::Tls) { 5061 } else { 5060 };
+        let port = port.unwrap_or(default_port);
+        if self.config.aliases.iter().any(|a| a.eq_ignore_ascii_case(host)) {
+            return self.local_addrs().iter().any(|(_, a)| a.port() == port);
+        }
+        let Ok(ip) = host.parse::<IpAddr>() else { return false };
+        self.local_addrs()
+            .iter()
+            .any(|(_, a)| a.port() == port && (a.ip() == ip || (a.ip().is_unspecified() && a.is_ipv6() == ip.is_ipv6())))
+    }
+
+    /// A fresh To tag / identifier: unique per process run, not guessable.
+    pub fn new_tag(&self) -> String {
+        let n = self.tag_counter.fetch_add(1, Ordering::Relaxed);
+        format!("{:x}", mix64(self.tag_seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+    }
+
+    /// A per-run secret mixed into stateless branches.
+    pub fn branch_key(&self) -> u64 {
+        self.tag_seed
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.streams.lock().as_ref().map_or(0, |s| s.connection_count())
+    }
+}
+
+fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// The local address the kernel would use to reach `to` (no packet is sent).
+fn local_ip_towards(to: SocketAddr) -> Option<IpAddr> {
+    let bind: SocketAddr = if to.is_ipv6() { "[::]:0".parse().ok()? } else { "0.0.0.0:0".parse().ok()? };
+    let s = std::net::UdpSocket::bind(bind).ok()?;
+    s.connect(to).ok()?;
+    Some(s.local_addr().ok()?.ip())
+}
+
+/// SplitMix64 finaliser: spreads a counter into an unpredictable-looking tag.
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The stream thread's way back into the core without keeping it alive.
+struct SinkRef(std::sync::Weak<Core>);
+
+impl StreamSink for SinkRef {
+    fn on_message(&self, bytes: Bytes, source: Source) {
+        let Some(core) = self.0.upgrade() else { return };
+        if let Some(inc) = core.handle_inbound(bytes, source) {
+            match core.ingress.push(inc) {
+                Ok(()) => {
+                    let one: u64 = 1;
+                    // SAFETY: writing 8 bytes to our own eventfd.
+                    unsafe { libc::write(core.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+                }
+                Err(inc) => {
+                    core.release();
+                    core.stats.overload_rejects.fetch_add(1, Ordering::Relaxed);
+                    let ra = vec![("Retry-After".to_string(), core.config.retry_after.to_string())];
+                    core.reply_to(&inc.msg, inc.source, 503, None, &ra);
+                }
+            }
+        }
+    }
+}

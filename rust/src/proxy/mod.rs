@@ -1,0 +1,189 @@
+//! Proxy behaviour that needs no application: relaying responses back along
+//! their Via path and forwarding requests statelessly (RFC 3261 §16.11).
+
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use crate::core::{Core, Incoming};
+use crate::sip::write::{build_forward, strip_top_via, ForwardEdits, HeaderEdit};
+use crate::sip::{HeaderId, Message, NameAddr, Scheme, Uri};
+use crate::transport::{Destination, Source, Transport};
+
+/// Why a request could not be forwarded; each maps to the answer the
+/// application gets by default.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardError {
+    #[error("Max-Forwards reached 0")]
+    TooManyHops,
+    #[error("unsupported Proxy-Require extension: {0}")]
+    BadExtension(String),
+    #[error("invalid target URI {0:?}")]
+    BadTarget(String),
+    #[error("cannot resolve {0}")]
+    Unresolvable(String),
+    #[error("malformed Route header")]
+    BadRoute,
+    #[error("no route: the Request-URI names this proxy")]
+    NoRoute,
+    #[error("request already answered or forwarded")]
+    AlreadyHandled,
+}
+
+impl ForwardError {
+    /// The status the core answers with when the application lets this stand.
+    pub fn status(&self) -> u16 {
+        match self {
+            ForwardError::TooManyHops => 483,
+            ForwardError::BadExtension(_) => 420,
+            ForwardError::BadTarget(_) | ForwardError::BadRoute => 400,
+            ForwardError::Unresolvable(_) => 503,
+            ForwardError::NoRoute => 404,
+            ForwardError::AlreadyHandled => 500,
+        }
+    }
+}
+
+/// A resolved next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hop {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+/// Resolves a URI to a next hop (RFC 3263 simplified: transport param or
+/// scheme, maddr, host, port).
+pub fn resolve(core: &Core, uri: &Uri<'_>) -> Result<Hop, ForwardError> {
+    if !uri.is_sip() {
+        return Err(ForwardError::BadTarget(uri.raw.to_string()));
+    }
+    let transport = match uri.param("transport") {
+        Some(t) => Transport::parse(t).ok_or_else(|| ForwardError::BadTarget(uri.raw.to_string()))?,
+        None if uri.scheme == Scheme::Sips => Transport::Tls,
+        None => Transport::Udp,
+    };
+    let host = uri.param("maddr").unwrap_or(uri.host);
+    let port = uri.port.unwrap_or(if transport == Transport::Tls { 5061 } else { 5060 });
+    let addr = core
+        .resolver
+        .resolve(host, port, false)
+        .ok_or_else(|| ForwardError::Unresolvable(host.to_string()))?;
+    Ok(Hop { transport, addr })
+}
+
+/// What the application asked for when forwarding.
+#[derive(Debug, Default)]
+pub struct ForwardRequest<'a> {
+    /// Explicit next hop (Kamailio's $du); else Route, else Request-URI.
+    pub target: Option<&'a str>,
+    pub request_uri: Option<&'a str>,
+    pub header_edits: &'a [HeaderEdit],
+}
+
+/// Forwards `inc` statelessly. Retransmissions produce the same branch, so the
+/// next hop's transaction layer sees them as retransmissions (§16.11).
+pub fn forward_stateless(core: &Core, inc: &Incoming, fwd: &ForwardRequest<'_>) -> Result<Hop, ForwardError> {
+    let msg = &inc.msg;
+    if msg.max_forwards() == Some(0) {
+        return Err(ForwardError::TooManyHops);
+    }
+    if let Some(pr) = msg.header(HeaderId::ProxyRequire) {
+        return Err(ForwardError::BadExtension(pr.to_string()));
+    }
+    let routes = route_set(msg)?;
+    let pop_route = routes.first().is_some_and(|r| core.is_local(r.uri.host, r.uri.port, None));
+    let remaining = &routes[usize::from(pop_route)..];
+    let ruri_text = fwd.request_uri.or(msg.request_uri_str()).unwrap_or_default();
+    let hop_uri_text: &str = match (fwd.target, remaining.first()) {
+        (Some(t), _) => t,
+        (None, Some(r)) => r.uri.raw,
+        (None, None) => ruri_text,
+    };
+    let hop_uri = Uri::parse(hop_uri_text).map_err(|_| ForwardError::BadTarget(hop_uri_text.to_string()))?;
+    if fwd.target.is_none() && remaining.is_empty() && core.is_local(hop_uri.host, hop_uri.port, None) {
+        return Err(ForwardError::NoRoute);
+    }
+    let hop = resolve(core, &hop_uri)?;
+    let local = core.advertised(hop.transport, hop.addr);
+    let branch = stateless_branch(core, msg, hop);
+    let via = format!("SIP/2.0/{} {};branch=z9hG4bK{branch:016x}", hop.transport, fmt_hostport(local));
+    let bytes = build_forward(
+        msg,
+        &ForwardEdits {
+            request_uri: fwd.request_uri,
+            via: &via,
+            source: Some(inc.source.addr),
+            pop_route,
+            record_route: None,
+            header_edits: fwd.header_edits,
+        },
+    );
+    core.stats.requests_forwarded.fetch_add(1, Ordering::Relaxed);
+    core.send(Destination { transport: hop.transport, addr: hop.addr, conn: None }, Bytes::from(bytes));
+    Ok(hop)
+}
+
+/// The Route set of a request, in order across all Route header lines.
+pub fn route_set(msg: &Message) -> Result<Vec<NameAddr<'_>>, ForwardError> {
+    let mut out = Vec::new();
+    for h in msg.headers().iter().filter(|h| h.id == HeaderId::Route) {
+        out.extend(NameAddr::parse_list(msg.header_value(h)).map_err(|_| ForwardError::BadRoute)?);
+    }
+    Ok(out)
+}
+
+fn stateless_branch(core: &Core, msg: &Message, hop: Hop) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    core.branch_key().hash(&mut h);
+    match msg.branch().filter(|b| b.starts_with("z9hG4bK")) {
+        // CANCEL and non-2xx ACK share the INVITE's branch, so they hash alike.
+        Some(b) => b.hash(&mut h),
+        None => {
+            // RFC 2543 peers: derive from the fields that identify the transaction.
+            msg.call_id().hash(&mut h);
+            msg.cseq().hash(&mut h);
+            msg.from_tag().hash(&mut h);
+            msg.request_uri_str().hash(&mut h);
+            msg.top_via().raw.hash(&mut h);
+        }
+    }
+    hop.addr.hash(&mut h);
+    h.finish()
+}
+
+pub fn fmt_hostport(a: SocketAddr) -> String {
+    match a {
+        SocketAddr::V4(v4) => v4.to_string(),
+        SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
+    }
+}
+
+/// Relays a response whose top Via is ours to the next Via (RFC 3261 §16.7
+/// step 9, §18.2.2). Anything else is dropped: it matches nothing we sent.
+pub fn relay_response_stateless(core: &Core, msg: &Message, source: Source) {
+    let top = msg.top_via();
+    if !core.is_local(top.host, top.port, Transport::parse(top.transport)) {
+        core.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let vias = msg.vias();
+    let Some(next) = vias.get(1) else {
+        core.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let transport = Transport::parse(next.transport).unwrap_or(Transport::Udp);
+    let port = match next.rport() {
+        Some(Some(p)) => p,
+        _ => next.port.unwrap_or(if transport == Transport::Tls { 5061 } else { 5060 }),
+    };
+    let host = next.received().unwrap_or(next.host);
+    let Some(addr) = core.resolver.resolve(host, port, false) else {
+        core.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let _ = source;
+    core.stats.responses_relayed.fetch_add(1, Ordering::Relaxed);
+    core.send(Destination { transport, addr, conn: None }, Bytes::from(strip_top_via(msg)));
+}

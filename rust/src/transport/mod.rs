@@ -1,0 +1,74 @@
+//! Transports: where messages come from and how bytes go back out.
+//!
+//! UDP sockets are read on the thread that calls [`crate::core::Core::poll_udp`]
+//! (the Python event loop's thread, so a datagram costs no thread crossing);
+//! stream transports run on a tokio runtime thread (`stream`).
+
+pub mod listen;
+pub mod stream;
+pub mod udp;
+
+use std::fmt;
+use std::net::SocketAddr;
+
+pub use listen::ListenSpec;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+    Ws,
+    Wss,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+            Transport::Ws => "WS",
+            Transport::Wss => "WSS",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Transport> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "udp" => Transport::Udp,
+            "tcp" => Transport::Tcp,
+            "tls" => Transport::Tls,
+            "ws" => Transport::Ws,
+            "wss" => Transport::Wss,
+            _ => return None,
+        })
+    }
+    pub fn is_stream(self) -> bool {
+        self != Transport::Udp
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a message came from: enough to answer it (RFC 3261 §18.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+    /// The local listener it arrived on.
+    pub local: SocketAddr,
+    /// For streams, the connection it arrived on (responses reuse it).
+    pub conn: Option<u64>,
+}
+
+/// Where to send bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Destination {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+    /// Reuse this connection when it is still open.
+    pub conn: Option<u64>,
+}

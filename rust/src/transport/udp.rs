@@ -1,0 +1,165 @@
+//! UDP sockets read in batches with `recvmmsg` (one syscall for up to
+//! `BATCH` datagrams) and written with plain `sendto`.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+pub const BATCH: usize = 32;
+/// RFC 3261 §18.1.1 lets a datagram be up to 65,535 octets.
+const MAX_DATAGRAM: usize = 65_535;
+
+pub struct UdpEndpoint {
+    pub socket: UdpSocket,
+    pub local: SocketAddr,
+}
+
+impl UdpEndpoint {
+    pub fn bind(addr: SocketAddr) -> io::Result<UdpEndpoint> {
+        let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+        let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        // Large buffers absorb bursts while the loop thread runs Python.
+        let _ = s.set_recv_buffer_size(4 << 20);
+        let _ = s.set_send_buffer_size(4 << 20);
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        let socket: UdpSocket = s.into();
+        let local = socket.local_addr()?;
+        Ok(UdpEndpoint { socket, local })
+    }
+
+    pub fn fd(&self) -> i32 {
+        self.socket.as_raw_fd()
+    }
+
+    /// Sends one datagram; a full socket buffer drops it (UDP is lossy and SIP
+    /// retransmits) and reports the error to the caller for counting.
+    pub fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<()> {
+        self.socket.send_to(buf, to).map(|_| ())
+    }
+}
+
+/// Reusable receive buffers for `recvmmsg`, built once: the headers point
+/// into heap buffers owned by the same struct, which never move.
+pub struct RecvBatch {
+    bufs: Vec<Vec<u8>>,
+    addrs: Vec<libc::sockaddr_storage>,
+    iovecs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    count: usize,
+}
+
+// SAFETY: the raw pointers inside `iovecs`/`hdrs` refer only to heap memory
+// owned by this struct, so moving it to another thread moves their targets too.
+unsafe impl Send for RecvBatch {}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; MAX_DATAGRAM]).collect();
+        // SAFETY: sockaddr_storage and mmsghdr are plain old data; zero is valid.
+        let mut addrs: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; BATCH];
+        let mut iovecs: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
+            .collect();
+        let mut hdrs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
+        for i in 0..BATCH {
+            hdrs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
+            hdrs[i].msg_hdr.msg_iov = &mut iovecs[i];
+            hdrs[i].msg_hdr.msg_iovlen = 1;
+        }
+        RecvBatch { bufs, addrs, iovecs, hdrs, count: 0 }
+    }
+}
+
+impl RecvBatch {
+    /// Receives up to `BATCH` datagrams without blocking; returns how many.
+    pub fn recv(&mut self, sock: &UdpSocket) -> io::Result<usize> {
+        for h in &mut self.hdrs {
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+        }
+        debug_assert_eq!(self.iovecs.len(), BATCH);
+        // SAFETY: hdrs holds BATCH initialised headers pointing at live buffers.
+        let n = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            self.count = 0;
+            return Err(io::Error::last_os_error());
+        }
+        self.count = n as usize;
+        Ok(self.count)
+    }
+
+    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+        if i >= self.count {
+            return None;
+        }
+        let addr = sockaddr_to_std(&self.addrs[i])?;
+        Some((&self.bufs[i][..self.hdrs[i].msg_len as usize], addr))
+    }
+}
+
+fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(ss.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let sin = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::new(ip.into(), u16::from_be(sin.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let sin6 = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::new(ip.into(), u16::from_be(sin6.sin6_port)))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_receives_several_datagrams() {
+        let ep = UdpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..5u8 {
+            client.send_to(&[i; 10], ep.local).unwrap();
+        }
+        let mut batch = RecvBatch::default();
+        let mut got = 0;
+        for _ in 0..100 {
+            match batch.recv(&ep.socket) {
+                Ok(n) => {
+                    for i in 0..n {
+                        let (data, from) = batch.get(i).unwrap();
+                        assert_eq!(data.len(), 10);
+                        assert_eq!(from, client.local_addr().unwrap());
+                    }
+                    got += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+            if got == 5 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert_eq!(got, 5);
+    }
+}
