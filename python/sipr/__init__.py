@@ -1,0 +1,36 @@
+"""sipr: an asynchronous SIP router with Python routing on a Rust core.
+
+    import sipr
+
+    app = sipr.App()
+
+    @app.route
+    async def route(req: sipr.Request) -> None:
+        req.reply(200)
+"""
+
+from sipr._core import (
+    URI,
+    Address,
+    CSeq,
+    Headers,
+    Request,
+    SiprError,
+    Source,
+    TransactionError,
+    __version__,
+)
+from sipr.app import App
+
+__all__ = [
+    "URI",
+    "Address",
+    "App",
+    "CSeq",
+    "Headers",
+    "Request",
+    "SiprError",
+    "Source",
+    "TransactionError",
+    "__version__",
+]

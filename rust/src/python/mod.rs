@@ -1,0 +1,33 @@
+//! The PyO3 layer: every Python-facing type lives here, so the core above it
+//! builds and tests without Python. Exposed as the private `sipr._core`.
+
+mod core;
+mod message;
+mod request;
+
+use pyo3::prelude::*;
+
+pyo3::create_exception!(_core, SiprError, pyo3::exceptions::PyException, "Base class for sipr errors.");
+pyo3::create_exception!(
+    _core,
+    TransactionError,
+    SiprError,
+    "An action on a request that was already answered or forwarded."
+);
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("SiprError", m.py().get_type::<SiprError>())?;
+    m.add("TransactionError", m.py().get_type::<TransactionError>())?;
+    m.add_class::<core::PyCore>()?;
+    m.add_class::<request::PyRequest>()?;
+    m.add_class::<request::PyHeaders>()?;
+    m.add_class::<message::PyUri>()?;
+    m.add_class::<message::PyAddress>()?;
+    m.add_class::<message::PyCSeq>()?;
+    m.add_class::<message::PySource>()?;
+    m.add_function(wrap_pyfunction!(message::parse_uri, m)?)?;
+    m.add_function(wrap_pyfunction!(core::parse_listen, m)?)?;
+    Ok(())
+}
