@@ -11,6 +11,7 @@ app = sipr.App()
 # What this UAS understands (RFC 3261 §8.2.2): extensions it supports, body
 # types it accepts.
 SUPPORTED: set[str] = set()
+METHODS = {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "MESSAGE", "INFO", "UPDATE"}
 ACCEPTED_TYPES = {"application/sdp", "text/plain", "multipart/mixed"}
 
 
@@ -18,6 +19,9 @@ ACCEPTED_TYPES = {"application/sdp", "text/plain", "multipart/mixed"}
 async def route(req: sipr.Request) -> None:
     if req.method == "ACK":
         return
+    if req.method not in METHODS:
+        # RFC 3261 §21.5.2: a method this UAS does not implement.
+        return req.reply(501, headers={"Allow": ", ".join(sorted(METHODS))})
     # RFC 3261 §8.2.2.3: refuse Require'd extensions we do not support.
     unsupported = [opt for opt in req.headers.getall("Require") if opt not in SUPPORTED]
     if unsupported:

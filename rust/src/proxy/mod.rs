@@ -115,6 +115,7 @@ pub fn forward_stateless(core: &Core, inc: &Incoming, fwd: &ForwardRequest<'_>) 
             request_uri: fwd.request_uri,
             via: &via,
             source: Some(inc.source.addr),
+            force_rport: inc.source.transport.is_stream(),
             pop_route,
             record_route: None,
             header_edits: fwd.header_edits,

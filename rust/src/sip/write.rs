@@ -37,7 +37,7 @@ pub fn via_received_params(msg: &Message, source: SocketAddr) -> String {
 }
 
 /// Writes the top via-parm with received/rport filled in for `source`.
-fn write_top_via_line(msg: &Message, source: Option<SocketAddr>, out: &mut Vec<u8>) {
+fn write_top_via_line(msg: &Message, source: Option<SocketAddr>, force_rport: bool, out: &mut Vec<u8>) {
     let span = msg.top_via_span();
     let top = msg.str_at(span);
     let Some(src) = source else {
@@ -64,8 +64,20 @@ fn write_top_via_line(msg: &Message, source: Option<SocketAddr>, out: &mut Vec<u
         }
     } else {
         out.extend_from_slice(top.as_bytes());
+        if force_rport && via.rport().is_none() {
+            let _ = write!(VecWriter(out), ";rport={}", src.port());
+        }
     }
-    out.extend_from_slice(via_received_params(msg, src).as_bytes());
+    let received = via_received_params(msg, src);
+    let received = if force_rport && received.is_empty() && via.received().is_none() {
+        match src {
+            SocketAddr::V4(a) => format!(";received={}", a.ip()),
+            SocketAddr::V6(a) => format!(";received=[{}]", a.ip()),
+        }
+    } else {
+        received
+    };
+    out.extend_from_slice(received.as_bytes());
 }
 
 struct VecWriter<'a>(&'a mut Vec<u8>);
@@ -84,7 +96,7 @@ fn write_vias(msg: &Message, source: Option<SocketAddr>, out: &mut Vec<u8>) {
         if h.value.start <= top.start && top.end <= h.value.end {
             let b = msg.bytes();
             out.extend_from_slice(&b[h.line.start as usize..top.start as usize]);
-            write_top_via_line(msg, source, out);
+            write_top_via_line(msg, source, false, out);
             out.extend_from_slice(&b[top.end as usize..h.line.end as usize]);
         } else {
             out.extend_from_slice(&msg.bytes()[h.line.range()]);
@@ -148,6 +160,9 @@ pub struct ForwardEdits<'a> {
     pub via: &'a str,
     /// Stamp received/rport on the previous hop's Via for this source.
     pub source: Option<SocketAddr>,
+    /// Add `rport=PORT` even when the Via did not ask (stream sources: the
+    /// relayed response must find the connection again by address).
+    pub force_rport: bool,
     /// Drop the first Route value (it named us: RFC 3261 §16.4).
     pub pop_route: bool,
     /// A Record-Route value to insert (RFC 3261 §16.6 step 4).
@@ -198,7 +213,7 @@ pub fn build_forward(req: &Message, edits: &ForwardEdits<'_>) -> Vec<u8> {
         match h.id {
             HeaderId::Via if h.value.start <= top_via.start && top_via.end <= h.value.end => {
                 out.extend_from_slice(&b[h.line.start as usize..top_via.start as usize]);
-                write_top_via_line(req, edits.source, &mut out);
+                write_top_via_line(req, edits.source, edits.force_rport, &mut out);
                 out.extend_from_slice(&b[top_via.end as usize..h.line.end as usize]);
             }
             HeaderId::MaxForwards => {

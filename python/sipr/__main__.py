@@ -1,0 +1,3 @@
+from sipr.cli import main
+
+main()
