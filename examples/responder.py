@@ -32,9 +32,13 @@ async def route(req: sipr.Request) -> None:
         return req.reply(415, headers={"Accept": ", ".join(sorted(ACCEPTED_TYPES))})
     # RFC 3261 §8.2.2.2 / §21.4.7: an Accept we cannot satisfy.
     accept = req.headers.getall("Accept")
-    if req.method == "INVITE" and accept and not any(
-        a.split(";")[0].strip().lower() in ("application/sdp", "*/*", "application/*")
-        for a in accept
+    if (
+        req.method == "INVITE"
+        and accept
+        and not any(
+            a.split(";")[0].strip().lower() in ("application/sdp", "*/*", "application/*")
+            for a in accept
+        )
     ):
         return req.reply(406, headers={"Accept": "application/sdp"})
     if req.method == "INVITE":

@@ -1,12 +1,12 @@
 """sipr: an asynchronous SIP router with Python routing on a Rust core.
 
-    import sipr
+import sipr
 
-    app = sipr.App()
+app = sipr.App()
 
-    @app.route
-    async def route(req: sipr.Request) -> None:
-        req.reply(200)
+@app.route
+async def route(req: sipr.Request) -> None:
+    req.reply(200)
 """
 
 from sipr._core import (

@@ -85,7 +85,9 @@ def run(
             help="Listen URI, repeatable: udp:127.0.0.1:5060, tcp:[::1]:5060",
         ),
     ] = None,
-    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning, error")] = "info",
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="debug, info, warning, error")
+    ] = "info",
 ) -> None:
     """Serve APP."""
     from sipr import _core

@@ -24,8 +24,20 @@ class SippUas:
     def __init__(self, sipp: str, port: int, transport: str = "u1", extra: tuple[str, ...] = ()):
         self.workdir = Path(tempfile.mkdtemp(prefix="sipp-uas-"))
         self.proc = subprocess.Popen(
-            [sipp, "-sn", "uas", "-i", "127.0.0.1", "-p", str(port), "-t", transport,
-             "-nostdin", "-trace_err", *extra],
+            [
+                sipp,
+                "-sn",
+                "uas",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-t",
+                transport,
+                "-nostdin",
+                "-trace_err",
+                *extra,
+            ],
             cwd=self.workdir,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -69,11 +81,35 @@ def run_uac(
     workdir = Path(tempfile.mkdtemp(prefix="sipp-uac-"))
     stat = workdir / "stats.csv"
     args = [
-        sipp, "-sn", "uac", f"{target[0]}:{target[1]}", "-i", "127.0.0.1", "-p", str(port),
-        "-t", transport, "-m", str(calls), "-r", str(rate), "-l", str(max(rate * 4, 100)),
-        "-nostdin", "-timeout", f"{timeout_s}s", "-timeout_error",
-        "-recv_timeout", "10000", "-trace_stat", "-stf", str(stat), "-fd", "1",
-        "-trace_err", *extra,
+        sipp,
+        "-sn",
+        "uac",
+        f"{target[0]}:{target[1]}",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-t",
+        transport,
+        "-m",
+        str(calls),
+        "-r",
+        str(rate),
+        "-l",
+        str(max(rate * 4, 100)),
+        "-nostdin",
+        "-timeout",
+        f"{timeout_s}s",
+        "-timeout_error",
+        "-recv_timeout",
+        "10000",
+        "-trace_stat",
+        "-stf",
+        str(stat),
+        "-fd",
+        "1",
+        "-trace_err",
+        *extra,
     ]
     proc = subprocess.run(args, cwd=workdir, capture_output=True, text=True, timeout=timeout_s + 30)
     successful = failed = retrans = 0

@@ -19,7 +19,7 @@ def test_stateless_forward_10k_calls(sipp: str, sipr_factory, transport: str) ->
         hop = f"sip:127.0.0.1:{uas_port}" + (";transport=tcp" if transport == "tcp" else "")
         proxy = sipr_factory(
             EXAMPLES / "stateless.py",
-            listen=(f"udp:127.0.0.1:0", f"tcp:127.0.0.1:0"),
+            listen=("udp:127.0.0.1:0", "tcp:127.0.0.1:0"),
             env={"SIPR_NEXT_HOP": hop},
         )
         result = run_uac(
