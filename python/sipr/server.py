@@ -25,18 +25,25 @@ class Server:
         self.listen = listen
         self.core: _core.Core | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        # Handler tasks of requests a CANCEL can end, by transaction id.
+        self.cancellable: dict[int, asyncio.Task[None]] = {}
         self.stopping = asyncio.Event()
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         self.core = core = _core.Core(
-            self.listen, max_pending=self.app.max_pending, retry_after=self.app.retry_after
+            self.listen,
+            max_pending=self.app.max_pending,
+            retry_after=self.app.retry_after,
+            in_dialog_to_app=self.app.in_dialog_handler is not None,
+            record_route=self.app.record_route,
         )
         for fn in self.app.startup:
             await fn()
         for index, fd in enumerate(core.udp_fds()):
             loop.add_reader(fd, self._on_udp, index)
         loop.add_reader(core.wake_fd(), self._on_streams)
+        loop.add_reader(core.timer_fd(), self._on_timer)
         for transport, host, port in core.local_addrs():
             shown = f"[{host}]" if ":" in host else host
             print(f"sipr: listening on {transport}:{shown}:{port}", file=sys.stderr, flush=True)
@@ -48,6 +55,7 @@ class Server:
             loop.remove_reader(core.wake_fd())
             if self.tasks:
                 await asyncio.wait(self.tasks, timeout=DRAIN_SECONDS)
+            loop.remove_reader(core.timer_fd())
             for fn in self.app.shutdown:
                 await fn()
             core.stop()
@@ -56,14 +64,35 @@ class Server:
         self.stopping.set()
 
     def _on_udp(self, index: int) -> None:
-        assert self.core is not None
-        for req in self.core.poll_udp(index):
+        core = self.core
+        assert core is not None
+        for req in core.poll_udp(index):
             self._dispatch(req)
+        if core.has_cancelled:
+            self._cancel_tasks()
 
     def _on_streams(self) -> None:
-        assert self.core is not None
-        for req in self.core.drain_streams():
+        core = self.core
+        assert core is not None
+        for req in core.drain_streams():
             self._dispatch(req)
+        if core.has_cancelled:
+            self._cancel_tasks()
+
+    def _on_timer(self) -> None:
+        core = self.core
+        assert core is not None
+        for req in core.on_timer():
+            self._dispatch(req)
+        if core.has_cancelled:
+            self._cancel_tasks()
+
+    def _cancel_tasks(self) -> None:
+        assert self.core is not None
+        for txn in self.core.take_cancelled():
+            task = self.cancellable.pop(txn, None)
+            if task is not None:
+                task.cancel()
 
     def _dispatch(self, req: _core.Request) -> None:
         handler = self.app.route_handler
@@ -73,6 +102,10 @@ class Server:
         task = asyncio.get_running_loop().create_task(self._run(handler, req))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        if req.method == "INVITE":
+            txn = req._txn
+            self.cancellable[txn] = task
+            task.add_done_callback(lambda _t: self.cancellable.pop(txn, None))
 
     async def _run(self, handler, req: _core.Request) -> None:  # type: ignore[no-untyped-def]
         try:
@@ -84,6 +117,7 @@ class Server:
                 )
                 req.reply(status, reason)
         except asyncio.CancelledError:
+            log.info("handler cancelled: %s (Call-ID %s)", req.method, req.call_id)
             raise
         except Exception:
             log.exception("route handler failed (Call-ID %s)", req.call_id)

@@ -12,8 +12,12 @@ use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use parking_lot::Mutex;
 
-use crate::sip::{write, Framing, Limits, Message, ParseError, Scheme};
+use crate::proxy::context::Final;
+use crate::proxy::stateful;
+use crate::sip::{write, Framing, Limits, Message, Method, ParseError, Scheme};
 use crate::stats::Stats;
+use crate::timer::TimerFd;
+use crate::transaction::{server, Layer, Timing, TxnId};
 use crate::transport::stream::{StreamSink, Streams};
 use crate::transport::udp::{RecvBatch, UdpEndpoint, BATCH};
 use crate::transport::{Destination, ListenSpec, Source, Transport};
@@ -55,6 +59,20 @@ impl Default for Config {
 pub struct Incoming {
     pub msg: Message,
     pub source: Source,
+    /// Its server transaction (none for ACK and stateless-only requests).
+    pub txn: Option<TxnId>,
+}
+
+/// What the core tells the application layer after reading or a timer.
+pub enum Event {
+    Request(Incoming),
+    /// A `relay()` round finished with this final answer.
+    RelayDone {
+        relay: u64,
+        result: Final,
+    },
+    /// A CANCEL ended this request while the application held it.
+    Cancelled(TxnId),
 }
 
 pub struct Core {
@@ -64,8 +82,12 @@ pub struct Core {
     tcp_local: Vec<SocketAddr>,
     recv: Mutex<RecvBatch>,
     streams: Mutex<Option<Arc<Streams>>>,
-    /// Requests read by the stream thread, drained by the loop thread.
-    ingress: ArrayQueue<Incoming>,
+    /// Messages read by the stream thread, processed on the loop thread.
+    ingress: ArrayQueue<(Message, Source)>,
+    layer: Mutex<Layer>,
+    timerfd: Mutex<TimerFd>,
+    /// The application handles in-dialog requests itself (`@app.in_dialog`).
+    in_dialog_to_app: std::sync::atomic::AtomicBool,
     wake: OwnedFd,
     pending: AtomicUsize,
     pub stats: Stats,
@@ -77,7 +99,11 @@ pub struct Core {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {transport}:{addr}: {source}")]
-    Bind { transport: Transport, addr: SocketAddr, source: io::Error },
+    Bind {
+        transport: Transport,
+        addr: SocketAddr,
+        source: io::Error,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -89,28 +115,43 @@ impl Core {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for l in &config.listen {
-            let bind_err = |source| StartError::Bind { transport: l.transport, addr: l.addr, source };
+            let bind_err = |source| StartError::Bind {
+                transport: l.transport,
+                addr: l.addr,
+                source,
+            };
             match l.transport {
                 Transport::Udp => udp.push(UdpEndpoint::bind(l.addr).map_err(bind_err)?),
                 Transport::Tcp => {
                     let s = bind_tcp(l.addr).map_err(bind_err)?;
                     tcp.push(s);
                 }
-                other => return Err(StartError::Other(format!("{other} listeners are not supported yet"))),
+                other => {
+                    return Err(StartError::Other(format!(
+                        "{other} listeners are not supported yet"
+                    )))
+                }
             }
         }
         // SAFETY: eventfd returns a new descriptor or -1.
         let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if efd < 0 {
-            return Err(StartError::Other(format!("eventfd: {}", io::Error::last_os_error())));
+            return Err(StartError::Other(format!(
+                "eventfd: {}",
+                io::Error::last_os_error()
+            )));
         }
         let tcp_local = tcp.iter().filter_map(|l| l.local_addr().ok()).collect();
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id()) << 32;
+        let timerfd = TimerFd::new().map_err(|e| StartError::Other(format!("timerfd: {e}")))?;
         let core = Arc::new_cyclic(|me| Core {
             me: me.clone(),
+            layer: Mutex::new(Layer::default()),
+            timerfd: Mutex::new(timerfd),
+            in_dialog_to_app: std::sync::atomic::AtomicBool::new(false),
             ingress: ArrayQueue::new(config.ingress_capacity.max(1)),
             config,
             udp,
@@ -168,84 +209,248 @@ impl Core {
     }
 
     /// Reads every datagram waiting on UDP listener `index` (bounded, for
-    /// fairness) and appends the requests the application must see.
-    pub fn poll_udp(&self, index: usize, out: &mut Vec<Incoming>) {
-        let Some(ep) = self.udp.get(index) else { return };
+    /// fairness) and processes it; what the application must see is appended.
+    pub fn poll_udp(&self, index: usize, out: &mut Vec<Event>) {
+        let Some(ep) = self.udp.get(index) else {
+            return;
+        };
         let mut batch = self.recv.lock();
+        let mut layer = self.layer.lock();
         for _ in 0..8 {
             let n = match batch.recv(&ep.socket) {
                 Ok(n) => n,
                 Err(_) => break,
             };
             for i in 0..n {
-                let Some((data, from)) = batch.get(i) else { continue };
-                let source = Source { transport: Transport::Udp, addr: from, local: ep.local, conn: None };
-                if let Some(inc) = self.handle_inbound(Bytes::copy_from_slice(data), source) {
-                    out.push(inc);
+                let Some((data, from)) = batch.get(i) else {
+                    continue;
+                };
+                let source = Source {
+                    transport: Transport::Udp,
+                    addr: from,
+                    local: ep.local,
+                    conn: None,
+                };
+                if let Some(msg) = self.parse_inbound(Bytes::copy_from_slice(data), source) {
+                    self.process(&mut layer, msg, source, out);
                 }
             }
             if n < BATCH {
                 break;
             }
         }
+        self.rearm(&layer);
     }
 
-    /// Moves queued stream requests to `out`.
-    pub fn drain_streams(&self, out: &mut Vec<Incoming>) {
+    /// Processes the messages queued by the stream thread.
+    pub fn drain_streams(&self, out: &mut Vec<Event>) {
         let mut counter = [0u8; 8];
         // SAFETY: reading 8 bytes from our own non-blocking eventfd.
         unsafe { libc::read(self.wake.as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
-        while let Some(inc) = self.ingress.pop() {
-            out.push(inc);
+        let mut layer = self.layer.lock();
+        while let Some((msg, source)) = self.ingress.pop() {
+            self.process(&mut layer, msg, source, out);
+        }
+        self.rearm(&layer);
+    }
+
+    /// The timer descriptor the event loop watches.
+    pub fn timer_fd(&self) -> i32 {
+        self.timerfd.lock().raw()
+    }
+
+    /// Runs every due transaction timer.
+    pub fn on_timer(&self, out: &mut Vec<Event>) {
+        self.timerfd.lock().clear();
+        let mut layer = self.layer.lock();
+        let due = layer.timers.pop_due(std::time::Instant::now());
+        for (_, key) in due {
+            stateful::on_timer(self, &mut layer, key, out);
+        }
+        self.rearm(&layer);
+    }
+
+    fn rearm(&self, layer: &Layer) {
+        self.timerfd.lock().arm(layer.timers.next_deadline());
+    }
+
+    /// Runs `f` on the transaction layer, then re-arms the timer.
+    pub fn with_layer<R>(&self, f: impl FnOnce(&Core, &mut Layer) -> R) -> R {
+        let mut layer = self.layer.lock();
+        let r = f(self, &mut layer);
+        self.rearm(&layer);
+        r
+    }
+
+    pub fn set_in_dialog_to_app(&self, on: bool) {
+        self.in_dialog_to_app.store(on, Ordering::Relaxed);
+    }
+
+    pub fn set_timing(&self, timing: Timing) {
+        self.layer.lock().timing = timing;
+    }
+
+    pub fn timing(&self) -> Timing {
+        self.layer.lock().timing.clone()
+    }
+
+    /// Parses received bytes; malformed ones are answered (or dropped) here.
+    pub fn parse_inbound(&self, bytes: Bytes, source: Source) -> Option<Message> {
+        let framing = if source.transport.is_stream() {
+            Framing::Stream
+        } else {
+            Framing::Datagram
+        };
+        match Message::parse(bytes.clone(), framing, &self.config.limits) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                self.reject_unparsable(&bytes, &e, source);
+                None
+            }
         }
     }
 
-    /// Parses received bytes and handles everything that needs no application.
-    pub fn handle_inbound(&self, bytes: Bytes, source: Source) -> Option<Incoming> {
-        let framing = if source.transport.is_stream() { Framing::Stream } else { Framing::Datagram };
-        let msg = match Message::parse(bytes.clone(), framing, &self.config.limits) {
-            Ok(m) => m,
-            Err(e) => {
-                self.reject_unparsable(&bytes, &e, source);
-                return None;
-            }
-        };
+    /// Runs a parsed message through the transaction layer and proxy core;
+    /// requests that need policy are appended to `out`.
+    pub fn process(&self, layer: &mut Layer, msg: Message, source: Source, out: &mut Vec<Event>) {
         if !msg.is_request() {
             self.stats.responses_in.fetch_add(1, Ordering::Relaxed);
-            crate::proxy::relay_response_stateless(self, &msg, source);
-            return None;
+            stateful::on_response(self, layer, msg, source, out);
+            return;
         }
         self.stats.count_request(msg.method());
-        if msg.method() == crate::sip::Method::Ack {
-            // ACK is never answered; it still goes to the application.
-        } else if msg.request_uri().is_some_and(|u| u.scheme == Scheme::Other) {
-            self.reply_to(&msg, source, 416, None, &[]);
-            return None;
-        }
-        if self.pending.load(Ordering::Relaxed) >= self.config.max_pending {
-            self.stats.overload_rejects.fetch_add(1, Ordering::Relaxed);
-            if msg.method() != crate::sip::Method::Ack {
-                let ra = vec![("Retry-After".to_string(), self.config.retry_after.to_string())];
-                self.reply_to(&msg, source, 503, None, &ra);
+        let routed_by_us = |m: &Message| {
+            m.to_tag().is_some()
+                && !self.in_dialog_to_app.load(Ordering::Relaxed)
+                && crate::proxy::route_set(m)
+                    .ok()
+                    .and_then(|r| {
+                        r.first()
+                            .map(|n| self.is_local(n.uri.host, n.uri.port, None))
+                    })
+                    .unwrap_or(false)
+        };
+        match msg.method() {
+            Method::Ack => {
+                if let Some(id) = layer
+                    .find_invite_server(&msg)
+                    .or_else(|| layer.find_ack_target(&msg))
+                {
+                    server::on_ack(layer, id);
+                    return;
+                }
+                if routed_by_us(&msg) {
+                    // ACK for a 2xx: no transaction, loose-routed statelessly.
+                    let inc = Incoming {
+                        msg,
+                        source,
+                        txn: None,
+                    };
+                    let _ = crate::proxy::forward_stateless(self, &inc, &Default::default());
+                    return;
+                }
+                self.to_app(msg, source, None, out);
             }
-            return None;
+            Method::Cancel if stateful::on_cancel(self, layer, &msg, source, out) => {}
+            _ => {
+                if let Some(id) = layer.find_server(&msg) {
+                    // Same branch and sent-by is a retransmission (§17.2.3) only
+                    // if it is the same request: some peers reuse branches.
+                    let same = layer.servers.get(&id).is_some_and(|t| {
+                        t.request.call_id() == msg.call_id() && t.request.cseq() == msg.cseq()
+                    });
+                    if same {
+                        server::on_retransmission(self, layer, id);
+                        return;
+                    }
+                }
+                if msg.request_uri().is_some_and(|u| u.scheme == Scheme::Other) {
+                    self.reply_to(&msg, source, 416, None, &[]);
+                    return;
+                }
+                if crate::proxy::route::is_loop(self, &msg) {
+                    self.reply_to(&msg, source, 482, None, &[]);
+                    return;
+                }
+                if routed_by_us(&msg) {
+                    stateful::route_in_core(self, layer, msg, source, out);
+                    return;
+                }
+                if self.overloaded(&msg, source) {
+                    return;
+                }
+                let id = server::create(layer, msg.clone(), source);
+                if let Some(t) = layer.servers.get_mut(&id) {
+                    t.app_holds = true;
+                }
+                self.pending.fetch_add(1, Ordering::Relaxed);
+                out.push(Event::Request(Incoming {
+                    msg,
+                    source,
+                    txn: Some(id),
+                }));
+            }
+        }
+    }
+
+    fn to_app(&self, msg: Message, source: Source, txn: Option<TxnId>, out: &mut Vec<Event>) {
+        if self.overloaded(&msg, source) {
+            return;
         }
         self.pending.fetch_add(1, Ordering::Relaxed);
-        Some(Incoming { msg, source })
+        out.push(Event::Request(Incoming { msg, source, txn }));
+    }
+
+    /// Sheds load before any Python runs: 503 + Retry-After (ACKs are dropped).
+    fn overloaded(&self, msg: &Message, source: Source) -> bool {
+        if self.pending.load(Ordering::Relaxed) < self.config.max_pending {
+            return false;
+        }
+        self.stats.overload_rejects.fetch_add(1, Ordering::Relaxed);
+        if msg.method() != Method::Ack {
+            let ra = vec![(
+                "Retry-After".to_string(),
+                self.config.retry_after.to_string(),
+            )];
+            self.reply_to(msg, source, 503, None, &ra);
+        }
+        true
     }
 
     fn reject_unparsable(&self, bytes: &[u8], e: &ParseError, source: Source) {
         self.stats.parse_errors.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(peer = %source.addr, error = %e, "rejecting malformed message");
         if let Some(resp) = write::error_response_raw(bytes, e.status, e.reason) {
-            self.send(Destination { transport: source.transport, addr: source.addr, conn: source.conn }, resp.into());
+            self.send(
+                Destination {
+                    transport: source.transport,
+                    addr: source.addr,
+                    conn: source.conn,
+                },
+                resp.into(),
+            );
         }
     }
 
     /// Answers `req` statelessly (an error or overload reply from the core).
-    pub fn reply_to(&self, req: &Message, source: Source, status: u16, reason: Option<&str>, extra: &[(String, String)]) {
+    pub fn reply_to(
+        &self,
+        req: &Message,
+        source: Source,
+        status: u16,
+        reason: Option<&str>,
+        extra: &[(String, String)],
+    ) {
         let tag = self.new_tag();
-        let resp = write::build_response(req, Some(source.addr), status, reason, Some(&tag), extra, b"");
+        let resp = write::build_response(
+            req,
+            Some(source.addr),
+            status,
+            reason,
+            Some(&tag),
+            extra,
+            b"",
+        );
         self.send_response(req, source, resp.into());
     }
 
@@ -254,7 +459,11 @@ impl Core {
     pub fn send_response(&self, req: &Message, source: Source, bytes: Bytes) {
         self.stats.responses_out.fetch_add(1, Ordering::Relaxed);
         let via = req.top_via();
-        let mut dest = Destination { transport: source.transport, addr: source.addr, conn: source.conn };
+        let mut dest = Destination {
+            transport: source.transport,
+            addr: source.addr,
+            conn: source.conn,
+        };
         if !source.transport.is_stream() {
             // Without rport, the response goes to the port in sent-by (§18.2.2).
             if via.rport().is_none() {
@@ -289,7 +498,10 @@ impl Core {
     }
 
     fn udp_for(&self, to: SocketAddr) -> Option<&UdpEndpoint> {
-        self.udp.iter().find(|u| u.local.is_ipv6() == to.is_ipv6()).or(self.udp.first())
+        self.udp
+            .iter()
+            .find(|u| u.local.is_ipv6() == to.is_ipv6())
+            .or(self.udp.first())
     }
 
     /// The listener to put in our Via / Record-Route for `transport` and the
@@ -316,21 +528,36 @@ impl Core {
     /// Whether `host:port` names this proxy (a listener or an alias).
     pub fn is_local(&self, host: &str, port: Option<u16>, transport: Option<Transport>) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let default_port = if transport == Some(Transport::Tls) { 5061 } else { 5060 };
+        let default_port = if transport == Some(Transport::Tls) {
+            5061
+        } else {
+            5060
+        };
         let port = port.unwrap_or(default_port);
-        if self.config.aliases.iter().any(|a| a.eq_ignore_ascii_case(host)) {
+        if self
+            .config
+            .aliases
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(host))
+        {
             return self.local_addrs().iter().any(|(_, a)| a.port() == port);
         }
-        let Ok(ip) = host.parse::<IpAddr>() else { return false };
-        self.local_addrs()
-            .iter()
-            .any(|(_, a)| a.port() == port && (a.ip() == ip || (a.ip().is_unspecified() && a.is_ipv6() == ip.is_ipv6())))
+        let Ok(ip) = host.parse::<IpAddr>() else {
+            return false;
+        };
+        self.local_addrs().iter().any(|(_, a)| {
+            a.port() == port
+                && (a.ip() == ip || (a.ip().is_unspecified() && a.is_ipv6() == ip.is_ipv6()))
+        })
     }
 
     /// A fresh To tag / identifier: unique per process run, not guessable.
     pub fn new_tag(&self) -> String {
         let n = self.tag_counter.fetch_add(1, Ordering::Relaxed);
-        format!("{:x}", mix64(self.tag_seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+        format!(
+            "{:x}",
+            mix64(self.tag_seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        )
     }
 
     /// A per-run secret mixed into stateless branches.
@@ -339,13 +566,20 @@ impl Core {
     }
 
     pub fn connection_count(&self) -> usize {
-        self.streams.lock().as_ref().map_or(0, |s| s.connection_count())
+        self.streams
+            .lock()
+            .as_ref()
+            .map_or(0, |s| s.connection_count())
     }
 }
 
 fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
     let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
@@ -359,7 +593,11 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 
 /// The local address the kernel would use to reach `to` (no packet is sent).
 fn local_ip_towards(to: SocketAddr) -> Option<IpAddr> {
-    let bind: SocketAddr = if to.is_ipv6() { "[::]:0".parse().ok()? } else { "0.0.0.0:0".parse().ok()? };
+    let bind: SocketAddr = if to.is_ipv6() {
+        "[::]:0".parse().ok()?
+    } else {
+        "0.0.0.0:0".parse().ok()?
+    };
     let s = std::net::UdpSocket::bind(bind).ok()?;
     s.connect(to).ok()?;
     Some(s.local_addr().ok()?.ip())
@@ -378,18 +616,23 @@ struct SinkRef(std::sync::Weak<Core>);
 impl StreamSink for SinkRef {
     fn on_message(&self, bytes: Bytes, source: Source) {
         let Some(core) = self.0.upgrade() else { return };
-        if let Some(inc) = core.handle_inbound(bytes, source) {
-            match core.ingress.push(inc) {
-                Ok(()) => {
-                    let one: u64 = 1;
-                    // SAFETY: writing 8 bytes to our own eventfd.
-                    unsafe { libc::write(core.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
-                }
-                Err(inc) => {
-                    core.release();
-                    core.stats.overload_rejects.fetch_add(1, Ordering::Relaxed);
-                    let ra = vec![("Retry-After".to_string(), core.config.retry_after.to_string())];
-                    core.reply_to(&inc.msg, inc.source, 503, None, &ra);
+        let Some(msg) = core.parse_inbound(bytes, source) else {
+            return;
+        };
+        match core.ingress.push((msg, source)) {
+            Ok(()) => {
+                let one: u64 = 1;
+                // SAFETY: writing 8 bytes to our own eventfd.
+                unsafe { libc::write(core.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            }
+            Err((msg, source)) => {
+                core.stats.overload_rejects.fetch_add(1, Ordering::Relaxed);
+                if msg.is_request() && msg.method() != Method::Ack {
+                    let ra = vec![(
+                        "Retry-After".to_string(),
+                        core.config.retry_after.to_string(),
+                    )];
+                    core.reply_to(&msg, source, 503, None, &ra);
                 }
             }
         }

@@ -7,6 +7,8 @@ pub mod dns;
 pub mod proxy;
 pub mod sip;
 pub mod stats;
+pub mod timer;
+pub mod transaction;
 pub mod transport;
 
 #[cfg(feature = "python")]

@@ -16,14 +16,32 @@ pub struct Stats {
     pub overload_rejects: AtomicU64,
     pub send_errors: AtomicU64,
     pub dropped: AtomicU64,
+    pub retransmissions: AtomicU64,
 }
 
 pub const METHOD_NAMES: [&str; 15] = [
-    "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "INFO", "UPDATE", "PRACK",
-    "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH", "other",
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "REGISTER",
+    "OPTIONS",
+    "INFO",
+    "UPDATE",
+    "PRACK",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "REFER",
+    "MESSAGE",
+    "PUBLISH",
+    "other",
 ];
 
 impl Stats {
+    pub fn count_retransmission(&self) {
+        self.retransmissions.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn count_request(&self, m: Method) {
         self.requests_in[m as usize].fetch_add(1, Ordering::Relaxed);
     }
@@ -45,6 +63,7 @@ impl Stats {
             ("overload_rejects", &self.overload_rejects),
             ("send_errors", &self.send_errors),
             ("dropped", &self.dropped),
+            ("retransmissions", &self.retransmissions),
         ] {
             out.push((n.to_string(), get(a)));
         }

@@ -29,7 +29,11 @@ impl Resolver {
             }
         }
         let addrs: Vec<SocketAddr> = (bare, port).to_socket_addrs().ok()?.collect();
-        let addr = addrs.iter().find(|a| a.is_ipv6() == prefer_v6).or(addrs.first()).copied()?;
+        let addr = addrs
+            .iter()
+            .find(|a| a.is_ipv6() == prefer_v6)
+            .or(addrs.first())
+            .copied()?;
         let mut cache = self.cache.lock();
         if cache.len() >= MAX_ENTRIES {
             cache.clear();
@@ -42,7 +46,14 @@ impl Resolver {
         self.cache
             .lock()
             .iter()
-            .map(|((h, p), (a, at))| (h.clone(), *p, *a, TTL.saturating_sub(at.elapsed()).as_secs()))
+            .map(|((h, p), (a, at))| {
+                (
+                    h.clone(),
+                    *p,
+                    *a,
+                    TTL.saturating_sub(at.elapsed()).as_secs(),
+                )
+            })
             .collect()
     }
 }

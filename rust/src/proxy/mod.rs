@@ -1,5 +1,9 @@
-//! Proxy behaviour that needs no application: relaying responses back along
-//! their Via path and forwarding requests statelessly (RFC 3261 §16.11).
+//! Proxy behaviour: stateless forwarding and response relay (RFC 3261
+//! §16.11) here; the stateful proxy in `stateful`, routing rules in `route`.
+
+pub mod context;
+pub mod route;
+pub mod stateful;
 
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
@@ -60,12 +64,18 @@ pub fn resolve(core: &Core, uri: &Uri<'_>) -> Result<Hop, ForwardError> {
         return Err(ForwardError::BadTarget(uri.raw.to_string()));
     }
     let transport = match uri.param("transport") {
-        Some(t) => Transport::parse(t).ok_or_else(|| ForwardError::BadTarget(uri.raw.to_string()))?,
+        Some(t) => {
+            Transport::parse(t).ok_or_else(|| ForwardError::BadTarget(uri.raw.to_string()))?
+        }
         None if uri.scheme == Scheme::Sips => Transport::Tls,
         None => Transport::Udp,
     };
     let host = uri.param("maddr").unwrap_or(uri.host);
-    let port = uri.port.unwrap_or(if transport == Transport::Tls { 5061 } else { 5060 });
+    let port = uri.port.unwrap_or(if transport == Transport::Tls {
+        5061
+    } else {
+        5060
+    });
     let addr = core
         .resolver
         .resolve(host, port, false)
@@ -84,7 +94,11 @@ pub struct ForwardRequest<'a> {
 
 /// Forwards `inc` statelessly. Retransmissions produce the same branch, so the
 /// next hop's transaction layer sees them as retransmissions (§16.11).
-pub fn forward_stateless(core: &Core, inc: &Incoming, fwd: &ForwardRequest<'_>) -> Result<Hop, ForwardError> {
+pub fn forward_stateless(
+    core: &Core,
+    inc: &Incoming,
+    fwd: &ForwardRequest<'_>,
+) -> Result<Hop, ForwardError> {
     let msg = &inc.msg;
     if msg.max_forwards() == Some(0) {
         return Err(ForwardError::TooManyHops);
@@ -93,22 +107,35 @@ pub fn forward_stateless(core: &Core, inc: &Incoming, fwd: &ForwardRequest<'_>) 
         return Err(ForwardError::BadExtension(pr.to_string()));
     }
     let routes = route_set(msg)?;
-    let pop_route = routes.first().is_some_and(|r| core.is_local(r.uri.host, r.uri.port, None));
+    let pop_route = routes
+        .first()
+        .is_some_and(|r| core.is_local(r.uri.host, r.uri.port, None));
     let remaining = &routes[usize::from(pop_route)..];
-    let ruri_text = fwd.request_uri.or(msg.request_uri_str()).unwrap_or_default();
+    let ruri_text = fwd
+        .request_uri
+        .or(msg.request_uri_str())
+        .unwrap_or_default();
     let hop_uri_text: &str = match (fwd.target, remaining.first()) {
         (Some(t), _) => t,
         (None, Some(r)) => r.uri.raw,
         (None, None) => ruri_text,
     };
-    let hop_uri = Uri::parse(hop_uri_text).map_err(|_| ForwardError::BadTarget(hop_uri_text.to_string()))?;
-    if fwd.target.is_none() && remaining.is_empty() && core.is_local(hop_uri.host, hop_uri.port, None) {
+    let hop_uri =
+        Uri::parse(hop_uri_text).map_err(|_| ForwardError::BadTarget(hop_uri_text.to_string()))?;
+    if fwd.target.is_none()
+        && remaining.is_empty()
+        && core.is_local(hop_uri.host, hop_uri.port, None)
+    {
         return Err(ForwardError::NoRoute);
     }
     let hop = resolve(core, &hop_uri)?;
     let local = core.advertised(hop.transport, hop.addr);
     let branch = stateless_branch(core, msg, hop);
-    let via = format!("SIP/2.0/{} {};branch=z9hG4bK{branch:016x}", hop.transport, fmt_hostport(local));
+    let via = format!(
+        "SIP/2.0/{} {};branch=z9hG4bK{branch:016x}",
+        hop.transport,
+        fmt_hostport(local)
+    );
     let bytes = build_forward(
         msg,
         &ForwardEdits {
@@ -116,13 +143,22 @@ pub fn forward_stateless(core: &Core, inc: &Incoming, fwd: &ForwardRequest<'_>) 
             via: &via,
             source: Some(inc.source.addr),
             force_rport: inc.source.transport.is_stream(),
-            pop_route,
+            pop_routes: usize::from(pop_route),
             record_route: None,
             header_edits: fwd.header_edits,
         },
     );
-    core.stats.requests_forwarded.fetch_add(1, Ordering::Relaxed);
-    core.send(Destination { transport: hop.transport, addr: hop.addr, conn: None }, Bytes::from(bytes));
+    core.stats
+        .requests_forwarded
+        .fetch_add(1, Ordering::Relaxed);
+    core.send(
+        Destination {
+            transport: hop.transport,
+            addr: hop.addr,
+            conn: None,
+        },
+        Bytes::from(bytes),
+    );
     Ok(hop)
 }
 
@@ -138,7 +174,7 @@ pub fn route_set(msg: &Message) -> Result<Vec<NameAddr<'_>>, ForwardError> {
 fn stateless_branch(core: &Core, msg: &Message, hop: Hop) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     core.branch_key().hash(&mut h);
-    match msg.branch().filter(|b| b.starts_with("z9hG4bK")) {
+    match msg.rfc3261_branch() {
         // CANCEL and non-2xx ACK share the INVITE's branch, so they hash alike.
         Some(b) => b.hash(&mut h),
         None => {
@@ -177,7 +213,11 @@ pub fn relay_response_stateless(core: &Core, msg: &Message, source: Source) {
     let transport = Transport::parse(next.transport).unwrap_or(Transport::Udp);
     let port = match next.rport() {
         Some(Some(p)) => p,
-        _ => next.port.unwrap_or(if transport == Transport::Tls { 5061 } else { 5060 }),
+        _ => next.port.unwrap_or(if transport == Transport::Tls {
+            5061
+        } else {
+            5060
+        }),
     };
     let host = next.received().unwrap_or(next.host);
     let Some(addr) = core.resolver.resolve(host, port, false) else {
@@ -186,5 +226,12 @@ pub fn relay_response_stateless(core: &Core, msg: &Message, source: Source) {
     };
     let _ = source;
     core.stats.responses_relayed.fetch_add(1, Ordering::Relaxed);
-    core.send(Destination { transport, addr, conn: None }, Bytes::from(strip_top_via(msg)));
+    core.send(
+        Destination {
+            transport,
+            addr,
+            conn: None,
+        },
+        Bytes::from(strip_top_via(msg)),
+    );
 }

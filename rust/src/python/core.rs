@@ -1,99 +1,244 @@
 //! `sipr._core.Core`: the running core as the Python server drives it. The
-//! server registers the UDP sockets and the stream wake-up fd with its event
-//! loop and calls `poll_udp` / `drain_streams` when they are readable.
+//! server registers the UDP sockets, the stream wake-up fd and the timer fd
+//! with its event loop and calls `poll_udp` / `drain_streams` / `on_timer`.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 
-use super::request::PyRequest;
-use crate::core::{Config, Core, Incoming};
+use super::request::{PyRequest, PyResponse};
+use crate::core::{Config, Core, Event};
 use crate::transport::ListenSpec;
+
+/// State the Python layer keeps beside the core: futures of running
+/// `relay()` calls and requests whose CANCEL arrived.
+pub struct Shared {
+    pub core: Arc<Core>,
+    pub futures: Mutex<HashMap<u64, Py<PyAny>>>,
+    pub cancelled: Mutex<Vec<u64>>,
+    /// `App(record_route=...)`: the default of `relay(record_route=None)`.
+    pub record_route: std::sync::atomic::AtomicBool,
+    next_relay: AtomicU64,
+}
+
+impl Shared {
+    pub fn next_relay_id(&self) -> u64 {
+        self.next_relay.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Turns core events into Python: requests are returned, relay results
+    /// resolve their futures, cancellations are queued for the server.
+    pub fn dispatch(
+        self: &Arc<Self>,
+        py: Python<'_>,
+        events: Vec<Event>,
+    ) -> PyResult<Vec<Py<PyRequest>>> {
+        let mut requests = Vec::with_capacity(events.len());
+        for ev in events {
+            match ev {
+                Event::Request(inc) => {
+                    requests.push(Py::new(py, PyRequest::new(self.clone(), inc))?)
+                }
+                Event::RelayDone { relay, result } => {
+                    let fut = self.futures.lock().remove(&relay);
+                    if let Some(fut) = fut {
+                        let fut = fut.bind(py);
+                        if !fut.call_method0("done")?.is_truthy()? {
+                            fut.call_method1("set_result", (PyResponse::new(result.message),))?;
+                        }
+                    }
+                }
+                Event::Cancelled(txn) => self.cancelled.lock().push(txn),
+            }
+        }
+        Ok(requests)
+    }
+}
 
 #[pyclass(module = "sipr._core", name = "Core")]
 pub struct PyCore {
-    core: Arc<Core>,
-    scratch: Vec<Incoming>,
-}
-
-impl PyCore {
-    fn wrap(&mut self, py: Python<'_>) -> PyResult<Vec<Py<PyRequest>>> {
-        self.scratch
-            .drain(..)
-            .map(|inc| Py::new(py, PyRequest::new(self.core.clone(), inc)))
-            .collect()
-    }
+    shared: Arc<Shared>,
 }
 
 #[pymethods]
 impl PyCore {
     #[new]
-    #[pyo3(signature = (listen, *, max_pending=10_000, retry_after=5, max_message_size=65_535, aliases=Vec::new()))]
-    fn new(listen: Vec<String>, max_pending: usize, retry_after: u32, max_message_size: usize, aliases: Vec<String>) -> PyResult<PyCore> {
-        let mut config = Config::default();
-        config.listen = listen.iter().map(|l| ListenSpec::parse(l)).collect::<Result<_, _>>().map_err(PyValueError::new_err)?;
-        if config.listen.is_empty() {
-            return Err(PyValueError::new_err("at least one listen address is needed"));
+    #[pyo3(signature = (listen, *, max_pending=10_000, retry_after=5, max_message_size=65_535, aliases=Vec::new(), in_dialog_to_app=false, record_route=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        listen: Vec<String>,
+        max_pending: usize,
+        retry_after: u32,
+        max_message_size: usize,
+        aliases: Vec<String>,
+        in_dialog_to_app: bool,
+        record_route: bool,
+    ) -> PyResult<PyCore> {
+        let listen: Vec<ListenSpec> = listen
+            .iter()
+            .map(|l| ListenSpec::parse(l))
+            .collect::<Result<_, _>>()
+            .map_err(PyValueError::new_err)?;
+        if listen.is_empty() {
+            return Err(PyValueError::new_err(
+                "at least one listen address is needed",
+            ));
         }
-        config.max_pending = max_pending.max(1);
-        config.retry_after = retry_after;
-        config.limits.max_message_size = max_message_size;
-        config.aliases = aliases;
+        let defaults = Config::default();
+        let config = Config {
+            listen,
+            max_pending: max_pending.max(1),
+            retry_after,
+            aliases,
+            limits: crate::sip::Limits {
+                max_message_size,
+                ..defaults.limits.clone()
+            },
+            ..defaults
+        };
         let core = Core::start(config).map_err(|e| PyOSError::new_err(e.to_string()))?;
-        Ok(PyCore { core, scratch: Vec::with_capacity(64) })
+        core.set_in_dialog_to_app(in_dialog_to_app);
+        Ok(PyCore {
+            shared: Arc::new(Shared {
+                core,
+                futures: Mutex::new(HashMap::new()),
+                cancelled: Mutex::new(Vec::new()),
+                record_route: std::sync::atomic::AtomicBool::new(record_route),
+                next_relay: AtomicU64::new(1),
+            }),
+        })
     }
 
     fn udp_fds(&self) -> Vec<i32> {
-        self.core.udp_fds()
+        self.shared.core.udp_fds()
     }
 
     fn wake_fd(&self) -> i32 {
-        self.core.wake_fd()
+        self.shared.core.wake_fd()
     }
 
-    /// Reads UDP listener `index` and returns the requests for the application.
-    fn poll_udp(&mut self, py: Python<'_>, index: usize) -> PyResult<Vec<Py<PyRequest>>> {
-        let core = self.core.clone();
-        let mut scratch = std::mem::take(&mut self.scratch);
-        core.poll_udp(index, &mut scratch);
-        self.scratch = scratch;
-        self.wrap(py)
+    fn timer_fd(&self) -> i32 {
+        self.shared.core.timer_fd()
     }
 
-    /// Returns the requests read from stream connections since the last call.
-    fn drain_streams(&mut self, py: Python<'_>) -> PyResult<Vec<Py<PyRequest>>> {
-        let core = self.core.clone();
-        let mut scratch = std::mem::take(&mut self.scratch);
-        core.drain_streams(&mut scratch);
-        self.scratch = scratch;
-        self.wrap(py)
+    /// Reads UDP listener `index`; returns the requests for the application.
+    fn poll_udp(&self, py: Python<'_>, index: usize) -> PyResult<Vec<Py<PyRequest>>> {
+        let mut events = Vec::new();
+        self.shared.core.poll_udp(index, &mut events);
+        self.shared.dispatch(py, events)
+    }
+
+    /// Processes what the stream connections read since the last call.
+    fn drain_streams(&self, py: Python<'_>) -> PyResult<Vec<Py<PyRequest>>> {
+        let mut events = Vec::new();
+        self.shared.core.drain_streams(&mut events);
+        self.shared.dispatch(py, events)
+    }
+
+    /// Runs due transaction timers.
+    fn on_timer(&self, py: Python<'_>) -> PyResult<Vec<Py<PyRequest>>> {
+        let mut events = Vec::new();
+        self.shared.core.on_timer(&mut events);
+        self.shared.dispatch(py, events)
+    }
+
+    /// Whether CANCELs arrived for requests the application holds.
+    #[getter]
+    fn has_cancelled(&self) -> bool {
+        !self.shared.cancelled.lock().is_empty()
+    }
+
+    /// Transaction ids of requests cancelled since the last call.
+    fn take_cancelled(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.shared.cancelled.lock())
     }
 
     /// `[(transport, host, port)]` actually bound (port 0 resolved).
     fn local_addrs(&self) -> Vec<(String, String, u16)> {
-        self.core
+        self.shared
+            .core
             .local_addrs()
             .into_iter()
-            .map(|(t, a)| (t.as_str().to_ascii_lowercase(), a.ip().to_string(), a.port()))
+            .map(|(t, a)| {
+                (
+                    t.as_str().to_ascii_lowercase(),
+                    a.ip().to_string(),
+                    a.port(),
+                )
+            })
             .collect()
     }
 
-    /// Requests handed to the application and not yet acted on.
+    /// Requests handed to the application and not yet finished.
     #[getter]
     fn pending(&self) -> usize {
-        self.core.pending()
+        self.shared.core.pending()
     }
 
     fn stats(&self) -> Vec<(String, u64)> {
-        let mut s = self.core.stats.snapshot();
-        s.push(("pending".into(), self.core.pending() as u64));
-        s.push(("connections".into(), self.core.connection_count() as u64));
+        let core = &self.shared.core;
+        let mut s = core.stats.snapshot();
+        s.push(("pending".into(), core.pending() as u64));
+        s.push(("connections".into(), core.connection_count() as u64));
+        let (servers, clients, ctxs, timers) = core.with_layer(|_, l| {
+            (
+                l.servers.len(),
+                l.clients.len(),
+                l.ctxs.len(),
+                l.timers.len(),
+            )
+        });
+        s.push(("transactions.server".into(), servers as u64));
+        s.push(("transactions.client".into(), clients as u64));
+        s.push(("transactions.contexts".into(), ctxs as u64));
+        s.push(("timers".into(), timers as u64));
+        s.push((
+            "relays_waiting".into(),
+            self.shared.futures.lock().len() as u64,
+        ));
         s
     }
 
+    /// RFC 3261 timer values in seconds: T1, T2, T4 and Timer C.
+    #[pyo3(signature = (*, t1=None, t2=None, t4=None, timer_c=None))]
+    fn set_timers(
+        &self,
+        t1: Option<f64>,
+        t2: Option<f64>,
+        t4: Option<f64>,
+        timer_c: Option<f64>,
+    ) -> PyResult<()> {
+        let mut t = self.shared.core.timing();
+        let secs = |v: f64, name: &str| {
+            std::time::Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    PyValueError::new_err(format!("{name} must be a positive number of seconds"))
+                })
+        };
+        if let Some(v) = t1 {
+            t.t1 = secs(v, "t1")?;
+        }
+        if let Some(v) = t2 {
+            t.t2 = secs(v, "t2")?;
+        }
+        if let Some(v) = t4 {
+            t.t4 = secs(v, "t4")?;
+        }
+        if let Some(v) = timer_c {
+            t.timer_c = secs(v, "timer_c")?;
+        }
+        self.shared.core.set_timing(t);
+        Ok(())
+    }
+
     fn stop(&self) {
-        self.core.stop();
+        self.shared.core.stop();
     }
 }
 
@@ -101,5 +246,9 @@ impl PyCore {
 #[pyfunction]
 pub fn parse_listen(spec: &str) -> PyResult<(String, String, u16)> {
     let l = ListenSpec::parse(spec).map_err(PyValueError::new_err)?;
-    Ok((l.transport.as_str().to_ascii_lowercase(), l.addr.ip().to_string(), l.addr.port()))
+    Ok((
+        l.transport.as_str().to_ascii_lowercase(),
+        l.addr.ip().to_string(),
+        l.addr.port(),
+    ))
 }

@@ -41,8 +41,13 @@ impl PyUri {
     }
     pub fn parse_str(s: &str) -> PyResult<PyUri> {
         let s = s.trim();
-        let s = s.strip_prefix('<').and_then(|x| x.strip_suffix('>')).unwrap_or(s);
-        Uri::parse(s).map(|u| PyUri::from_uri(&u)).map_err(|e| PyValueError::new_err(format!("invalid URI {s:?}: {}", e.reason)))
+        let s = s
+            .strip_prefix('<')
+            .and_then(|x| x.strip_suffix('>'))
+            .unwrap_or(s);
+        Uri::parse(s)
+            .map(|u| PyUri::from_uri(&u))
+            .map_err(|e| PyValueError::new_err(format!("invalid URI {s:?}: {}", e.reason)))
     }
     pub fn as_str(&self) -> &str {
         &self.raw
@@ -115,7 +120,9 @@ impl PyAddress {
 #[pymethods]
 impl PyAddress {
     fn param(&self, name: &str) -> Option<String> {
-        NameAddr::parse(&self.raw).ok().and_then(|n| n.param(name).map(str::to_string))
+        NameAddr::parse(&self.raw)
+            .ok()
+            .and_then(|n| n.param(name).map(str::to_string))
     }
     fn __str__(&self) -> &str {
         &self.raw
@@ -158,7 +165,11 @@ pub struct PySource {
 
 impl PySource {
     pub fn from_source(s: &Source) -> PySource {
-        PySource { transport: s.transport.as_str(), host: s.addr.ip().to_string(), port: s.addr.port() }
+        PySource {
+            transport: s.transport.as_str(),
+            host: s.addr.ip().to_string(),
+            port: s.addr.port(),
+        }
     }
 }
 

@@ -7,7 +7,12 @@ mod request;
 
 use pyo3::prelude::*;
 
-pyo3::create_exception!(_core, SiprError, pyo3::exceptions::PyException, "Base class for sipr errors.");
+pyo3::create_exception!(
+    _core,
+    SiprError,
+    pyo3::exceptions::PyException,
+    "Base class for sipr errors."
+);
 pyo3::create_exception!(
     _core,
     TransactionError,
@@ -23,6 +28,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<core::PyCore>()?;
     m.add_class::<request::PyRequest>()?;
     m.add_class::<request::PyHeaders>()?;
+    m.add_class::<request::PyResponse>()?;
     m.add_class::<message::PyUri>()?;
     m.add_class::<message::PyAddress>()?;
     m.add_class::<message::PyCSeq>()?;

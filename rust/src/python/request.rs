@@ -8,40 +8,65 @@ use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
+use super::core::Shared;
 use super::message::{PyAddress, PyCSeq, PySource, PyUri};
 use super::TransactionError;
-use crate::core::{Core, Incoming};
+use crate::core::Incoming;
+use crate::proxy::stateful::{self, RelayOptions};
 use crate::proxy::{forward_stateless, ForwardRequest};
 use crate::sip::write::{build_response, HeaderEdit};
-use crate::sip::{HeaderId, Method};
+use crate::sip::{HeaderId, Message, Method};
+use crate::transaction::server;
 
 #[pyclass(module = "sipr._core", name = "Request")]
 pub struct PyRequest {
-    core: Arc<Core>,
+    shared: Arc<Shared>,
     inc: Incoming,
     uri_override: Option<PyUri>,
     edits: Vec<HeaderEdit>,
     to_tag: Option<String>,
-    /// A final answer was sent or the request was forwarded.
+    /// A final answer was sent, or the request was forwarded or relayed.
     handled: bool,
+    /// A final answer was sent (by `reply`).
+    answered: bool,
     /// The core's pending count was released for this request.
     released: bool,
 }
 
 impl PyRequest {
-    pub fn new(core: Arc<Core>, inc: Incoming) -> PyRequest {
-        PyRequest { core, inc, uri_override: None, edits: Vec::new(), to_tag: None, handled: false, released: false }
+    pub fn new(shared: Arc<Shared>, inc: Incoming) -> PyRequest {
+        PyRequest {
+            shared,
+            inc,
+            uri_override: None,
+            edits: Vec::new(),
+            to_tag: None,
+            handled: false,
+            answered: false,
+            released: false,
+        }
     }
 
+    /// The handler is done with the request: free its overload slot, and let
+    /// a held relay result go upstream.
     fn release(&mut self) {
         if !self.released {
             self.released = true;
-            self.core.release();
+            let core = &self.shared.core;
+            core.release();
+            if let Some(txn) = self.inc.txn {
+                core.with_layer(|c, l| {
+                    if let Some(t) = l.servers.get_mut(&txn) {
+                        t.app_holds = false;
+                    }
+                    stateful::finish(c, l, txn);
+                });
+            }
         }
     }
 
     fn ensure_open(&self, action: &str) -> PyResult<()> {
-        if self.handled {
+        if self.answered || (self.handled && action == "forward") {
             return Err(TransactionError::new_err(format!(
                 "cannot {action}: request {} {} (Call-ID {}) was already answered or forwarded",
                 self.inc.msg.method_str(),
@@ -73,36 +98,109 @@ impl PyRequest {
     }
 
     fn is_removed(&self, name: &str) -> bool {
-        self.edits.iter().any(|e| matches!(e, HeaderEdit::Remove(n) if same_header(n, name)))
+        self.edits
+            .iter()
+            .any(|e| matches!(e, HeaderEdit::Remove(n) if same_header(n, name)))
     }
 
-    fn send_reply(&mut self, status: u16, reason: Option<&str>, extra: Vec<(String, String)>, body: &[u8]) {
-        if self.to_tag.is_none() && status > 100 && self.inc.msg.to_tag().is_none() {
-            self.to_tag = Some(self.core.new_tag());
-        }
-        let resp = build_response(
-            &self.inc.msg,
-            Some(self.inc.source.addr),
-            status,
-            reason,
-            self.to_tag.as_deref(),
-            &extra,
-            body,
-        );
-        self.core.send_response(&self.inc.msg, self.inc.source, Bytes::from(resp));
-        if status >= 200 {
+    /// Sends an answer: through the server transaction when there is one
+    /// (retransmissions, ACK matching), else statelessly.
+    fn send_reply(
+        &mut self,
+        status: u16,
+        reason: Option<&str>,
+        extra: Vec<(String, String)>,
+        body: &[u8],
+    ) -> PyResult<()> {
+        let core = self.shared.core.clone();
+        let Some(txn) = self.inc.txn else {
+            if self.to_tag.is_none() && status > 100 && self.inc.msg.to_tag().is_none() {
+                self.to_tag = Some(core.new_tag());
+            }
+            let resp = build_response(
+                &self.inc.msg,
+                Some(self.inc.source.addr),
+                status,
+                reason,
+                self.to_tag.as_deref(),
+                &extra,
+                body,
+            );
+            core.send_response(&self.inc.msg, self.inc.source, Bytes::from(resp));
+            if status >= 200 {
+                self.answered = true;
+                self.handled = true;
+            }
+            return Ok(());
+        };
+        let sent = core.with_layer(|c, l| {
+            let tag = match l.servers.get_mut(&txn) {
+                Some(t) if t.is_final() => return false,
+                Some(t) => {
+                    if t.to_tag.is_none() && status > 100 && t.request.to_tag().is_none() {
+                        t.to_tag = Some(c.new_tag());
+                    }
+                    t.to_tag.clone()
+                }
+                None => return false,
+            };
+            let resp = build_response(
+                &self.inc.msg,
+                Some(self.inc.source.addr),
+                status,
+                reason,
+                tag.as_deref(),
+                &extra,
+                body,
+            );
+            let ok = server::send_response(c, l, txn, status, Bytes::from(resp), true);
+            if ok && status >= 200 {
+                stateful::on_local_final(c, l, txn);
+            }
+            ok
+        });
+        if !sent {
+            self.answered = true;
             self.handled = true;
-            self.release();
+            return Err(self.closed_error("reply"));
+        }
+        if status >= 200 {
+            self.answered = true;
+            self.handled = true;
+        }
+        Ok(())
+    }
+
+    fn closed_error(&self, action: &str) -> PyErr {
+        TransactionError::new_err(format!(
+            "cannot {action}: request {} {} (Call-ID {}) was already answered, cancelled or ended",
+            self.inc.msg.method_str(),
+            self.inc.msg.cseq(),
+            self.inc.msg.call_id()
+        ))
+    }
+
+    /// Drops the server transaction: the request is handled statelessly.
+    fn forget_txn(&mut self) {
+        if let Some(txn) = self.inc.txn.take() {
+            self.shared.core.with_layer(|_, l| {
+                l.remove_server(txn);
+            });
         }
     }
 }
 
 fn canonical_name(name: &str) -> String {
-    HeaderId::from_name(name.as_bytes()).canonical().map_or_else(|| name.to_string(), str::to_string)
+    HeaderId::from_name(name.as_bytes())
+        .canonical()
+        .map_or_else(|| name.to_string(), str::to_string)
 }
 
 fn same_header(a: &str, b: &str) -> bool {
-    let (ia, ib) = (HeaderId::from_name(a.as_bytes()), HeaderId::from_name(b.as_bytes()));
+    let (ia, ib) = (
+        HeaderId::from_name(a.as_bytes()),
+        HeaderId::from_name(b.as_bytes()),
+    );
     if ia == HeaderId::Other || ib == HeaderId::Other {
         a.eq_ignore_ascii_case(b)
     } else {
@@ -116,18 +214,28 @@ fn split_values(name: &str, value: &str) -> Vec<String> {
         return vec![value.to_string()];
     }
     match crate::sip::scan::split_commas(value.as_bytes(), 0, value.len()) {
-        Some(parts) => parts.into_iter().map(|(a, b)| value[a..b].to_string()).collect(),
+        Some(parts) => parts
+            .into_iter()
+            .map(|(a, b)| value[a..b].to_string())
+            .collect(),
         None => vec![value.to_string()],
     }
 }
 
 fn extract_headers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(String, String)>> {
-    let Some(obj) = obj else { return Ok(Vec::new()) };
+    let Some(obj) = obj else {
+        return Ok(Vec::new());
+    };
     if let Ok(d) = obj.cast::<PyDict>() {
-        return d.iter().map(|(k, v)| Ok((k.extract::<String>()?, v.str()?.to_string()))).collect();
+        return d
+            .iter()
+            .map(|(k, v)| Ok((k.extract::<String>()?, v.str()?.to_string())))
+            .collect();
     }
     if obj.is_instance_of::<PyString>() {
-        return Err(PyTypeError::new_err("headers must be a dict or a sequence of (name, value) pairs, not str"));
+        return Err(PyTypeError::new_err(
+            "headers must be a dict or a sequence of (name, value) pairs, not str",
+        ));
     }
     let mut out = Vec::new();
     for item in obj.try_iter()? {
@@ -138,7 +246,9 @@ fn extract_headers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(String, Stri
     }
     for (k, v) in &out {
         if k.is_empty() || !k.bytes().all(crate::sip::scan::is_token) || v.contains(['\r', '\n']) {
-            return Err(PyValueError::new_err(format!("invalid header {k:?}: {v:?}")));
+            return Err(PyValueError::new_err(format!(
+                "invalid header {k:?}: {v:?}"
+            )));
         }
     }
     Ok(out)
@@ -146,6 +256,12 @@ fn extract_headers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(String, Stri
 
 #[pymethods]
 impl PyRequest {
+    /// The server transaction id (internal; used to cancel the handler task).
+    #[getter]
+    fn _txn(&self) -> Option<u64> {
+        self.inc.txn
+    }
+
     #[getter]
     fn method(&self) -> &str {
         self.inc.msg.method_str()
@@ -162,14 +278,21 @@ impl PyRequest {
 
     #[setter]
     fn set_uri(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        let uri = if let Ok(u) = value.cast::<PyUri>() { u.get().clone() } else { PyUri::parse_str(&value.extract::<String>()?)? };
+        let uri = if let Ok(u) = value.cast::<PyUri>() {
+            u.get().clone()
+        } else {
+            PyUri::parse_str(&value.extract::<String>()?)?
+        };
         self.uri_override = Some(uri);
         Ok(())
     }
 
     #[getter]
     fn headers(slf: Bound<'_, Self>) -> PyHeaders {
-        PyHeaders { req: slf.unbind() }
+        PyHeaders {
+            req: Some(slf.unbind()),
+            resp: None,
+        }
     }
 
     #[getter]
@@ -191,7 +314,10 @@ impl PyRequest {
 
     #[getter]
     fn cseq(&self) -> PyCSeq {
-        PyCSeq { number: self.inc.msg.cseq(), method: self.inc.msg.cseq_method().to_string() }
+        PyCSeq {
+            number: self.inc.msg.cseq(),
+            method: self.inc.msg.cseq_method().to_string(),
+        }
     }
 
     #[getter]
@@ -230,9 +356,17 @@ impl PyRequest {
     /// Answers the request. A status below 200 is provisional and may be
     /// followed by another answer.
     #[pyo3(signature = (status, reason=None, *, headers=None, body=None))]
-    fn reply(&mut self, status: u16, reason: Option<&str>, headers: Option<&Bound<'_, PyAny>>, body: Option<&[u8]>) -> PyResult<()> {
+    fn reply(
+        &mut self,
+        status: u16,
+        reason: Option<&str>,
+        headers: Option<&Bound<'_, PyAny>>,
+        body: Option<&[u8]>,
+    ) -> PyResult<()> {
         if !(100..700).contains(&status) {
-            return Err(PyValueError::new_err(format!("status must be 100-699, got {status}")));
+            return Err(PyValueError::new_err(format!(
+                "status must be 100-699, got {status}"
+            )));
         }
         if let Some(r) = reason {
             if r.contains(['\r', '\n']) {
@@ -244,9 +378,11 @@ impl PyRequest {
         }
         self.ensure_open("reply")?;
         let mut extra = extract_headers(headers)?;
-        extra.push(("Server".to_string(), self.core.config.server_name.clone()));
-        self.send_reply(status, reason, extra, body.unwrap_or_default());
-        Ok(())
+        extra.push((
+            "Server".to_string(),
+            self.shared.core.config.server_name.clone(),
+        ));
+        self.send_reply(status, reason, extra, body.unwrap_or_default())
     }
 
     /// Forwards statelessly to `target` (a next-hop URI, like Kamailio's $du),
@@ -255,40 +391,124 @@ impl PyRequest {
     #[pyo3(signature = (target=None))]
     fn forward(&mut self, target: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
         self.ensure_open("forward")?;
-        let target: Option<String> = match target {
-            None => None,
-            Some(t) => Some(match t.cast::<PyUri>() {
-                Ok(u) => u.get().as_str().to_string(),
-                Err(_) => PyUri::parse_str(&t.extract::<String>()?)?.as_str().to_string(),
-            }),
-        };
+        let target = target.map(target_string).transpose()?;
         let ruri = self.uri_override.as_ref().map(|u| u.as_str().to_string());
+        self.forget_txn();
+        let core = self.shared.core.clone();
         let result = forward_stateless(
-            &self.core,
+            &core,
             &self.inc,
-            &ForwardRequest { target: target.as_deref(), request_uri: ruri.as_deref(), header_edits: &self.edits },
+            &ForwardRequest {
+                target: target.as_deref(),
+                request_uri: ruri.as_deref(),
+                header_edits: &self.edits,
+            },
         );
         match result {
             Ok(_) => {
                 self.handled = true;
-                self.release();
                 Ok(true)
             }
             Err(e) => {
                 tracing::info!(call_id = self.inc.msg.call_id(), error = %e, "forward refused");
                 if self.inc.msg.method() != Method::Ack {
-                    let mut extra = vec![("Server".to_string(), self.core.config.server_name.clone())];
+                    let mut extra = vec![("Server".to_string(), core.config.server_name.clone())];
                     if let crate::proxy::ForwardError::BadExtension(ext) = &e {
                         extra.push(("Unsupported".to_string(), ext.clone()));
                     }
-                    self.send_reply(e.status(), None, extra, b"");
-                } else {
-                    self.handled = true;
-                    self.release();
+                    self.send_reply(e.status(), None, extra, b"")?;
                 }
+                self.handled = true;
                 Ok(false)
             }
         }
+    }
+
+    /// Relays statefully to `target` (a next-hop URI), a list of them (a
+    /// parallel fork), or by Route / Request-URI. Returns an awaitable that
+    /// resolves to the final `Response`. A 2xx goes upstream at once; any
+    /// other final goes upstream when the handler returns without acting again.
+    #[pyo3(signature = (target=None, *, timeout=None, record_route=None))]
+    fn relay(
+        &mut self,
+        py: Python<'_>,
+        target: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+        record_route: Option<bool>,
+    ) -> PyResult<Py<PyAny>> {
+        let asyncio = py.import("asyncio")?;
+        let fut = asyncio
+            .call_method0("get_running_loop")?
+            .call_method0("create_future")?;
+        if self.answered {
+            return Err(self.closed_error("relay"));
+        }
+        let targets: Vec<String> = match target {
+            None => Vec::new(),
+            Some(t)
+                if t.is_instance_of::<pyo3::types::PyList>()
+                    || t.is_instance_of::<pyo3::types::PyTuple>() =>
+            {
+                let mut v = Vec::new();
+                for item in t.try_iter()? {
+                    v.push(target_string(&item?)?);
+                }
+                if v.is_empty() {
+                    return Err(PyValueError::new_err("relay() needs at least one target"));
+                }
+                v
+            }
+            Some(t) => vec![target_string(t)?],
+        };
+        let timeout = match timeout {
+            Some(s) => Some(std::time::Duration::try_from_secs_f64(s).map_err(|_| {
+                PyValueError::new_err("timeout must be a positive number of seconds")
+            })?),
+            None => None,
+        };
+        let Some(txn) = self.inc.txn else {
+            // ACK (and anything without a transaction) is relayed statelessly.
+            let ruri = self.uri_override.as_ref().map(|u| u.as_str().to_string());
+            let core = self.shared.core.clone();
+            let _ = forward_stateless(
+                &core,
+                &self.inc,
+                &ForwardRequest {
+                    target: targets.first().map(String::as_str),
+                    request_uri: ruri.as_deref(),
+                    header_edits: &self.edits,
+                },
+            );
+            self.handled = true;
+            fut.call_method1("set_result", (py.None(),))?;
+            return Ok(fut.unbind());
+        };
+        let relay_id = self.shared.next_relay_id();
+        self.shared
+            .futures
+            .lock()
+            .insert(relay_id, fut.clone().unbind());
+        let ruri = self.uri_override.as_ref().map(|u| u.as_str().to_string());
+        let opts = RelayOptions {
+            targets,
+            request_uri: ruri.as_deref(),
+            header_edits: &self.edits,
+            record_route: record_route.unwrap_or(self.record_route_default()),
+            timeout,
+        };
+        let mut events = Vec::new();
+        let result = self
+            .shared
+            .core
+            .with_layer(|c, l| stateful::relay(c, l, txn, &opts, relay_id, &mut events));
+        if result.is_err() {
+            self.shared.futures.lock().remove(&relay_id);
+            return Err(self.closed_error("relay"));
+        }
+        self.handled = true;
+        let requests = self.shared.dispatch(py, events)?;
+        debug_assert!(requests.is_empty());
+        Ok(fut.unbind())
     }
 
     /// Called by the dispatcher when the handler is done: frees the request's
@@ -307,17 +527,63 @@ impl PyRequest {
     }
 }
 
+impl PyRequest {
+    fn record_route_default(&self) -> bool {
+        self.shared
+            .record_route
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+fn target_string(t: &Bound<'_, PyAny>) -> PyResult<String> {
+    Ok(match t.cast::<PyUri>() {
+        Ok(u) => u.get().as_str().to_string(),
+        Err(_) => PyUri::parse_str(&t.extract::<String>()?)?
+            .as_str()
+            .to_string(),
+    })
+}
+
 impl Drop for PyRequest {
     fn drop(&mut self) {
         self.release();
     }
 }
 
-/// `req.headers`: a case-insensitive view that understands compact forms.
-/// Changes apply to what is forwarded.
+/// `req.headers` / `resp.headers`: a case-insensitive view that understands
+/// compact forms. Changes to a request's headers apply to what is relayed.
 #[pyclass(module = "sipr._core", name = "Headers")]
 pub struct PyHeaders {
-    req: Py<PyRequest>,
+    req: Option<Py<PyRequest>>,
+    resp: Option<Py<PyResponse>>,
+}
+
+impl PyHeaders {
+    fn pairs(&self, py: Python<'_>) -> Vec<(String, String)> {
+        match (&self.req, &self.resp) {
+            (Some(r), _) => r.borrow(py).header_pairs(),
+            (None, Some(r)) => message_pairs(&r.borrow(py).msg),
+            _ => Vec::new(),
+        }
+    }
+    fn request<'a>(&'a self, py: Python<'a>) -> PyResult<PyRefMut<'a, PyRequest>> {
+        match &self.req {
+            Some(r) => Ok(r.borrow_mut(py)),
+            None => Err(PyTypeError::new_err("response headers are read-only")),
+        }
+    }
+}
+
+fn message_pairs(msg: &Message) -> Vec<(String, String)> {
+    msg.headers()
+        .iter()
+        .map(|h| {
+            (
+                canonical_name(msg.header_name(h)),
+                msg.header_value(h).to_string(),
+            )
+        })
+        .collect()
 }
 
 #[pymethods]
@@ -325,8 +591,7 @@ impl PyHeaders {
     /// The first value of `name`, or `default`.
     #[pyo3(signature = (name, default=None))]
     fn get(&self, py: Python<'_>, name: &str, default: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
-        let req = self.req.borrow(py);
-        for (n, v) in req.header_pairs() {
+        for (n, v) in self.pairs(py) {
             if same_header(&n, name) {
                 let first = split_values(&n, &v).into_iter().next().unwrap_or(v);
                 return Ok(PyString::new(py, &first).into_any().unbind());
@@ -337,8 +602,7 @@ impl PyHeaders {
 
     /// Every value of `name`, with comma-separated lists split.
     fn getall(&self, py: Python<'_>, name: &str) -> Vec<String> {
-        let req = self.req.borrow(py);
-        req.header_pairs()
+        self.pairs(py)
             .into_iter()
             .filter(|(n, _)| same_header(n, name))
             .flat_map(|(n, v)| split_values(&n, &v))
@@ -346,8 +610,7 @@ impl PyHeaders {
     }
 
     fn __getitem__(&self, py: Python<'_>, name: &str) -> PyResult<String> {
-        let req = self.req.borrow(py);
-        req.header_pairs()
+        self.pairs(py)
             .into_iter()
             .find(|(n, _)| same_header(n, name))
             .map(|(n, v)| split_values(&n, &v).into_iter().next().unwrap_or(v))
@@ -355,22 +618,24 @@ impl PyHeaders {
     }
 
     fn __contains__(&self, py: Python<'_>, name: &str) -> bool {
-        self.req.borrow(py).header_pairs().iter().any(|(n, _)| same_header(n, name))
+        self.pairs(py).iter().any(|(n, _)| same_header(n, name))
     }
 
     fn __len__(&self, py: Python<'_>) -> usize {
-        self.req.borrow(py).header_pairs().len()
+        self.pairs(py).len()
     }
 
     /// All (name, value) pairs in order.
     fn items(&self, py: Python<'_>) -> Vec<(String, String)> {
-        self.req.borrow(py).header_pairs()
+        self.pairs(py)
     }
 
     fn add(&self, py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let value = value.str()?.to_string();
         check_header(name, &value)?;
-        self.req.borrow_mut(py).edits.push(HeaderEdit::Add(name.to_string(), value));
+        self.request(py)?
+            .edits
+            .push(HeaderEdit::Add(name.to_string(), value));
         Ok(())
     }
 
@@ -378,8 +643,9 @@ impl PyHeaders {
     fn set(&self, py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let value = value.str()?.to_string();
         check_header(name, &value)?;
-        let mut req = self.req.borrow_mut(py);
-        req.edits.retain(|e| !matches!(e, HeaderEdit::Add(n, _) if same_header(n, name)));
+        let mut req = self.request(py)?;
+        req.edits
+            .retain(|e| !matches!(e, HeaderEdit::Add(n, _) if same_header(n, name)));
         req.edits.push(HeaderEdit::Remove(name.to_string()));
         req.edits.push(HeaderEdit::Add(name.to_string(), value));
         Ok(())
@@ -387,11 +653,17 @@ impl PyHeaders {
 
     fn remove(&self, py: Python<'_>, name: &str) -> PyResult<()> {
         let id = HeaderId::from_name(name.as_bytes());
-        if matches!(id, HeaderId::Via | HeaderId::CallId | HeaderId::CSeq | HeaderId::From | HeaderId::To) {
-            return Err(PyValueError::new_err(format!("{name} is managed by the core and cannot be removed")));
+        if matches!(
+            id,
+            HeaderId::Via | HeaderId::CallId | HeaderId::CSeq | HeaderId::From | HeaderId::To
+        ) {
+            return Err(PyValueError::new_err(format!(
+                "{name} is managed by the core and cannot be removed"
+            )));
         }
-        let mut req = self.req.borrow_mut(py);
-        req.edits.retain(|e| !matches!(e, HeaderEdit::Add(n, _) if same_header(n, name)));
+        let mut req = self.request(py)?;
+        req.edits
+            .retain(|e| !matches!(e, HeaderEdit::Add(n, _) if same_header(n, name)));
         req.edits.push(HeaderEdit::Remove(name.to_string()));
         Ok(())
     }
@@ -407,14 +679,70 @@ impl PyHeaders {
 
 fn check_header(name: &str, value: &str) -> PyResult<()> {
     if name.is_empty() || !name.bytes().all(crate::sip::scan::is_token) {
-        return Err(PyValueError::new_err(format!("invalid header name {name:?}")));
+        return Err(PyValueError::new_err(format!(
+            "invalid header name {name:?}"
+        )));
     }
     if value.contains(['\r', '\n']) {
-        return Err(PyValueError::new_err(format!("header {name} value must be a single line")));
+        return Err(PyValueError::new_err(format!(
+            "header {name} value must be a single line"
+        )));
     }
     let id = HeaderId::from_name(name.as_bytes());
-    if matches!(id, HeaderId::Via | HeaderId::CallId | HeaderId::CSeq | HeaderId::From | HeaderId::To | HeaderId::ContentLength) {
-        return Err(PyValueError::new_err(format!("{name} is managed by the core")));
+    if matches!(
+        id,
+        HeaderId::Via
+            | HeaderId::CallId
+            | HeaderId::CSeq
+            | HeaderId::From
+            | HeaderId::To
+            | HeaderId::ContentLength
+    ) {
+        return Err(PyValueError::new_err(format!(
+            "{name} is managed by the core"
+        )));
     }
     Ok(())
+}
+
+/// A response from downstream (what `await req.relay()` returns).
+#[pyclass(module = "sipr._core", name = "Response")]
+pub struct PyResponse {
+    msg: Message,
+}
+
+impl PyResponse {
+    pub fn new(msg: Message) -> PyResponse {
+        PyResponse { msg }
+    }
+}
+
+#[pymethods]
+impl PyResponse {
+    #[getter]
+    fn status(&self) -> u16 {
+        self.msg.status().unwrap_or(0)
+    }
+    #[getter]
+    fn reason(&self) -> &str {
+        self.msg.reason().unwrap_or_default()
+    }
+    #[getter]
+    fn headers(slf: Bound<'_, Self>) -> PyHeaders {
+        PyHeaders {
+            req: None,
+            resp: Some(slf.unbind()),
+        }
+    }
+    #[getter]
+    fn body<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
+        pyo3::types::PyBytes::new(py, self.msg.body())
+    }
+    #[getter]
+    fn raw<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
+        pyo3::types::PyBytes::new(py, self.msg.as_bytes())
+    }
+    fn __repr__(&self) -> String {
+        format!("<Response {} {}>", self.status(), self.reason())
+    }
 }

@@ -5,9 +5,10 @@
 use bytes::Bytes;
 
 use super::header::HeaderId;
+use super::lines::{find_line_end, parse_start_line, split_headers};
 use super::method::Method;
 use super::nameaddr::NameAddr;
-use super::scan::{is_token, parse_decimal, skip_lws, trim_end};
+use super::scan::{is_token, parse_decimal, skip_lws};
 use super::uri::{Scheme, Uri};
 use super::via::Via;
 use super::{Limits, ParseError};
@@ -21,8 +22,11 @@ pub struct Span {
 }
 
 impl Span {
-    fn new(start: usize, end: usize) -> Span {
-        Span { start: start as u32, end: end as u32 }
+    pub(crate) fn new(start: usize, end: usize) -> Span {
+        Span {
+            start: start as u32,
+            end: end as u32,
+        }
     }
     pub fn range(self) -> std::ops::Range<usize> {
         self.start as usize..self.end as usize
@@ -44,8 +48,15 @@ pub struct HeaderField {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartLine {
-    Request { method: Method, method_span: Span, uri: Span },
-    Response { status: u16, reason: Span },
+    Request {
+        method: Method,
+        method_span: Span,
+        uri: Span,
+    },
+    Response {
+        status: u16,
+        reason: Span,
+    },
 }
 
 /// How the message arrived: datagrams may carry trailing octets beyond
@@ -95,10 +106,12 @@ impl Message {
         }
         let start = parse_start_line(b, pos, line_end)?;
         let headers_start = next;
-        let (headers, headers_end, body_start) = split_headers(b, next, limits)?;
+        let section = split_headers(b, next, framing, limits)?;
+        let (headers, headers_end, body_start) = (section.fields, section.end, section.body_start);
         // Header text must be UTF-8 (RFC 3261 §25.1 allows UTF8-NONASCII only),
         // which lets every accessor hand out &str without checking again.
-        std::str::from_utf8(&b[..headers_end]).map_err(|_| ParseError::bad("header section is not valid UTF-8"))?;
+        std::str::from_utf8(&b[..headers_end])
+            .map_err(|_| ParseError::bad("header section is not valid UTF-8"))?;
 
         let mut msg = Message {
             buf: buf.clone(),
@@ -134,10 +147,16 @@ impl Message {
             }
             let value = std::str::from_utf8(&buf[h.value.range()]).unwrap_or("");
             match h.id {
-                HeaderId::Via if !saw_via => {
-                    saw_via = true;
+                HeaderId::Via => {
+                    // Every Via is checked, not only the top one: a proxy
+                    // routes the response by the next one (RFC 3261 §18.2.2),
+                    // so a bad one further down must not pass unnoticed.
                     let vias = Via::parse_all(value)?;
-                    let top = vias[0];
+                    if saw_via {
+                        continue;
+                    }
+                    saw_via = true;
+                    let Some(&top) = vias.first() else { continue };
                     let start = offset_in(value, top.raw) + h.value.start as usize;
                     self.top_via = Span::new(start, start + top.raw.len());
                     if let Some(br) = top.branch() {
@@ -154,8 +173,10 @@ impl Message {
                 HeaderId::CSeq => {
                     let vb = value.as_bytes();
                     let digits = vb.iter().take_while(|c| c.is_ascii_digit()).count();
-                    // RFC 3261 §8.1.1.5: the number is below 2**31.
-                    let n = parse_decimal(&vb[..digits], (1 << 31) - 1)
+                    // RFC 3261 §8.1.1.5 asks senders to stay below 2**31 but
+                    // the number is "expressible as a 32-bit unsigned integer";
+                    // RFC 4475 §3.1.2.4 draws the line for receivers at 2**32-1.
+                    let n = parse_decimal(&vb[..digits], u64::from(u32::MAX))
                         .ok_or(ParseError::bad("malformed or out-of-range CSeq number"))?;
                     let m = skip_lws(vb, digits);
                     let m_end = m + vb[m..].iter().take_while(|&&c| is_token(c)).count();
@@ -194,17 +215,13 @@ impl Message {
                         .ok_or(ParseError::bad("malformed Content-Length"))?;
                     content_length = Some(n as usize);
                 }
-                HeaderId::Contact if self.is_request() => {
-                    if value != "*" {
-                        NameAddr::parse_list(value)
-                            .map_err(|_| ParseError::bad("malformed Contact header"))?;
-                    }
+                HeaderId::Contact if self.is_request() && value != "*" => {
+                    NameAddr::parse_list(value)
+                        .map_err(|_| ParseError::bad("malformed Contact header"))?;
                 }
-                HeaderId::Date => {
-                    // rfc1123-date always ends in GMT (RFC 3261 §20.17).
-                    if !value.ends_with("GMT") {
-                        return Err(ParseError::bad("malformed Date header"));
-                    }
+                // rfc1123-date always ends in GMT (RFC 3261 §20.17).
+                HeaderId::Date if !value.ends_with("GMT") => {
+                    return Err(ParseError::bad("malformed Date header"));
                 }
                 _ => {}
             }
@@ -220,15 +237,31 @@ impl Message {
                 return Err(ParseError::bad(what));
             }
         }
-        if let StartLine::Request { method_span, .. } = self.start {
+        if let StartLine::Request {
+            method,
+            method_span,
+            ..
+        } = self.start
+        {
             if self.buf[method_span.range()] != self.buf[self.cseq_method.range()] {
-                return Err(ParseError::bad("CSeq method does not match the request method"));
+                // RFC 4475 §3.1.2.18: with an unknown method, 501 is preferred
+                // to 400 (it stays right once the method becomes known).
+                return Err(if method == Method::Other {
+                    ParseError::new(
+                        501,
+                        "Not Implemented (CSeq method does not match the request)",
+                    )
+                } else {
+                    ParseError::bad("CSeq method does not match the request method")
+                });
             }
         }
         let available = self.body.end - self.body.start;
         match (content_length, framing) {
             (Some(cl), _) if cl as u32 > available => {
-                return Err(ParseError::bad("Content-Length larger than the message body"));
+                return Err(ParseError::bad(
+                    "Content-Length larger than the message body",
+                ));
             }
             (Some(cl), _) => self.body.end = self.body.start + cl as u32,
             (None, Framing::Datagram) => {}
@@ -302,10 +335,16 @@ impl Message {
     }
     /// The first value of a header the core knows by id.
     pub fn header(&self, id: HeaderId) -> Option<&str> {
-        self.headers.iter().find(|h| h.id == id).map(|h| self.header_value(h))
+        self.headers
+            .iter()
+            .find(|h| h.id == id)
+            .map(|h| self.header_value(h))
     }
     /// Every header line with this name (case-insensitive, compact forms folded).
-    pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a HeaderField> + 'a {
+    pub fn headers_named<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a HeaderField> + 'a {
         let id = HeaderId::from_name(name.as_bytes());
         self.headers.iter().filter(move |h| {
             h.id == id && (id != HeaderId::Other || self.header_name(h).eq_ignore_ascii_case(name))
@@ -324,10 +363,14 @@ impl Message {
         Method::from_bytes(&self.buf[self.cseq_method.range()])
     }
     pub fn from(&self) -> NameAddr<'_> {
-        self.header(HeaderId::From).and_then(|v| NameAddr::parse(v).ok()).expect("checked in parse")
+        self.header(HeaderId::From)
+            .and_then(|v| NameAddr::parse(v).ok())
+            .expect("checked in parse")
     }
     pub fn to(&self) -> NameAddr<'_> {
-        self.header(HeaderId::To).and_then(|v| NameAddr::parse(v).ok()).expect("checked in parse")
+        self.header(HeaderId::To)
+            .and_then(|v| NameAddr::parse(v).ok())
+            .expect("checked in parse")
     }
     pub fn from_tag(&self) -> Option<&str> {
         self.from_tag.map(|s| self.str_at(s))
@@ -346,6 +389,14 @@ impl Message {
     }
     pub fn branch(&self) -> Option<&str> {
         self.branch.map(|s| self.str_at(s))
+    }
+    /// The top Via branch when it is an RFC 3261 transaction id (§8.1.1.7):
+    /// the magic cookie and something after it. A bare `z9hG4bK` (RFC 4475
+    /// §3.2.1) or a pre-3261 branch identifies no transaction, so matching
+    /// must fall back to the RFC 2543 rules (§17.2.3).
+    pub fn rfc3261_branch(&self) -> Option<&str> {
+        self.branch()
+            .filter(|b| b.len() > MAGIC_COOKIE.len() && b.starts_with(MAGIC_COOKIE))
     }
     /// Every via-parm in order, across all Via header lines.
     pub fn vias(&self) -> Vec<Via<'_>> {
@@ -370,13 +421,24 @@ impl Message {
     }
     /// True for a request whose R-URI scheme the core cannot route (RFC 3261 §16.3 step 2: 416).
     pub fn has_unsupported_scheme(&self) -> bool {
-        self.request_uri().is_some_and(|u| u.scheme == Scheme::Other)
+        self.request_uri()
+            .is_some_and(|u| u.scheme == Scheme::Other)
     }
 }
 
-/// Offset of `part` inside `whole`; `part` must be a subslice of it.
+/// RFC 3261 §8.1.1.7: every branch id of an RFC 3261 element starts with this.
+pub const MAGIC_COOKIE: &str = "z9hG4bK";
+
+/// Offset of `part` inside `whole`. A `part` that is not a subslice (the
+/// static `""` that param lookups return for a valueless `;tag` or `;branch`)
+/// maps to the end of `whole`, i.e. an empty span there.
 fn offset_in(whole: &str, part: &str) -> usize {
-    part.as_ptr() as usize - whole.as_ptr() as usize
+    let (w, p) = (whole.as_ptr() as usize, part.as_ptr() as usize);
+    if p >= w && p + part.len() <= w + whole.len() {
+        p - w
+    } else {
+        whole.len()
+    }
 }
 
 fn duplicate_reason(id: HeaderId) -> &'static str {
@@ -407,112 +469,95 @@ fn to_reason(e: ParseError) -> &'static str {
     }
 }
 
-/// Finds the end of the line starting at `pos`: returns (end of content, start of next line).
-fn find_line_end(b: &[u8], pos: usize) -> Option<(usize, usize)> {
-    let lf = memchr::memchr(b'\n', &b[pos..])? + pos;
-    let end = if lf > pos && b[lf - 1] == b'\r' { lf - 1 } else { lf };
-    Some((end, lf + 1))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn parse_start_line(b: &[u8], pos: usize, end: usize) -> Result<StartLine, ParseError> {
-    let line = &b[pos..end];
-    if line.starts_with(b"SIP/") {
-        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
-        let sp1 = line.iter().position(|&c| c == b' ').ok_or(ParseError::bad("malformed status line"))?;
-        check_version(&line[..sp1])?;
-        let rest = &line[sp1 + 1..];
-        let code_len = rest.iter().take_while(|c| c.is_ascii_digit()).count();
-        if code_len != 3 || (rest.len() > 3 && rest[3] != b' ') {
-            return Err(ParseError::bad("malformed status code"));
-        }
-        let status = parse_decimal(&rest[..3], 699).ok_or(ParseError::bad("status code out of range"))? as u16;
-        if status < 100 {
-            return Err(ParseError::bad("status code out of range"));
-        }
-        let reason_start = (pos + sp1 + 1 + 4).min(end);
-        return Ok(StartLine::Response { status, reason: Span::new(reason_start, end) });
+    fn parse(text: &str) -> Result<Message, ParseError> {
+        Message::parse(
+            Bytes::from(text.replace('\n', "\r\n")),
+            Framing::Datagram,
+            &Limits::default(),
+        )
     }
-    // Request-Line = Method SP Request-URI SP SIP-Version, single spaces only.
-    let mut parts = line.split(|&c| c == b' ');
-    let (Some(m), Some(u), Some(v), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(ParseError::bad("malformed request line"));
-    };
-    if m.is_empty() || !m.iter().all(|&c| is_token(c)) {
-        return Err(ParseError::bad("malformed method"));
-    }
-    if u.is_empty() || u.starts_with(b"<") {
-        return Err(ParseError::bad("malformed Request-URI"));
-    }
-    check_version(v)?;
-    let uri_str = std::str::from_utf8(u).map_err(|_| ParseError::bad("malformed Request-URI"))?;
-    let uri = Uri::parse(uri_str).map_err(|_| ParseError::bad("malformed Request-URI"))?;
-    if uri.is_sip() && uri.headers.is_some() {
-        // RFC 3261 §19.1.5: headers are not allowed in a Request-URI.
-        return Err(ParseError::bad("Request-URI carries URI headers"));
-    }
-    let m_start = pos;
-    let u_start = m_start + m.len() + 1;
-    Ok(StartLine::Request {
-        method: crate::sip::Method::from_bytes(m),
-        method_span: Span::new(m_start, m_start + m.len()),
-        uri: Span::new(u_start, u_start + u.len()),
-    })
-}
 
-fn check_version(v: &[u8]) -> Result<(), ParseError> {
-    if v.eq_ignore_ascii_case(b"SIP/2.0") {
-        return Ok(());
+    fn request(method: &str, cseq: &str, extra: &str) -> String {
+        format!(
+            "{method} sip:bob@example.com SIP/2.0\nVia: SIP/2.0/UDP a.example.com;branch=z9hG4bK1\n\
+             From: <sip:alice@example.com>;tag=1\nTo: <sip:bob@example.com>\nCall-ID: c1\n\
+             CSeq: {cseq}\n{extra}Content-Length: 0\n\n"
+        )
     }
-    let Some(num) = v.get(4..).filter(|_| v[..4].eq_ignore_ascii_case(b"SIP/")) else {
-        return Err(ParseError::bad("malformed SIP version"));
-    };
-    let ok = num.split(|&c| c == b'.').all(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
-        && num.contains(&b'.');
-    if ok {
-        Err(ParseError::new(505, "Version Not Supported"))
-    } else {
-        Err(ParseError::bad("malformed SIP version"))
-    }
-}
 
-/// Splits the header section into fields; returns (fields, offset of the empty
-/// line, offset of the body).
-fn split_headers(b: &[u8], mut pos: usize, limits: &Limits) -> Result<(Vec<HeaderField>, usize, usize), ParseError> {
-    let mut headers: Vec<HeaderField> = Vec::with_capacity(16);
-    loop {
-        let (end, next) = find_line_end(b, pos).ok_or(ParseError::bad("header section not terminated by an empty line"))?;
-        if end == pos {
-            return Ok((headers, pos, next));
-        }
-        if end - pos > limits.max_line_length {
-            return Err(ParseError::bad("header line too long"));
-        }
-        if matches!(b[pos], b' ' | b'\t') {
-            // A fold continues the previous header's value.
-            let last = headers.last_mut().ok_or(ParseError::bad("header section starts with white space"))?;
-            if last.value.is_empty() {
-                last.value.start = skip_lws(b, last.value.start as usize) as u32;
-            }
-            last.value.end = trim_end(b, last.value.start as usize, end) as u32;
-            last.line.end = next as u32;
-            pos = next;
-            continue;
-        }
-        let name_end = pos + b[pos..end].iter().take_while(|&&c| is_token(c)).count();
-        let colon = pos + (name_end - pos) + b[name_end..end].iter().take_while(|&&c| c == b' ' || c == b'\t').count();
-        if name_end == pos || colon >= end || b[colon] != b':' {
-            return Err(ParseError::bad("malformed header line"));
-        }
-        if headers.len() >= limits.max_headers {
-            return Err(ParseError::bad("too many headers"));
-        }
-        let vstart = colon + 1 + b[colon + 1..end].iter().take_while(|&&c| c == b' ' || c == b'\t').count();
-        headers.push(HeaderField {
-            id: HeaderId::from_name(&b[pos..name_end]),
-            name: Span::new(pos, name_end),
-            value: Span::new(vstart, trim_end(b, vstart, end)),
-            line: Span::new(pos, next),
-        });
-        pos = next;
+    #[test]
+    fn cseq_method_mismatch_status() {
+        // RFC 4475 §3.1.2.17: a known method gets 400; §3.1.2.18: an unknown
+        // one 501, which stays right once the method is implemented.
+        assert_eq!(
+            parse(&request("OPTIONS", "1 INVITE", ""))
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            parse(&request("NEWMETHOD", "1 INVITE", ""))
+                .unwrap_err()
+                .status,
+            501
+        );
+        assert!(parse(&request("NEWMETHOD", "1 NEWMETHOD", "")).is_ok());
+    }
+
+    #[test]
+    fn cseq_numbers_up_to_32_bits() {
+        // RFC 4475 §3.1.2.4: only values above 2**32-1 are invalid.
+        assert_eq!(
+            parse(&request("INVITE", "4294967295 INVITE", ""))
+                .unwrap()
+                .cseq(),
+            u32::MAX
+        );
+        assert!(parse(&request("INVITE", "4294967296 INVITE", "")).is_err());
+        assert!(parse(&request("INVITE", "36893488147419103232 INVITE", "")).is_err());
+    }
+
+    #[test]
+    fn every_via_is_checked() {
+        let lower = "Via: SIP/2.0/UDP b.example.com;branch=z9hG4bK2, SIP/2.0/UDP c.example.com\n";
+        assert_eq!(
+            parse(&request("INVITE", "1 INVITE", lower))
+                .unwrap()
+                .vias()
+                .len(),
+            3
+        );
+        let broken = "Via: SIP/2.0/UDP b.example.com;;,;,,\n";
+        assert_eq!(
+            parse(&request("INVITE", "1 INVITE", broken))
+                .unwrap_err()
+                .reason,
+            "malformed Via header"
+        );
+    }
+
+    #[test]
+    fn datagram_without_the_empty_line() {
+        // RFC 4475 §3.1.2.15's archive file: the datagram ends after `l: 0`.
+        let text = request("OPTIONS", "1 OPTIONS", "");
+        let m = parse(text.strip_suffix('\n').unwrap()).unwrap();
+        assert!(m.body().is_empty());
+        assert_eq!(m.call_id(), "c1");
+    }
+
+    #[test]
+    fn transaction_branch_needs_more_than_the_cookie() {
+        let with = |branch: &str| {
+            let text = request("OPTIONS", "1 OPTIONS", "").replace("branch=z9hG4bK1", branch);
+            parse(&text).unwrap().rfc3261_branch().map(str::to_string)
+        };
+        assert_eq!(with("branch=z9hG4bKabc").as_deref(), Some("z9hG4bKabc"));
+        assert_eq!(with("branch=z9hG4bK"), None);
+        assert_eq!(with("branch=390skdjuw"), None);
+        assert_eq!(with("rport"), None);
     }
 }

@@ -4,6 +4,7 @@
 mod error;
 mod framing;
 mod header;
+mod lines;
 mod message;
 mod method;
 mod nameaddr;
@@ -15,11 +16,11 @@ pub mod write;
 pub use error::ParseError;
 pub use framing::{frame_stream, StreamFrame};
 pub use header::HeaderId;
-pub use message::{Framing, HeaderField, Message, Span, StartLine};
+pub use message::{Framing, HeaderField, Message, Span, StartLine, MAGIC_COOKIE};
 pub use method::{default_reason, Method};
 pub use nameaddr::NameAddr;
-pub use uri::{find_param, split_hostport, Scheme, Uri};
-pub use via::{param_lookup, Via};
+pub use uri::{find_param, host_ip, split_hostport, unescape, Scheme, Uri};
+pub use via::{param_lookup, param_pairs, Via};
 
 /// Hard limits applied before and during parsing; a message over any of them
 /// is refused with a clear error instead of costing unbounded memory.
@@ -32,6 +33,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_message_size: 65_535, max_headers: 128, max_line_length: 8_192 }
+        Limits {
+            max_message_size: 65_535,
+            max_headers: 128,
+            max_line_length: 8_192,
+        }
     }
 }

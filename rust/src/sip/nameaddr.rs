@@ -73,14 +73,22 @@ impl<'a> NameAddr<'a> {
         } else {
             ""
         };
-        Ok(NameAddr { display, uri, angle, params })
+        Ok(NameAddr {
+            display,
+            uri,
+            angle,
+            params,
+        })
     }
 
     /// Parses every element of a comma-separated header value (Contact, Route...).
     pub fn parse_list(value: &'a str) -> Result<Vec<NameAddr<'a>>, ParseError> {
         let parts = split_commas(value.as_bytes(), 0, value.len())
             .ok_or(ParseError::bad("malformed address list"))?;
-        parts.into_iter().map(|(a, b)| NameAddr::parse(&value[a..b])).collect()
+        parts
+            .into_iter()
+            .map(|(a, b)| NameAddr::parse(&value[a..b]))
+            .collect()
     }
 
     pub fn param(&self, name: &str) -> Option<&'a str> {

@@ -177,7 +177,10 @@ mod tests {
     fn decimals_are_bounded() {
         assert_eq!(parse_decimal(b"255", 255), Some(255));
         assert_eq!(parse_decimal(b"256", 255), None);
-        assert_eq!(parse_decimal(b"36893488147419103232", u64::from(u32::MAX)), None);
+        assert_eq!(
+            parse_decimal(b"36893488147419103232", u64::from(u32::MAX)),
+            None
+        );
         assert_eq!(parse_decimal(b"", 10), None);
         assert_eq!(parse_decimal(b"-1", 10), None);
     }

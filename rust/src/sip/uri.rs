@@ -1,6 +1,9 @@
 //! URIs: `sip:` / `sips:` (RFC 3261 §19.1, §25.1), `tel:` (RFC 3966) and any other
 //! absolute URI, kept opaque so it passes through untouched.
 
+use std::borrow::Cow;
+use std::net::{IpAddr, Ipv6Addr};
+
 use super::scan::{is_unreserved, parse_decimal};
 use super::ParseError;
 
@@ -107,6 +110,60 @@ impl<'a> Uri<'a> {
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(self.host)
     }
+
+    /// The host as an IP address, `None` for a host name.
+    pub fn ip(&self) -> Option<IpAddr> {
+        host_ip(self.host)
+    }
+}
+
+/// Reads a host (IPv4 address or IPv6 reference) as an IP address. RFC 5118
+/// §4.10: RFC 3261's ABNF admits `2001:db8:::192.0.2.1`, which RFC 4291 does
+/// not; it is tolerated and read as `::`.
+pub fn host_ip(host: &str) -> Option<IpAddr> {
+    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => parse_ipv6_lenient(v6).map(IpAddr::V6),
+        None => host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4),
+    }
+}
+
+fn parse_ipv6_lenient(s: &str) -> Option<Ipv6Addr> {
+    if let Ok(ip) = s.parse() {
+        return Some(ip);
+    }
+    // Only the one spelling RFC 5118 describes: ":::" before an IPv4 tail.
+    let (head, tail) = s.split_once(":::")?;
+    if tail.contains("::") || !tail.contains('.') {
+        return None;
+    }
+    format!("{head}::{tail}").parse().ok()
+}
+
+/// Decodes `%HH` escapes once (RFC 3261 §19.1.4: `%41` and `A` are equal, and
+/// `%2541` decodes to `%41`, not `A`). The result may hold any octet,
+/// including NUL (RFC 4475 §3.1.1.4), so it is bytes; malformed escapes are
+/// kept as written.
+pub fn unescape(s: &str) -> Cow<'_, [u8]> {
+    let b = s.as_bytes();
+    if !b.contains(&b'%') {
+        return Cow::Borrowed(b);
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |j: usize| b.get(j).and_then(|&c| (c as char).to_digit(16));
+        match (b[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Finds `name` in a `;`-separated parameter list (without the leading `;`).
@@ -118,7 +175,11 @@ pub fn find_param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
 }
 
 fn is_user_char(b: u8) -> bool {
-    is_unreserved(b) || matches!(b, b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/')
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/'
+        )
 }
 
 fn is_password_char(b: u8) -> bool {
@@ -229,7 +290,7 @@ pub fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
             None if after.is_empty() => None,
             None => return None,
         };
-        host[1..close].parse::<std::net::Ipv6Addr>().ok()?;
+        parse_ipv6_lenient(&host[1..close])?;
         (host, port)
     } else {
         match s.split_once(':') {
@@ -250,7 +311,8 @@ pub fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
 fn valid_hostname(h: &str) -> bool {
     let b = h.as_bytes();
     !b.is_empty()
-        && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
         && b[0] != b'.'
         && b[0] != b'-'
 }
@@ -281,7 +343,10 @@ mod tests {
         let odd = "sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com";
         let u = Uri::parse(odd).unwrap();
         assert_eq!(u.host, "example.com");
-        assert_eq!(u.password, Some("&it+has=1,weird!*pas$wo~d_too.(doesn't-it)"));
+        assert_eq!(
+            u.password,
+            Some("&it+has=1,weird!*pas$wo~d_too.(doesn't-it)")
+        );
     }
 
     #[test]
@@ -299,6 +364,37 @@ mod tests {
         ] {
             assert!(Uri::parse(bad).is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn unescape_decodes_once() {
+        // RFC 4475 §3.1.1.3: `v%61lue%25%34%31` is "value%41", not "valueA".
+        assert_eq!(&*unescape("v%61lue%25%34%31"), b"value%41");
+        // §3.1.1.4: an escaped NUL is an ordinary octet.
+        assert_eq!(&*unescape("null-%00-null"), b"null-\0-null");
+        assert_eq!(&*unescape("%C3%A9t%c3%a9"), "été".as_bytes());
+        // Not escapes: kept as written (RFC 4475 §3.1.1.5 has such text in
+        // places where no unescaping applies).
+        assert_eq!(&*unescape("%Z%45%4"), b"%ZE%4");
+        assert!(matches!(unescape("plain"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn ipv6_references() {
+        // RFC 5118 §4.3: the port is outside the brackets or there is none.
+        let u = Uri::parse("sip:[2001:db8::10:5070]").unwrap();
+        assert_eq!((u.host, u.port), ("[2001:db8::10:5070]", None));
+        // §4.10: RFC 3261's ABNF admits three colons; tolerated as "::".
+        let u = Uri::parse("sip:user@[2001:db8:::192.0.2.1]").unwrap();
+        assert_eq!(u.ip(), "2001:db8::192.0.2.1".parse().ok());
+        assert!(Uri::parse("sip:[2001:db8:::1]").is_err());
+        assert!(Uri::parse("sip:[2001:db8::1:::1.2.3.4]").is_err());
+        assert_eq!(host_ip("192.0.2.1"), "192.0.2.1".parse().ok());
+        assert_eq!(host_ip("example.com"), None);
+        assert_eq!(
+            host_ip("[::ffff:192.0.2.10]"),
+            "::ffff:192.0.2.10".parse().ok()
+        );
     }
 
     #[test]

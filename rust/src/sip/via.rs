@@ -1,7 +1,7 @@
 //! The Via header (RFC 3261 §20.42, §25.1; IPv6 per RFC 5118).
 
-use super::scan::{is_token, is_wsp, skip_lws, skip_quoted, skip_token, split_commas};
-use super::uri::split_hostport;
+use super::scan::{is_token, is_wsp, skip_lws, skip_quoted, skip_token, split_commas, trim_end};
+use super::uri::{host_ip, split_hostport};
 use super::ParseError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +77,10 @@ impl<'a> Via<'a> {
     pub fn parse_all(value: &'a str) -> Result<Vec<Via<'a>>, ParseError> {
         let parts = split_commas(value.as_bytes(), 0, value.len())
             .ok_or(ParseError::bad("malformed Via header"))?;
-        parts.into_iter().map(|(a, b)| Via::parse(&value[a..b])).collect()
+        parts
+            .into_iter()
+            .map(|(a, b)| Via::parse(&value[a..b]))
+            .collect()
     }
 
     pub fn param(&self, name: &str) -> Option<&'a str> {
@@ -100,6 +103,10 @@ impl<'a> Via<'a> {
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(self.host)
+    }
+    /// The sent-by host as an IP address, `None` for a host name.
+    pub fn host_ip(&self) -> Option<std::net::IpAddr> {
+        host_ip(self.host)
     }
 }
 
@@ -143,26 +150,46 @@ pub(crate) fn validate_params(b: &[u8], mut i: usize) -> Result<(), ParseError> 
 
 /// Looks up a parameter in raw `a=1;b;c="x"` text; `Some("")` for a flag.
 pub fn param_lookup<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    param_pairs(params)
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.unwrap_or(""))
+}
+
+/// Iterates over raw `a=1;b;c="x"` parameter text (without the leading `;`) as
+/// `(name, value)` pairs, `None` for a flag. LWS around names, `=` and values
+/// (folds included) is skipped; quoted values keep their quotes, and a `;`
+/// inside quotes does not split.
+pub fn param_pairs(params: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
     let b = params.as_bytes();
     let mut i = 0;
-    while i < b.len() {
-        let start = skip_lws(b, i);
-        let mut end = start;
-        while end < b.len() && b[end] != b';' {
-            if b[end] == b'"' {
-                end = skip_quoted(b, end).unwrap_or(b.len());
-            } else {
-                end += 1;
+    std::iter::from_fn(move || {
+        while i < b.len() {
+            let start = skip_lws(b, i);
+            let mut end = start;
+            while end < b.len() && b[end] != b';' {
+                if b[end] == b'"' {
+                    end = skip_quoted(b, end).unwrap_or(b.len());
+                } else {
+                    end += 1;
+                }
             }
+            i = end + 1;
+            let p = &params[start..trim_end(b, start, end)];
+            if p.is_empty() {
+                continue;
+            }
+            return Some(match p.split_once('=') {
+                Some((k, v)) => (trim_lws(k), Some(trim_lws(v))),
+                None => (p, None),
+            });
         }
-        let p = &params[start..end];
-        let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        if k.trim_end().eq_ignore_ascii_case(name) {
-            return Some(v.trim());
-        }
-        i = end + 1;
-    }
-    None
+        None
+    })
+}
+
+/// Trims SP, HT and line folds from both ends.
+fn trim_lws(s: &str) -> &str {
+    s.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'))
 }
 
 #[cfg(test)]
@@ -183,7 +210,10 @@ mod tests {
 
     #[test]
     fn ipv6_via_and_rport() {
-        let v = Via::parse("SIP/2.0/UDP [2001:db8::9:1]:5070;received=[2001:db8::9:255];rport;branch=z9hG4bKas3").unwrap();
+        let v = Via::parse(
+            "SIP/2.0/UDP [2001:db8::9:1]:5070;received=[2001:db8::9:255];rport;branch=z9hG4bKas3",
+        )
+        .unwrap();
         assert_eq!(v.host, "[2001:db8::9:1]");
         assert_eq!(v.port, Some(5070));
         assert_eq!(v.received(), Some("[2001:db8::9:255]"));
@@ -192,10 +222,31 @@ mod tests {
     }
 
     #[test]
+    fn param_pairs_skip_lws_and_respect_quotes() {
+        // RFC 4475 §3.1.1.1's Contact parameters, folds included.
+        let raw = "newparam =\r\n      newvalue ;\r\n  secondparam ; q = 0.33";
+        let pairs: Vec<_> = param_pairs(raw).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("newparam", Some("newvalue")),
+                ("secondparam", None),
+                ("q", Some("0.33"))
+            ]
+        );
+        let pairs: Vec<_> = param_pairs("a=\"x;y\";b").collect();
+        assert_eq!(pairs, [("a", Some("\"x;y\"")), ("b", None)]);
+        assert_eq!(param_lookup(raw, "SECONDPARAM"), Some(""));
+        assert_eq!(param_lookup(raw, "q"), Some("0.33"));
+        assert_eq!(param_lookup(raw, "missing"), None);
+    }
+
+    #[test]
     fn rejects_extraneous_separators() {
         assert!(Via::parse_all("SIP/2.0/UDP 192.0.2.15;;,;,,").is_err());
         assert!(Via::parse_all("SIP/2.0/UDP 192.0.2.15;branch=").is_err());
-        let all = Via::parse_all("SIP/2.0/UDP a.example.com;branch=1, SIP/2.0/TCP b.example.com").unwrap();
+        let all = Via::parse_all("SIP/2.0/UDP a.example.com;branch=1, SIP/2.0/TCP b.example.com")
+            .unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[1].transport, "TCP");
     }

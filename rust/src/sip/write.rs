@@ -18,66 +18,104 @@ pub enum HeaderEdit {
     Remove(String),
 }
 
-/// The `received` / `rport` parameters RFC 3261 §18.2.1 and RFC 3581 §4 add to
-/// the top Via of a request from `source`; empty when none are needed.
+/// The `received` parameter RFC 3261 §18.2.1 and RFC 3581 §4 add to the top
+/// Via of a request from `source` (with its leading `;`); empty when none is
+/// needed because the sent-by already is the source address and no `rport`
+/// was asked for.
 pub fn via_received_params(msg: &Message, source: SocketAddr) -> String {
     let via = msg.top_via();
-    let mut out = String::new();
-    let ip = source.ip().to_string();
-    let host_is_ip = via.host_unbracketed().parse::<std::net::IpAddr>().ok() == Some(source.ip());
-    let bare_rport = via.rport() == Some(None);
-    if (!host_is_ip || bare_rport) && via.received().is_none() {
-        if source.is_ipv6() {
-            let _ = write!(out, ";received=[{ip}]");
-        } else {
-            let _ = write!(out, ";received={ip}");
-        }
+    let host_is_source = via.host_ip() == Some(source.ip());
+    if host_is_source && via.rport().is_none() {
+        return String::new();
     }
-    out
+    match source {
+        SocketAddr::V6(a) => format!(";received=[{}]", a.ip()),
+        SocketAddr::V4(a) => format!(";received={}", a.ip()),
+    }
 }
 
-/// Writes the top via-parm with received/rport filled in for `source`.
-fn write_top_via_line(msg: &Message, source: Option<SocketAddr>, force_rport: bool, out: &mut Vec<u8>) {
-    let span = msg.top_via_span();
-    let top = msg.str_at(span);
+/// Writes the top via-parm stamped for `source`: a bare `rport` gets the
+/// source port (RFC 3581 §4), any `received` the sender wrote itself is
+/// replaced by ours (it names what we saw, §18.2.1), everything else is
+/// copied as written. `force_rport` stamps `rport` and `received` even when
+/// the sender did not ask for them.
+fn write_top_via_line(
+    msg: &Message,
+    source: Option<SocketAddr>,
+    force_rport: bool,
+    out: &mut Vec<u8>,
+) {
+    let top = msg.str_at(msg.top_via_span());
     let Some(src) = source else {
         out.extend_from_slice(top.as_bytes());
         return;
     };
     let via = msg.top_via();
-    if via.rport() == Some(None) {
-        // Replace the bare `rport` with `rport=PORT` (RFC 3581 §4).
-        let params = via.params;
+    let params = via.params;
+    if params.is_empty() {
+        out.extend_from_slice(top.as_bytes());
+    } else {
+        // `params` is a subslice of `top` that runs to its end.
         let params_off = params.as_ptr() as usize - top.as_ptr() as usize;
         out.extend_from_slice(&top.as_bytes()[..params_off]);
         let mut first = true;
-        for p in params.split(';') {
+        for p in split_params(params) {
+            let (name, value) = p.split_once('=').unwrap_or((p, ""));
+            let name = name.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'));
+            if name.eq_ignore_ascii_case("received") {
+                continue;
+            }
             if !first {
                 out.push(b';');
             }
             first = false;
-            if p.trim().eq_ignore_ascii_case("rport") {
+            if name.eq_ignore_ascii_case("rport") && value.trim().is_empty() {
                 let _ = write!(VecWriter(out), "rport={}", src.port());
             } else {
                 out.extend_from_slice(p.as_bytes());
             }
         }
-    } else {
-        out.extend_from_slice(top.as_bytes());
-        if force_rport && via.rport().is_none() {
-            let _ = write!(VecWriter(out), ";rport={}", src.port());
+        // Dropping `received` may have left the parameter list empty (the
+        // text before it ends in ';').
+        if first && out.last() == Some(&b';') {
+            out.pop();
         }
     }
+    if force_rport && via.rport().is_none() {
+        let _ = write!(VecWriter(out), ";rport={}", src.port());
+    }
     let received = via_received_params(msg, src);
-    let received = if force_rport && received.is_empty() && via.received().is_none() {
-        match src {
-            SocketAddr::V4(a) => format!(";received={}", a.ip()),
-            SocketAddr::V6(a) => format!(";received=[{}]", a.ip()),
-        }
+    if received.is_empty() && force_rport {
+        let _ = match src {
+            SocketAddr::V4(a) => write!(VecWriter(out), ";received={}", a.ip()),
+            SocketAddr::V6(a) => write!(VecWriter(out), ";received=[{}]", a.ip()),
+        };
     } else {
-        received
-    };
-    out.extend_from_slice(received.as_bytes());
+        out.extend_from_slice(received.as_bytes());
+    }
+}
+
+/// Splits raw parameter text at the `;`s outside quoted strings.
+fn split_params(params: &str) -> impl Iterator<Item = &str> {
+    let b = params.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        if start > b.len() {
+            return None;
+        }
+        while i < b.len() && b[i] != b';' {
+            i = if b[i] == b'"' {
+                super::scan::skip_quoted(b, i).unwrap_or(b.len())
+            } else {
+                i + 1
+            };
+        }
+        let p = &params[start..i];
+        i += 1;
+        start = i;
+        Some(p)
+    })
 }
 
 struct VecWriter<'a>(&'a mut Vec<u8>);
@@ -146,7 +184,11 @@ pub fn build_response(
     for (name, value) in extra {
         let _ = write!(VecWriter(&mut out), "{name}: {value}\r\n");
     }
-    let _ = write!(VecWriter(&mut out), "Content-Length: {}\r\n\r\n", body.len());
+    let _ = write!(
+        VecWriter(&mut out),
+        "Content-Length: {}\r\n\r\n",
+        body.len()
+    );
     out.extend_from_slice(body);
     out
 }
@@ -163,8 +205,9 @@ pub struct ForwardEdits<'a> {
     /// Add `rport=PORT` even when the Via did not ask (stream sources: the
     /// relayed response must find the connection again by address).
     pub force_rport: bool,
-    /// Drop the first Route value (it named us: RFC 3261 §16.4).
-    pub pop_route: bool,
+    /// How many leading Route values to drop (they named us: RFC 3261 §16.4;
+    /// two after a double Record-Route).
+    pub pop_routes: usize,
     /// A Record-Route value to insert (RFC 3261 §16.6 step 4).
     pub record_route: Option<&'a str>,
     pub header_edits: &'a [HeaderEdit],
@@ -175,7 +218,10 @@ pub struct ForwardEdits<'a> {
 pub fn build_forward(req: &Message, edits: &ForwardEdits<'_>) -> Vec<u8> {
     let b = req.bytes();
     let mut out = Vec::with_capacity(req.as_bytes().len() + edits.via.len() + 64);
-    let StartLine::Request { method_span, uri, .. } = req.start_line() else {
+    let StartLine::Request {
+        method_span, uri, ..
+    } = req.start_line()
+    else {
         return out;
     };
     out.extend_from_slice(&b[method_span.range()]);
@@ -203,7 +249,7 @@ pub fn build_forward(req: &Message, edits: &ForwardEdits<'_>) -> Vec<u8> {
         })
     };
     let top_via = req.top_via_span();
-    let mut route_popped = !edits.pop_route;
+    let mut to_pop = edits.pop_routes;
     let mut saw_max_forwards = false;
     for h in req.headers() {
         let name = req.header_name(h);
@@ -222,21 +268,22 @@ pub fn build_forward(req: &Message, edits: &ForwardEdits<'_>) -> Vec<u8> {
                 let _ = write!(VecWriter(&mut out), "Max-Forwards: {n}\r\n");
             }
             HeaderId::ContentLength => {}
-            HeaderId::Route if !route_popped => {
-                route_popped = true;
+            HeaderId::Route if to_pop > 0 => {
                 let value = req.header_value(h);
-                match super::scan::split_commas(value.as_bytes(), 0, value.len()) {
-                    Some(parts) if parts.len() > 1 => {
-                        let _ = write!(VecWriter(&mut out), "{}: {}\r\n", name, &value[parts[1].0..]);
-                    }
-                    _ => {}
+                let parts =
+                    super::scan::split_commas(value.as_bytes(), 0, value.len()).unwrap_or_default();
+                let dropped = to_pop.min(parts.len().max(1));
+                to_pop -= dropped;
+                if let Some(rest) = parts.get(dropped) {
+                    let _ = write!(VecWriter(&mut out), "{}: {}\r\n", name, &value[rest.0..]);
                 }
             }
             _ => out.extend_from_slice(&b[h.line.range()]),
         }
     }
     if !saw_max_forwards {
-        out.extend_from_slice(b"Max-Forwards: 69\r\n");
+        // §16.6 step 3: a request without Max-Forwards gets one, of 70.
+        out.extend_from_slice(b"Max-Forwards: 70\r\n");
     }
     for e in edits.header_edits {
         if let HeaderEdit::Add(n, v) = e {
@@ -244,7 +291,11 @@ pub fn build_forward(req: &Message, edits: &ForwardEdits<'_>) -> Vec<u8> {
         }
     }
     let body = req.body();
-    let _ = write!(VecWriter(&mut out), "Content-Length: {}\r\n\r\n", body.len());
+    let _ = write!(
+        VecWriter(&mut out),
+        "Content-Length: {}\r\n\r\n",
+        body.len()
+    );
     out.extend_from_slice(body);
     out
 }
@@ -271,7 +322,9 @@ pub fn strip_top_via(resp: &Message) -> Vec<u8> {
         }
         out.extend_from_slice(&b[h.line.range()]);
     }
-    out.extend_from_slice(&b[resp.headers_end()..resp.body_span().end as usize]);
+    // Not copied from the input: a datagram may lack the empty line.
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(resp.body());
     out
 }
 
@@ -322,4 +375,91 @@ pub fn error_response_raw(bytes: &[u8], status: u16, reason: &str) -> Option<Vec
     }
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::{Framing, Limits};
+    use bytes::Bytes;
+
+    fn parse(text: &str) -> Message {
+        Message::parse(
+            Bytes::from(text.replace('\n', "\r\n")),
+            Framing::Datagram,
+            &Limits::default(),
+        )
+        .unwrap()
+    }
+
+    fn request(via: &str, extra: &str) -> Message {
+        parse(&format!(
+            "OPTIONS sip:bob@example.com SIP/2.0\nVia: {via}\nFrom: <sip:a@example.com>;tag=1\n\
+             To: <sip:bob@example.com>\nCall-ID: c1\nCSeq: 1 OPTIONS\n{extra}Content-Length: 0\n\n"
+        ))
+    }
+
+    fn forward(req: &Message, source: &str) -> Message {
+        let edits = ForwardEdits {
+            via: "SIP/2.0/UDP p.example.net;branch=z9hG4bKp",
+            source: Some(source.parse().unwrap()),
+            ..Default::default()
+        };
+        let out = build_forward(req, &edits);
+        Message::parse(Bytes::from(out), Framing::Datagram, &Limits::default()).unwrap()
+    }
+
+    #[test]
+    fn max_forwards_added_as_70_or_decremented() {
+        // RFC 3261 §16.6 step 3 (RFC 4475 §3.4.1 has no Max-Forwards).
+        let req = request("SIP/2.0/UDP a.example.com;branch=z9hG4bK1", "");
+        assert_eq!(forward(&req, "192.0.2.1:5060").max_forwards(), Some(70));
+        let req = request(
+            "SIP/2.0/UDP a.example.com;branch=z9hG4bK1",
+            "Max-Forwards: 0068\n",
+        );
+        assert_eq!(forward(&req, "192.0.2.1:5060").max_forwards(), Some(67));
+    }
+
+    #[test]
+    fn received_is_ours_and_rport_filled() {
+        // A `received` the sender wrote (RFC 5118 §4.5) is replaced, not doubled.
+        let req = request(
+            "SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];rport;branch=z9hG4bK1",
+            "",
+        );
+        let fwd = forward(&req, "[2001:db8::7]:5070");
+        let prev = fwd.vias()[1];
+        assert_eq!(
+            prev.raw,
+            "SIP/2.0/UDP [2001:db8::9:1];rport=5070;branch=z9hG4bK1;received=[2001:db8::7]"
+        );
+        // Sent-by is the source address and no rport: nothing to add.
+        let req = request("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1", "");
+        assert_eq!(
+            forward(&req, "192.0.2.1:5060").vias()[1].raw,
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1"
+        );
+        // A stale received is dropped even then, leaving no dangling ';'.
+        let req = request("SIP/2.0/UDP 192.0.2.1;received=192.0.2.9", "");
+        assert_eq!(
+            forward(&req, "192.0.2.1:5060").vias()[1].raw,
+            "SIP/2.0/UDP 192.0.2.1"
+        );
+    }
+
+    #[test]
+    fn strip_top_via_writes_the_empty_line() {
+        // A datagram may end without it (RFC 4475 §3.1.2.15 style).
+        let text = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP p.example.net;branch=z9hG4bKp\r\n\
+                    Via: SIP/2.0/UDP a.example.com;branch=z9hG4bK1\r\nFrom: <sip:a@example.com>;tag=1\r\n\
+                    To: <sip:bob@example.com>;tag=2\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\n";
+        let resp =
+            Message::parse(Bytes::from(text), Framing::Datagram, &Limits::default()).unwrap();
+        let out = strip_top_via(&resp);
+        assert!(out.ends_with(b"CSeq: 1 OPTIONS\r\n\r\n"));
+        let relayed =
+            Message::parse(Bytes::from(out), Framing::Stream, &Limits::default()).unwrap();
+        assert_eq!(relayed.top_via().host, "a.example.com");
+    }
 }

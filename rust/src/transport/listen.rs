@@ -15,12 +15,21 @@ impl ListenSpec {
         let (proto, rest) = s
             .split_once(':')
             .ok_or_else(|| format!("listen address {s:?} must look like udp:127.0.0.1:5060"))?;
-        let transport = Transport::parse(proto)
-            .ok_or_else(|| format!("unknown transport {proto:?} in {s:?} (use udp, tcp, tls, ws or wss)"))?;
-        let default_port = if matches!(transport, Transport::Tls) { 5061 } else { 5060 };
+        let transport = Transport::parse(proto).ok_or_else(|| {
+            format!("unknown transport {proto:?} in {s:?} (use udp, tcp, tls, ws or wss)")
+        })?;
+        let default_port = if matches!(transport, Transport::Tls) {
+            5061
+        } else {
+            5060
+        };
         let addr = if let Ok(a) = rest.parse::<SocketAddr>() {
             a
-        } else if let Ok(ip) = rest.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        } else if let Ok(ip) = rest
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
             SocketAddr::new(ip, default_port)
         } else {
             return Err(format!("bad address {rest:?} in listen URI {s:?}: expected IP:PORT, e.g. 127.0.0.1:5060 or [::1]:5060"));

@@ -58,34 +58,52 @@ impl Streams {
         limits: Limits,
         sink: Arc<dyn StreamSink>,
     ) -> std::io::Result<Streams> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let handle = rt.handle().clone();
         let registry = Arc::new(Mutex::new(Registry::default()));
         let next_id = Arc::new(AtomicU64::new(1));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (reg, ids, sink2, limits2) = (registry.clone(), next_id.clone(), sink.clone(), limits.clone());
-        let thread = std::thread::Builder::new().name("sipr-streams".into()).spawn(move || {
-            rt.block_on(async move {
-                for l in listeners {
-                    let local = l.local_addr().expect("bound listener");
-                    let l = TcpListener::from_std(l).expect("non-blocking listener");
-                    let (reg, ids, sink, limits) = (reg.clone(), ids.clone(), sink2.clone(), limits2.clone());
-                    tokio::spawn(async move {
-                        loop {
-                            let Ok((stream, peer)) = l.accept().await else {
-                                // EMFILE and friends: back off instead of spinning.
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                                continue;
-                            };
-                            let _ = stream.set_nodelay(true);
-                            let id = ids.fetch_add(1, Ordering::Relaxed);
-                            run_conn(stream, id, peer, local, reg.clone(), sink.clone(), limits.clone());
-                        }
-                    });
-                }
-                let _ = stop_rx.await;
-            });
-        })?;
+        let (reg, ids, sink2, limits2) = (
+            registry.clone(),
+            next_id.clone(),
+            sink.clone(),
+            limits.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name("sipr-streams".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    for l in listeners {
+                        let local = l.local_addr().expect("bound listener");
+                        let l = TcpListener::from_std(l).expect("non-blocking listener");
+                        let (reg, ids, sink, limits) =
+                            (reg.clone(), ids.clone(), sink2.clone(), limits2.clone());
+                        tokio::spawn(async move {
+                            loop {
+                                let Ok((stream, peer)) = l.accept().await else {
+                                    // EMFILE and friends: back off instead of spinning.
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                    continue;
+                                };
+                                let _ = stream.set_nodelay(true);
+                                let id = ids.fetch_add(1, Ordering::Relaxed);
+                                run_conn(
+                                    stream,
+                                    id,
+                                    peer,
+                                    local,
+                                    reg.clone(),
+                                    sink.clone(),
+                                    limits.clone(),
+                                );
+                            }
+                        });
+                    }
+                    let _ = stop_rx.await;
+                });
+            })?;
         Ok(Streams {
             rt: handle,
             registry,
@@ -119,7 +137,9 @@ impl Streams {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (limits, sink) = (self.limits.clone(), self.sink.clone());
         self.rt.spawn(async move {
-            let Ok(Ok(stream)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await else {
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await
+            else {
                 tracing::debug!(%addr, "TCP connect failed");
                 return;
             };
@@ -164,7 +184,13 @@ fn run_conn(
     let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
     {
         let mut reg = registry.lock();
-        reg.by_id.insert(id, Conn { tx: tx.clone(), peer });
+        reg.by_id.insert(
+            id,
+            Conn {
+                tx: tx.clone(),
+                peer,
+            },
+        );
         reg.by_peer.insert(peer, id);
     }
     let (mut rd, mut wr) = stream.into_split();
@@ -178,7 +204,12 @@ fn run_conn(
         let _ = wr.shutdown().await;
     });
     tokio::spawn(async move {
-        let source = Source { transport: Transport::Tcp, addr: peer, local, conn: Some(id) };
+        let source = Source {
+            transport: Transport::Tcp,
+            addr: peer,
+            local,
+            conn: Some(id),
+        };
         let mut buf = BytesMut::with_capacity(4096);
         'read: loop {
             let read = tokio::time::timeout(IDLE_LIFETIME, rd.read_buf(&mut buf)).await;

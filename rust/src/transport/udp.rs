@@ -18,7 +18,11 @@ pub struct UdpEndpoint {
 
 impl UdpEndpoint {
     pub fn bind(addr: SocketAddr) -> io::Result<UdpEndpoint> {
-        let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+        let domain = if addr.is_ipv6() {
+            Domain::IPV6
+        } else {
+            Domain::IPV4
+        };
         let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
         if addr.is_ipv6() {
             s.set_only_v6(true)?;
@@ -65,7 +69,10 @@ impl Default for RecvBatch {
         let mut addrs: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; BATCH];
         let mut iovecs: Vec<libc::iovec> = bufs
             .iter_mut()
-            .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
             .collect();
         let mut hdrs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
         for i in 0..BATCH {
@@ -73,7 +80,13 @@ impl Default for RecvBatch {
             hdrs[i].msg_hdr.msg_iov = &mut iovecs[i];
             hdrs[i].msg_hdr.msg_iovlen = 1;
         }
-        RecvBatch { bufs, addrs, iovecs, hdrs, count: 0 }
+        RecvBatch {
+            bufs,
+            addrs,
+            iovecs,
+            hdrs,
+            count: 0,
+        }
     }
 }
 
@@ -115,13 +128,15 @@ fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(ss.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says this storage holds a sockaddr_in.
-            let sin = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
             Some(SocketAddr::new(ip.into(), u16::from_be(sin.sin_port)))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says this storage holds a sockaddr_in6.
-            let sin6 = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let sin6 =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
             let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             Some(SocketAddr::new(ip.into(), u16::from_be(sin6.sin6_port)))
         }

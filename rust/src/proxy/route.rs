@@ -1,0 +1,137 @@
+//! Routing decisions shared by stateless and stateful forwarding: which Route
+//! values name us (loose routing, RFC 3261 §16.4), the next hop (§16.6 step
+//! 7), Record-Route values (§16.6 step 4) and loop detection (§16.3 step 4).
+
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+
+use super::{fmt_hostport, route_set, ForwardError, Hop};
+use crate::core::Core;
+use crate::sip::{HeaderId, Message, Uri};
+use crate::transport::{Source, Transport};
+
+/// Where a request goes next and which of its Route values to drop.
+#[derive(Debug, Clone)]
+pub struct NextHop {
+    pub uri: String,
+    pub pop_routes: usize,
+}
+
+/// Chooses the next hop: the explicit `target`, else the first Route value
+/// that does not name us, else the Request-URI (`ruri`).
+pub fn next_hop(
+    core: &Core,
+    msg: &Message,
+    target: Option<&str>,
+    ruri: &str,
+) -> Result<NextHop, ForwardError> {
+    let routes = route_set(msg)?;
+    let mut pop_routes = 0;
+    // Our own Record-Route may have been inserted twice (transport change).
+    while pop_routes < routes.len().min(2) {
+        let r = &routes[pop_routes].uri;
+        if !core.is_local(
+            r.host,
+            r.port,
+            r.param("transport").and_then(Transport::parse),
+        ) {
+            break;
+        }
+        pop_routes += 1;
+    }
+    let uri = match (target, routes.get(pop_routes)) {
+        (Some(t), _) => t.to_string(),
+        (None, Some(r)) => r.uri.raw.to_string(),
+        (None, None) => {
+            let u = Uri::parse(ruri).map_err(|_| ForwardError::BadTarget(ruri.to_string()))?;
+            if core.is_local(u.host, u.port, None) {
+                return Err(ForwardError::NoRoute);
+            }
+            ruri.to_string()
+        }
+    };
+    Ok(NextHop { uri, pop_routes })
+}
+
+/// Whether relaying `msg` creates a dialog we should stay in (RFC 3261 §16.6
+/// step 4: INVITE, SUBSCRIBE, REFER outside a dialog).
+pub fn creates_dialog(msg: &Message) -> bool {
+    msg.to_tag().is_none()
+        && matches!(
+            msg.method_str(),
+            "INVITE" | "SUBSCRIBE" | "REFER" | "NOTIFY"
+        )
+}
+
+fn rr_uri(addr: SocketAddr, transport: Transport, double: bool) -> String {
+    let t = match transport {
+        Transport::Udp => "",
+        Transport::Tcp => ";transport=tcp",
+        Transport::Tls => ";transport=tls",
+        Transport::Ws => ";transport=ws",
+        Transport::Wss => ";transport=wss",
+    };
+    let r2 = if double { ";r2=on" } else { "" };
+    format!("<sip:{}{t};lr{r2}>", fmt_hostport(addr))
+}
+
+/// The Record-Route value(s) for a request arriving on `source` and leaving
+/// towards `hop`: one URI, or two when the interface or transport changes
+/// (the outbound one first, as the callee reads them top-down).
+pub fn record_route(core: &Core, source: &Source, hop: &Hop) -> String {
+    let out = core.advertised(hop.transport, hop.addr);
+    let mut inbound = source.local;
+    if inbound.ip().is_unspecified() {
+        inbound = core.advertised(source.transport, source.addr);
+    }
+    if out == inbound && hop.transport == source.transport {
+        rr_uri(out, hop.transport, false)
+    } else {
+        format!(
+            "{}, {}",
+            rr_uri(out, hop.transport, true),
+            rr_uri(inbound, source.transport, true)
+        )
+    }
+}
+
+/// A hash of the fields that stay the same when a request loops back to us
+/// unchanged but differ on a spiral (RFC 3261 §16.6 step 8).
+pub fn loop_hash(core: &Core, msg: &Message) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    core.branch_key().hash(&mut h);
+    msg.request_uri_str().hash(&mut h);
+    msg.from_tag().hash(&mut h);
+    msg.to_tag().hash(&mut h);
+    msg.call_id().hash(&mut h);
+    msg.cseq().hash(&mut h);
+    msg.header(HeaderId::ProxyRequire).hash(&mut h);
+    h.finish()
+}
+
+pub const BRANCH_PREFIX: &str = "z9hG4bKsr";
+
+/// Our branch for a stateful branch: the loop hash, then a unique part.
+pub fn branch_for(loop_hash: u64, unique: u64) -> String {
+    format!("{BRANCH_PREFIX}{loop_hash:016x}.{unique:x}")
+}
+
+/// True when one of the request's Vias is ours with this request's loop hash:
+/// it came back unchanged (a loop, 482), not a spiral.
+pub fn is_loop(core: &Core, msg: &Message) -> bool {
+    let vias = msg.vias();
+    if vias.len() < 2 {
+        return false;
+    }
+    let mut hash = None;
+    vias.iter().any(|v| {
+        let Some(rest) = v.branch().and_then(|b| b.strip_prefix(BRANCH_PREFIX)) else {
+            return false;
+        };
+        if !core.is_local(v.host, v.port, Transport::parse(v.transport)) {
+            return false;
+        }
+        let h = hash.get_or_insert_with(|| format!("{:016x}", loop_hash(core, msg)));
+        rest.starts_with(h.as_str())
+    })
+}

@@ -1,0 +1,333 @@
+//! Client transactions (RFC 3261 §17.1, RFC 6026 §7.2): send a request to one
+//! next hop, retransmit it over UDP, time it out, and ACK non-2xx finals.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{BranchId, CtxId, Layer, TimerKey, COARSE, FINE};
+use crate::core::Core;
+use crate::sip::{Framing, HeaderId, Message};
+use crate::timer::TimerId;
+use crate::transport::Destination;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientState {
+    /// INVITE: sent, no response yet (Timers A and B).
+    Calling,
+    /// Non-INVITE: sent, no response yet (Timers E and F).
+    Trying,
+    Proceeding,
+    /// Non-2xx final received (INVITE: ACK sent, Timer D).
+    Completed,
+    /// INVITE 2xx received (RFC 6026 Timer M): later 2xx pass upstream.
+    Accepted,
+    Terminated,
+}
+
+pub struct ClientTxn {
+    pub id: BranchId,
+    pub ctx: CtxId,
+    pub branch: String,
+    pub invite: bool,
+    method: String,
+    /// The request exactly as sent (retransmissions, CANCEL and ACK derive from it).
+    pub request: Bytes,
+    pub dest: Destination,
+    pub state: ClientState,
+    /// [retransmit A/E, timeout B/F, Timer C, end D/K/M]
+    pub timers: [Option<TimerId>; 4],
+    pub interval: Duration,
+    /// CANCEL requested before any provisional arrived: send it on the first one.
+    pub cancel_pending: bool,
+    pub cancel_sent: bool,
+    /// Cancelled because the relay timed out: its final counts as 408.
+    pub timed_out: bool,
+    pub final_status: Option<u16>,
+}
+
+impl ClientTxn {
+    pub fn method_str(&self) -> &str {
+        &self.method
+    }
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self.state,
+            ClientState::Completed | ClientState::Accepted | ClientState::Terminated
+        )
+    }
+    fn reliable(&self) -> bool {
+        self.dest.transport.is_stream()
+    }
+}
+
+/// Sends `request` (already carrying our Via with `branch`) and starts timers.
+pub fn start(
+    core: &Core,
+    layer: &mut Layer,
+    ctx: CtxId,
+    branch: String,
+    method: &str,
+    request: Bytes,
+    dest: Destination,
+) -> BranchId {
+    let id = layer.next_id();
+    let invite = method == "INVITE";
+    let timing = layer.timing.clone();
+    let now = Instant::now();
+    core.send(dest, request.clone());
+    let mut txn = ClientTxn {
+        id,
+        ctx,
+        branch,
+        invite,
+        method: method.to_string(),
+        request,
+        dest,
+        state: if invite {
+            ClientState::Calling
+        } else {
+            ClientState::Trying
+        },
+        timers: [None; 4],
+        interval: timing.t1,
+        cancel_pending: false,
+        cancel_sent: false,
+        timed_out: false,
+        final_status: None,
+    };
+    if !txn.reliable() {
+        txn.timers[0] = Some(layer.timers.schedule(
+            now + timing.t1,
+            FINE,
+            TimerKey::ClientRetransmit(id),
+        ));
+    }
+    txn.timers[1] = Some(layer.timers.schedule(
+        now + timing.t1x64(),
+        COARSE,
+        TimerKey::ClientTimeout(id),
+    ));
+    if invite {
+        txn.timers[2] = Some(layer.timers.schedule(
+            now + timing.timer_c,
+            COARSE,
+            TimerKey::ClientTimerC(id),
+        ));
+    }
+    layer.insert_client(txn);
+    id
+}
+
+/// What a response means for the proxy context above the transaction.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Absorbed (100 Trying, retransmitted final, stray).
+    Absorb,
+    Provisional,
+    /// A 2xx: the first one, or a retransmission / another fork's (pass up).
+    Success,
+    /// A 3xx-6xx final, seen for the first time.
+    Failure,
+}
+
+pub fn on_response(core: &Core, layer: &mut Layer, id: BranchId, resp: &Message) -> Outcome {
+    let timing = layer.timing.clone();
+    let now = Instant::now();
+    let Some(txn) = layer.clients.get_mut(&id) else {
+        return Outcome::Absorb;
+    };
+    let status = resp.status().unwrap_or(0);
+    let mut cancel = Vec::new();
+    let mut schedule = Vec::new();
+    let outcome = match (txn.state, status) {
+        (ClientState::Calling | ClientState::Trying | ClientState::Proceeding, 100..=199) => {
+            let first = txn.state != ClientState::Proceeding;
+            txn.state = ClientState::Proceeding;
+            if txn.invite {
+                // A provisional stops INVITE retransmission and Timer B; Timer C restarts.
+                cancel.extend([
+                    txn.timers[0].take(),
+                    txn.timers[1].take(),
+                    txn.timers[2].take(),
+                ]);
+                schedule.push((timing.timer_c, COARSE, TimerKey::ClientTimerC(id), 2));
+            } else if first && !txn.reliable() {
+                // Non-INVITE keeps retransmitting, at T2 (§17.1.2.2).
+                txn.interval = timing.t2;
+            }
+            if txn.cancel_pending && !txn.cancel_sent {
+                txn.cancel_pending = false;
+                send_cancel(core, txn);
+            }
+            if status == 100 {
+                Outcome::Absorb
+            } else {
+                Outcome::Provisional
+            }
+        }
+        (ClientState::Calling | ClientState::Proceeding, 200..=299) if txn.invite => {
+            txn.state = ClientState::Accepted;
+            txn.final_status = Some(status);
+            cancel.extend(txn.timers.iter_mut().map(Option::take));
+            schedule.push((timing.t1x64(), COARSE, TimerKey::ClientEnd(id), 3));
+            Outcome::Success
+        }
+        (ClientState::Accepted, 200..=299) => Outcome::Success,
+        (ClientState::Calling | ClientState::Trying | ClientState::Proceeding, 200..=699) => {
+            txn.final_status = Some(status);
+            cancel.extend(txn.timers.iter_mut().map(Option::take));
+            txn.state = ClientState::Completed;
+            let reliable = txn.reliable();
+            if txn.invite {
+                send_ack(core, txn, resp);
+                let d = if reliable {
+                    Duration::ZERO
+                } else {
+                    Duration::from_secs(32)
+                };
+                schedule.push((d, COARSE, TimerKey::ClientEnd(id), 3));
+            } else {
+                let k = if reliable { Duration::ZERO } else { timing.t4 };
+                schedule.push((k, COARSE, TimerKey::ClientEnd(id), 3));
+            }
+            if status < 300 {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            }
+        }
+        (ClientState::Completed, 300..=699) if txn.invite => {
+            // The final was retransmitted: our ACK was lost.
+            send_ack(core, txn, resp);
+            Outcome::Absorb
+        }
+        _ => Outcome::Absorb,
+    };
+    for t in cancel.into_iter().flatten() {
+        layer.timers.cancel(t);
+    }
+    for (after, g, key, slot) in schedule {
+        let tid = layer.timers.schedule(now + after, g, key);
+        if let Some(txn) = layer.clients.get_mut(&id) {
+            txn.timers[slot] = Some(tid);
+        }
+    }
+    outcome
+}
+
+/// Timer A / E: retransmit with back-off.
+pub fn on_retransmit_timer(core: &Core, layer: &mut Layer, id: BranchId) {
+    let t2 = layer.timing.t2;
+    let Some(txn) = layer.clients.get_mut(&id) else {
+        return;
+    };
+    txn.timers[0] = None;
+    if !matches!(
+        txn.state,
+        ClientState::Calling | ClientState::Trying | ClientState::Proceeding
+    ) || (txn.invite && txn.state == ClientState::Proceeding)
+    {
+        return;
+    }
+    core.stats.count_retransmission();
+    core.send(txn.dest, txn.request.clone());
+    txn.interval = if txn.invite {
+        txn.interval * 2
+    } else {
+        (txn.interval * 2).min(t2)
+    };
+    let next = Instant::now() + txn.interval;
+    let tid = layer
+        .timers
+        .schedule(next, FINE, TimerKey::ClientRetransmit(id));
+    if let Some(txn) = layer.clients.get_mut(&id) {
+        txn.timers[0] = Some(tid);
+    }
+}
+
+/// Requests a CANCEL of an INVITE branch (RFC 3261 §9.1: only once a
+/// provisional arrived; before that it is sent when one does).
+pub fn cancel(core: &Core, layer: &mut Layer, id: BranchId) {
+    let Some(txn) = layer.clients.get_mut(&id) else {
+        return;
+    };
+    if !txn.invite || txn.cancel_sent || txn.is_final() {
+        return;
+    }
+    match txn.state {
+        ClientState::Proceeding => send_cancel(core, txn),
+        ClientState::Calling => txn.cancel_pending = true,
+        _ => {}
+    }
+}
+
+/// Marks the transaction finished without a response (Timer B/F, or a relay
+/// timeout while still Calling); the caller synthesises a 408.
+pub fn terminate(layer: &mut Layer, id: BranchId) {
+    if let Some(txn) = layer.clients.get_mut(&id) {
+        txn.state = ClientState::Terminated;
+        txn.final_status.get_or_insert(408);
+        let timers: Vec<TimerId> = txn.timers.iter_mut().filter_map(Option::take).collect();
+        for t in timers {
+            layer.timers.cancel(t);
+        }
+    }
+}
+
+fn send_cancel(core: &Core, txn: &mut ClientTxn) {
+    txn.cancel_sent = true;
+    let Some(cancel) = derived_request(&txn.request, "CANCEL", None) else {
+        return;
+    };
+    core.send(txn.dest, Bytes::from(cancel));
+}
+
+fn send_ack(core: &Core, txn: &ClientTxn, resp: &Message) {
+    let to = resp.header(HeaderId::To);
+    if let Some(ack) = derived_request(&txn.request, "ACK", to) {
+        core.send(txn.dest, Bytes::from(ack));
+    }
+}
+
+/// Builds the CANCEL (§9.1) or non-2xx ACK (§17.1.1.3) for a request we sent:
+/// same Request-URI, top Via, Route, From, Call-ID and CSeq number; To from
+/// the response for an ACK.
+pub fn derived_request(sent: &Bytes, method: &str, to: Option<&str>) -> Option<Vec<u8>> {
+    let req = Message::parse(
+        sent.clone(),
+        Framing::Stream,
+        &crate::sip::Limits {
+            max_message_size: usize::MAX,
+            ..Default::default()
+        },
+    )
+    .ok()?;
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(req.request_uri_str()?.as_bytes());
+    out.extend_from_slice(b" SIP/2.0\r\n");
+    out.extend_from_slice(format!("Via: {}\r\n", req.top_via().raw).as_bytes());
+    let b = req.bytes();
+    for h in req.headers() {
+        match h.id {
+            HeaderId::Route | HeaderId::From | HeaderId::CallId => {
+                out.extend_from_slice(&b[h.line.range()])
+            }
+            HeaderId::To => match to {
+                Some(t) => out.extend_from_slice(format!("To: {t}\r\n").as_bytes()),
+                None => out.extend_from_slice(&b[h.line.range()]),
+            },
+            _ => {}
+        }
+    }
+    out.extend_from_slice(
+        format!(
+            "CSeq: {} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            req.cseq()
+        )
+        .as_bytes(),
+    );
+    Some(out)
+}
