@@ -31,6 +31,8 @@ pub struct PyRequest {
     answered: bool,
     /// The core's pending count was released for this request.
     released: bool,
+    /// Per-request route deadline in seconds (None: the app's default).
+    deadline: Option<f64>,
 }
 
 impl PyRequest {
@@ -44,6 +46,7 @@ impl PyRequest {
             handled: false,
             answered: false,
             released: false,
+            deadline: None,
         }
     }
 
@@ -347,10 +350,30 @@ impl PyRequest {
         pyo3::types::PyBytes::new(py, self.inc.msg.as_bytes())
     }
 
-    /// Whether a final answer was sent or the request was forwarded.
+    /// Whether a final answer was sent or the request was forwarded/relayed.
     #[getter]
     fn handled(&self) -> bool {
         self.handled
+    }
+
+    /// This request's route deadline in seconds from its arrival, overriding
+    /// `App(route_deadline=...)`. Set it before the handler's first `await`.
+    #[getter]
+    fn get_deadline(&self) -> Option<f64> {
+        self.deadline
+    }
+
+    #[setter]
+    fn set_deadline(&mut self, seconds: Option<f64>) -> PyResult<()> {
+        if let Some(s) = seconds {
+            if !(s.is_finite() && s > 0.0) {
+                return Err(PyValueError::new_err(
+                    "deadline must be a positive number of seconds",
+                ));
+            }
+        }
+        self.deadline = seconds;
+        Ok(())
     }
 
     /// Answers the request. A status below 200 is provisional and may be

@@ -34,34 +34,30 @@ pub fn frame_stream(buf: &[u8], limits: &Limits) -> StreamFrame {
         }
         return StreamFrame::Incomplete;
     }
-    let Some(hdr_end) = memchr::memmem::find(buf, b"\r\n\r\n")
-        .map(|p| p + 4)
-        .or_else(|| memchr::memmem::find(buf, b"\n\n").map(|p| p + 2))
-    else {
+    let Some(hdr_end) = header_end(buf) else {
         if buf.len() > limits.max_message_size {
             return StreamFrame::Invalid("header section too large");
         }
         return StreamFrame::Incomplete;
     };
     let mut cl = None;
-    for line in buf[..hdr_end].split(|&c| c == b'\n') {
-        let Some(colon) = line.iter().position(|&c| c == b':') else {
+    for (name, value) in logical_lines(&buf[..hdr_end]) {
+        if HeaderId::from_name(name.trim_ascii_end()) != HeaderId::ContentLength {
             continue;
-        };
-        let name = line[..colon].trim_ascii_end();
-        if HeaderId::from_name(name) == HeaderId::ContentLength {
-            // Two Content-Length values leave the message end unknowable
-            // (RFC 4475 §3.3.9): the stream cannot be resynchronised.
-            if cl.is_some() {
-                return StreamFrame::Invalid("multiple Content-Length headers on a stream");
-            }
-            match parse_decimal(
-                line[colon + 1..].trim_ascii(),
-                limits.max_message_size as u64,
-            ) {
-                Some(n) => cl = Some(n as usize),
-                None => return StreamFrame::Invalid("malformed Content-Length on a stream"),
-            }
+        }
+        // Two Content-Length values leave the message end unknowable
+        // (RFC 4475 §3.3.9): the stream cannot be resynchronised.
+        if cl.is_some() {
+            return StreamFrame::Invalid("multiple Content-Length headers on a stream");
+        }
+        let digits: Vec<u8> = value
+            .iter()
+            .copied()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect();
+        match parse_decimal(&digits, limits.max_message_size as u64) {
+            Some(n) => cl = Some(n as usize),
+            None => return StreamFrame::Invalid("malformed Content-Length on a stream"),
         }
     }
     let total = hdr_end + cl.unwrap_or(0);
@@ -73,6 +69,40 @@ pub fn frame_stream(buf: &[u8], limits: &Limits) -> StreamFrame {
     } else {
         StreamFrame::Message(total)
     }
+}
+
+/// The end of the header section: just past the first empty line, whether
+/// lines end in CRLF or a bare LF.
+fn header_end(buf: &[u8]) -> Option<usize> {
+    for lf in memchr::memchr_iter(b'\n', buf) {
+        match buf.get(lf + 1) {
+            Some(b'\n') => return Some(lf + 2),
+            Some(b'\r') if buf.get(lf + 2) == Some(&b'\n') => return Some(lf + 3),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Header lines with folds joined: (name, value with fold bytes kept).
+fn logical_lines(head: &[u8]) -> Vec<(&[u8], Vec<u8>)> {
+    let mut out: Vec<(&[u8], Vec<u8>)> = Vec::new();
+    for line in head.split(|&c| c == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        if matches!(line[0], b' ' | b'\t') {
+            if let Some(last) = out.last_mut() {
+                last.1.extend_from_slice(line);
+            }
+            continue;
+        }
+        if let Some(colon) = line.iter().position(|&c| c == b':') {
+            out.push((&line[..colon], line[colon + 1..].to_vec()));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -89,6 +119,15 @@ mod tests {
             frame_stream(b"OPTIONS sip:a SIP/2.0\r\nl: 10\r\n\r\nabc", &l),
             StreamFrame::Incomplete
         );
+    }
+
+    #[test]
+    fn folded_content_length_and_bare_lf_heads() {
+        let l = Limits::default();
+        let m = b"OPTIONS sip:a SIP/2.0\r\nContent-Length:\r\n 3\r\n\r\nabc";
+        assert_eq!(frame_stream(m, &l), StreamFrame::Message(m.len()));
+        let lf = b"OPTIONS sip:a SIP/2.0\nl: 0\n\nINVITE sip:b SIP/2.0\r\nl: 5\r\n\r\n";
+        assert_eq!(frame_stream(lf, &l), StreamFrame::Message(28));
     }
 
     #[test]

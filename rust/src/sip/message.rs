@@ -561,3 +561,27 @@ mod tests {
         assert_eq!(with("rport"), None);
     }
 }
+
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    /// cargo-fuzz `parse_message` crash: a valueless `;tag` / `;branch` made
+    /// `offset_in` subtract unrelated pointers (overflow panic in debug, an
+    /// out-of-bounds span and a slice panic in `str_at` in release).
+    #[test]
+    fn valueless_tag_and_branch() {
+        let text = "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch\r\n\
+                    From: <sip:a@b>;tag\r\nTo: <sip:b@c>;tag\r\nCall-ID: x\r\n\
+                    CSeq: 1 INVITE\r\n\r\n";
+        let m = Message::parse(
+            Bytes::from_static(text.as_bytes()),
+            Framing::Datagram,
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(m.from_tag(), Some(""));
+        assert_eq!(m.to_tag(), Some(""));
+        assert_eq!(m.branch(), Some(""));
+    }
+}

@@ -1,0 +1,53 @@
+"""Route deadlines: a handler task still running at its deadline is
+cancelled. One loop timer is armed for the earliest deadline only; finished
+tasks are dropped lazily when they reach the front."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Callable
+
+
+class Deadlines:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, on_expire: Callable[[asyncio.Task[None]], None]
+    ) -> None:
+        self.loop = loop
+        self.on_expire = on_expire
+        self._heap: list[tuple[float, int, asyncio.Task[None]]] = []
+        self._seq = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_at = float("inf")
+
+    def add(self, task: asyncio.Task[None], at: float) -> None:
+        heapq.heappush(self._heap, (at, next(self._seq), task))
+        if at < self._armed_at:
+            self._arm(at)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def _arm(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed_at = at
+        self._timer = self.loop.call_at(at, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._armed_at = float("inf")
+        now = self.loop.time()
+        heap = self._heap
+        while heap and (heap[0][0] <= now or heap[0][2].done()):
+            _, _, task = heapq.heappop(heap)
+            if not task.done():
+                self.on_expire(task)
+        if heap:
+            self._arm(heap[0][0])
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._heap.clear()

@@ -1,0 +1,82 @@
+"""Detects handlers that block the event loop (a sync sleep, CPU work).
+
+A thread probes the loop while requests are in flight: it schedules a no-op
+on the loop and, if that has not run after `threshold` seconds, the loop is
+stalled. It then reads the loop thread's current stack to name the handler
+and the Call-ID of the request it is running, and logs one line per stall.
+Idle, the thread sleeps on an event: no wake-ups, no CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+import time
+
+log = logging.getLogger("sipr.watchdog")
+
+
+class Watchdog:
+    def __init__(self, loop: asyncio.AbstractEventLoop, threshold: float = 0.2) -> None:
+        self.loop = loop
+        self.threshold = threshold
+        self.loop_thread = threading.get_ident()
+        self.busy = threading.Event()
+        self.stopping = False
+        self.stalls = 0
+        self._answered = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="sipr-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.busy.set()
+        self._thread.join(2)
+
+    def _pong(self) -> None:
+        self._answered = time.monotonic()
+
+    def _run(self) -> None:
+        period = self.threshold / 2
+        while not self.stopping:
+            self.busy.wait()
+            if self.stopping:
+                return
+            sent = time.monotonic()
+            try:
+                self.loop.call_soon_threadsafe(self._pong)
+            except RuntimeError:
+                return  # the loop closed
+            time.sleep(self.threshold)
+            if self._answered < sent:
+                self._report(time.monotonic() - sent)
+                # Wait for the stall to end before probing again.
+                while self._answered < sent and not self.stopping:
+                    time.sleep(period)
+            else:
+                time.sleep(period)
+
+    def _report(self, blocked_for: float) -> None:
+        self.stalls += 1
+        frame = sys._current_frames().get(self.loop_thread)
+        handler, call_id = "?", "?"
+        while frame is not None:
+            code = frame.f_code
+            if code.co_name == "_run" and "req" in frame.f_locals and "handler" in frame.f_locals:
+                req = frame.f_locals["req"]
+                fn = frame.f_locals["handler"]
+                handler = getattr(fn, "__qualname__", repr(fn))
+                call_id = getattr(req, "call_id", "?")
+                break
+            frame = frame.f_back
+        log.warning(
+            "event loop blocked for %.0f ms by handler %s (Call-ID %s): "
+            "use 'await anyio.to_thread.run_sync(...)' for blocking work",
+            blocked_for * 1000,
+            handler,
+            call_id,
+        )
