@@ -22,6 +22,7 @@ from sipr._core import (
     __version__,
 )
 from sipr.app import App
+from sipr.workqueue import QueueFull, WorkQueue
 
 __all__ = [
     "URI",
@@ -29,10 +30,12 @@ __all__ = [
     "App",
     "CSeq",
     "Headers",
+    "QueueFull",
     "Request",
     "Response",
     "SiprError",
     "Source",
     "TransactionError",
+    "WorkQueue",
     "__version__",
 ]

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from sipr._core import Request
+from sipr.workqueue import WorkQueue
 
 Handler = Callable[[Request], Awaitable[None]]
 H = TypeVar("H", bound=Callable[..., object])
@@ -16,7 +17,9 @@ class App:
     """Holds route handlers and settings; `sipr run` (or `App.run`) serves it.
 
     `default_reply` answers a request whose handler returned without acting,
-    so a caller is never left retransmitting into silence.
+    so a caller is never left retransmitting into silence. `timers` overrides
+    the RFC 3261 timer values in seconds (keys `t1`, `t2`, `t4`, `timer_c`),
+    e.g. `App(timers={"t1": 0.05})` in tests, so transactions expire quickly.
     """
 
     def __init__(
@@ -26,11 +29,29 @@ class App:
         default_reply: tuple[int, str | None] = (404, None),
         max_pending: int = 10_000,
         retry_after: int = 5,
+        timers: dict[str, float] | None = None,
+        route_deadline: float = 30.0,
+        deadline_reply: tuple[int, str | None] = (500, None),
+        stall_threshold: float = 0.2,
     ) -> None:
         self.record_route = record_route
         self.default_reply = default_reply
         self.max_pending = max_pending
         self.retry_after = retry_after
+        if route_deadline <= 0 or stall_threshold <= 0:
+            raise ValueError("route_deadline and stall_threshold must be positive seconds")
+        self.route_deadline = route_deadline
+        self.deadline_reply = deadline_reply
+        self.stall_threshold = stall_threshold
+        self.queues: dict[str, WorkQueue] = {}
+        self.periodic: list[tuple[float, Callable[[], Awaitable[None]]]] = []
+        self._server: object | None = None
+        self.timers = dict(timers or {})
+        unknown = set(self.timers) - {"t1", "t2", "t4", "timer_c"}
+        if unknown:
+            raise ValueError(f"unknown timer(s) {sorted(unknown)}: use t1, t2, t4, timer_c")
+        #: The running core while served (`sipr._core.Core`), e.g. for `stats()`.
+        self._core: object | None = None
         self.route_handler: Handler | None = None
         self.in_dialog_handler: Handler | None = None
         self.startup: list[Callable[[], Awaitable[None]]] = []
@@ -53,6 +74,40 @@ class App:
     def on_shutdown(self, fn: H) -> H:
         self.shutdown.append(_checked_handler(fn, "on_shutdown", nargs=0))  # type: ignore[arg-type]
         return fn
+
+    def every(self, seconds: float) -> Callable[[H], H]:
+        """Run an async job every `seconds` while serving (Kamailio rtimer)."""
+        if seconds <= 0:
+            raise ValueError("@app.every needs a positive number of seconds")
+
+        def register(fn: H) -> H:
+            self.periodic.append((seconds, _checked_handler(fn, "every", nargs=0)))  # type: ignore[arg-type]
+            return fn
+
+        return register
+
+    def queue(self, name: str, *, maxsize: int = 10_000, workers: int = 1) -> WorkQueue:
+        """A bounded in-process work queue drained by `@queue.consumer` tasks."""
+        if name in self.queues:
+            return self.queues[name]
+        q = self.queues[name] = WorkQueue(name, maxsize=maxsize, workers=workers)
+        return q
+
+    def stats(self) -> dict[str, int]:
+        """Live counters of the running server (core and Python side)."""
+        server = self._server
+        if server is None:
+            return {}
+        out = dict(server.core.stats())  # type: ignore[attr-defined]
+        out["handlers.running"] = len(server.tasks)  # type: ignore[attr-defined]
+        out["handlers.suspended"] = server.suspended  # type: ignore[attr-defined]
+        out["handlers.deadline_expired"] = server.deadline_expired  # type: ignore[attr-defined]
+        out["loop.stalls"] = server.watchdog.stalls  # type: ignore[attr-defined]
+        for name, q in self.queues.items():
+            out[f"queue.{name}.size"] = q.qsize()
+            out[f"queue.{name}.processed"] = q.processed
+            out[f"queue.{name}.dropped"] = q.dropped
+        return out
 
     def run(self, listen: list[str] | None = None, *, log_level: str = "info") -> None:
         """Serve until SIGINT/SIGTERM (blocking)."""

@@ -9,6 +9,8 @@ import signal
 import sys
 
 from sipr import _core
+from sipr._deadlines import Deadlines
+from sipr._watchdog import Watchdog
 from sipr.app import App
 
 log = logging.getLogger("sipr")
@@ -28,6 +30,13 @@ class Server:
         # Handler tasks of requests a CANCEL can end, by transaction id.
         self.cancellable: dict[int, asyncio.Task[None]] = {}
         self.stopping = asyncio.Event()
+        # Handlers that suspended (awaited something) and have not finished.
+        self.suspended = 0
+        self.deadline_expired = 0
+        self.expired: set[asyncio.Task[None]] = set()
+        self.deadlines: Deadlines | None = None
+        self.watchdog: Watchdog | None = None
+        self.side_tasks: list[asyncio.Task[None]] = []
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -38,8 +47,22 @@ class Server:
             in_dialog_to_app=self.app.in_dialog_handler is not None,
             record_route=self.app.record_route,
         )
+        if self.app.timers:
+            core.set_timers(**self.app.timers)
+        self.app._core = core
+        self.app._server = self
+        self.deadlines = Deadlines(loop, self._expire)
+        self.watchdog = Watchdog(loop, self.app.stall_threshold)
+        self.watchdog.start()
+        if hasattr(asyncio, "eager_task_factory"):
+            # Python 3.12+: a handler runs its first step inside create_task.
+            loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
         for fn in self.app.startup:
             await fn()
+        for q in self.app.queues.values():
+            q.start()
+        for seconds, fn in self.app.periodic:
+            self.side_tasks.append(loop.create_task(self._every(seconds, fn)))
         for index, fd in enumerate(core.udp_fds()):
             loop.add_reader(fd, self._on_udp, index)
         loop.add_reader(core.wake_fd(), self._on_streams)
@@ -56,9 +79,17 @@ class Server:
             if self.tasks:
                 await asyncio.wait(self.tasks, timeout=DRAIN_SECONDS)
             loop.remove_reader(core.timer_fd())
+            for t in self.side_tasks:
+                t.cancel()
+            await asyncio.gather(*self.side_tasks, return_exceptions=True)
+            for q in self.app.queues.values():
+                await q.stop(DRAIN_SECONDS)
             for fn in self.app.shutdown:
                 await fn()
+            self.deadlines.close()
+            self.watchdog.stop()
             core.stop()
+            self.app._server = None
 
     def stop(self) -> None:
         self.stopping.set()
@@ -99,17 +130,56 @@ class Server:
         if req.in_dialog and self.app.in_dialog_handler is not None:
             handler = self.app.in_dialog_handler
         assert handler is not None
+        if not self.tasks and self.watchdog is not None:
+            self.watchdog.busy.set()
         task = asyncio.get_running_loop().create_task(self._run(handler, req))
+        if task.done():  # ran to completion eagerly (Python 3.12+)
+            return
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._task_done)
         if req.method == "INVITE":
             txn = req._txn
             self.cancellable[txn] = task
             task.add_done_callback(lambda _t: self.cancellable.pop(txn, None))
 
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not self.tasks and self.watchdog is not None:
+            self.watchdog.busy.clear()
+
+    def _expire(self, task: asyncio.Task[None]) -> None:
+        self.expired.add(task)
+        task.cancel()
+
+    async def _every(self, seconds: float, fn) -> None:  # type: ignore[no-untyped-def]
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + seconds
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at += seconds
+            try:
+                await fn()
+            except Exception:
+                log.exception("@app.every(%s) job %s failed", seconds, fn.__name__)
+
     async def _run(self, handler, req: _core.Request) -> None:  # type: ignore[no-untyped-def]
+        suspended = False
         try:
-            await handler(req)
+            coro = handler(req)
+            # The first step runs inline: most handlers act without awaiting
+            # and never need a deadline.
+            try:
+                first = coro.send(None)
+            except StopIteration:
+                pass
+            else:
+                suspended = True
+                self.suspended += 1
+                task = asyncio.current_task()
+                assert task is not None and self.deadlines is not None
+                seconds = req.deadline or self.app.route_deadline
+                self.deadlines.add(task, asyncio.get_running_loop().time() + seconds)
+                await _Resume(coro, first)
             if not req.handled and req.method != "ACK":
                 status, reason = self.app.default_reply
                 log.info(
@@ -117,14 +187,64 @@ class Server:
                 )
                 req.reply(status, reason)
         except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task in self.expired:
+                self.expired.discard(task)  # type: ignore[arg-type]
+                self.deadline_expired += 1
+                log.warning(
+                    "route deadline reached for %s (Call-ID %s)", req.method, req.call_id
+                )
+                if not req.handled and req.method != "ACK":
+                    status, reason = self.app.deadline_reply
+                    try:
+                        req.reply(status, reason)
+                    except _core.TransactionError:
+                        pass
+                return
             log.info("handler cancelled: %s (Call-ID %s)", req.method, req.call_id)
             raise
         except Exception:
             log.exception("route handler failed (Call-ID %s)", req.call_id)
             if not req.handled and req.method != "ACK":
-                req.reply(500)
+                try:
+                    req.reply(500)
+                except _core.TransactionError:
+                    pass
         finally:
+            if suspended:
+                self.suspended -= 1
             req._finish()
+
+
+class _Resume:
+    """Continues a coroutine whose first step already ran, inside the
+    awaiting task: values and exceptions (cancellation) pass straight through."""
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro, first) -> None:  # type: ignore[no-untyped-def]
+        self.coro = coro
+        self.first = first
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        coro = self.coro
+        value = self.first
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
 
 
 def run(app: App, listen: list[str], *, log_level: str = "info") -> None:
