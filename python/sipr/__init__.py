@@ -22,6 +22,8 @@ from sipr._core import (
     __version__,
 )
 from sipr.app import App
+from sipr.auth import DigestAuth
+from sipr.registrar import Contact, Registrar, by_q
 from sipr.workqueue import QueueFull, WorkQueue
 
 __all__ = [
@@ -29,8 +31,11 @@ __all__ = [
     "Address",
     "App",
     "CSeq",
+    "Contact",
+    "DigestAuth",
     "Headers",
     "QueueFull",
+    "Registrar",
     "Request",
     "Response",
     "SiprError",
@@ -38,4 +43,5 @@ __all__ = [
     "TransactionError",
     "WorkQueue",
     "__version__",
+    "by_q",
 ]

@@ -110,6 +110,116 @@ def run(
         pass
 
 
+users = typer.Typer(help="Manage digest credentials (HA1 only) in a store.", no_args_is_help=True)
+cli.add_typer(users, name="user")
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="memory:, sqlite:///path.db, redis://host:port/db (default: SIPR_STORE or data dir)",
+    ),
+]
+RealmOpt = Annotated[
+    str | None, typer.Option("--realm", help="digest realm (default: SIPR_REALM or 'sipr')")
+]
+
+
+def _store(url: str | None):  # type: ignore[no-untyped-def]
+    from sipr.paths import default_store_url
+    from sipr.store import open_store
+
+    try:
+        return open_store(url or default_store_url())
+    except (ValueError, OSError) as e:
+        raise CliError(f"--store: {e}") from e
+
+
+def _realm(realm: str | None) -> str:
+    from sipr.paths import default_realm
+
+    return realm or default_realm()
+
+
+@users.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="user name (the AoR's user part)")],
+    password: Annotated[
+        str | None, typer.Option("--password", help="prompted for when omitted")
+    ] = None,
+    realm: RealmOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Add or replace a user: stores MD5 and SHA-256 HA1s, never the password."""
+    import asyncio
+
+    from sipr.auth import ha1_all
+
+    if not name or any(c in name for c in ":@ \t"):
+        raise CliError(f"invalid user name {name!r}")
+    if password is None:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise CliError("the password must not be empty")
+    st, r = _store(store), _realm(realm)
+
+    async def go() -> None:
+        await st.set_user(r, name, ha1_all(name, r, password))
+        await st.close()
+
+    asyncio.run(go())
+    typer.echo(f"user {name} saved (realm {r})")
+
+
+@users.command("rm")
+def user_rm(name: str, realm: RealmOpt = None, store: StoreOpt = None) -> None:
+    """Remove a user."""
+    import asyncio
+
+    st, r = _store(store), _realm(realm)
+
+    async def go() -> bool:
+        try:
+            return await st.remove_user(r, name)
+        finally:
+            await st.close()
+
+    if not asyncio.run(go()):
+        raise CliError(f"no user {name!r} in realm {r}")
+    typer.echo(f"user {name} removed (realm {r})")
+
+
+@users.command("list")
+def user_list(
+    realm: RealmOpt = None,
+    store: StoreOpt = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List users (realm and name)."""
+    import asyncio
+    import json
+
+    st = _store(store)
+
+    async def go() -> list[tuple[str, str]]:
+        try:
+            return await st.users(realm)
+        finally:
+            await st.close()
+
+    rows = asyncio.run(go())
+    if json_out:
+        typer.echo(json.dumps([{"realm": r, "user": u} for r, u in rows]))
+        return
+    if not rows:
+        typer.echo("no users")
+        return
+    width = max(len("REALM"), *(len(r) for r, _ in rows))
+    typer.echo(f"{'REALM':<{width}}  USER")
+    for r, u in rows:
+        typer.echo(f"{r:<{width}}  {u}")
+
+
 @cli.command()
 def version() -> None:
     """Print the sipr version."""

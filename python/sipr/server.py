@@ -191,9 +191,7 @@ class Server:
             if task in self.expired:
                 self.expired.discard(task)  # type: ignore[arg-type]
                 self.deadline_expired += 1
-                log.warning(
-                    "route deadline reached for %s (Call-ID %s)", req.method, req.call_id
-                )
+                log.warning("route deadline reached for %s (Call-ID %s)", req.method, req.call_id)
                 if not req.handled and req.method != "ACK":
                     status, reason = self.app.deadline_reply
                     try:

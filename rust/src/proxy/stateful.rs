@@ -17,9 +17,18 @@ use crate::transaction::client::{self, Outcome};
 use crate::transaction::{server, CtxId, Layer, TimerKey, TxnId, COARSE};
 use crate::transport::{Destination, Source};
 
+/// One branch to start: a next hop, optionally with its own Request-URI and
+/// Route set (a registered contact: its URI, its NAT address, its Path).
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    pub hop: Option<String>,
+    pub request_uri: Option<String>,
+    pub routes: Vec<String>,
+}
+
 pub struct RelayOptions<'a> {
-    /// Next hops; empty means "route by Route / Request-URI".
-    pub targets: Vec<String>,
+    /// Branches; empty means one branch routed by Route / Request-URI.
+    pub targets: Vec<Target>,
     pub request_uri: Option<&'a str>,
     pub header_edits: &'a [HeaderEdit],
     pub record_route: bool,
@@ -126,10 +135,11 @@ pub fn relay(
         .or(msg.request_uri_str())
         .unwrap_or_default()
         .to_string();
-    let targets: Vec<Option<&str>> = if opts.targets.is_empty() {
-        vec![None]
+    let default_target = [Target::default()];
+    let targets: &[Target] = if opts.targets.is_empty() {
+        &default_target
     } else {
-        opts.targets.iter().map(|t| Some(t.as_str())).collect()
+        &opts.targets
     };
     let mut started = 0;
     let mut first_error = None;
@@ -138,7 +148,14 @@ pub fn relay(
             first_error.get_or_insert(e.clone());
             break;
         }
-        let result = next_hop(core, &msg, target, &ruri).and_then(|nh| {
+        let branch_ruri = target.request_uri.as_deref().or(opts.request_uri);
+        let result = next_hop(
+            core,
+            &msg,
+            target.hop.as_deref(),
+            branch_ruri.unwrap_or(&ruri),
+        )
+        .and_then(|nh| {
             let hop = {
                 let uri = crate::sip::Uri::parse(&nh.uri)
                     .map_err(|_| ForwardError::BadTarget(nh.uri.clone()))?;
@@ -163,16 +180,23 @@ pub fn relay(
         );
         let rr =
             (opts.record_route && creates_dialog(&msg)).then(|| record_route(core, &source, &hop));
+        let mut edits = opts.header_edits.to_vec();
+        edits.extend(
+            target
+                .routes
+                .iter()
+                .map(|r| HeaderEdit::Add("Route".into(), r.clone())),
+        );
         let bytes = build_forward(
             &msg,
             &ForwardEdits {
-                request_uri: opts.request_uri,
+                request_uri: branch_ruri,
                 via: &via,
                 source: Some(source.addr),
                 force_rport: source.transport.is_stream(),
                 pop_routes: nh.pop_routes,
                 record_route: rr.as_deref(),
-                header_edits: opts.header_edits,
+                header_edits: &edits,
             },
         );
         let dest = Destination {

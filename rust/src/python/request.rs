@@ -12,7 +12,7 @@ use super::core::Shared;
 use super::message::{PyAddress, PyCSeq, PySource, PyUri};
 use super::TransactionError;
 use crate::core::Incoming;
-use crate::proxy::stateful::{self, RelayOptions};
+use crate::proxy::stateful::{self, RelayOptions, Target};
 use crate::proxy::{forward_stateless, ForwardRequest};
 use crate::sip::write::{build_response, HeaderEdit};
 use crate::sip::{HeaderId, Message, Method};
@@ -466,7 +466,7 @@ impl PyRequest {
         if self.answered {
             return Err(self.closed_error("relay"));
         }
-        let targets: Vec<String> = match target {
+        let targets: Vec<Target> = match target {
             None => Vec::new(),
             Some(t)
                 if t.is_instance_of::<pyo3::types::PyList>()
@@ -474,14 +474,14 @@ impl PyRequest {
             {
                 let mut v = Vec::new();
                 for item in t.try_iter()? {
-                    v.push(target_string(&item?)?);
+                    v.push(relay_target(&item?)?);
                 }
                 if v.is_empty() {
                     return Err(PyValueError::new_err("relay() needs at least one target"));
                 }
                 v
             }
-            Some(t) => vec![target_string(t)?],
+            Some(t) => vec![relay_target(t)?],
         };
         let timeout = match timeout {
             Some(s) => Some(std::time::Duration::try_from_secs_f64(s).map_err(|_| {
@@ -497,8 +497,11 @@ impl PyRequest {
                 &core,
                 &self.inc,
                 &ForwardRequest {
-                    target: targets.first().map(String::as_str),
-                    request_uri: ruri.as_deref(),
+                    target: targets.first().and_then(|t| t.hop.as_deref()),
+                    request_uri: targets
+                        .first()
+                        .and_then(|t| t.request_uri.as_deref())
+                        .or(ruri.as_deref()),
                     header_edits: &self.edits,
                 },
             );
@@ -556,6 +559,29 @@ impl PyRequest {
             .record_route
             .load(std::sync::atomic::Ordering::Relaxed)
     }
+}
+
+/// A relay target: a URI / str (next hop), or a registered `sipr.Contact`
+/// (its URI becomes the branch's Request-URI, its `next_hop` the hop, its
+/// Path the branch's Route set).
+fn relay_target(t: &Bound<'_, PyAny>) -> PyResult<Target> {
+    if let Ok(hop) = t.getattr("next_hop") {
+        let uri: String = t.getattr("uri")?.extract()?;
+        let hop: String = hop.extract()?;
+        let routes: Vec<String> = t
+            .getattr("path")
+            .and_then(|p| p.extract())
+            .unwrap_or_default();
+        return Ok(Target {
+            hop: Some(PyUri::parse_str(&hop)?.as_str().to_string()),
+            request_uri: Some(PyUri::parse_str(&uri)?.as_str().to_string()),
+            routes,
+        });
+    }
+    Ok(Target {
+        hop: Some(target_string(t)?),
+        ..Target::default()
+    })
 }
 
 fn target_string(t: &Bound<'_, PyAny>) -> PyResult<String> {

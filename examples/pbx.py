@@ -1,0 +1,53 @@
+"""A small PBX: registrar + digest auth + calls to registered phones.
+
+    sipr user add alice --password secret     # once: HA1s into the default store
+    sipr run examples/pbx.py                  # udp+tcp 127.0.0.1:5060
+
+Phones register as alice@<any domain> with realm "sipr" (SIPR_REALM); calls
+to a registered user ring their contacts, best q first (equal q in
+parallel). The store is SQLite in ~/.local/share/sipr/ unless SIPR_STORE names
+another (memory:, sqlite:///path.db, redis://host:port/db).
+SIPR_AUTH_CALLS=0 lets unauthenticated callers place calls (tests, labs).
+"""
+
+import os
+
+import sipr
+from sipr.paths import default_realm, default_store_url
+
+registrar = sipr.Registrar(
+    default_store_url(), min_expires=int(os.environ.get("SIPR_MIN_EXPIRES", "60"))
+)
+# Offered strongest first (RFC 8760); SIPp only speaks MD5: "MD5,SHA-256".
+ALGORITHMS = tuple(os.environ.get("SIPR_DIGEST_ALGORITHMS", "SHA-256,MD5").split(","))
+auth = sipr.DigestAuth(default_realm(), credentials=registrar.store, algorithms=ALGORITHMS)
+AUTH_CALLS = os.environ.get("SIPR_AUTH_CALLS", "1") != "0"
+
+app = sipr.App()
+
+
+@app.route
+async def route(req: sipr.Request) -> None:
+    if req.method == "REGISTER":
+        if await auth.check(req):
+            await registrar.save(req)
+        return
+    if req.method == "OPTIONS" and req.uri.user is None:
+        return req.reply(200)
+    if AUTH_CALLS and req.method in ("INVITE", "MESSAGE", "SUBSCRIBE"):
+        if not await auth.check(req):
+            return
+    contacts = await registrar.lookup(req.uri)
+    if not contacts:
+        return req.reply(480 if req.method == "INVITE" else 404)
+    for group in sipr.by_q(contacts):
+        resp = await req.relay(group, timeout=30)
+        if resp.status < 300 or resp.status >= 600 or resp.status in (486, 487):
+            return  # answered, refused everywhere, busy, or cancelled by the caller
+
+
+@app.in_dialog
+async def in_dialog(req: sipr.Request) -> None:
+    # In-dialog requests normally follow our Record-Route (routed in Rust);
+    # these arrived without it: route them by Request-URI.
+    await req.relay()

@@ -1,0 +1,22 @@
+"""Default locations: the embedded store lives in the user's data directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_REALM = "sipr"
+
+
+def data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "sipr"
+
+
+def default_store_url() -> str:
+    """`SIPR_STORE` if set, else SQLite in the data directory."""
+    return os.environ.get("SIPR_STORE") or f"sqlite:///{data_dir() / 'sipr.db'}"
+
+
+def default_realm() -> str:
+    return os.environ.get("SIPR_REALM") or DEFAULT_REALM

@@ -1,0 +1,200 @@
+"""Registrar and location service (RFC 3261 §10.3, Path RFC 3327, NAT
+source addresses as Kamailio's `received`)."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from dataclasses import dataclass, field
+
+from sipr._core import URI, Request
+from sipr.store import Binding, Store, open_store
+
+
+@dataclass(frozen=True)
+class Contact:
+    """A registered contact, as `lookup()` returns it (best q first)."""
+
+    uri: str
+    q: float
+    expires: int
+    received: str | None = None
+    path: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def next_hop(self) -> str:
+        """Where to send a request for this contact: its Path, else the
+        address it registered from (NAT), else the contact itself."""
+        if self.path:
+            return self.path[0].strip("<>")
+        return self.received or self.uri
+
+
+def aor_of(uri: URI | str) -> str:
+    """The address-of-record key: `user@host` (host lower-cased, no port or params)."""
+    u = URI(uri) if isinstance(uri, str) else uri
+    host = u.host.lower()
+    return f"{u.user}@{host}" if u.user else host
+
+
+def by_q(contacts: list[Contact]) -> list[list[Contact]]:
+    """Groups contacts by q, best first: ring each group in parallel, the
+    groups one after another (RFC 3261 §16.6 q-value ordering)."""
+    groups: dict[float, list[Contact]] = {}
+    for c in contacts:
+        groups.setdefault(c.q, []).append(c)
+    return [groups[q] for q in sorted(groups, reverse=True)]
+
+
+class RegistrarError(Exception):
+    def __init__(self, status: int, reason: str | None = None, headers=()) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(reason or str(status))
+        self.status, self.reason, self.headers = status, reason, list(headers)
+
+
+class Registrar:
+    """`await registrar.save(req)` answers a REGISTER; `await
+    registrar.lookup(uri)` returns the live contacts of an AoR."""
+
+    def __init__(
+        self,
+        store: Store | str = "memory:",
+        *,
+        domains: list[str] | None = None,
+        min_expires: int = 60,
+        max_expires: int = 3600,
+        default_expires: int = 3600,
+        max_contacts: int = 10,
+    ) -> None:
+        self.store = open_store(store) if isinstance(store, str) else store
+        self.domains = {d.lower() for d in domains} if domains else None
+        self.min_expires = min_expires
+        self.max_expires = max_expires
+        self.default_expires = default_expires
+        self.max_contacts = max_contacts
+
+    async def save(self, req: Request) -> None:
+        try:
+            await self._save(req)
+        except RegistrarError as e:
+            req.reply(e.status, e.reason, headers=e.headers)
+
+    async def _save(self, req: Request) -> None:
+        if req.method != "REGISTER":
+            raise RegistrarError(405, headers=[("Allow", "REGISTER")])
+        to = req.to.uri
+        if to.scheme not in ("sip", "sips"):
+            raise RegistrarError(404, "Not Found (AoR must be a SIP URI)")
+        if self.domains is not None and to.host.lower() not in self.domains:
+            raise RegistrarError(404, "Not Found (domain not served here)")
+        aor = aor_of(to)
+        call_id, cseq = req.call_id, req.cseq.number
+        contacts = req.headers.getall("Contact")
+        expires_hdr = req.headers.get("Expires")
+        default = self.default_expires
+        if expires_hdr is not None:
+            if not expires_hdr.strip().isdigit():
+                raise RegistrarError(400, "Bad Request (malformed Expires)")
+            default = int(expires_hdr)
+        existing = {b.contact: b for b in await self.store.bindings(aor)}
+        now = time.time()
+
+        if any(c.strip() == "*" for c in contacts):
+            # RFC 3261 §10.3 step 6: "*" must stand alone, with Expires: 0.
+            if len(contacts) != 1 or expires_hdr is None or int(expires_hdr) != 0:
+                raise RegistrarError(400, "Bad Request (Contact: * needs Expires: 0 alone)")
+            for b in existing.values():
+                if b.call_id == call_id and cseq <= b.cseq:
+                    raise RegistrarError(500, "Server Internal Error (out-of-order REGISTER)")
+            await self.store.update(aor, [], list(existing))
+            existing = {}
+        else:
+            upsert: list[Binding] = []
+            delete: list[str] = []
+            path = req.headers.getall("Path")
+            src = req.source
+            received = f"sip:{_host(src.host)}:{src.port};transport={src.transport.lower()}"
+            ua = req.headers.get("User-Agent")
+            for raw in contacts:
+                uri, params = _split_contact(raw)
+                exp = params.get("expires")
+                if exp is not None and not exp.isdigit():
+                    raise RegistrarError(400, "Bad Request (malformed expires parameter)")
+                seconds = int(exp) if exp is not None else default
+                if 0 < seconds < self.min_expires:
+                    raise RegistrarError(
+                        423, "Interval Too Brief", [("Min-Expires", str(self.min_expires))]
+                    )
+                seconds = min(seconds, self.max_expires)
+                old = existing.get(uri)
+                if old is not None and old.call_id == call_id and cseq <= old.cseq:
+                    raise RegistrarError(500, "Server Internal Error (out-of-order REGISTER)")
+                if seconds == 0:
+                    if uri in existing:
+                        delete.append(uri)
+                        del existing[uri]
+                    continue
+                try:
+                    q = float(params.get("q", "1"))
+                except ValueError:
+                    raise RegistrarError(400, "Bad Request (malformed q)") from None
+                if not 0 <= q <= 1:
+                    raise RegistrarError(400, "Bad Request (q out of range)")
+                b = Binding(
+                    contact=uri,
+                    expires_at=now + seconds,
+                    q=q,
+                    call_id=call_id,
+                    cseq=cseq,
+                    received=received,
+                    path=path,
+                    user_agent=ua,
+                    instance=params.get("+sip.instance"),
+                )
+                existing[uri] = b
+                upsert.append(b)
+            if len(existing) > self.max_contacts:
+                raise RegistrarError(403, f"Forbidden (more than {self.max_contacts} contacts)")
+            if upsert or delete:
+                await self.store.update(aor, upsert, delete)
+        headers = [
+            ("Contact", f"<{b.contact}>;expires={b.remaining(now)};q={b.q:g}")
+            for b in sorted(existing.values(), key=lambda b: -b.q)
+        ]
+        headers.append(("Date", email.utils.formatdate(now, usegmt=True)))
+        if "path" in (req.headers.get("Supported") or "").lower():
+            headers += [("Path", p) for p in req.headers.getall("Path")]
+        req.reply(200, headers=headers)
+
+    async def lookup(self, uri: URI | str) -> list[Contact]:
+        """Live contacts of the AoR of `uri`, best q first."""
+        now = time.time()
+        bindings = await self.store.bindings(aor_of(uri))
+        return [
+            Contact(b.contact, b.q, b.remaining(now), b.received, tuple(b.path))
+            for b in sorted(bindings, key=lambda b: (-b.q, -b.expires_at))
+        ]
+
+    async def remove(self, uri: URI | str) -> int:
+        return await self.store.remove(aor_of(uri))
+
+
+def _host(h: str) -> str:
+    return f"[{h}]" if ":" in h else h
+
+
+def _split_contact(raw: str) -> tuple[str, dict[str, str]]:
+    """`"Name" <sip:u@h;tr>;expires=60;q=0.5` -> ("sip:u@h;tr", {expires: 60, q: 0.5})."""
+    raw = raw.strip()
+    if "<" in raw:
+        start, end = raw.index("<"), raw.index(">")
+        uri, rest = raw[start + 1 : end], raw[end + 1 :]
+    else:
+        uri, _, rest = raw.partition(";")
+        rest = ";" + rest if rest else ""
+    params: dict[str, str] = {}
+    for p in rest.split(";"):
+        k, _, v = p.strip().partition("=")
+        if k:
+            params[k.lower()] = v.strip().strip('"')
+    return uri.strip(), params
