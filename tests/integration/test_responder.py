@@ -28,7 +28,10 @@ def test_options_over_tcp(responder) -> None:
     with socket.create_connection(responder.tcp, timeout=3) as s:
         port = s.getsockname()[1]
         via = "SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bK{branch}"
-        s.sendall(sip_request("OPTIONS", via=via, port=port) * 2)
+        # Two requests in one segment: framing must split them.
+        s.sendall(
+            sip_request("OPTIONS", via=via, port=port) + sip_request("OPTIONS", via=via, port=port)
+        )
         data = b""
         while data.count(b"SIP/2.0 200") < 2:
             chunk = s.recv(65535)
