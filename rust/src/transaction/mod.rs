@@ -8,6 +8,7 @@ pub mod client;
 pub mod server;
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::time::Duration;
 
 use crate::proxy::context::ProxyCtx;
@@ -70,18 +71,39 @@ pub enum TimerKey {
 pub const FINE: Duration = Duration::from_millis(10);
 pub const COARSE: Duration = Duration::from_secs(1);
 
-#[derive(Default)]
 pub struct Layer {
     pub timing: Timing,
-    pub servers: HashMap<TxnId, ServerTxn>,
-    server_index: HashMap<String, TxnId>,
+    /// Boxed: a `ServerTxn` is ~500 bytes; inline, every empty slot of the
+    /// table (and the old table at each growth) would cost that much too.
+    pub servers: HashMap<TxnId, Box<ServerTxn>>,
+    /// Keys are 64-bit hashes (random per process, so not forgeable) of the
+    /// matching fields; no string is built per message.
+    server_index: HashMap<u64, TxnId>,
     /// UAS-generated 2xx to INVITE awaiting their ACK, by dialog-ish key.
-    ack_index: HashMap<String, TxnId>,
+    ack_index: HashMap<u64, TxnId>,
     pub clients: HashMap<BranchId, ClientTxn>,
-    client_index: HashMap<String, BranchId>,
+    client_index: HashMap<u64, BranchId>,
     pub ctxs: HashMap<CtxId, ProxyCtx>,
     pub timers: TimerQueue<TimerKey>,
     next_id: u64,
+    hasher: ahash::RandomState,
+}
+
+impl Default for Layer {
+    fn default() -> Self {
+        Layer {
+            timing: Timing::default(),
+            servers: HashMap::new(),
+            server_index: HashMap::new(),
+            ack_index: HashMap::new(),
+            clients: HashMap::new(),
+            client_index: HashMap::new(),
+            ctxs: HashMap::new(),
+            timers: TimerQueue::default(),
+            next_id: 0,
+            hasher: ahash::RandomState::new(),
+        }
+    }
 }
 
 impl Layer {
@@ -91,23 +113,23 @@ impl Layer {
     }
 
     pub fn find_server(&self, msg: &Message) -> Option<TxnId> {
-        self.server_index.get(&server_key(msg, None)).copied()
+        self.server_index.get(&self.server_key(msg, None)).copied()
     }
 
     /// The INVITE server transaction a CANCEL or ACK refers to (same branch).
     pub fn find_invite_server(&self, msg: &Message) -> Option<TxnId> {
         self.server_index
-            .get(&server_key(msg, Some("INVITE")))
+            .get(&self.server_key(msg, Some("INVITE")))
             .copied()
     }
 
     pub fn insert_server(&mut self, txn: ServerTxn) {
-        self.server_index.insert(txn.key.clone(), txn.id);
-        self.servers.insert(txn.id, txn);
+        self.server_index.insert(txn.key, txn.id);
+        self.servers.insert(txn.id, Box::new(txn));
     }
 
     pub fn remove_server(&mut self, id: TxnId) -> Option<ServerTxn> {
-        let txn = self.servers.remove(&id)?;
+        let txn = *self.servers.remove(&id)?;
         if self.server_index.get(&txn.key) == Some(&id) {
             self.server_index.remove(&txn.key);
         }
@@ -120,73 +142,91 @@ impl Layer {
         Some(txn)
     }
 
-    pub fn index_ack(&mut self, key: String, id: TxnId) {
+    pub fn index_ack(&mut self, key: u64, id: TxnId) {
         self.ack_index.insert(key, id);
     }
 
     pub fn find_ack_target(&self, ack: &Message) -> Option<TxnId> {
         let tag = ack.to_tag()?;
         self.ack_index
-            .get(&ack_key(ack.call_id(), ack.cseq(), tag))
+            .get(&self.ack_key(ack.call_id(), ack.cseq(), tag))
             .copied()
     }
 
     pub fn insert_client(&mut self, txn: ClientTxn) {
-        self.client_index
-            .insert(client_key(&txn.branch, txn.method_str()), txn.id);
+        let key = self.client_key(&txn.branch, txn.method_str());
+        self.client_index.insert(key, txn.id);
         self.clients.insert(txn.id, txn);
     }
 
     pub fn find_client(&self, branch: &str, cseq_method: &str) -> Option<BranchId> {
-        self.client_index
-            .get(&client_key(branch, cseq_method))
-            .copied()
+        let id = *self
+            .client_index
+            .get(&self.client_key(branch, cseq_method))?;
+        // A 64-bit collision is astronomically unlikely; check anyway.
+        self.clients
+            .get(&id)
+            .filter(|c| c.branch == branch)
+            .map(|c| c.id)
     }
 
     pub fn remove_client(&mut self, id: BranchId) -> Option<ClientTxn> {
         let txn = self.clients.remove(&id)?;
-        self.client_index
-            .remove(&client_key(&txn.branch, txn.method_str()));
+        let key = self.client_key(&txn.branch, txn.method_str());
+        if self.client_index.get(&key) == Some(&id) {
+            self.client_index.remove(&key);
+        }
         for t in txn.timers.iter().flatten() {
             self.timers.cancel(*t);
         }
         Some(txn)
     }
-}
 
-/// RFC 3261 §17.2.3 matching key: branch, sent-by, and method (ACK matches
-/// INVITE). Pre-RFC 3261 branches fall back to the §17.2.3 legacy fields.
-pub fn server_key(msg: &Message, method_override: Option<&str>) -> String {
-    let via = msg.top_via();
-    let method = method_override.unwrap_or(match msg.method() {
-        Method::Ack => "INVITE",
-        _ => msg.method_str(),
-    });
-    match msg
-        .branch()
-        .filter(|b| b.starts_with("z9hG4bK") && b.len() > 7)
-    {
-        Some(b) => format!(
-            "{b}\u{0}{}:{}\u{0}{method}",
-            via.host,
-            via.port.unwrap_or(0)
-        ),
-        None => format!(
-            "2543\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{method}",
-            msg.request_uri_str().unwrap_or_default(),
-            msg.call_id(),
-            msg.cseq(),
-            msg.from_tag().unwrap_or_default(),
-            via.raw
-        ),
+    /// The server transaction matching key (RFC 3261 §17.2.3): branch,
+    /// sent-by and method, ACK counting as INVITE; pre-RFC 3261 branches use
+    /// the legacy fields.
+    pub fn server_key(&self, msg: &Message, method_override: Option<&str>) -> u64 {
+        let method = method_override.unwrap_or(match msg.method() {
+            Method::Ack => "INVITE",
+            _ => msg.method_str(),
+        });
+        let via = msg.str_at(msg.top_via_span());
+        let sent_by = via.split(';').next().unwrap_or(via);
+        let mut h = self.hasher.build_hasher();
+        match msg
+            .branch()
+            .filter(|b| b.starts_with("z9hG4bK") && b.len() > 7)
+        {
+            Some(b) => (0u8, b, sent_by, method).hash(&mut h),
+            None => (
+                1u8,
+                msg.request_uri_str(),
+                msg.call_id(),
+                msg.cseq(),
+                msg.from_tag(),
+                via,
+                method,
+            )
+                .hash(&mut h),
+        }
+        h.finish()
+    }
+
+    pub fn client_key(&self, branch: &str, method: &str) -> u64 {
+        let m = if method == "ACK" { "INVITE" } else { method };
+        self.hasher.hash_one((branch, m))
+    }
+
+    pub fn ack_key(&self, call_id: &str, cseq: u32, to_tag: &str) -> u64 {
+        ack_key_with(&self.hasher, call_id, cseq, to_tag)
+    }
+
+    pub fn hasher(&self) -> ahash::RandomState {
+        self.hasher.clone()
     }
 }
 
-pub fn client_key(branch: &str, method: &str) -> String {
-    let m = if method == "ACK" { "INVITE" } else { method };
-    format!("{branch}\u{0}{m}")
-}
-
-pub fn ack_key(call_id: &str, cseq: u32, to_tag: &str) -> String {
-    format!("{call_id}\u{0}{cseq}\u{0}{to_tag}")
+/// The key under which a UAS 2xx waits for its ACK (Call-ID, CSeq, To tag).
+pub fn ack_key_with(h: &ahash::RandomState, call_id: &str, cseq: u32, to_tag: &str) -> u64 {
+    h.hash_one((call_id, cseq, to_tag))
 }

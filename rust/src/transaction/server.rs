@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{ack_key, server_key, CtxId, Layer, TimerKey, TxnId, COARSE, FINE};
+use super::{CtxId, Layer, TimerKey, TxnId, COARSE, FINE};
 use crate::core::Core;
 use crate::sip::{Message, Method};
 use crate::timer::TimerId;
@@ -26,8 +26,8 @@ pub enum ServerState {
 
 pub struct ServerTxn {
     pub id: TxnId,
-    pub key: String,
-    pub ack_key: Option<String>,
+    pub key: u64,
+    pub ack_key: Option<u64>,
     pub request: Message,
     pub source: Source,
     pub invite: bool,
@@ -60,7 +60,7 @@ impl ServerTxn {
 pub fn create(layer: &mut Layer, msg: Message, source: Source) -> TxnId {
     let id = layer.next_id();
     let invite = msg.method() == Method::Invite;
-    let key = server_key(&msg, None);
+    let key = layer.server_key(&msg, None);
     let mut txn = ServerTxn {
         id,
         key,
@@ -144,6 +144,8 @@ pub fn send_response(
     local: bool,
 ) -> bool {
     let timing = layer.timing.clone();
+    let hasher = layer.hasher();
+    let mut ack_to_index = None;
     let now = Instant::now();
     let Some(txn) = layer.servers.get_mut(&id) else {
         return false;
@@ -184,9 +186,14 @@ pub fn send_response(
                     .clone()
                     .or_else(|| txn.request.to_tag().map(str::to_string))
                 {
-                    let key = ack_key(txn.request.call_id(), txn.request.cseq(), &tag);
-                    txn.ack_key = Some(key.clone());
-                    layer.index_ack(key, id);
+                    let key = super::ack_key_with(
+                        &hasher,
+                        txn.request.call_id(),
+                        txn.request.cseq(),
+                        &tag,
+                    );
+                    txn.ack_key = Some(key);
+                    ack_to_index = Some(key);
                 }
             }
         }
@@ -206,6 +213,9 @@ pub fn send_response(
             timing.t1x64()
         };
         schedule.push((j, COARSE, TimerKey::ServerEnd(id), 1));
+    }
+    if let Some(key) = ack_to_index {
+        layer.index_ack(key, id);
     }
     for (after, granularity, key, slot) in schedule {
         let tid = layer.timers.schedule(now + after, granularity, key);
@@ -271,8 +281,4 @@ pub fn on_retransmit_timer(core: &Core, layer: &mut Layer, id: TxnId) {
     if let Some(txn) = layer.servers.get_mut(&id) {
         txn.timers[0] = Some(tid);
     }
-}
-
-pub fn key_for(msg: &Message) -> String {
-    server_key(msg, None)
 }
