@@ -19,7 +19,9 @@ registrar = sipr.Registrar(
     default_store_url(), min_expires=int(os.environ.get("SIPR_MIN_EXPIRES", "60"))
 )
 # Offered strongest first (RFC 8760); SIPp only speaks MD5: "MD5,SHA-256".
-ALGORITHMS = tuple(os.environ.get("SIPR_DIGEST_ALGORITHMS", "SHA-256,MD5").split(","))
+ALGORITHMS = tuple(
+    a.strip() for a in os.environ.get("SIPR_DIGEST_ALGORITHMS", "SHA-256,MD5").split(",")
+)
 auth = sipr.DigestAuth(default_realm(), credentials=registrar.store, algorithms=ALGORITHMS)
 AUTH_CALLS = os.environ.get("SIPR_AUTH_CALLS", "1") != "0"
 

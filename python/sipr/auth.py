@@ -95,7 +95,8 @@ class DigestAuth:
     def nonce_state(self, nonce: str) -> str:
         """'ok', 'stale' (ours but expired) or 'bad' (not ours)."""
         ts, _, mac = nonce.partition(".")
-        if not ts or not hmac.compare_digest(mac, self._mac(ts)):
+        # Bytes: compare_digest raises TypeError on str with non-ASCII characters.
+        if not ts or not hmac.compare_digest(mac.encode(), self._mac(ts).encode()):
             return "bad"
         try:
             age = time.time() - int(ts, 16) / 1000
@@ -179,7 +180,7 @@ class DigestAuth:
         expected = h(
             f"{key}:{nonce}:{cred.get('nc')}:{cred['cnonce']}:auth:{ha2}".encode()
         ).hexdigest()
-        if not hmac.compare_digest(expected, cred.get("response", "")):
+        if not hmac.compare_digest(expected.encode(), cred.get("response", "").encode()):
             req.reply(403, "Forbidden (unknown user or wrong password)")
             return False
         if not self._fresh_nc(nonce, nc):

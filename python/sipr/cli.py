@@ -125,14 +125,40 @@ RealmOpt = Annotated[
 ]
 
 
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """What a store raises when it cannot be opened or reached."""
+    import sqlite3
+
+    errors: tuple[type[BaseException], ...] = (ValueError, OSError, sqlite3.Error)
+    try:
+        import redis.exceptions
+
+        errors += (redis.exceptions.RedisError,)
+    except ImportError:  # pragma: no cover - a declared dependency
+        pass
+    return errors
+
+
 def _store(url: str | None):  # type: ignore[no-untyped-def]
     from sipr.paths import default_store_url
     from sipr.store import open_store
 
+    url = url or default_store_url()
     try:
-        return open_store(url or default_store_url())
-    except (ValueError, OSError) as e:
-        raise CliError(f"--store: {e}") from e
+        return open_store(url)
+    except _store_errors() as e:
+        raise CliError(f"--store {url}: {e}") from e
+
+
+def _run(coro):  # type: ignore[no-untyped-def]
+    """Runs a store operation; a store that fails (redis down, unwritable
+    database) is one error line, not a traceback."""
+    import asyncio
+
+    try:
+        return asyncio.run(coro)
+    except _store_errors() as e:
+        raise CliError(f"store: {type(e).__name__}: {e}") from e
 
 
 def _realm(realm: str | None) -> str:
@@ -151,8 +177,6 @@ def user_add(
     store: StoreOpt = None,
 ) -> None:
     """Add or replace a user: stores MD5 and SHA-256 HA1s, never the password."""
-    import asyncio
-
     from sipr.auth import ha1_all
 
     if not name or any(c in name for c in ":@ \t"):
@@ -164,18 +188,18 @@ def user_add(
     st, r = _store(store), _realm(realm)
 
     async def go() -> None:
-        await st.set_user(r, name, ha1_all(name, r, password))
-        await st.close()
+        try:
+            await st.set_user(r, name, ha1_all(name, r, password))
+        finally:
+            await st.close()
 
-    asyncio.run(go())
+    _run(go())
     typer.echo(f"user {name} saved (realm {r})")
 
 
 @users.command("rm")
 def user_rm(name: str, realm: RealmOpt = None, store: StoreOpt = None) -> None:
     """Remove a user."""
-    import asyncio
-
     st, r = _store(store), _realm(realm)
 
     async def go() -> bool:
@@ -184,7 +208,7 @@ def user_rm(name: str, realm: RealmOpt = None, store: StoreOpt = None) -> None:
         finally:
             await st.close()
 
-    if not asyncio.run(go()):
+    if not _run(go()):
         raise CliError(f"no user {name!r} in realm {r}")
     typer.echo(f"user {name} removed (realm {r})")
 
@@ -196,7 +220,6 @@ def user_list(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List users (realm and name)."""
-    import asyncio
     import json
 
     st = _store(store)
@@ -207,7 +230,7 @@ def user_list(
         finally:
             await st.close()
 
-    rows = asyncio.run(go())
+    rows = _run(go())
     if json_out:
         typer.echo(json.dumps([{"realm": r, "user": u} for r, u in rows]))
         return

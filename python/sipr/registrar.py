@@ -4,6 +4,8 @@ source addresses as Kamailio's `received`)."""
 from __future__ import annotations
 
 import email.utils
+import ipaddress
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -24,7 +26,7 @@ class Contact:
     @property
     def next_hop(self) -> str:
         """Where to send a request for this contact: its Path, else the
-        address it registered from (NAT), else the contact itself."""
+        address it registered from when it is behind NAT, else the contact itself."""
         if self.path:
             return self.path[0].strip("<>")
         return self.received or self.uri
@@ -93,7 +95,7 @@ class Registrar:
         expires_hdr = req.headers.get("Expires")
         default = self.default_expires
         if expires_hdr is not None:
-            if not expires_hdr.strip().isdigit():
+            if not _is_delta(expires_hdr):
                 raise RegistrarError(400, "Bad Request (malformed Expires)")
             default = int(expires_hdr)
         existing = {b.contact: b for b in await self.store.bindings(aor)}
@@ -112,13 +114,12 @@ class Registrar:
             upsert: list[Binding] = []
             delete: list[str] = []
             path = req.headers.getall("Path")
-            src = req.source
-            received = f"sip:{_host(src.host)}:{src.port};transport={src.transport.lower()}"
+            received = _nat_source(req)
             ua = req.headers.get("User-Agent")
             for raw in contacts:
                 uri, params = _split_contact(raw)
                 exp = params.get("expires")
-                if exp is not None and not exp.isdigit():
+                if exp is not None and not _is_delta(exp):
                     raise RegistrarError(400, "Bad Request (malformed expires parameter)")
                 seconds = int(exp) if exp is not None else default
                 if 0 < seconds < self.min_expires:
@@ -162,7 +163,8 @@ class Registrar:
             for b in sorted(existing.values(), key=lambda b: -b.q)
         ]
         headers.append(("Date", email.utils.formatdate(now, usegmt=True)))
-        if "path" in (req.headers.get("Supported") or "").lower():
+        # Supported is a list: every option tag, of every Supported header line.
+        if any(t.strip().lower() == "path" for t in req.headers.getall("Supported")):
             headers += [("Path", p) for p in req.headers.getall("Path")]
         req.reply(200, headers=headers)
 
@@ -179,8 +181,47 @@ class Registrar:
         return await self.store.remove(aor_of(uri))
 
 
+def _is_delta(value: str) -> bool:
+    """delta-seconds: ASCII digits only (`str.isdigit` also accepts "²", which int() refuses)."""
+    v = value.strip()
+    return v.isascii() and v.isdigit()
+
+
 def _host(h: str) -> str:
     return f"[{h}]" if ":" in h else h
+
+
+_SENT_BY = re.compile(
+    r"\s*SIP\s*/\s*2\.0\s*/\s*(\w+)\s+(\[[^\]]*\]|[^\s;:]+)(?:\s*:\s*(\d+))?", re.I
+)
+
+
+def _nat_source(req: Request) -> str | None:
+    """The request's source address as a URI when the UA is behind NAT, else None.
+
+    NAT is detected as Kamailio's `nat_uac_test("18")` does before
+    `fix_nated_register()`: the top Via's sent-by is not the address the
+    request came from. Otherwise the Contact is reachable as registered, which
+    includes a third-party registration made from another address (RFC 3261
+    §10.2): routing that one to the REGISTER's source would reach the wrong UA.
+    """
+    src = req.source
+    here = f"sip:{_host(src.host)}:{src.port};transport={src.transport.lower()}"
+    m = _SENT_BY.match(req.headers.get("Via") or "")
+    if m is None:
+        return here
+    transport, host, port = m.groups()
+    default_port = 5061 if transport.upper() in ("TLS", "WSS") else 5060
+    if _same_host(host.strip("[]"), src.host) and int(port or default_port) == src.port:
+        return None
+    return here
+
+
+def _same_host(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return a.lower() == b.lower()
 
 
 def _split_contact(raw: str) -> tuple[str, dict[str, str]]:

@@ -92,7 +92,7 @@ class MemoryStore:
         return len(self._loc.pop(aor, {}))
 
     async def aors(self) -> list[str]:
-        return [a for a in list(self._loc) if await self.bindings(a)]
+        return sorted([a for a in list(self._loc) if await self.bindings(a)])
 
     async def get_user(self, realm: str, user: str) -> dict[str, str] | None:
         return self._users.get((realm, user))
