@@ -111,6 +111,11 @@ run_one() { # $1 proxy $2 mode $3 rate $4 label $5 rep
     -n 1 -I "$IDLE_S" -o "$out" -L "$label" >"$out.log" 2>&1 &
   CHILD=$!
   wait "$CHILD"; CHILD=""
+  # run-kamailio.sh leaves an empty runtime dir per start; remove the ones no live kamailio uses
+  local d
+  for d in /tmp/kamailio-bench.*; do
+    [ -d "$d" ] && [ ! -e "$d/kamailio.pid" ] && [ -z "$(ls -A "$d")" ] && rmdir "$d" 2>/dev/null
+  done
   grep -v '^#' "$out.log" >&2
   if [ -s "$out/results.tsv" ]; then
     [ -s "$TSV" ] || head -1 "$out/results.tsv" > "$TSV"
@@ -152,10 +157,10 @@ fi
 
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 [ -s "$TSV" ] || { echo "no results" >&2; exit 1; }
-echo
-echo "## CPU-µs per call, median of $REPS (sipr / kamailio), $RATE cps × ${DURATION}s"
-echo
-if [ ${#PX[@]} = 2 ]; then
+if [ "$REPS" -gt 0 ] && [ ${#PX[@]} = 2 ]; then
+  echo
+  echo "## CPU-µs per call, median of $REPS (${PX[0]} / ${PX[1]}), $RATE cps × ${DURATION}s"
+  echo
   for mode in $MODES; do
     printf '%-8s ' "$mode"; python3 "$WORK/ratio.py" "$TSV" "${PX[0]}-$mode" "${PX[1]}-$mode"
   done
