@@ -8,9 +8,11 @@
 - SIPR_TARGETS is a comma-separated list of next hops, tried in order
   (serial failover) when a hop fails or times out; `SIPR_FORK=1` rings them all
   at once instead (parallel fork: the first 2xx wins, the others are CANCELled).
-- In-dialog requests (ACK, BYE, re-INVITE) that carry our Record-Route are
-  routed in Rust; those without it (a UA that sends them to the proxy itself)
-  go to `in_dialog` below.
+- In-dialog requests (ACK, BYE, re-INVITE) go to `in_dialog` below because it
+  is registered: those that carry our Record-Route follow it (`relay()` with
+  no target routes by Route); those without it (a UA that sends them to the
+  proxy's own address, like SIPp's default scenario) go to the first target.
+  Without an `@app.in_dialog` handler, sipr routes the former in Rust.
 """
 
 import os
@@ -43,8 +45,7 @@ async def route(req: sipr.Request) -> None:
 
 @app.in_dialog
 async def in_dialog(req: sipr.Request) -> None:
-    # ACK/BYE addressed to the proxy itself (no Route): send them on.
-    if TARGETS:
-        req.relay(TARGETS[0])
+    if "Route" in req.headers or not TARGETS:
+        await req.relay()  # follow the route set (our Record-Route)
     else:
-        req.relay()
+        await req.relay(TARGETS[0])  # sent to the proxy itself, without a route

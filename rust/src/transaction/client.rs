@@ -140,6 +140,7 @@ pub fn on_response(core: &Core, layer: &mut Layer, id: BranchId, resp: &Message)
     let status = resp.status().unwrap_or(0);
     let mut cancel = Vec::new();
     let mut schedule = Vec::new();
+    let mut cancel_request = None;
     let outcome = match (txn.state, status) {
         (ClientState::Calling | ClientState::Trying | ClientState::Proceeding, 100..=199) => {
             let first = txn.state != ClientState::Proceeding;
@@ -158,7 +159,7 @@ pub fn on_response(core: &Core, layer: &mut Layer, id: BranchId, resp: &Message)
             }
             if txn.cancel_pending && !txn.cancel_sent {
                 txn.cancel_pending = false;
-                send_cancel(core, txn);
+                cancel_request = build_cancel(txn);
             }
             if status == 100 {
                 Outcome::Absorb
@@ -213,6 +214,9 @@ pub fn on_response(core: &Core, layer: &mut Layer, id: BranchId, resp: &Message)
             txn.timers[slot] = Some(tid);
         }
     }
+    if let Some(c) = cancel_request {
+        start_cancel(core, layer, id, c);
+    }
     outcome
 }
 
@@ -256,7 +260,11 @@ pub fn cancel(core: &Core, layer: &mut Layer, id: BranchId) {
         return;
     }
     match txn.state {
-        ClientState::Proceeding => send_cancel(core, txn),
+        ClientState::Proceeding => {
+            if let Some(c) = build_cancel(txn) {
+                start_cancel(core, layer, id, c);
+            }
+        }
         ClientState::Calling => txn.cancel_pending = true,
         _ => {}
     }
@@ -275,12 +283,46 @@ pub fn terminate(layer: &mut Layer, id: BranchId) {
     }
 }
 
-fn send_cancel(core: &Core, txn: &mut ClientTxn) {
+/// The CANCEL for INVITE branch `txn` (RFC 3261 §9.1), built while the branch
+/// is borrowed and sent by [`start_cancel`] once it is not.
+pub struct CancelRequest {
+    ctx: CtxId,
+    branch: String,
+    bytes: Bytes,
+    dest: Destination,
+}
+
+fn build_cancel(txn: &mut ClientTxn) -> Option<CancelRequest> {
     txn.cancel_sent = true;
-    let Some(cancel) = derived_request(&txn.request, "CANCEL", None) else {
-        return;
-    };
-    core.send(txn.dest, Bytes::from(cancel));
+    let cancel = derived_request(&txn.request, "CANCEL", None)?;
+    Some(CancelRequest {
+        ctx: txn.ctx,
+        branch: txn.branch.clone(),
+        bytes: Bytes::from(cancel),
+        dest: txn.dest,
+    })
+}
+
+/// Sends a CANCEL through a non-INVITE client transaction of its own (same
+/// branch as the INVITE, §9.1): it is retransmitted by Timer E when lost and
+/// its 200 is absorbed. The INVITE branch then gets 64*T1 for its final
+/// (normally a 487) before it ends as if it had answered 408 (§9.1).
+fn start_cancel(core: &Core, layer: &mut Layer, invite: BranchId, c: CancelRequest) {
+    start(core, layer, c.ctx, c.branch, "CANCEL", c.bytes, c.dest);
+    let at = Instant::now() + layer.timing.t1x64();
+    let tid = layer
+        .timers
+        .schedule(at, COARSE, TimerKey::ClientTimeout(invite));
+    match layer.clients.get_mut(&invite) {
+        Some(txn) => {
+            if let Some(old) = txn.timers[1].replace(tid) {
+                layer.timers.cancel(old);
+            }
+        }
+        None => {
+            layer.timers.cancel(tid);
+        }
+    }
 }
 
 fn send_ack(core: &Core, txn: &ClientTxn, resp: &Message) {
