@@ -589,10 +589,19 @@ pub fn on_timer(core: &Core, layer: &mut Layer, key: TimerKey, events: &mut Vec<
         }
         TimerKey::ClientRetransmit(id) => client::on_retransmit_timer(core, layer, id),
         TimerKey::ClientTimeout(id) => {
-            // Timer B / F: no final answer in time.
-            if layer.clients.get(&id).is_some_and(|c| !c.is_final()) {
-                fail_branch_408(core, layer, id, events);
+            // Timer B / F (or 64*T1 after a CANCEL): no final answer in time.
+            let Some(c) = layer.clients.get(&id) else {
+                return;
+            };
+            if c.is_final() {
+                return;
             }
+            if c.method_str() == "CANCEL" {
+                // Our CANCEL went unanswered: the INVITE branch has its own timer.
+                layer.remove_client(id);
+                return;
+            }
+            fail_branch_408(core, layer, id, events);
         }
         TimerKey::ClientTimerC(id) => {
             let Some(c) = layer.clients.get_mut(&id) else {
