@@ -27,7 +27,8 @@ pub struct Config {
     pub listen: Vec<ListenSpec>,
     pub limits: Limits,
     /// Requests handed to the application and not yet acted on; beyond this
-    /// the core answers 503 itself (DESIGN §1, overload).
+    /// the core answers new requests 503 itself (DESIGN §1, overload), and
+    /// in-dialog ones beyond twice this.
     pub max_pending: usize,
     /// Requests read from streams waiting for the loop thread.
     pub ingress_capacity: usize,
@@ -94,6 +95,8 @@ pub struct Core {
     pub resolver: crate::dns::Resolver,
     tag_counter: AtomicU64,
     tag_seed: u64,
+    /// Prefix of the To tags of stateless answers (`stateless_tag`).
+    stateless_prefix: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +168,7 @@ impl Core {
             resolver: crate::dns::Resolver::default(),
             tag_counter: AtomicU64::new(1),
             tag_seed: seed,
+            stateless_prefix: format!("{:x}-", mix64(seed ^ 0x5354_4154_454C_4553)),
         });
         if !tcp.is_empty() {
             let sink: Arc<dyn StreamSink> = Arc::new(SinkRef(core.me.clone()));
@@ -339,6 +343,11 @@ impl Core {
                     server::on_ack(layer, id);
                     return;
                 }
+                if self.acks_stateless_reply(&msg) {
+                    // ACK for our stateless non-2xx (e.g. the overload 503):
+                    // absorbed here, never passed to Python or relayed on.
+                    return;
+                }
                 if routed_by_us(&msg) {
                     // ACK for a 2xx: no transaction, loose-routed statelessly.
                     let inc = Incoming {
@@ -402,8 +411,18 @@ impl Core {
     }
 
     /// Sheds load before any Python runs: 503 + Retry-After (ACKs are dropped).
+    ///
+    /// Requests inside a dialog (To tag: ACK, BYE, re-INVITE) belong to calls
+    /// already admitted; shedding them would leave those calls hanging (a BYE
+    /// refused with 503), so they get headroom up to twice the bound, which
+    /// still caps what the application holds.
     fn overloaded(&self, msg: &Message, source: Source) -> bool {
-        if self.pending.load(Ordering::Relaxed) < self.config.max_pending {
+        let limit = if msg.to_tag().is_some() {
+            self.config.max_pending.saturating_mul(2)
+        } else {
+            self.config.max_pending
+        };
+        if self.pending.load(Ordering::Relaxed) < limit {
             return false;
         }
         self.stats.overload_rejects.fetch_add(1, Ordering::Relaxed);
@@ -441,7 +460,7 @@ impl Core {
         reason: Option<&str>,
         extra: &[(String, String)],
     ) {
-        let tag = self.new_tag();
+        let tag = self.stateless_tag();
         let resp = write::build_response(
             req,
             Some(source.addr),
@@ -558,6 +577,20 @@ impl Core {
             "{:x}",
             mix64(self.tag_seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
         )
+    }
+
+    /// The To tag of a response the core sends without a transaction
+    /// (`reply_to`: overload 503, 416, 482, ...): a per-run secret prefix, so
+    /// that the ACK for such a non-2xx answer, which is hop-by-hop and ours to
+    /// absorb (RFC 3261 §17.2.1), is recognised without keeping any state.
+    pub fn stateless_tag(&self) -> String {
+        format!("{}{}", self.stateless_prefix, self.new_tag())
+    }
+
+    /// Whether `ack` acknowledges a stateless answer of ours (`stateless_tag`).
+    fn acks_stateless_reply(&self, ack: &Message) -> bool {
+        ack.to_tag()
+            .is_some_and(|t| t.starts_with(self.stateless_prefix.as_str()))
     }
 
     /// A per-run secret mixed into stateless branches.

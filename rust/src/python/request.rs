@@ -22,7 +22,8 @@ use crate::transaction::server;
 pub struct PyRequest {
     shared: Arc<Shared>,
     inc: Incoming,
-    uri_override: Option<PyUri>,
+    /// Boxed: a `PyUri` inline would add ~200 bytes to every request held.
+    uri_override: Option<Box<PyUri>>,
     edits: Vec<HeaderEdit>,
     to_tag: Option<String>,
     /// A final answer was sent, or the request was forwarded or relayed.
@@ -274,7 +275,7 @@ impl PyRequest {
     #[getter]
     fn uri(&self) -> PyResult<PyUri> {
         if let Some(u) = &self.uri_override {
-            return Ok(u.clone());
+            return Ok(u.as_ref().clone());
         }
         PyUri::parse_str(self.inc.msg.request_uri_str().unwrap_or_default())
     }
@@ -286,7 +287,7 @@ impl PyRequest {
         } else {
             PyUri::parse_str(&value.extract::<String>()?)?
         };
-        self.uri_override = Some(uri);
+        self.uri_override = Some(Box::new(uri));
         Ok(())
     }
 

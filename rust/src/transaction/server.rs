@@ -44,6 +44,9 @@ pub struct ServerTxn {
     pub uas_2xx: bool,
     /// The application holds the request (its handler has not returned).
     pub app_holds: bool,
+    /// A 100 Trying was sent. It is not kept in `last_response` (rebuilt for
+    /// the rare retransmitted INVITE): ~300 bytes less per suspended INVITE.
+    pub trying_sent: bool,
 }
 
 impl ServerTxn {
@@ -81,6 +84,7 @@ pub fn create(layer: &mut Layer, msg: Message, source: Source) -> TxnId {
         retransmit_interval: layer.timing.t1,
         uas_2xx: false,
         app_holds: false,
+        trying_sent: false,
     };
     if invite {
         let at = Instant::now() + Duration::from_millis(200);
@@ -98,10 +102,15 @@ pub fn send_trying(core: &Core, layer: &mut Layer, id: TxnId) {
     if let Some(t) = txn.timers[2].take() {
         layer.timers.cancel(t);
     }
-    if !txn.invite || txn.last_response.is_some() {
+    if !txn.invite || txn.last_response.is_some() || txn.trying_sent {
         return;
     }
-    let trying = crate::sip::write::build_response(
+    core.send_response(&txn.request, txn.source, trying(txn));
+    txn.trying_sent = true;
+}
+
+fn trying(txn: &ServerTxn) -> Bytes {
+    Bytes::from(crate::sip::write::build_response(
         &txn.request,
         Some(txn.source.addr),
         100,
@@ -109,10 +118,7 @@ pub fn send_trying(core: &Core, layer: &mut Layer, id: TxnId) {
         None,
         &[],
         b"",
-    );
-    let trying = Bytes::from(trying);
-    core.send_response(&txn.request, txn.source, trying.clone());
-    txn.last_response = Some(trying);
+    ))
 }
 
 /// A retransmission of the request arrived: answer with the last response.
@@ -126,7 +132,10 @@ pub fn on_retransmission(core: &Core, layer: &mut Layer, id: TxnId) {
         // RFC 6026: retransmitted INVITEs in Accepted are absorbed; the 2xx
         // is retransmitted by its own timer (or by the UAS downstream).
         ServerState::Accepted => None,
-        ServerState::Proceeding | ServerState::Completed => txn.last_response.clone(),
+        ServerState::Proceeding | ServerState::Completed => txn
+            .last_response
+            .clone()
+            .or_else(|| txn.trying_sent.then(|| trying(txn))),
     };
     if let Some(r) = resend {
         core.send_response(&txn.request, txn.source, r);
