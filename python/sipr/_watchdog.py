@@ -14,13 +14,22 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 log = logging.getLogger("sipr.watchdog")
 
 
 class Watchdog:
-    def __init__(self, loop: asyncio.AbstractEventLoop, threshold: float = 0.2) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        threshold: float = 0.2,
+        is_busy: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.loop = loop
+        # The loop sets `busy` when it starts work; this thread clears it when
+        # `is_busy()` says nothing runs, so the loop never pays for a clear.
+        self.is_busy = is_busy
         self.threshold = threshold
         self.loop_thread = threading.get_ident()
         self.busy = threading.Event()
@@ -59,6 +68,10 @@ class Watchdog:
                     time.sleep(period)
             else:
                 time.sleep(period)
+            if not self.is_busy():
+                self.busy.clear()
+                if self.is_busy():  # work started while clearing
+                    self.busy.set()
 
     def _report(self, blocked_for: float) -> None:
         self.stalls += 1

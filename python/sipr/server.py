@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
+import threading
 
 from sipr import _core
 from sipr._deadlines import Deadlines
@@ -36,6 +37,8 @@ class Server:
         self.expired: set[asyncio.Task[None]] = set()
         self.deadlines: Deadlines | None = None
         self.watchdog: Watchdog | None = None
+        self.busy: threading.Event | None = None
+        self.loop = asyncio.get_running_loop()
         self.side_tasks: list[asyncio.Task[None]] = []
         # Bound once: a new bound method per task would cost an allocation.
         self._on_task_done = self._task_done
@@ -54,7 +57,9 @@ class Server:
         self.app._core = core
         self.app._server = self
         self.deadlines = Deadlines(loop, self._expire)
-        self.watchdog = Watchdog(loop, self.app.stall_threshold)
+        self.loop = loop
+        self.watchdog = Watchdog(loop, self.app.stall_threshold, lambda: bool(self.tasks))
+        self.busy = self.watchdog.busy
         self.watchdog.start()
         if hasattr(asyncio, "eager_task_factory"):
             # Python 3.12+: a handler runs its first step inside create_task.
@@ -132,9 +137,10 @@ class Server:
         if req.in_dialog and self.app.in_dialog_handler is not None:
             handler = self.app.in_dialog_handler
         assert handler is not None
-        if not self.tasks and self.watchdog is not None:
-            self.watchdog.busy.set()
-        task = asyncio.get_running_loop().create_task(self._run(handler, req))
+        busy = self.busy
+        if busy is not None and not busy.is_set():
+            busy.set()  # the watchdog clears it itself once nothing runs
+        task = self.loop.create_task(self._run(handler, req))
         if task.done():  # ran to completion eagerly (Python 3.12+)
             return
         self.tasks.add(task)
@@ -147,8 +153,6 @@ class Server:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
-        if not self.tasks and self.watchdog is not None:
-            self.watchdog.busy.clear()
 
     def _expire(self, task: asyncio.Task[None]) -> None:
         self.expired.add(task)
@@ -182,7 +186,7 @@ class Server:
                 task = asyncio.current_task()
                 assert task is not None and self.deadlines is not None
                 seconds = req.deadline or self.app.route_deadline
-                self.deadlines.add(task, asyncio.get_running_loop().time() + seconds)
+                self.deadlines.add(task, self.loop.time() + seconds)
                 await _Resume(coro, first)
             if not req.handled and req.method != "ACK":
                 status, reason = self.app.default_reply
