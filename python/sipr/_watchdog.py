@@ -79,7 +79,8 @@ class Watchdog:
         handler, call_id = "?", "?"
         while frame is not None:
             code = frame.f_code
-            if code.co_name == "_run" and "req" in frame.f_locals and "handler" in frame.f_locals:
+            in_dispatch = code.co_name in ("_run", "_dispatch")
+            if in_dispatch and "req" in frame.f_locals and "handler" in frame.f_locals:
                 req = frame.f_locals["req"]
                 fn = frame.f_locals["handler"]
                 handler = getattr(fn, "__qualname__", repr(fn))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -33,6 +34,7 @@ class App:
         route_deadline: float = 30.0,
         deadline_reply: tuple[int, str | None] = (500, None),
         stall_threshold: float = 0.2,
+        eager: bool | None = None,
     ) -> None:
         self.record_route = record_route
         self.default_reply = default_reply
@@ -43,6 +45,12 @@ class App:
         self.route_deadline = route_deadline
         self.deadline_reply = deadline_reply
         self.stall_threshold = stall_threshold
+        # Run each handler's first step (up to its first await) at once, with
+        # no asyncio Task unless it suspends: ~3 µs less per request. On
+        # Python 3.11 that step runs outside any task, so it must not enter
+        # asyncio.timeout() / anyio cancel scopes before its first await.
+        # Python 3.12+ always runs first steps eagerly inside real tasks.
+        self.eager = eager if eager is not None else os.environ.get("SIPR_EAGER") == "1"
         self.queues: dict[str, WorkQueue] = {}
         self.periodic: list[tuple[float, Callable[[], Awaitable[None]]]] = []
         self._server: object | None = None

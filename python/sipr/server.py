@@ -38,7 +38,11 @@ class Server:
         self.deadlines: Deadlines | None = None
         self.watchdog: Watchdog | None = None
         self.busy: threading.Event | None = None
+        self.inline = 0
         self.loop = asyncio.get_running_loop()
+        # Python 3.12+ runs first steps eagerly inside real tasks (set below);
+        # on 3.11 App(eager=True) runs them outside a task.
+        self.eager = app.eager and not hasattr(asyncio, "eager_task_factory")
         self.side_tasks: list[asyncio.Task[None]] = []
         # Bound once: a new bound method per task would cost an allocation.
         self._on_task_done = self._task_done
@@ -58,7 +62,9 @@ class Server:
         self.app._server = self
         self.deadlines = Deadlines(loop, self._expire)
         self.loop = loop
-        self.watchdog = Watchdog(loop, self.app.stall_threshold, lambda: bool(self.tasks))
+        self.watchdog = Watchdog(
+            loop, self.app.stall_threshold, lambda: bool(self.tasks) or self.inline > 0
+        )
         self.busy = self.watchdog.busy
         self.watchdog.start()
         if hasattr(asyncio, "eager_task_factory"):
@@ -140,7 +146,26 @@ class Server:
         busy = self.busy
         if busy is not None and not busy.is_set():
             busy.set()  # the watchdog clears it itself once nothing runs
-        task = self.loop.create_task(self._run(handler, req))
+        if self.eager:
+            # App(eager=True) on Python 3.11: the first step runs here, outside
+            # any task; only a handler that suspends gets one.
+            coro = handler(req)
+            self.inline += 1  # visible to the watchdog while the step runs
+            try:
+                first = coro.send(None)
+            except StopIteration:
+                self._answer_if_silent(req)
+                req._finish()
+                return
+            except Exception:
+                self._handler_failed(req)
+                req._finish()
+                return
+            finally:
+                self.inline -= 1
+            task = self.loop.create_task(self._run(handler, req, coro, first))
+        else:
+            task = self.loop.create_task(self._run(handler, req))
         if task.done():  # ran to completion eagerly (Python 3.12+)
             return
         self.tasks.add(task)
@@ -169,18 +194,42 @@ class Server:
             except Exception:
                 log.exception("@app.every(%s) job %s failed", seconds, fn.__name__)
 
-    async def _run(self, handler, req: _core.Request) -> None:  # type: ignore[no-untyped-def]
+    def _answer_if_silent(self, req: _core.Request) -> None:
+        if not req.handled and req.method != "ACK":
+            status, reason = self.app.default_reply
+            log.info("no action for %s (Call-ID %s): answering %d", req.method, req.call_id, status)
+            req.reply(status, reason)
+
+    def _handler_failed(self, req: _core.Request) -> None:
+        log.exception("route handler failed (Call-ID %s)", req.call_id)
+        exc = sys.exc_info()[1]
+        if self.eager and isinstance(exc, RuntimeError) and "task" in str(exc):
+            log.error(
+                "App(eager=True) runs a handler's first step outside any asyncio task on "
+                "Python 3.11: move timeouts / cancel scopes after the first await, or drop eager"
+            )
+        if not req.handled and req.method != "ACK":
+            try:
+                req.reply(500)
+            except _core.TransactionError:
+                pass
+
+    async def _run(self, handler, req: _core.Request, coro=None, first=None) -> None:  # type: ignore[no-untyped-def]
         suspended = False
         txn = req._txn  # read now: forward() drops it from the request
         try:
-            coro = handler(req)
-            # The first step runs inline: most handlers act without awaiting
-            # and never need a deadline.
-            try:
-                first = coro.send(None)
-            except StopIteration:
-                pass
-            else:
+            started = coro is not None
+            if not started:
+                coro = handler(req)
+                # The first step runs inline: most handlers act without
+                # awaiting and never need a deadline.
+                try:
+                    first = coro.send(None)
+                except StopIteration:
+                    pass
+                else:
+                    started = True
+            if started:
                 suspended = True
                 self.suspended += 1
                 task = asyncio.current_task()
@@ -188,12 +237,7 @@ class Server:
                 seconds = req.deadline or self.app.route_deadline
                 self.deadlines.add(task, self.loop.time() + seconds)
                 await _Resume(coro, first)
-            if not req.handled and req.method != "ACK":
-                status, reason = self.app.default_reply
-                log.info(
-                    "no action for %s (Call-ID %s): answering %d", req.method, req.call_id, status
-                )
-                req.reply(status, reason)
+            self._answer_if_silent(req)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task in self.expired:
@@ -210,12 +254,7 @@ class Server:
             log.info("handler cancelled: %s (Call-ID %s)", req.method, req.call_id)
             raise
         except Exception:
-            log.exception("route handler failed (Call-ID %s)", req.call_id)
-            if not req.handled and req.method != "ACK":
-                try:
-                    req.reply(500)
-                except _core.TransactionError:
-                    pass
+            self._handler_failed(req)
         finally:
             if suspended:
                 self.suspended -= 1
