@@ -85,19 +85,23 @@ class DigestAuth:
         self._max_nonces = max_tracked_nonces
 
     # -- nonces ---------------------------------------------------------
-    def _mac(self, ts: str) -> str:
-        return hmac.new(self.secret, f"{ts}:{self.realm}".encode(), hashlib.sha256).hexdigest()[:32]
+    def _mac(self, stamp: str) -> str:
+        msg = f"{stamp}:{self.realm}".encode()
+        return hmac.new(self.secret, msg, hashlib.sha256).hexdigest()[:32]
 
     def new_nonce(self) -> str:
-        ts = f"{int(time.time() * 1000):x}"
-        return f"{ts}.{self._mac(ts)}"
+        # The random part makes every nonce unique: two challenges in the same
+        # millisecond must not share nonce-count state (replay detection).
+        stamp = f"{int(time.time() * 1000):x}-{os.urandom(6).hex()}"
+        return f"{stamp}.{self._mac(stamp)}"
 
     def nonce_state(self, nonce: str) -> str:
         """'ok', 'stale' (ours but expired) or 'bad' (not ours)."""
-        ts, _, mac = nonce.partition(".")
+        stamp, _, mac = nonce.partition(".")
         # Bytes: compare_digest raises TypeError on str with non-ASCII characters.
-        if not ts or not hmac.compare_digest(mac.encode(), self._mac(ts).encode()):
+        if not stamp or not hmac.compare_digest(mac.encode(), self._mac(stamp).encode()):
             return "bad"
+        ts = stamp.partition("-")[0]
         try:
             age = time.time() - int(ts, 16) / 1000
         except ValueError:
