@@ -319,7 +319,7 @@ impl Core {
     pub fn process(&self, layer: &mut Layer, msg: Message, source: Source, out: &mut Vec<Event>) {
         if !msg.is_request() {
             self.stats.responses_in.fetch_add(1, Ordering::Relaxed);
-            stateful::on_response(self, layer, msg, source, out);
+            stateful::on_response(self, layer, msg, out);
             return;
         }
         self.stats.count_request(msg.method());

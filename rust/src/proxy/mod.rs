@@ -14,7 +14,7 @@ use bytes::Bytes;
 use crate::core::{Core, Incoming};
 use crate::sip::write::{build_forward, strip_top_via, ForwardEdits, HeaderEdit};
 use crate::sip::{HeaderId, Message, NameAddr, Scheme, Uri};
-use crate::transport::{Destination, Source, Transport};
+use crate::transport::{Destination, Transport};
 
 /// Why a request could not be forwarded; each maps to the answer the
 /// application gets by default.
@@ -197,9 +197,18 @@ pub fn fmt_hostport(a: SocketAddr) -> String {
     }
 }
 
+fn is_unicast(a: &SocketAddr) -> bool {
+    match a.ip() {
+        std::net::IpAddr::V4(ip) => {
+            !(ip.is_broadcast() || ip.is_multicast() || ip.is_unspecified())
+        }
+        std::net::IpAddr::V6(ip) => !(ip.is_multicast() || ip.is_unspecified()),
+    }
+}
+
 /// Relays a response whose top Via is ours to the next Via (RFC 3261 §16.7
 /// step 9, §18.2.2). Anything else is dropped: it matches nothing we sent.
-pub fn relay_response_stateless(core: &Core, msg: &Message, source: Source) {
+pub fn relay_response_stateless(core: &Core, msg: &Message) {
     let top = msg.top_via();
     if !core.is_local(top.host, top.port, Transport::parse(top.transport)) {
         core.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -220,11 +229,12 @@ pub fn relay_response_stateless(core: &Core, msg: &Message, source: Source) {
         }),
     };
     let host = next.received().unwrap_or(next.host);
-    let Some(addr) = core.resolver.resolve(host, port, false) else {
+    let Some(addr) = core.resolver.resolve(host, port, false).filter(is_unicast) else {
+        // RFC 4475 bcast: never relay towards broadcast, multicast
+        // or unspecified addresses, whatever a Via claims.
         core.stats.dropped.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    let _ = source;
     core.stats.responses_relayed.fetch_add(1, Ordering::Relaxed);
     core.send(
         Destination {

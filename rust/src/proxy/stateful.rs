@@ -267,18 +267,12 @@ fn round_complete(layer: &Layer, ctx_id: CtxId) -> bool {
 }
 
 /// A response arrived: feed it to its client transaction and the context.
-pub fn on_response(
-    core: &Core,
-    layer: &mut Layer,
-    msg: Message,
-    source: Source,
-    events: &mut Vec<Event>,
-) {
+pub fn on_response(core: &Core, layer: &mut Layer, msg: Message, events: &mut Vec<Event>) {
     let branch = msg.branch().unwrap_or_default().to_string();
     let Some(bid) = layer.find_client(&branch, msg.cseq_method()) else {
         // A 2xx retransmission after the transaction ended, or a stateless
         // forward's response: relay along Via without state.
-        super::relay_response_stateless(core, &msg, source);
+        super::relay_response_stateless(core, &msg);
         return;
     };
     let outcome = client::on_response(core, layer, bid, &msg);

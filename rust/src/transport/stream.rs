@@ -30,7 +30,8 @@ pub trait StreamSink: Send + Sync + 'static {
 
 struct Conn {
     tx: mpsc::Sender<Bytes>,
-    peer: SocketAddr,
+    /// Wakes the reader task to close the connection (its peer stopped reading).
+    close: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -123,14 +124,18 @@ impl Streams {
             let reg = self.registry.lock();
             conn.and_then(|c| reg.by_id.get(&c))
                 .or_else(|| reg.by_peer.get(&addr).and_then(|c| reg.by_id.get(c)))
-                .map(|c| (c.tx.clone(), c.peer))
+                .map(|c| (c.tx.clone(), c.close.clone()))
         };
-        if let Some((tx, _)) = tx {
+        if let Some((tx, close)) = tx {
             return match tx.try_send(bytes) {
                 Ok(()) => true,
-                // Dropping the sender side is not enough to stop the task;
-                // closing happens when its writer sees the channel full.
-                Err(_) => false,
+                Err(_) => {
+                    // A full queue means the peer stopped reading: close this
+                    // connection (its transactions fail over), never wait.
+                    tracing::info!(%addr, "stream write queue full: closing the connection");
+                    close.notify_one();
+                    false
+                }
             };
         }
         let reg = self.registry.clone();
@@ -182,13 +187,14 @@ fn run_conn(
     limits: Limits,
 ) -> mpsc::Sender<Bytes> {
     let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+    let close = Arc::new(tokio::sync::Notify::new());
     {
         let mut reg = registry.lock();
         reg.by_id.insert(
             id,
             Conn {
                 tx: tx.clone(),
-                peer,
+                close: close.clone(),
             },
         );
         reg.by_peer.insert(peer, id);
@@ -212,7 +218,10 @@ fn run_conn(
         };
         let mut buf = BytesMut::with_capacity(4096);
         'read: loop {
-            let read = tokio::time::timeout(IDLE_LIFETIME, rd.read_buf(&mut buf)).await;
+            let read = tokio::select! {
+                r = tokio::time::timeout(IDLE_LIFETIME, rd.read_buf(&mut buf)) => r,
+                _ = close.notified() => break 'read,
+            };
             match read {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => break,
