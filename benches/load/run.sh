@@ -6,19 +6,36 @@
 #   -r RATE     calls per second for the comparison            (env RATE, default 1000)
 #   -d SECONDS  length of each SIPp run                         (env DURATION, default 10)
 #   -n REPS     repetitions per proxy and mode                  (env REPS, default 3)
-#   -m MODES    any of: default rr                              (env MODES, default "default rr")
-#                 default  SIPp uac_reorder_tolerant.xml / built-in uas; ACK and BYE are
-#                          addressed to the proxy, which forwards them to the UAS
-#                 rr       SIPp uac_rr.xml / uas_rr.xml; ACK and BYE carry the UAS Contact
-#                          as Request-URI and sipr forwards them by it (stateless_rr.py)
+#   -m MODES    any of: default rr sf sf_rr async reg reg_auth (env MODES, default "default rr")
+#                 default  stateless; SIPp uac_reorder_tolerant.xml / built-in uas; ACK and
+#                          BYE are addressed to the proxy, which forwards them to the UAS
+#                          (sipr examples/stateless.py, Kamailio stateless.cfg)
+#                 rr       stateless; SIPp uac_rr.xml / uas_rr.xml; ACK and BYE carry the UAS
+#                          Contact as Request-URI and sipr forwards them by it (stateless_rr.py)
+#                 sf       stateful, SIPp's default flow (ACK/BYE to the proxy): sipr
+#                          stateful_app.py with SIPR_IN_DIALOG=1 (@app.in_dialog relays them),
+#                          Kamailio stateful.cfg (its `uri == myself` branch)
+#                 sf_rr    stateful, Record-Route flow (uac_rr.xml / uas_rr.xml): sipr
+#                          stateful_app.py (in-dialog routed in Rust), Kamailio stateful.cfg
+#                 async    INVITE suspended ~1 ms then relayed, Record-Route flow: sipr
+#                          async_app.py (anyio.sleep(0.001)), Kamailio async.cfg
+#                          (async_task_route: suspend -> async worker -> resume)
+#                 reg      REGISTER, unique AoR per call (register.xml): sipr registrar_app.py
+#                          (Registrar("memory:")), Kamailio registrar.cfg (usrloc db_mode 0)
+#                 reg_auth the same with MD5 digest auth (register_auth.xml: 401 then
+#                          REGISTER with Authorization): registrar_app.py SIPR_AUTH=1,
+#                          Kamailio kamailio_registrar_auth.cfg (pv_auth_check)
 #   -s RATES    also sweep these rates, 1 run each, per proxy and mode, stopping a proxy's
 #               sweep at its first unsustainable rate        (env SWEEP, default none)
 #   -o OUTDIR   results directory                           (env OUTDIR, default /tmp/sipr-load-<time>)
-#   -p PROXIES  any of: sipr kamailio                        (env PROXIES, default "sipr kamailio")
+#   -p PROXIES  any of: sipr kamailio sipr-eager             (env PROXIES, default "sipr kamailio")
+#               sipr-eager is sipr with SIPR_EAGER=1 (App(eager=True): a handler's first step
+#               runs without an asyncio Task, one is made only when it suspends)
 #
 # Env: BENCH_DIR (default <repo>/../shared/bench, copied to a temp dir), SIPR (the sipr
 # executable, default `sipr` on PATH; PYTHONPATH is passed through, so a snapshot build can be
-# measured), SIPR_ARGS (extra `sipr run` args), IDLE_S (bench.sh -I), PORT_WAIT (seconds to wait
+# measured), SIPR_ARGS (extra `sipr run` args), KAMAILIO_ARGS (extra kamailio args, e.g.
+# "-m 4096": run-kamailio.sh gives 1024 MB of shm, which tm exhausts at 8000 cps stateful), IDLE_S (bench.sh -I), PORT_WAIT (seconds to wait
 # for 5060/5070/5090 to be free before each run, default 300).
 # Runs alternate sipr / kamailio (and the order flips every repetition) so that slow drift in
 # the machine's load spreads over both. Every run is one bench.sh invocation; their TSV rows are
@@ -52,12 +69,20 @@ case " $PROXIES " in *" kamailio "*)
 esac
 command -v sipp >/dev/null || { echo "sipp not installed" >&2; exit 2; }
 for m in $MODES; do
-  case $m in default|rr) ;; *) echo "unknown mode $m (default|rr)" >&2; exit 2 ;; esac
+  case $m in default|rr|sf|sf_rr|async|reg|reg_auth) ;;
+    *) echo "unknown mode $m (default|rr|sf|sf_rr|async|reg|reg_auth)" >&2; exit 2 ;; esac
 done
 
 WORK=$(mktemp -d /tmp/sipr-load-bench.XXXXXX)
 cp -r "$SRC_BENCH/." "$WORK/"
 chmod -R u+w "$WORK"
+# the auth registrar config next to the reference ones (run-kamailio.sh takes a name from there)
+cp "$HERE/kamailio_registrar_auth.cfg" "$WORK/kamailio/registrar_auth.cfg"
+# register_auth.xml's injection file: one user and its [authentication] keyword per line
+# (SIPp expands keywords in injected fields, not nested inside [authentication ...])
+awk 'BEGIN { print "SEQUENTIAL"; for (i = 1; i <= 200000; i++)
+             printf "user%d;[authentication username=user%d password=secret]\n", i, i }' \
+  > "$WORK/users.csv"
 mkdir -p "$OUTDIR/runs"
 TSV="$OUTDIR/results.tsv"
 CHILD=""
@@ -74,10 +99,33 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 proxy_cmd() { # $1 proxy $2 mode
-  case $1/$2 in
-    sipr/default) echo "env SIPR_NEXT_HOP=sip:127.0.0.1:5090 $SIPR run $REPO/examples/stateless.py --listen udp:127.0.0.1:5060 ${SIPR_ARGS:-}" ;;
-    sipr/rr)      echo "env SIPR_NEXT_HOP=sip:127.0.0.1:5090 $SIPR run $HERE/stateless_rr.py --listen udp:127.0.0.1:5060 ${SIPR_ARGS:-}" ;;
-    kamailio/*)   echo "$WORK/kamailio/run-kamailio.sh stateless" ;;
+  local env="SIPR_NEXT_HOP=sip:127.0.0.1:5090" app
+  [ "$1" = sipr-eager ] && env="$env SIPR_EAGER=1"
+  case $2 in
+    default)  app=$REPO/examples/stateless.py ;;
+    rr)       app=$HERE/stateless_rr.py ;;
+    sf)       app=$HERE/stateful_app.py; env="$env SIPR_IN_DIALOG=1" ;;
+    sf_rr)    app=$HERE/stateful_app.py ;;
+    async)    app=$HERE/async_app.py ;;
+    reg)      app=$HERE/registrar_app.py ;;
+    reg_auth) app=$HERE/registrar_app.py; env="$env SIPR_AUTH=1" ;;
+  esac
+  case $1 in
+    sipr|sipr-eager) echo "env $env $SIPR run $app --listen udp:127.0.0.1:5060 ${SIPR_ARGS:-}" ;;
+    kamailio)
+      case $2 in
+        default|rr) echo "$WORK/kamailio/run-kamailio.sh stateless ${KAMAILIO_ARGS:-}" ;;
+        sf|sf_rr)   echo "$WORK/kamailio/run-kamailio.sh stateful ${KAMAILIO_ARGS:-}" ;;
+        async)      echo "$WORK/kamailio/run-kamailio.sh async ${KAMAILIO_ARGS:-}" ;;
+        reg)        echo "$WORK/kamailio/run-kamailio.sh registrar ${KAMAILIO_ARGS:-}" ;;
+        reg_auth)   echo "$WORK/kamailio/run-kamailio.sh registrar_auth ${KAMAILIO_ARGS:-}" ;;
+      esac ;;
+  esac
+}
+bench_mode() { # bench.sh -m for a run.sh mode (bench.sh uses it for the traffic kind and the label)
+  case $1 in
+    default|rr) echo stateless ;; sf|sf_rr) echo stateful ;; async) echo async ;;
+    reg|reg_auth) echo registrar ;;
   esac
 }
 
@@ -99,15 +147,16 @@ run_one() { # $1 proxy $2 mode $3 rate $4 label $5 rep
   local proxy=$1 mode=$2 rate=$3 label=$4 rep=$5 uac uas out
   out="$OUTDIR/runs/$label-r$rate-rep$rep"
   rm -rf "$out"
-  if [ "$mode" = rr ]; then
-    uac="-sf $WORK/scenarios/uac_rr.xml"; uas="-sf $WORK/scenarios/uas_rr.xml"
-  else
-    uac="-sf $WORK/scenarios/uac_reorder_tolerant.xml"; uas="-sn uas"
-  fi
+  case $mode in
+    rr|sf_rr|async) uac="-sf $WORK/scenarios/uac_rr.xml"; uas="-sf $WORK/scenarios/uas_rr.xml" ;;
+    reg)            uac="-sf $WORK/scenarios/register.xml"; uas="" ;;
+    reg_auth)       uac="-sf $HERE/register_auth.xml -inf $WORK/users.csv"; uas="" ;;
+    *)              uac="-sf $WORK/scenarios/uac_reorder_tolerant.xml"; uas="-sn uas" ;;
+  esac
   wait_ports || { echo no; return; }
   echo "== $label rate=$rate rep=$rep (load $(cut -d' ' -f1 /proc/loadavg))" >&2
   UAC_SCENARIO_ARGS="$uac" UAS_SCENARIO_ARGS="$uas" \
-    "$WORK/bench.sh" -m stateless -c "$(proxy_cmd "$proxy" "$mode")" -r "$rate" -d "$DURATION" \
+    "$WORK/bench.sh" -m "$(bench_mode "$mode")" -c "$(proxy_cmd "$proxy" "$mode")" -r "$rate" -d "$DURATION" \
     -n 1 -I "$IDLE_S" -o "$out" -L "$label" >"$out.log" 2>&1 &
   CHILD=$!
   wait "$CHILD"; CHILD=""
@@ -134,7 +183,9 @@ read -r -a PX <<<"$PROXIES"
 for rep in $(seq 1 "$REPS"); do
   # flip the order every repetition: s k | k s | s k ...
   order=("${PX[@]}")
-  if [ $(( rep % 2 )) = 0 ] && [ ${#PX[@]} = 2 ]; then order=("${PX[1]}" "${PX[0]}"); fi
+  if [ $(( rep % 2 )) = 0 ]; then
+    order=(); for (( i = ${#PX[@]} - 1; i >= 0; i-- )); do order+=("${PX[i]}"); done
+  fi
   for mode in $MODES; do
     for proxy in "${order[@]}"; do
       run_one "$proxy" "$mode" "$RATE" "$proxy-$mode" "$rep" >/dev/null
@@ -157,12 +208,18 @@ fi
 
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 [ -s "$TSV" ] || { echo "no results" >&2; exit 1; }
-if [ "$REPS" -gt 0 ] && [ ${#PX[@]} = 2 ]; then
+if [ "$REPS" -gt 0 ] && [ ${#PX[@]} -ge 2 ]; then
+  # every proxy against kamailio when it is in the list, else against the second one
+  ref=${PX[1]}
+  for p in "${PX[@]}"; do [ "$p" = kamailio ] && ref=kamailio; done
   echo
-  echo "## CPU-µs per call, median of $REPS (${PX[0]} / ${PX[1]}), $RATE cps × ${DURATION}s"
+  echo "## CPU-µs per call (REGISTER modes: per registration), median of $REPS (X / $ref), $RATE cps × ${DURATION}s"
   echo
-  for mode in $MODES; do
-    printf '%-8s ' "$mode"; python3 "$WORK/ratio.py" "$TSV" "${PX[0]}-$mode" "${PX[1]}-$mode"
+  for p in "${PX[@]}"; do
+    [ "$p" = "$ref" ] && continue
+    for mode in $MODES; do
+      printf '%-10s %-9s ' "$p" "$mode"; python3 "$WORK/ratio.py" "$TSV" "$p-$mode" "$ref-$mode"
+    done
   done
 fi
 echo
