@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,18 @@ EXAMPLES = ROOT / "examples"
 FIXTURES = ROOT / "rust" / "tests" / "fixtures"
 
 LISTEN_RE = re.compile(r"sipr: listening on (\w+):\[?([0-9a-fA-F.:]+?)\]?:(\d+)$")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> int:  # type: ignore[type-arg]
+    """SIGTERM, then SIGKILL if it has not exited within `timeout`."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 @dataclass
@@ -46,14 +57,7 @@ class Sipr:
         return "\n".join(self.output)
 
     def stop(self, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
 
 
 def start_sipr(

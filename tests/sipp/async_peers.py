@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import EXAMPLES, free_port, header, sip_request, status_of
+from tests.conftest import EXAMPLES, free_port, header, sip_request, status_of, stop_process
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios_async"
 
@@ -34,13 +34,7 @@ class BillingService:
         self.addr = f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def app_stats(addr: tuple[str, int], user: str = "billing-stats") -> dict[str, int]:

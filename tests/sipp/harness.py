@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import stop_process
+
 
 @dataclass
 class SippResult:
@@ -46,13 +48,7 @@ class SippUas:
         _wait_bound(port, transport)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def _wait_bound(port: int, transport: str, timeout: float = 10.0) -> None:

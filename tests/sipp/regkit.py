@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import ROOT, free_port, header, status_of
+from tests.conftest import ROOT, free_port, header, status_of, stop_process
 from tests.sipp.harness import _wait_bound
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios_reg"
@@ -88,13 +88,7 @@ class RedisServer:
         assert self.command("FLUSHALL").startswith(b"+OK")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
