@@ -222,3 +222,34 @@ def sipp() -> str:
     if path is None:
         pytest.fail("sipp is not installed: apt-get install -y sip-tester")
     return path
+
+
+def options_counters(addr: tuple[str, int], user: str, prefix: str = "x-") -> dict[str, int]:
+    """Sends `OPTIONS sip:USER@addr` over TCP (its transaction ends at once,
+    unlike UDP's Timer J) and returns the 200's headers starting with `prefix`
+    as integers, keyed by the lower-cased rest of their name."""
+    with socket.create_connection(addr, timeout=10.0) as s:
+        port = s.getsockname()[1]
+        s.sendall(
+            sip_request(
+                "OPTIONS",
+                f"sip:{user}@{addr[0]}:{addr[1]}",
+                via="SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bK{branch}",
+                port=port,
+            )
+        )
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65535)
+            assert chunk, f"connection closed: {data!r}"
+            data += chunk
+    assert status_of(data) == 200, data
+    out: dict[str, int] = {}
+    for line in data.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.lower().startswith(prefix):
+            try:
+                out[name[len(prefix) :].lower()] = int(value.strip())
+            except ValueError:
+                continue
+    return out

@@ -13,7 +13,15 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import EXAMPLES, free_port, header, sip_request, status_of, stop_process
+from tests.conftest import (
+    EXAMPLES,
+    free_port,
+    header,
+    options_counters,
+    sip_request,
+    status_of,
+    stop_process,
+)
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios_async"
 
@@ -38,33 +46,8 @@ class BillingService:
 
 
 def app_stats(addr: tuple[str, int], user: str = "billing-stats") -> dict[str, int]:
-    """`OPTIONS sip:USER@` over TCP (its transaction ends at once, unlike UDP's
-    Timer J): every X- header of the 200, name lower-cased without 'x-'."""
-    with socket.create_connection(addr, timeout=10.0) as s:
-        port = s.getsockname()[1]
-        s.sendall(
-            sip_request(
-                "OPTIONS",
-                f"sip:{user}@{addr[0]}:{addr[1]}",
-                via="SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bK{branch}",
-                port=port,
-            )
-        )
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = s.recv(65535)
-            assert chunk, f"connection closed: {data!r}"
-            data += chunk
-    assert status_of(data) == 200, data
-    out: dict[str, int] = {}
-    for line in data.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")[1:]:
-        name, _, value = line.partition(":")
-        if name.lower().startswith("x-"):
-            try:
-                out[name[2:].lower()] = int(value.strip())
-            except ValueError:
-                pass
-    return out
+    """Every X- counter the app reports to `OPTIONS sip:USER@` (name without 'x-')."""
+    return options_counters(addr, user)
 
 
 def wait_stats(addr: tuple[str, int], done, timeout: float, user: str = "billing-stats"):  # type: ignore[no-untyped-def]

@@ -8,14 +8,13 @@ import csv
 import os
 import re
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import header, sip_request, status_of
+from tests.conftest import header, options_counters
 from tests.sipp.harness import _wait_bound
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -148,31 +147,8 @@ class Sipp:
 
 
 def sipr_stats(addr: tuple[str, int]) -> dict[str, int]:
-    """The proxy's counters (`OPTIONS sip:stats@proxy` of tests/apps/stateful_proxy.py),
-    asked over TCP: the query's own transaction then ends at once (Timer J = 0)
-    instead of lingering 64*T1 as over UDP."""
-    with socket.create_connection(addr, timeout=5.0) as s:
-        port = s.getsockname()[1]
-        s.sendall(
-            sip_request(
-                "OPTIONS",
-                f"sip:stats@{addr[0]}:{addr[1]}",
-                via="SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bK{branch}",
-                port=port,
-            )
-        )
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = s.recv(65535)
-            assert chunk, f"connection closed: {data!r}"
-            data += chunk
-    assert status_of(data) == 200, data
-    out = {}
-    for line in data.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")[1:]:
-        name, _, value = line.partition(":")
-        if name.lower().startswith("x-stat-"):
-            out[name[len("x-stat-") :].lower()] = int(value.strip())
-    return out
+    """The proxy's counters (`OPTIONS sip:stats@proxy` of tests/apps/stateful_proxy.py)."""
+    return options_counters(addr, "stats", "x-stat-")
 
 
 def wait_drained(addr: tuple[str, int], timeout: float) -> dict[str, int]:
