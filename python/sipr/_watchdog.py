@@ -50,8 +50,8 @@ class Watchdog:
         self._answered = time.monotonic()
 
     def _run(self) -> None:
-        period = self.threshold / 2
         while not self.stopping:
+            period = self.threshold / 2  # read each round: cfg.set may change it
             self.busy.wait()
             if self.stopping:
                 return
@@ -93,4 +93,5 @@ class Watchdog:
             blocked_for * 1000,
             handler,
             call_id,
+            extra={"call_id": None if call_id == "?" else call_id},
         )

@@ -14,6 +14,8 @@ pub struct Stats {
     pub responses_relayed: AtomicU64,
     pub parse_errors: AtomicU64,
     pub overload_rejects: AtomicU64,
+    /// Requests refused with 503 while shutting down.
+    pub drain_rejects: AtomicU64,
     pub send_errors: AtomicU64,
     pub dropped: AtomicU64,
     pub retransmissions: AtomicU64,
@@ -61,6 +63,7 @@ impl Stats {
             ("responses_relayed", &self.responses_relayed),
             ("parse_errors", &self.parse_errors),
             ("overload_rejects", &self.overload_rejects),
+            ("drain_rejects", &self.drain_rejects),
             ("send_errors", &self.send_errors),
             ("dropped", &self.dropped),
             ("retransmissions", &self.retransmissions),
