@@ -7,8 +7,11 @@ test_reload.py, test_drain.py): relays to SIPR_TARGET, and answers
     sip:cfg@        X-Set: NAME=VALUE → app.config.set(NAME, VALUE): 200 with
                     X-Value, or 400 whose reason is the error
     sip:log@        logs one line from this handler (for the log tests)
+    sip:hold@       waits X-Hold seconds, then 200 (a handler holding a request)
+    sip:silent@     returns without acting (the default reply answers)
 """
 
+import asyncio
 import logging
 import os
 from collections import Counter
@@ -39,5 +42,10 @@ async def route(req: sipr.Request) -> None:
     if req.method == "OPTIONS" and req.uri.user == "log":
         log.warning("hello from the handler")
         return req.reply(200)
+    if req.method == "OPTIONS" and req.uri.user == "hold":
+        await asyncio.sleep(float(req.headers.get("X-Hold") or "1"))
+        return req.reply(200)
+    if req.method == "OPTIONS" and req.uri.user == "silent":
+        return
     SEEN[f"app.{req.method}"] += 1
     await req.relay(TARGET)
