@@ -98,7 +98,7 @@ def run(
     except KeyboardInterrupt:
         status = 1
     if status:
-        raise typer.Exit(status)
+        sys.exit(status)
 
 
 users = typer.Typer(help="Manage digest credentials (HA1 only) in a store.", no_args_is_help=True)

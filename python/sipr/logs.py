@@ -40,7 +40,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         call_id = getattr(record, "call_id", None)
-        if call_id is None:
+        if call_id is None or f"Call-ID {call_id}" in line:
             return line
         head, sep, rest = line.partition("\n")
         return f"{head} [Call-ID {call_id}]{sep}{rest}"
