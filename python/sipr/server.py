@@ -13,6 +13,7 @@ from sipr import _core
 from sipr._deadlines import Deadlines
 from sipr._watchdog import Watchdog
 from sipr.app import App
+from sipr.control import ControlConfig, ControlServer
 
 log = logging.getLogger("sipr")
 
@@ -21,11 +22,13 @@ DRAIN_SECONDS = 5.0
 
 
 class Server:
-    def __init__(self, app: App, listen: list[str]) -> None:
+    def __init__(self, app: App, listen: list[str], control: ControlConfig | None = None) -> None:
         if app.route_handler is None:
             raise RuntimeError("the app has no @app.route handler")
         self.app = app
         self.listen = listen
+        self.control_config = control
+        self.control: ControlServer | None = None
         self.core: _core.Core | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         # Handler tasks of requests a CANCEL can end, by transaction id.
@@ -80,10 +83,14 @@ class Server:
             loop.add_reader(fd, self._on_udp, index)
         loop.add_reader(core.wake_fd(), self._on_streams)
         loop.add_reader(core.timer_fd(), self._on_timer)
-        for transport, host, port in core.local_addrs():
-            shown = f"[{host}]" if ":" in host else host
-            print(f"sipr: listening on {transport}:{shown}:{port}", file=sys.stderr, flush=True)
         try:
+            if self.control_config is not None:
+                # Before "listening on": once that is printed, `sipr ctl` works.
+                self.control = ControlServer(self, self.control_config)
+                await self.control.start()
+            for transport, host, port in core.local_addrs():
+                shown = f"[{host}]" if ":" in host else host
+                print(f"sipr: listening on {transport}:{shown}:{port}", file=sys.stderr, flush=True)
             await self.stopping.wait()
         finally:
             for fd in core.udp_fds():
@@ -101,6 +108,8 @@ class Server:
                 await fn()
             self.deadlines.close()
             self.watchdog.stop()
+            if self.control is not None:  # answered during the drain above
+                await self.control.stop()
             core.stop()
             self.app._server = None
 
@@ -305,15 +314,17 @@ class _Resume:
 _TAKEN = object()
 
 
-def run(app: App, listen: list[str], *, log_level: str = "info") -> None:
+def run(
+    app: App, listen: list[str], *, log_level: str = "info", control: ControlConfig | None = None
+) -> None:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(_main(app, listen))
+    asyncio.run(_main(app, listen, control))
 
 
-async def _main(app: App, listen: list[str]) -> None:
-    server = Server(app, listen)
+async def _main(app: App, listen: list[str], control: ControlConfig | None = None) -> None:
+    server = Server(app, listen, control)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.stop)
