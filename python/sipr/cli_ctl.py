@@ -92,7 +92,9 @@ def _complete_method(ctx: typer.Context, incomplete: str) -> list[str]:
 def ctl(
     command: Annotated[
         str | None,
-        typer.Argument(help="method, e.g. tm.stats (none: list them)", autocompletion=_complete_method),
+        typer.Argument(
+            help="method, e.g. tm.stats (none: list them)", autocompletion=_complete_method
+        ),
     ] = None,
     args: Annotated[list[str] | None, typer.Argument(help="params: JSON or strings")] = None,
     ctl: Annotated[
@@ -180,6 +182,9 @@ def _table(rows: list[dict[str, Any]]) -> str:
         columns += [k for k in r if k not in columns]
     cells = [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
+    lines = [line([c.upper() for c in columns]), *(line(row) for row in cells)]
     return "\n".join(lines)

@@ -9,6 +9,7 @@ import re
 import time
 import weakref
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from sipr._core import URI, Request
 from sipr.store import Binding, Store, open_store
@@ -61,7 +62,7 @@ class Registrar:
 
     #: Every live Registrar: the control interface (`ul.dump`, `ul.rm`, the
     #: registration statistics) reads their stores.
-    instances: weakref.WeakSet[Registrar] = weakref.WeakSet()
+    instances: ClassVar[weakref.WeakSet[Registrar]] = weakref.WeakSet()
 
     def __init__(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,9 +61,9 @@ def register_builtins(registry: Registry, ctl: ControlServer) -> None:
     async def uptime() -> dict[str, Any]:
         """When the server started and how long it has run (seconds)."""
         up = time.monotonic() - ctl.started
-        since = datetime.fromtimestamp(time.time() - up, timezone.utc)
+        since = datetime.fromtimestamp(time.time() - up, UTC)
         return {
-            "now": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "now": datetime.now(UTC).isoformat(timespec="seconds"),
             "up_since": since.isoformat(timespec="seconds"),
             "uptime": round(up, 3),
         }

@@ -101,7 +101,7 @@ class HttpListener:
                 status, payload, ctype = await self._route(method, path, body)
             except HttpError as e:
                 status, payload, ctype = e.status, f"{e}\n".encode(), "text/plain"
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 status, payload, ctype = 408, b"request timeout\n", "text/plain"
             await _respond(writer, status, payload, ctype)
         except ConnectionError:

@@ -147,5 +147,6 @@ def render(stats: dict[str, float]) -> str:
         lines.append(f"# HELP {metric} {help_}")
         lines.append(f"# TYPE {metric} {kind}")
         for labels, value in samples:
-            lines.append(f"{metric}{{{labels}}} {_number(value)}" if labels else f"{metric} {_number(value)}")
+            name = f"{metric}{{{labels}}}" if labels else metric
+            lines.append(f"{name} {_number(value)}")
     return "\n".join(lines) + "\n"

@@ -79,7 +79,8 @@ class Registry:
             inspect.signature(fn).bind(*args, **kwargs)
         except TypeError as e:
             usage = f"{name} {self.signature(name)}".strip()
-            raise RpcError(INVALID_PARAMS, f"bad arguments for {name} ({e}); usage: {usage}")
+            message = f"bad arguments for {name} ({e}); usage: {usage}"
+            raise RpcError(INVALID_PARAMS, message) from None
         try:
             return await fn(*args, **kwargs)
         except RpcError:

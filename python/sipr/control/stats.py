@@ -28,9 +28,7 @@ def stores() -> list[Any]:
     return list(seen.values())
 
 
-_registrations: weakref.WeakKeyDictionary[Any, tuple[float, int, int]] = (
-    weakref.WeakKeyDictionary()
-)
+_registrations: weakref.WeakKeyDictionary[Any, tuple[float, int, int]] = weakref.WeakKeyDictionary()
 
 
 async def count_registrations() -> tuple[int, int]:

@@ -90,7 +90,7 @@ class UnixListener:
                 if response is not None:
                     writer.write(encode(response) + b"\n")
                     await writer.drain()
-        except (TimeoutError, asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             pass
         finally:
             self.connections.discard(task)
