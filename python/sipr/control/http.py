@@ -11,6 +11,7 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import sys
 from importlib import resources
 from typing import Any
@@ -67,7 +68,8 @@ class HttpListener:
                 self._serve, self.host, self.port, limit=MAX_HEAD_BYTES
             )
         except OSError as e:
-            raise ControlError(f"--http {self.host}:{self.port}: {e.strerror}") from e
+            reason = os.strerror(e.errno) if e.errno else str(e)
+            raise ControlError(f"--http {self.host}:{self.port}: {reason}") from e
         host, port = self.server.sockets[0].getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         print(f"sipr: control http on {shown}:{port}", flush=True, file=sys.stderr)

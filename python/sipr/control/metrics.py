@@ -13,13 +13,13 @@ COUNTER, GAUGE = "counter", "gauge"
 #: stats key prefix → (metric, type, label, help)
 FAMILIES: dict[str, tuple[str, str, str, str]] = {
     "requests_in.": ("sipr_requests_received_total", COUNTER, "method", "SIP requests received"),
-    "core.responses_in.": (
+    "responses_in.": (
         "sipr_responses_received_total",
         COUNTER,
         "class",
         "SIP responses received, by status class",
     ),
-    "core.responses_out.": (
+    "responses_out.": (
         "sipr_responses_sent_total",
         COUNTER,
         "class",
