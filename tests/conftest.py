@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ FIXTURES = ROOT / "rust" / "tests" / "fixtures"
 
 # The startup line, plain or as the "msg" of a JSON log line (--log-format json).
 LISTEN_RE = re.compile(r'sipr: listening on (\w+):\[?([0-9a-fA-F.:]+?)\]?:(\d+)(?:"\})?$')
+HTTP_RE = re.compile(r'sipr: control http on \[?([0-9a-fA-F.:]+?)\]?:(\d+)(?:"\})?$')
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> int:  # type: ignore[type-arg]
@@ -42,6 +44,10 @@ class Sipr:
     proc: subprocess.Popen[str]
     addrs: dict[str, tuple[str, int]]
     output: list[str] = field(default_factory=list)
+    #: The control socket (each instance gets its own run directory).
+    ctl: Path | None = None
+    #: (host, port) of the `--http` control listener, when started with one.
+    http: tuple[str, int] | None = None
 
     @property
     def udp(self) -> tuple[str, int]:
@@ -72,15 +78,15 @@ def start_sipr(
     args = [sys.executable, "-m", "sipr", "run", str(app), *extra_args]
     for spec in listen:
         args += ["--listen", spec]
+    env = {**os.environ, **(env or {})}
+    # A run directory per instance: instances started side by side must not
+    # contend for one default control socket.
+    env.setdefault("SIPR_RUN_DIR", tempfile.mkdtemp(prefix="sipr-run-"))
     proc = subprocess.Popen(
-        args,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, **(env or {})},
+        args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
     )
     assert proc.stderr is not None
-    sipr = Sipr(proc, {})
+    sipr = Sipr(proc, {}, ctl=Path(env["SIPR_RUN_DIR"]) / "sipr.ctl")
     deadline = time.monotonic() + timeout
     while len(sipr.addrs) < len(listen):
         line = proc.stderr.readline()
@@ -92,6 +98,9 @@ def start_sipr(
         m = LISTEN_RE.search(line)
         if m:
             sipr.addrs[m.group(1)] = (m.group(2), int(m.group(3)))
+        m = HTTP_RE.search(line)
+        if m:
+            sipr.http = (m.group(1), int(m.group(2)))
         if time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError(f"sipr did not start in {timeout}s:\n{sipr.log()}")

@@ -35,7 +35,9 @@ class Watchdog:
         self.busy = threading.Event()
         self.stopping = False
         self.stalls = 0
-        self._answered = time.monotonic()
+        #: Seconds the loop took to run the last probe (0 while idle).
+        self.lag = 0.0
+        self._sent = self._answered = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="sipr-watchdog", daemon=True)
 
     def start(self) -> None:
@@ -48,6 +50,7 @@ class Watchdog:
 
     def _pong(self) -> None:
         self._answered = time.monotonic()
+        self.lag = self._answered - self._sent
 
     def _run(self) -> None:
         while not self.stopping:
@@ -55,7 +58,7 @@ class Watchdog:
             self.busy.wait()
             if self.stopping:
                 return
-            sent = time.monotonic()
+            sent = self._sent = time.monotonic()
             try:
                 self.loop.call_soon_threadsafe(self._pong)
             except RuntimeError:
@@ -69,6 +72,7 @@ class Watchdog:
             else:
                 time.sleep(period)
             if not self.is_busy():
+                self.lag = 0.0
                 self.busy.clear()
                 if self.is_busy():  # work started while clearing
                     self.busy.set()

@@ -62,6 +62,8 @@ class App:
         self._core: object | None = None
         self.route_handler: Handler | None = None
         self.in_dialog_handler: Handler | None = None
+        #: Control methods the app adds (`@app.rpc`), by name.
+        self.rpc_methods: dict[str, Callable[..., Awaitable[object]]] = {}
         self.startup: list[Callable[[], Awaitable[None]]] = []
         self.shutdown: list[Callable[[], Awaitable[None]]] = []
 
@@ -90,6 +92,20 @@ class App:
 
         def register(fn: H) -> H:
             self.periodic.append((seconds, _checked_handler(fn, "every", nargs=0)))  # type: ignore[arg-type]
+            return fn
+
+        return register
+
+    def rpc(self, name: str) -> Callable[[H], H]:
+        """Add a control method (`sipr ctl NAME ARGS...`, JSON-RPC `NAME`): an
+        async function taking the call's params; its result must be JSON-able."""
+        if not name or any(c.isspace() for c in name):
+            raise ValueError(f"@app.rpc needs a method name without spaces, got {name!r}")
+
+        def register(fn: H) -> H:
+            if not inspect.iscoroutinefunction(fn):
+                raise TypeError(f"@app.rpc({name!r}) handler must be 'async def'")
+            self.rpc_methods[name] = fn  # type: ignore[assignment]
             return fn
 
         return register

@@ -7,6 +7,7 @@ naming the problem and exit non-zero.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -66,9 +67,27 @@ def run(
             help="seconds SIGTERM waits for in-flight transactions before exiting",
         ),
     ] = 10.0,
+    ctl: Annotated[
+        Path | None,
+        typer.Option("--ctl", help="control socket path (default: <run dir>/sipr.ctl)"),
+    ] = None,
+    no_ctl: Annotated[bool, typer.Option("--no-ctl", help="no control socket")] = False,
+    http: Annotated[
+        str | None,
+        typer.Option("--http", help="HTTP control listener HOST:PORT: /rpc, /metrics, status page"),
+    ] = None,
+    http_token: Annotated[
+        str | None,
+        typer.Option(
+            "--http-token",
+            envvar="SIPR_HTTP_TOKEN",
+            help="bearer token for the HTTP listener (required off loopback)",
+        ),
+    ] = None,
 ) -> None:
     """Serve APP. SIGHUP reloads APP; SIGTERM/SIGINT drains, then exits."""
     from sipr import _core
+    from sipr.control import ControlError
     from sipr.server import run as serve
 
     if log_level.lower() not in LOG_LEVELS:
@@ -83,6 +102,7 @@ def run(
             _core.parse_listen(spec)
         except ValueError as e:
             raise CliError(f"--listen {spec}: {e}") from e
+    control = _control_config(ctl, no_ctl, http, http_token)
     application = load_app(app)
     try:
         status = serve(
@@ -92,13 +112,28 @@ def run(
             log_format=log_format.lower(),
             source=app,
             drain_timeout=drain_timeout,
+            control=control,
         )
-    except OSError as e:
+    except (OSError, ControlError) as e:
         raise CliError(str(e)) from e
     except KeyboardInterrupt:
         status = 1
     if status:
         sys.exit(status)
+
+
+def _control_config(ctl: Path | None, no_ctl: bool, http: str | None, token: str | None):  # type: ignore[no-untyped-def]
+    from sipr.control import ControlConfig, ControlError, parse_http_bind
+    from sipr.paths import default_ctl_socket
+
+    if ctl is not None and no_ctl:
+        raise CliError("--ctl and --no-ctl exclude each other")
+    try:
+        bind = parse_http_bind(http, token) if http is not None else None
+    except ControlError as e:
+        raise CliError(str(e)) from e
+    socket_path = None if no_ctl else (ctl or default_ctl_socket())
+    return ControlConfig(ctl_socket=socket_path, http=bind, http_token=token or None)
 
 
 users = typer.Typer(help="Manage digest credentials (HA1 only) in a store.", no_args_is_help=True)
@@ -240,6 +275,9 @@ def version() -> None:
     from sipr import __version__
 
     typer.echo(f"sipr {__version__}")
+
+
+from sipr import cli_ctl  # noqa: E402, F401  (registers `sipr ctl` on `cli`)
 
 
 def main(argv: list[str] | None = None) -> None:

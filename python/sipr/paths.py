@@ -20,3 +20,17 @@ def default_store_url() -> str:
 
 def default_realm() -> str:
     return os.environ.get("SIPR_REALM") or DEFAULT_REALM
+
+
+def run_dir() -> Path:
+    """Where runtime files (the control socket) live: `SIPR_RUN_DIR`, else
+    `$XDG_RUNTIME_DIR/sipr`, else `/tmp/sipr-<uid>`."""
+    if os.environ.get("SIPR_RUN_DIR"):
+        return Path(os.environ["SIPR_RUN_DIR"])
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(os.environ["XDG_RUNTIME_DIR"]) / "sipr"
+    return Path(f"/tmp/sipr-{os.getuid()}")
+
+
+def default_ctl_socket() -> Path:
+    return run_dir() / "sipr.ctl"

@@ -7,7 +7,9 @@ import email.utils
 import ipaddress
 import re
 import time
+import weakref
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from sipr._core import URI, Request
 from sipr.store import Binding, Store, open_store
@@ -58,6 +60,10 @@ class Registrar:
     """`await registrar.save(req)` answers a REGISTER; `await
     registrar.lookup(uri)` returns the live contacts of an AoR."""
 
+    #: Every live Registrar: the control interface (`ul.dump`, `ul.rm`, the
+    #: registration statistics) reads their stores.
+    instances: ClassVar[weakref.WeakSet[Registrar]] = weakref.WeakSet()
+
     def __init__(
         self,
         store: Store | str = "memory:",
@@ -74,6 +80,7 @@ class Registrar:
         self.max_expires = max_expires
         self.default_expires = default_expires
         self.max_contacts = max_contacts
+        Registrar.instances.add(self)
 
     async def save(self, req: Request) -> None:
         try:

@@ -14,6 +14,7 @@ from sipr import _core, _lifecycle
 from sipr._deadlines import Deadlines
 from sipr._watchdog import Watchdog
 from sipr.app import App
+from sipr.control import ControlConfig, ControlServer
 from sipr.logs import current_request
 from sipr.runtime import ReloadError, RuntimeConfig
 
@@ -30,6 +31,7 @@ class Server:
         self,
         app: App,
         listen: list[str],
+        control: ControlConfig | None = None,
         *,
         source: str | None = None,
         drain_timeout: float = DRAIN_SECONDS,
@@ -55,6 +57,8 @@ class Server:
         self._reload_lock = asyncio.Lock()
         #: Set by a second SIGINT/SIGTERM: stop waiting for anything.
         self.aborted = asyncio.Event()
+        self.control_config = control
+        self.control: ControlServer | None = None
         self.core: _core.Core | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         # Handler tasks of requests a CANCEL can end, by transaction id.
@@ -103,10 +107,14 @@ class Server:
             loop.add_reader(fd, self._on_udp, index)
         loop.add_reader(core.wake_fd(), self._on_streams)
         loop.add_reader(core.timer_fd(), self._on_timer)
-        for transport, host, port in core.local_addrs():
-            shown = f"[{host}]" if ":" in host else host
-            _lifecycle.announce(f"sipr: listening on {transport}:{shown}:{port}")
         try:
+            if self.control_config is not None:
+                # Before "listening on": once that is printed, `sipr ctl` works.
+                self.control = ControlServer(self, self.control_config)
+                await self.control.start()
+            for transport, host, port in core.local_addrs():
+                shown = f"[{host}]" if ":" in host else host
+                _lifecycle.announce(f"sipr: listening on {transport}:{shown}:{port}")
             await self.stopping.wait()
             await _lifecycle.drain(self)
         finally:
@@ -118,6 +126,8 @@ class Server:
             await _lifecycle.retire_all(self)
             self.deadlines.close()
             self.watchdog.stop()
+            if self.control is not None:  # answered during the drain above
+                await self.control.stop()
             core.stop()
             self.app._server = None
 
@@ -134,12 +144,12 @@ class Server:
         """How long app queues may take to empty at shutdown."""
         return 0.0 if self.aborted.is_set() else max(self.drain_timeout, 0.5)
 
-    async def reload(self) -> None:
+    async def reload(self) -> dict[str, object]:
         """Imports the route script again; new requests go to its handlers,
         running handler tasks finish on the old code. Raises ReloadError (and
         keeps the running app) if the script fails to import or has no app."""
         async with self._reload_lock:
-            await _lifecycle.reload(self)
+            return await _lifecycle.reload(self)
 
     async def reload_logged(self) -> None:
         """SIGHUP: a reload whose refusal is only logged."""
@@ -384,6 +394,7 @@ def run(
     log_format: str = "text",
     source: str | None = None,
     drain_timeout: float = DRAIN_SECONDS,
+    control: ControlConfig | None = None,
 ) -> int:
     """Serves until SIGINT/SIGTERM; returns the exit status (0 after a
     drain, 1 when a second signal cut it short)."""
@@ -391,11 +402,17 @@ def run(
 
     logs.setup(log_level, log_format)
     _lifecycle.json_banner = log_format == "json"
-    return asyncio.run(_main(app, listen, source, drain_timeout))
+    return asyncio.run(_main(app, listen, source, drain_timeout, control))
 
 
-async def _main(app: App, listen: list[str], source: str | None, drain_timeout: float) -> int:
-    server = Server(app, listen, source=source, drain_timeout=drain_timeout)
+async def _main(
+    app: App,
+    listen: list[str],
+    source: str | None,
+    drain_timeout: float,
+    control: ControlConfig | None,
+) -> int:
+    server = Server(app, listen, control, source=source, drain_timeout=drain_timeout)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.stop)

@@ -327,7 +327,7 @@ impl Core {
     /// requests that need policy are appended to `out`.
     pub fn process(&self, layer: &mut Layer, msg: Message, source: Source, out: &mut Vec<Event>) {
         if !msg.is_request() {
-            self.stats.responses_in.fetch_add(1, Ordering::Relaxed);
+            self.stats.count_response_in(msg.status().unwrap_or(0));
             stateful::on_response(self, layer, msg, out);
             return;
         }
@@ -531,7 +531,7 @@ impl Core {
     /// Sends a response to a request per RFC 3261 §18.2.2: back over the
     /// request's connection, else to `received`/`rport` (the source address).
     pub fn send_response(&self, req: &Message, source: Source, bytes: Bytes) {
-        self.stats.responses_out.fetch_add(1, Ordering::Relaxed);
+        self.stats.count_response_out(&bytes);
         let via = req.top_via();
         let mut dest = Destination {
             transport: source.transport,
@@ -651,6 +651,11 @@ impl Core {
     /// A per-run secret mixed into stateless branches.
     pub fn branch_key(&self) -> u64 {
         self.tag_seed
+    }
+
+    /// Messages read by the stream thread and not yet processed.
+    pub fn ingress_depth(&self) -> usize {
+        self.ingress.len()
     }
 
     pub fn connection_count(&self) -> usize {

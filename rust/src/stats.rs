@@ -19,6 +19,9 @@ pub struct Stats {
     pub send_errors: AtomicU64,
     pub dropped: AtomicU64,
     pub retransmissions: AtomicU64,
+    /// By status class: index 0 is 1xx … 5 is 6xx.
+    pub responses_in_class: [AtomicU64; 6],
+    pub responses_out_class: [AtomicU64; 6],
 }
 
 pub const METHOD_NAMES: [&str; 15] = [
@@ -48,6 +51,49 @@ impl Stats {
         self.requests_in[m as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn count_response_in(&self, status: u16) {
+        self.responses_in.fetch_add(1, Ordering::Relaxed);
+        if let Some(a) = class_slot(&self.responses_in_class, status) {
+            a.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `response` is the serialized status line onwards (`SIP/2.0 200 OK…`).
+    pub fn count_response_out(&self, response: &[u8]) {
+        self.responses_out.fetch_add(1, Ordering::Relaxed);
+        let status = response
+            .get(8..11)
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0);
+        if let Some(a) = class_slot(&self.responses_out_class, status) {
+            a.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Zeroes every counter (`stats.reset`).
+    pub fn reset(&self) {
+        let singles = [
+            &self.responses_in,
+            &self.responses_out,
+            &self.requests_forwarded,
+            &self.responses_relayed,
+            &self.parse_errors,
+            &self.overload_rejects,
+            &self.send_errors,
+            &self.dropped,
+            &self.retransmissions,
+        ];
+        let grouped = self
+            .requests_in
+            .iter()
+            .chain(&self.responses_in_class)
+            .chain(&self.responses_out_class);
+        for a in singles.into_iter().chain(grouped) {
+            a.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// A flat name → value snapshot.
     pub fn snapshot(&self) -> Vec<(String, u64)> {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -70,6 +116,43 @@ impl Stats {
         ] {
             out.push((n.to_string(), get(a)));
         }
+        for (dir, classes) in [
+            ("responses_in", &self.responses_in_class),
+            ("responses_out", &self.responses_out_class),
+        ] {
+            for (i, a) in classes.iter().enumerate() {
+                out.push((format!("{dir}.{}xx", i + 1), get(a)));
+            }
+        }
         out
+    }
+}
+
+fn class_slot(classes: &[AtomicU64; 6], status: u16) -> Option<&AtomicU64> {
+    classes.get(usize::from(status / 100).checked_sub(1)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_are_counted_by_class() {
+        let s = Stats::default();
+        s.count_response_in(180);
+        s.count_response_in(200);
+        s.count_response_in(99); // no class: only the total
+        s.count_response_out(b"SIP/2.0 486 Busy Here\r\n");
+        s.count_response_out(b"garbage");
+        let snap: std::collections::HashMap<_, _> = s.snapshot().into_iter().collect();
+        assert_eq!(snap["responses_in"], 3);
+        assert_eq!(snap["responses_in.1xx"], 1);
+        assert_eq!(snap["responses_in.2xx"], 1);
+        assert_eq!(snap["responses_out"], 2);
+        assert_eq!(snap["responses_out.4xx"], 1);
+        assert_eq!(snap["responses_out.6xx"], 0);
+        s.count_request(Method::Invite);
+        s.reset();
+        assert!(s.snapshot().iter().all(|(_, v)| *v == 0));
     }
 }

@@ -26,6 +26,12 @@ SEEN: Counter[str] = Counter()
 log = logging.getLogger("runtime_proxy")
 
 
+@app.rpc("proxy.version")
+async def proxy_version() -> str:
+    """The VERSION of the loaded route script."""
+    return VERSION
+
+
 @app.route
 async def route(req: sipr.Request) -> None:
     if req.method == "OPTIONS" and req.uri.user == "stats":

@@ -9,6 +9,7 @@ import signal
 import threading
 
 from tests.conftest import free_port, header, status_of
+from tests.integration.ctlkit import sipr_ctl
 from tests.integration.runtime_kit import (
     ask,
     copy_app,
@@ -105,3 +106,22 @@ def test_reload_refuses_a_script_without_app_or_route(sipr_factory, tmp_path) ->
         refusal = [line for line in proxy.log().splitlines() if "reload refused" in line][-1]
         assert error in refusal, refusal
         assert version(proxy.tcp) == "1"
+
+
+def test_ctl_app_reload_answers_with_the_result(sipr_factory, tmp_path) -> None:
+    script = copy_app(tmp_path, "1")
+    proxy = sipr_factory(script)
+    assert sipr_ctl("--ctl", str(proxy.ctl), "--json", "proxy.version").stdout.strip() == '"1"'
+    set_version(script, "2", extra="\nimport no_such_module_here\n")
+    refused = sipr_ctl("--ctl", str(proxy.ctl), "app.reload")
+    assert refused.returncode != 0
+    assert "ModuleNotFoundError: No module named 'no_such_module_here'" in refused.stderr
+    assert version(proxy.tcp) == "1"
+    set_version(script, "2")
+    done = sipr_ctl("--ctl", str(proxy.ctl), "--json", "app.reload")
+    assert done.returncode == 0, done.stderr
+    assert '"reloads": 1' in done.stdout
+    assert version(proxy.tcp) == "2"
+    # The app's own control methods come from the new script too.
+    answer = sipr_ctl("--ctl", str(proxy.ctl), "--json", "proxy.version")
+    assert answer.returncode == 0 and answer.stdout.strip() == '"2"', answer

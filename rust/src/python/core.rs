@@ -184,16 +184,20 @@ impl PyCore {
         let mut s = core.stats.snapshot();
         s.push(("pending".into(), core.pending() as u64));
         s.push(("connections".into(), core.connection_count() as u64));
-        let (servers, clients, ctxs, timers) = core.with_layer(|_, l| {
+        s.push(("ingress_queue".into(), core.ingress_depth() as u64));
+        let (servers, clients, ctxs, timers, created) = core.with_layer(|_, l| {
             (
                 l.servers.len(),
                 l.clients.len(),
                 l.ctxs.len(),
                 l.timers.len(),
+                (l.servers_created, l.clients_created),
             )
         });
         s.push(("transactions.server".into(), servers as u64));
         s.push(("transactions.client".into(), clients as u64));
+        s.push(("transactions.server_total".into(), created.0));
+        s.push(("transactions.client_total".into(), created.1));
         s.push(("transactions.contexts".into(), ctxs as u64));
         s.push(("timers".into(), timers as u64));
         s.push((
@@ -201,6 +205,27 @@ impl PyCore {
             self.shared.futures.lock().len() as u64,
         ));
         s
+    }
+
+    /// Zeroes the counters (gauges such as open transactions stay).
+    fn reset_stats(&self) {
+        let core = &self.shared.core;
+        core.stats.reset();
+        core.with_layer(|_, l| {
+            l.servers_created = 0;
+            l.clients_created = 0;
+        });
+    }
+
+    /// The resolver cache: `[(host, port, address, seconds left)]`.
+    fn dns_cache(&self) -> Vec<(String, u16, String, u64)> {
+        self.shared
+            .core
+            .resolver
+            .entries()
+            .into_iter()
+            .map(|(host, port, addr, ttl)| (host, port, addr.ip().to_string(), ttl))
+            .collect()
     }
 
     /// RFC 3261 timer values in seconds: T1, T2, T4 and Timer C.

@@ -85,6 +85,9 @@ pub struct Layer {
     client_index: HashMap<u64, BranchId>,
     pub ctxs: HashMap<CtxId, ProxyCtx>,
     pub timers: TimerQueue<TimerKey>,
+    /// Transactions created since start (for `tm.stats`).
+    pub servers_created: u64,
+    pub clients_created: u64,
     next_id: u64,
     hasher: ahash::RandomState,
 }
@@ -100,6 +103,8 @@ impl Default for Layer {
             client_index: HashMap::new(),
             ctxs: HashMap::new(),
             timers: TimerQueue::default(),
+            servers_created: 0,
+            clients_created: 0,
             next_id: 0,
             hasher: ahash::RandomState::new(),
         }
@@ -124,6 +129,7 @@ impl Layer {
     }
 
     pub fn insert_server(&mut self, txn: ServerTxn) {
+        self.servers_created += 1;
         self.server_index.insert(txn.key, txn.id);
         self.servers.insert(txn.id, Box::new(txn));
     }
@@ -154,6 +160,7 @@ impl Layer {
     }
 
     pub fn insert_client(&mut self, txn: ClientTxn) {
+        self.clients_created += 1;
         let key = self.client_key(&txn.branch, txn.method_str());
         self.client_index.insert(key, txn.id);
         self.clients.insert(txn.id, txn);

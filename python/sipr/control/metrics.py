@@ -1,0 +1,152 @@
+"""`stats.get` keys as Prometheus metrics (text exposition format 0.0.4).
+
+Families with a label (method, status class, queue) are listed in FAMILIES;
+the other keys are in SINGLES. A key in neither (a new core counter) is
+still exported, as an untyped `sipr_<key>` metric, so nothing is silently lost."""
+
+from __future__ import annotations
+
+import re
+
+COUNTER, GAUGE = "counter", "gauge"
+
+#: stats key prefix → (metric, type, label, help)
+FAMILIES: dict[str, tuple[str, str, str, str]] = {
+    "requests_in.": ("sipr_requests_received_total", COUNTER, "method", "SIP requests received"),
+    "responses_in.": (
+        "sipr_responses_received_total",
+        COUNTER,
+        "class",
+        "SIP responses received, by status class",
+    ),
+    "responses_out.": (
+        "sipr_responses_sent_total",
+        COUNTER,
+        "class",
+        "SIP responses sent (generated or relayed statefully), by status class",
+    ),
+}
+
+#: stats key → (metric, type, help)
+SINGLES: dict[str, tuple[str, str, str]] = {
+    "core.requests_forwarded": (
+        "sipr_requests_forwarded_total",
+        COUNTER,
+        "Requests forwarded",
+    ),
+    "core.responses_relayed": (
+        "sipr_responses_relayed_stateless_total",
+        COUNTER,
+        "Responses relayed statelessly",
+    ),
+    "core.parse_errors": ("sipr_parse_errors_total", COUNTER, "Unparsable messages received"),
+    "core.overload_rejects": (
+        "sipr_overload_rejects_total",
+        COUNTER,
+        "Requests refused with 503 because too many were pending",
+    ),
+    "core.send_errors": ("sipr_send_errors_total", COUNTER, "Messages that could not be sent"),
+    "core.dropped": ("sipr_dropped_total", COUNTER, "Messages dropped"),
+    "core.retransmissions": (
+        "sipr_retransmissions_total",
+        COUNTER,
+        "Retransmissions received and absorbed",
+    ),
+    "core.pending": ("sipr_requests_pending", GAUGE, "Requests held by the application"),
+    "core.connections": ("sipr_connections", GAUGE, "Open stream (TCP/TLS) connections"),
+    "core.ingress_queue": (
+        "sipr_ingress_queue_depth",
+        GAUGE,
+        "Messages read by the stream thread, not yet processed",
+    ),
+    "transactions.server": ("sipr_transactions_server", GAUGE, "Open server transactions"),
+    "transactions.client": ("sipr_transactions_client", GAUGE, "Open client transactions"),
+    "transactions.server_total": (
+        "sipr_transactions_server_created_total",
+        COUNTER,
+        "Server transactions created",
+    ),
+    "transactions.client_total": (
+        "sipr_transactions_client_created_total",
+        COUNTER,
+        "Client transactions created",
+    ),
+    "transactions.contexts": ("sipr_proxy_contexts", GAUGE, "Open proxy (relay) contexts"),
+    "core.timers": ("sipr_timers", GAUGE, "Scheduled transaction timers"),
+    "core.relays_waiting": ("sipr_relays_waiting", GAUGE, "relay() calls awaiting a result"),
+    "handlers.running": ("sipr_handlers_running", GAUGE, "Route handlers running"),
+    "handlers.suspended": (
+        "sipr_handlers_suspended",
+        GAUGE,
+        "Route handlers suspended (awaiting something)",
+    ),
+    "handlers.deadline_expired": (
+        "sipr_handlers_deadline_expired_total",
+        COUNTER,
+        "Route handlers stopped by their deadline",
+    ),
+    "loop.stalls": ("sipr_loop_stalls_total", COUNTER, "Event-loop stalls detected"),
+    "loop.lag_ms": ("sipr_loop_lag_seconds", GAUGE, "Event-loop lag of the last probe"),
+    "registrations.aors": ("sipr_registered_aors", GAUGE, "AoRs with live bindings"),
+    "registrations.bindings": ("sipr_registered_contacts", GAUGE, "Live registered contacts"),
+    "process.rss_bytes": ("sipr_process_resident_memory_bytes", GAUGE, "Resident memory"),
+    "process.threads": ("sipr_process_threads", GAUGE, "OS threads of the process"),
+    "process.uptime_seconds": ("sipr_uptime_seconds", GAUGE, "Seconds since start"),
+}
+
+#: Keys that are sums of a family already exported, or not a measurement.
+SKIPPED = {"core.responses_in", "core.responses_out", "process.pid"}
+
+_QUEUE = re.compile(r"^queue\.(.+)\.(size|processed|dropped)$")
+_QUEUE_METRICS = {
+    "size": ("sipr_queue_size", GAUGE, "Items waiting in an app work queue"),
+    "processed": ("sipr_queue_processed_total", COUNTER, "Items an app work queue processed"),
+    "dropped": ("sipr_queue_dropped_total", COUNTER, "Items an app work queue dropped (full)"),
+}
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    return repr(float(value)) if isinstance(value, float) else str(int(value))
+
+
+def render(stats: dict[str, float]) -> str:
+    # metric → (type, help, [(labels, value)])
+    out: dict[str, tuple[str, str, list[tuple[str, float]]]] = {}
+
+    def add(metric: str, kind: str, help_: str, labels: str, value: float) -> None:
+        out.setdefault(metric, (kind, help_, []))[2].append((labels, value))
+
+    for key, value in stats.items():
+        if key in SKIPPED:
+            continue
+        if key in SINGLES:
+            metric, kind, help_ = SINGLES[key]
+            if key == "loop.lag_ms":
+                value = value / 1000
+            add(metric, kind, help_, "", value)
+            continue
+        family = next((p for p in FAMILIES if key.startswith(p)), None)
+        if family is not None:
+            metric, kind, label, help_ = FAMILIES[family]
+            add(metric, kind, help_, f'{label}="{_label(key[len(family) :])}"', value)
+            continue
+        m = _QUEUE.match(key)
+        if m:
+            metric, kind, help_ = _QUEUE_METRICS[m.group(2)]
+            add(metric, kind, help_, f'queue="{_label(m.group(1))}"', value)
+            continue
+        name = "sipr_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
+        add(name, "untyped", f"sipr statistic {key}", "", value)
+    lines = []
+    for metric in sorted(out):
+        kind, help_, samples = out[metric]
+        lines.append(f"# HELP {metric} {help_}")
+        lines.append(f"# TYPE {metric} {kind}")
+        for labels, value in samples:
+            name = f"{metric}{{{labels}}}" if labels else metric
+            lines.append(f"{name} {_number(value)}")
+    return "\n".join(lines) + "\n"

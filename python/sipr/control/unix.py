@@ -1,0 +1,126 @@
+"""The control socket: JSON-RPC 2.0 over a Unix stream socket, one JSON
+request per line in, one JSON response per line out (newline-delimited; a
+connection may carry any number of requests)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import stat
+from pathlib import Path
+
+from sipr.control import ControlError
+from sipr.control.rpc import INVALID_REQUEST, Registry, encode
+
+log = logging.getLogger("sipr.control")
+
+#: Longest request line accepted; a longer one is answered with an error
+#: and the connection closed.
+MAX_REQUEST_BYTES = 1 << 20
+#: Connections served at once; more are closed on accept.
+MAX_CONNECTIONS = 16
+#: A connection with no request for this long is closed (frees its slot).
+IDLE_SECONDS = 60.0
+
+
+class UnixListener:
+    def __init__(self, registry: Registry, path: Path) -> None:
+        self.registry = registry
+        self.path = path
+        self.server: asyncio.AbstractServer | None = None
+        self.connections: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        claim(self.path)
+        old_umask = os.umask(0o177)  # the socket is created 0600: only our user
+        try:
+            self.server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=MAX_REQUEST_BYTES
+            )
+        except OSError as e:
+            raise ControlError(f"cannot create control socket {self.path}: {e.strerror}") from e
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o600)
+        self.inode = os.stat(self.path).st_ino
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            for task in list(self.connections):
+                task.cancel()
+            await asyncio.gather(*self.connections, return_exceptions=True)
+            await self.server.wait_closed()
+            self.server = None
+            # Only our own socket: a newer sipr may have replaced it.
+            with contextlib.suppress(OSError):
+                if os.stat(self.path).st_ino == self.inode:
+                    os.unlink(self.path)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self.connections) >= MAX_CONNECTIONS:
+            writer.close()
+            return
+        self.connections.add(task)
+        try:
+            while True:
+                try:
+                    line = await asyncio.wait_for(reader.readline(), IDLE_SECONDS)
+                except (ValueError, asyncio.LimitOverrunError):
+                    too_long = {
+                        "jsonrpc": "2.0",
+                        "id": None,
+                        "error": {
+                            "code": INVALID_REQUEST,
+                            "message": f"request longer than {MAX_REQUEST_BYTES} bytes",
+                        },
+                    }
+                    writer.write(encode(too_long) + b"\n")
+                    break
+                if not line:
+                    break
+                if not line.strip():
+                    continue
+                response = await self.registry.handle(line)
+                if response is not None:
+                    writer.write(encode(response) + b"\n")
+                    await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            self.connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+def claim(path: Path) -> None:
+    """Makes `path` free for our socket: a stale socket file (no process
+    behind it) is removed; a live one means another sipr is running."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ControlError(f"control socket path {path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        log.info("removing stale control socket %s", path)
+        path.unlink(missing_ok=True)
+        return
+    except OSError as e:
+        raise ControlError(f"control socket {path} is unusable: {e.strerror}") from e
+    finally:
+        probe.close()
+    raise ControlError(
+        f"another sipr is answering on control socket {path}: stop it or choose --ctl PATH"
+    )
