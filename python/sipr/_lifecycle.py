@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sipr")
 
-#: Nothing in flight and nothing relayed for this long ends a drain early:
+#: Nothing in flight and no new transaction for this long ends a drain early:
 #: the ACK and BYE that follow a call's answer still get through.
 DRAIN_QUIET = 0.5
 _POLL = 0.05
@@ -168,9 +168,14 @@ async def retire_all(server: Server) -> None:
     server.retiring.clear()
 
 
-def _relayed(core: Any) -> int:
+def _activity(core: Any) -> int:
+    """Grows with every transaction created and response received: in-dialog
+    traffic during a drain. (Refused requests create no transaction.)"""
     stats = dict(core.stats())
-    return stats.get("requests_forwarded", 0) + stats.get("responses_relayed", 0)
+    return sum(
+        stats.get(k, 0)
+        for k in ("transactions.server_total", "transactions.client_total", "responses_in")
+    )
 
 
 async def drain(server: Server) -> None:
@@ -195,14 +200,14 @@ async def drain(server: Server) -> None:
         servers,
         clients,
     )
-    relayed = _relayed(core)
+    activity = _activity(core)
     quiet_since: float | None = None
     while not server.aborted.is_set():
         now = loop.time()
         busy = any(in_flight()) or core.pending > 0
-        now_relayed = _relayed(core)
-        if busy or now_relayed != relayed:
-            quiet_since, relayed = None, now_relayed
+        now_activity = _activity(core)
+        if busy or now_activity != activity:
+            quiet_since, activity = None, now_activity
         elif quiet_since is None:
             quiet_since = now
         elif now - quiet_since >= min(DRAIN_QUIET, server.drain_timeout):

@@ -80,6 +80,7 @@ impl Stats {
             &self.responses_relayed,
             &self.parse_errors,
             &self.overload_rejects,
+            &self.drain_rejects,
             &self.send_errors,
             &self.dropped,
             &self.retransmissions,

@@ -125,3 +125,70 @@ def test_ctl_app_reload_answers_with_the_result(sipr_factory, tmp_path) -> None:
     # The app's own control methods come from the new script too.
     answer = sipr_ctl("--ctl", str(proxy.ctl), "--json", "proxy.version")
     assert answer.returncode == 0 and answer.stdout.strip() == '"2"', answer
+
+
+SERVICES_SCRIPT = """
+import logging
+
+import sipr
+
+VERSION = "{version}"
+app = sipr.App()
+log = logging.getLogger("services")
+jobs = app.queue("jobs")
+
+
+@app.on_startup
+async def up() -> None:
+    log.warning("startup %s", VERSION)
+
+
+@app.on_shutdown
+async def down() -> None:
+    log.warning("shutdown %s", VERSION)
+
+
+@jobs.consumer
+async def consume(item: str) -> None:
+    log.warning("job %s done by %s", item, VERSION)
+
+
+@app.route
+async def route(req: sipr.Request) -> None:
+    jobs.put_nowait(req.uri.user)
+    req.reply(200, headers={{"X-Version": VERSION}})
+"""
+
+
+def test_reload_starts_the_new_services_and_retires_the_old(sipr_factory, tmp_path) -> None:
+    """The new script's on_startup runs and its queue serves new requests; the
+    old app's on_shutdown runs once nothing runs on it any more."""
+    script = tmp_path / "services.py"
+    script.write_text(SERVICES_SCRIPT.format(version="1"))
+    proxy = sipr_factory(script)
+    assert header(ask(proxy.tcp, "first"), "X-Version") == "1"
+    wait_for_log(proxy, "job first done by 1")
+    script.write_text(SERVICES_SCRIPT.format(version="2"))
+    proxy.proc.send_signal(signal.SIGHUP)
+    wait_for_log(proxy, "shutdown 1")
+    assert header(ask(proxy.tcp, "second"), "X-Version") == "2"
+    wait_for_log(proxy, "job second done by 2")
+    lines = proxy.log().splitlines()
+
+    def at(text: str) -> int:
+        return next(i for i, line in enumerate(lines) if text in line)
+
+    assert at("startup 1") < at("startup 2") < at("shutdown 1")
+    assert proxy.stop() == 0
+    assert "shutdown 2" in proxy.log()
+
+
+def test_reload_of_a_module_attr_app(sipr_factory, tmp_path) -> None:
+    """`sipr run module:attr`: the module is executed again, not taken from
+    the import cache."""
+    (tmp_path / "reloadable_route.py").write_text(SERVICES_SCRIPT.format(version="a"))
+    proxy = sipr_factory("reloadable_route:app", env={"PYTHONPATH": str(tmp_path)})
+    assert header(ask(proxy.tcp, "x"), "X-Version") == "a"
+    (tmp_path / "reloadable_route.py").write_text(SERVICES_SCRIPT.format(version="b"))
+    proxy.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: header(ask(proxy.tcp, "y"), "X-Version") == "b", what="the new module")
