@@ -185,7 +185,7 @@ async def drain(server: Server) -> None:
     core.start_drain()
     loop = server.loop
     started = loop.time()
-    deadline = started + server.drain_timeout
+    deadline = server.drain_deadline = started + server.drain_timeout
 
     def in_flight() -> tuple[int, int, int]:
         servers, clients = core.open_transactions()
@@ -204,7 +204,9 @@ async def drain(server: Server) -> None:
     quiet_since: float | None = None
     while not server.aborted.is_set():
         now = loop.time()
-        busy = any(in_flight()) or core.pending > 0
+        # Queued app jobs (CDRs of finished calls...) are in flight too.
+        queued = sum(q.qsize() for q in server.app.queues.values())
+        busy = any(in_flight()) or core.pending > 0 or queued > 0
         now_activity = _activity(core)
         if busy or now_activity != activity:
             quiet_since, activity = None, now_activity

@@ -57,6 +57,8 @@ class Server:
         self._reload_lock = asyncio.Lock()
         #: Set by a second SIGINT/SIGTERM: stop waiting for anything.
         self.aborted = asyncio.Event()
+        #: When the shutdown drain must end (loop time), once it started.
+        self.drain_deadline: float | None = None
         self.control_config = control
         self.control: ControlServer | None = None
         self.core: _core.Core | None = None
@@ -141,8 +143,11 @@ class Server:
         self.stopping.set()
 
     def _queue_budget(self) -> float:
-        """How long app queues may take to empty at shutdown."""
-        return 0.0 if self.aborted.is_set() else max(self.drain_timeout, 0.5)
+        """How long app queues may still take to empty at shutdown: what is
+        left of the drain bound."""
+        if self.aborted.is_set() or self.drain_deadline is None:
+            return 0.0
+        return max(0.0, self.drain_deadline - self.loop.time())
 
     async def reload(self) -> dict[str, object]:
         """Imports the route script again; new requests go to its handlers,

@@ -147,3 +147,32 @@ def test_default_reply_and_route_deadline_apply_to_the_next_request(sipr_factory
     assert cfg_set(proxy.tcp, "tm.route_deadline", "0.2") == "0.2"
     # The handler would wait 5 s; its route deadline cancels it and answers 500.
     assert status_of(ask(proxy.tcp, "hold", "X-Hold: 5\r\n")) == 500
+
+
+def test_cfg_list_names_every_setting_with_its_value_and_type(sipr_factory) -> None:
+    proxy = sipr_factory(APP, extra_args=("--drain-timeout", "3", "--log-level", "warning"))
+    done = sipr_ctl("--ctl", str(proxy.ctl), "--json", "cfg.list")
+    assert done.returncode == 0, done.stderr
+    settings = {s["name"]: s for s in json.loads(done.stdout)}
+    assert set(settings) == {
+        "tm.t1",
+        "tm.t2",
+        "tm.t4",
+        "tm.timer_c",
+        "tm.route_deadline",
+        "core.max_pending",
+        "core.retry_after",
+        "core.default_reply",
+        "log.level",
+        "watchdog.stall_threshold",
+        "shutdown.drain_timeout",
+    }
+    assert all(s["description"] for s in settings.values())
+    assert settings["tm.t1"]["value"] == 0.5 and settings["tm.t1"]["type"] == "float"
+    assert settings["tm.timer_c"]["value"] == 181.0
+    assert settings["core.max_pending"]["value"] == 10_000
+    assert settings["core.max_pending"]["type"] == "int"
+    assert settings["log.level"]["value"] == "warning"
+    assert settings["shutdown.drain_timeout"]["value"] == 3.0
+    refused = sipr_ctl("--ctl", str(proxy.ctl), "cfg.set", "tm.t2", "-1")
+    assert refused.returncode != 0 and "tm.t2 must be at least 0.001" in refused.stderr
