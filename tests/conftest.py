@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 FIXTURES = ROOT / "rust" / "tests" / "fixtures"
 
-LISTEN_RE = re.compile(r"sipr: listening on (\w+):\[?([0-9a-fA-F.:]+?)\]?:(\d+)$")
-HTTP_RE = re.compile(r"sipr: control http on \[?([0-9a-fA-F.:]+?)\]?:(\d+)$")
+# The startup line, plain or as the "msg" of a JSON log line (--log-format json).
+LISTEN_RE = re.compile(r'sipr: listening on (\w+):\[?([0-9a-fA-F.:]+?)\]?:(\d+)(?:"\})?$')
+HTTP_RE = re.compile(r'sipr: control http on \[?([0-9a-fA-F.:]+?)\]?:(\d+)(?:"\})?$')
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> int:  # type: ignore[type-arg]

@@ -53,8 +53,8 @@ class Watchdog:
         self.lag = self._answered - self._sent
 
     def _run(self) -> None:
-        period = self.threshold / 2
         while not self.stopping:
+            period = self.threshold / 2  # read each round: cfg.set may change it
             self.busy.wait()
             if self.stopping:
                 return
@@ -97,4 +97,5 @@ class Watchdog:
             blocked_for * 1000,
             handler,
             call_id,
+            extra={"call_id": None if call_id == "?" else call_id},
         )

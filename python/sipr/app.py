@@ -117,6 +117,15 @@ class App:
         q = self.queues[name] = WorkQueue(name, maxsize=maxsize, workers=workers)
         return q
 
+    @property
+    def config(self):  # type: ignore[no-untyped-def]
+        """The running server's settings (`sipr.runtime.RuntimeConfig`):
+        `app.config.set("tm.t1", 0.1)` acts like `sipr ctl cfg.set`."""
+        server = self._server
+        if server is None:
+            raise RuntimeError("app.config is only there while the app is served")
+        return server.config  # type: ignore[attr-defined]
+
     def stats(self) -> dict[str, int]:
         """Live counters of the running server (core and Python side)."""
         server = self._server
@@ -133,11 +142,25 @@ class App:
             out[f"queue.{name}.dropped"] = q.dropped
         return out
 
-    def run(self, listen: list[str] | None = None, *, log_level: str = "info") -> None:
-        """Serve until SIGINT/SIGTERM (blocking)."""
+    def run(
+        self,
+        listen: list[str] | None = None,
+        *,
+        log_level: str = "info",
+        log_format: str = "text",
+        drain_timeout: float = 10.0,
+    ) -> int:
+        """Serve until SIGINT/SIGTERM (blocking); returns the exit status.
+        (No reload: only `sipr run` knows the script to import again.)"""
         from sipr.server import run
 
-        run(self, listen or ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"], log_level=log_level)
+        return run(
+            self,
+            listen or ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"],
+            log_level=log_level,
+            log_format=log_format,
+            drain_timeout=drain_timeout,
+        )
 
 
 def _checked_handler(fn: object, what: str, nargs: int = 1) -> object:

@@ -6,8 +6,6 @@ naming the problem and exit non-zero.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -32,46 +30,17 @@ class CliError(Exception):
 
 def load_app(spec: str) -> App:
     """Load APP given as `path/to/file.py` (attribute `app`) or `module:attr`."""
-    attr = "app"
-    if spec.endswith(".py") or "/" in spec:
-        path = Path(spec)
-        if not path.is_file():
-            raise CliError(f"app file not found: {spec}")
-        name = f"sipr_app_{path.stem}"
-        mod_spec = importlib.util.spec_from_file_location(name, path)
-        if mod_spec is None or mod_spec.loader is None:
-            raise CliError(f"cannot load {spec}")
-        module = importlib.util.module_from_spec(mod_spec)
-        sys.modules[name] = module
-        sys.path.insert(0, str(path.resolve().parent))
-        try:
-            mod_spec.loader.exec_module(module)
-        except Exception as e:
-            raise CliError(f"{spec} failed to import: {_describe(e)}") from e
-    else:
-        modname, _, attr = spec.partition(":")
-        attr = attr or "app"
-        try:
-            module = importlib.import_module(modname)
-        except Exception as e:
-            raise CliError(f"{modname} failed to import: {_describe(e)}") from e
-    app = getattr(module, attr, None)
-    if app is None:
-        raise CliError(f"{spec} has no attribute {attr!r} (expected a sipr.App)")
-    if not isinstance(app, App):
-        raise CliError(f"{spec}:{attr} is a {type(app).__name__}, not a sipr.App")
-    if app.route_handler is None:
-        raise CliError(f"{spec}: the app has no @app.route handler")
-    return app
+    from sipr.runtime import AppLoadError
+    from sipr.runtime import load_app as load
 
-
-def _describe(e: BaseException) -> str:
-    if isinstance(e, SyntaxError):
-        return f"SyntaxError: {e.msg} (line {e.lineno})"
-    return f"{type(e).__name__}: {e}"
+    try:
+        return load(spec)
+    except AppLoadError as e:
+        raise CliError(str(e)) from e
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 @cli.command()
@@ -105,14 +74,28 @@ def run(
             help="bearer token for the HTTP listener (required off loopback)",
         ),
     ] = None,
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="text, or json (one object per line)")
+    ] = "text",
+    drain_timeout: Annotated[
+        float,
+        typer.Option(
+            "--drain-timeout",
+            help="seconds SIGTERM waits for in-flight transactions before exiting",
+        ),
+    ] = 10.0,
 ) -> None:
-    """Serve APP."""
+    """Serve APP. SIGHUP reloads APP; SIGTERM/SIGINT drains, then exits."""
     from sipr import _core
     from sipr.control import ControlError
     from sipr.server import run as serve
 
     if log_level.lower() not in LOG_LEVELS:
         raise CliError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+    if log_format.lower() not in LOG_FORMATS:
+        raise CliError(f"--log-format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
+    if not 0 <= drain_timeout <= 86_400:
+        raise CliError(f"--drain-timeout must be 0 to 86400 seconds, got {drain_timeout:g}")
     listen = listen or ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
     for spec in listen:
         try:
@@ -122,11 +105,21 @@ def run(
     control = _control_config(ctl, no_ctl, http, http_token)
     application = load_app(app)
     try:
-        serve(application, listen, log_level=log_level, control=control)
+        status = serve(
+            application,
+            listen,
+            log_level=log_level.lower(),
+            log_format=log_format.lower(),
+            source=app,
+            drain_timeout=drain_timeout,
+            control=control,
+        )
     except (OSError, ControlError) as e:
         raise CliError(str(e)) from e
     except KeyboardInterrupt:
-        pass
+        status = 1
+    if status:
+        sys.exit(status)
 
 
 def _control_config(ctl: Path | None, no_ctl: bool, http: str | None, token: str | None):  # type: ignore[no-untyped-def]

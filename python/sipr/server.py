@@ -1,5 +1,6 @@
 """The serving loop: registers the core's sockets with asyncio, runs one task
-per request, and shuts down cleanly on SIGINT/SIGTERM."""
+per request, reloads the route script on SIGHUP and drains on SIGINT/SIGTERM
+(see `sipr._lifecycle`)."""
 
 from __future__ import annotations
 
@@ -9,26 +10,55 @@ import signal
 import sys
 import threading
 
-from sipr import _core
+from sipr import _core, _lifecycle
 from sipr._deadlines import Deadlines
 from sipr._watchdog import Watchdog
 from sipr.app import App
 from sipr.control import ControlConfig, ControlServer
+from sipr.logs import current_request
+from sipr.runtime import ReloadError, RuntimeConfig
 
 log = logging.getLogger("sipr")
 
-#: How long SIGTERM waits for in-flight handlers before exiting anyway.
-DRAIN_SECONDS = 5.0
+#: How long SIGTERM waits for in-flight transactions before exiting anyway.
+DRAIN_SECONDS = 10.0
+#: RFC 3261 timer values of the core until it runs (`tm.*` settings).
+DEFAULT_TIMERS = {"t1": 0.5, "t2": 4.0, "t4": 5.0, "timer_c": 181.0}
 
 
 class Server:
-    def __init__(self, app: App, listen: list[str], control: ControlConfig | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        listen: list[str],
+        *,
+        source: str | None = None,
+        drain_timeout: float = DRAIN_SECONDS,
+        control: ControlConfig | None = None,
+    ) -> None:
         if app.route_handler is None:
             raise RuntimeError("the app has no @app.route handler")
         self.app = app
         self.listen = listen
         self.control_config = control
         self.control: ControlServer | None = None
+        #: What `sipr run` was given (path or module:attr): reloads import it again.
+        self.source = source
+        # Runtime settings (`self.config`), first taken from the app; a
+        # reload keeps them.
+        self.route_deadline = app.route_deadline
+        self.default_reply = app.default_reply
+        self.deadline_reply = app.deadline_reply
+        self.stall_threshold = app.stall_threshold
+        self.drain_timeout = drain_timeout
+        self._timers = {**DEFAULT_TIMERS, **app.timers}
+        self.config = RuntimeConfig(self)
+        self.reloads = 0
+        #: Apps replaced by reloads whose handler tasks are still running.
+        self.retiring: list[_lifecycle._Retiring] = []
+        self._reload_lock = asyncio.Lock()
+        #: Set by a second SIGINT/SIGTERM: stop waiting for anything.
+        self.aborted = asyncio.Event()
         self.core: _core.Core | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         # Handler tasks of requests a CANCEL can end, by transaction id.
@@ -59,26 +89,20 @@ class Server:
             in_dialog_to_app=self.app.in_dialog_handler is not None,
             record_route=self.app.record_route,
         )
-        if self.app.timers:
-            core.set_timers(**self.app.timers)
+        core.set_timers(**self._timers)
         self.app._core = core
         self.app._server = self
         self.deadlines = Deadlines(loop, self._expire)
         self.loop = loop
         self.watchdog = Watchdog(
-            loop, self.app.stall_threshold, lambda: bool(self.tasks) or self.inline > 0
+            loop, self.stall_threshold, lambda: bool(self.tasks) or self.inline > 0
         )
         self.busy = self.watchdog.busy
         self.watchdog.start()
         if hasattr(asyncio, "eager_task_factory"):
             # Python 3.12+: a handler runs its first step inside create_task.
             loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
-        for fn in self.app.startup:
-            await fn()
-        for q in self.app.queues.values():
-            q.start()
-        for seconds, fn in self.app.periodic:
-            self.side_tasks.append(loop.create_task(self._every(seconds, fn)))
+        self.side_tasks = await _lifecycle.start_services(self.app, self._every)
         for index, fd in enumerate(core.udp_fds()):
             loop.add_reader(fd, self._on_udp, index)
         loop.add_reader(core.wake_fd(), self._on_streams)
@@ -90,22 +114,16 @@ class Server:
                 await self.control.start()
             for transport, host, port in core.local_addrs():
                 shown = f"[{host}]" if ":" in host else host
-                print(f"sipr: listening on {transport}:{shown}:{port}", file=sys.stderr, flush=True)
+                _lifecycle.announce(f"sipr: listening on {transport}:{shown}:{port}")
             await self.stopping.wait()
+            await _lifecycle.drain(self)
         finally:
             for fd in core.udp_fds():
                 loop.remove_reader(fd)
             loop.remove_reader(core.wake_fd())
-            if self.tasks:
-                await asyncio.wait(self.tasks, timeout=DRAIN_SECONDS)
             loop.remove_reader(core.timer_fd())
-            for t in self.side_tasks:
-                t.cancel()
-            await asyncio.gather(*self.side_tasks, return_exceptions=True)
-            for q in self.app.queues.values():
-                await q.stop(DRAIN_SECONDS)
-            for fn in self.app.shutdown:
-                await fn()
+            await _lifecycle.stop_services(self.app, self.side_tasks, self._queue_budget())
+            await _lifecycle.retire_all(self)
             self.deadlines.close()
             self.watchdog.stop()
             if self.control is not None:  # answered during the drain above
@@ -114,7 +132,57 @@ class Server:
             self.app._server = None
 
     def stop(self) -> None:
+        """SIGINT/SIGTERM: drain, then exit; a second one stops waiting."""
+        if self.stopping.is_set():
+            if not self.aborted.is_set():
+                log.warning("second signal: exiting without waiting for in-flight transactions")
+                self.aborted.set()
+            return
         self.stopping.set()
+
+    def _queue_budget(self) -> float:
+        """How long app queues may take to empty at shutdown."""
+        return 0.0 if self.aborted.is_set() else max(self.drain_timeout, 0.5)
+
+    async def reload(self) -> None:
+        """Imports the route script again; new requests go to its handlers,
+        running handler tasks finish on the old code. Raises ReloadError (and
+        keeps the running app) if the script fails to import or has no app."""
+        async with self._reload_lock:
+            await _lifecycle.reload(self)
+
+    async def reload_logged(self) -> None:
+        """SIGHUP: a reload whose refusal is only logged."""
+        try:
+            await self.reload()
+        except ReloadError:
+            pass  # already logged as one line
+        except Exception:
+            log.exception("reload failed")
+
+    # -- runtime settings (self.config) --------------------------------------
+
+    def timers(self) -> dict[str, float]:
+        if self.core is None:
+            return dict(self._timers)
+        return dict(zip(("t1", "t2", "t4", "timer_c"), self.core.timers(), strict=True))
+
+    def set_timer(self, key: str, seconds: float) -> None:
+        self._timers[key] = seconds
+        if self.core is not None:
+            self.core.set_timers(**{key: seconds})
+
+    def core_setting(self, name: str) -> int:
+        source = self.core if self.core is not None else self.app
+        return int(getattr(source, name))
+
+    def set_core_setting(self, name: str, value: int) -> None:
+        setattr(self.core if self.core is not None else self.app, name, value)
+
+    def set_stall_threshold(self, seconds: float) -> None:
+        self.stall_threshold = seconds
+        if self.watchdog is not None:
+            self.watchdog.threshold = seconds
 
     def _on_udp(self, index: int) -> None:
         core = self.core
@@ -160,6 +228,7 @@ class Server:
             # any task; only a handler that suspends gets one.
             coro = handler(req)
             self.inline += 1  # visible to the watchdog while the step runs
+            token = current_request.set(req)
             try:
                 first = coro.send(None)
             except StopIteration:
@@ -172,6 +241,7 @@ class Server:
                 return
             finally:
                 self.inline -= 1
+                current_request.reset(token)
             task = self.loop.create_task(self._run(handler, req, coro, first))
         else:
             task = self.loop.create_task(self._run(handler, req))
@@ -205,7 +275,7 @@ class Server:
 
     def _answer_if_silent(self, req: _core.Request) -> None:
         if not req.handled and req.method != "ACK":
-            status, reason = self.app.default_reply
+            status, reason = self.default_reply
             log.info("no action for %s (Call-ID %s): answering %d", req.method, req.call_id, status)
             req.reply(status, reason)
 
@@ -226,6 +296,8 @@ class Server:
     async def _run(self, handler, req: _core.Request, coro=None, first=None) -> None:  # type: ignore[no-untyped-def]
         suspended = False
         txn = req._txn  # read now: forward() drops it from the request
+        # Task-local: log lines of this handler (the app's too) get the Call-ID.
+        current_request.set(req)
         try:
             started = coro is not None
             if not started:
@@ -243,7 +315,7 @@ class Server:
                 self.suspended += 1
                 task = asyncio.current_task()
                 assert task is not None and self.deadlines is not None
-                seconds = req.deadline or self.app.route_deadline
+                seconds = req.deadline or self.route_deadline
                 self.deadlines.add(task, self.loop.time() + seconds)
                 await _Resume(coro, first)
             self._answer_if_silent(req)
@@ -254,7 +326,7 @@ class Server:
                 self.deadline_expired += 1
                 log.warning("route deadline reached for %s (Call-ID %s)", req.method, req.call_id)
                 if not req.handled and req.method != "ACK":
-                    status, reason = self.app.deadline_reply
+                    status, reason = self.deadline_reply
                     try:
                         req.reply(status, reason)
                     except _core.TransactionError:
@@ -315,17 +387,42 @@ _TAKEN = object()
 
 
 def run(
-    app: App, listen: list[str], *, log_level: str = "info", control: ControlConfig | None = None
-) -> None:
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    asyncio.run(_main(app, listen, control))
+    app: App,
+    listen: list[str],
+    *,
+    log_level: str = "info",
+    log_format: str = "text",
+    source: str | None = None,
+    drain_timeout: float = DRAIN_SECONDS,
+    control: ControlConfig | None = None,
+) -> int:
+    """Serves until SIGINT/SIGTERM; returns the exit status (0 after a
+    drain, 1 when a second signal cut it short)."""
+    from sipr import logs
+
+    logs.setup(log_level, log_format)
+    _lifecycle.json_banner = log_format == "json"
+    return asyncio.run(_main(app, listen, source, drain_timeout, control))
 
 
-async def _main(app: App, listen: list[str], control: ControlConfig | None = None) -> None:
-    server = Server(app, listen, control)
+async def _main(
+    app: App,
+    listen: list[str],
+    source: str | None,
+    drain_timeout: float,
+    control: ControlConfig | None = None,
+) -> int:
+    server = Server(app, listen, source=source, drain_timeout=drain_timeout, control=control)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.stop)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_sighup() -> None:
+        task = loop.create_task(server.reload_logged())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     await server.serve()
+    return 1 if server.aborted.is_set() else 0

@@ -5,7 +5,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -88,9 +88,14 @@ pub struct Core {
     layer: Mutex<Layer>,
     timerfd: Mutex<TimerFd>,
     /// The application handles in-dialog requests itself (`@app.in_dialog`).
-    in_dialog_to_app: std::sync::atomic::AtomicBool,
+    in_dialog_to_app: AtomicBool,
     wake: OwnedFd,
     pending: AtomicUsize,
+    /// `Config::max_pending` and `retry_after`, changeable while running.
+    max_pending: AtomicUsize,
+    retry_after: AtomicU32,
+    /// Shutting down: new transactions are refused, in-flight ones go on.
+    draining: AtomicBool,
     pub stats: Stats,
     pub resolver: crate::dns::Resolver,
     tag_counter: AtomicU64,
@@ -150,11 +155,12 @@ impl Core {
             .map_or(0, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id()) << 32;
         let timerfd = TimerFd::new().map_err(|e| StartError::Other(format!("timerfd: {e}")))?;
+        let (max_pending, retry_after) = (config.max_pending.max(1), config.retry_after);
         let core = Arc::new_cyclic(|me| Core {
             me: me.clone(),
             layer: Mutex::new(Layer::default()),
             timerfd: Mutex::new(timerfd),
-            in_dialog_to_app: std::sync::atomic::AtomicBool::new(false),
+            in_dialog_to_app: AtomicBool::new(false),
             ingress: ArrayQueue::new(config.ingress_capacity.max(1)),
             config,
             udp,
@@ -164,6 +170,9 @@ impl Core {
             // SAFETY: efd is a fresh descriptor we own.
             wake: unsafe { OwnedFd::from_raw_fd(efd) },
             pending: AtomicUsize::new(0),
+            max_pending: AtomicUsize::new(max_pending),
+            retry_after: AtomicU32::new(retry_after),
+            draining: AtomicBool::new(false),
             stats: Stats::default(),
             resolver: crate::dns::Resolver::default(),
             tag_counter: AtomicU64::new(1),
@@ -410,28 +419,74 @@ impl Core {
         out.push(Event::Request(Incoming { msg, source, txn }));
     }
 
+    /// The bound on requests the application holds (`Config::max_pending`).
+    pub fn max_pending(&self) -> usize {
+        self.max_pending.load(Ordering::Relaxed)
+    }
+
+    pub fn set_max_pending(&self, n: usize) {
+        self.max_pending.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Seconds in the Retry-After of the core's 503s.
+    pub fn retry_after(&self) -> u32 {
+        self.retry_after.load(Ordering::Relaxed)
+    }
+
+    pub fn set_retry_after(&self, seconds: u32) {
+        self.retry_after.store(seconds, Ordering::Relaxed);
+    }
+
+    /// From now on new transactions (initial requests) are answered 503 +
+    /// Retry-After, so callers try another server; requests inside dialogs,
+    /// CANCELs and responses still flow, so calls in progress complete.
+    pub fn start_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Server and client transactions still waiting for a final response
+    /// (not those only absorbing retransmissions before they end).
+    pub fn open_transactions(&self) -> (usize, usize) {
+        let layer = self.layer.lock();
+        (
+            layer.servers.values().filter(|t| !t.is_final()).count(),
+            layer.clients.values().filter(|t| !t.is_final()).count(),
+        )
+    }
+
+    fn retry_after_header(&self) -> Vec<(String, String)> {
+        vec![("Retry-After".to_string(), self.retry_after().to_string())]
+    }
+
     /// Sheds load before any Python runs: 503 + Retry-After (ACKs are dropped).
     ///
     /// Requests inside a dialog (To tag: ACK, BYE, re-INVITE) belong to calls
     /// already admitted; shedding them would leave those calls hanging (a BYE
     /// refused with 503), so they get headroom up to twice the bound, which
     /// still caps what the application holds.
+    ///
+    /// While draining, every request outside a dialog is refused the same way.
     fn overloaded(&self, msg: &Message, source: Source) -> bool {
-        let limit = if msg.to_tag().is_some() {
-            self.config.max_pending.saturating_mul(2)
+        let in_dialog = msg.to_tag().is_some();
+        if self.draining() && !in_dialog {
+            self.stats.drain_rejects.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.config.max_pending
-        };
-        if self.pending.load(Ordering::Relaxed) < limit {
-            return false;
+            let limit = if in_dialog {
+                self.max_pending().saturating_mul(2)
+            } else {
+                self.max_pending()
+            };
+            if self.pending.load(Ordering::Relaxed) < limit {
+                return false;
+            }
+            self.stats.overload_rejects.fetch_add(1, Ordering::Relaxed);
         }
-        self.stats.overload_rejects.fetch_add(1, Ordering::Relaxed);
         if msg.method() != Method::Ack {
-            let ra = vec![(
-                "Retry-After".to_string(),
-                self.config.retry_after.to_string(),
-            )];
-            self.reply_to(msg, source, 503, None, &ra);
+            self.reply_to(msg, source, 503, None, &self.retry_after_header());
         }
         true
     }
@@ -666,11 +721,7 @@ impl StreamSink for SinkRef {
             Err((msg, source)) => {
                 core.stats.overload_rejects.fetch_add(1, Ordering::Relaxed);
                 if msg.is_request() && msg.method() != Method::Ack {
-                    let ra = vec![(
-                        "Retry-After".to_string(),
-                        core.config.retry_after.to_string(),
-                    )];
-                    core.reply_to(&msg, source, 503, None, &ra);
+                    core.reply_to(&msg, source, 503, None, &core.retry_after_header());
                 }
             }
         }

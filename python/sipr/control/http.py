@@ -12,10 +12,10 @@ import hmac
 import json
 import logging
 import os
-import sys
 from importlib import resources
 from typing import Any
 
+from sipr import _lifecycle
 from sipr.control import ControlError
 from sipr.control.metrics import render as render_metrics
 from sipr.control.rpc import encode
@@ -72,7 +72,7 @@ class HttpListener:
             raise ControlError(f"--http {self.host}:{self.port}: {reason}") from e
         host, port = self.server.sockets[0].getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
-        print(f"sipr: control http on {shown}:{port}", flush=True, file=sys.stderr)
+        _lifecycle.announce(f"sipr: control http on {shown}:{port}")
 
     async def stop(self) -> None:
         if self.server is not None:

@@ -45,6 +45,11 @@ SINGLES: dict[str, tuple[str, str, str]] = {
         COUNTER,
         "Requests refused with 503 because too many were pending",
     ),
+    "core.drain_rejects": (
+        "sipr_drain_rejects_total",
+        COUNTER,
+        "Requests refused with 503 while shutting down",
+    ),
     "core.send_errors": ("sipr_send_errors_total", COUNTER, "Messages that could not be sent"),
     "core.dropped": ("sipr_dropped_total", COUNTER, "Messages dropped"),
     "core.retransmissions": (

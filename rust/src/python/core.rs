@@ -262,6 +262,65 @@ impl PyCore {
         Ok(())
     }
 
+    /// Current RFC 3261 timer values in seconds: (T1, T2, T4, Timer C).
+    fn timers(&self) -> (f64, f64, f64, f64) {
+        let t = self.shared.core.timing();
+        (
+            t.t1.as_secs_f64(),
+            t.t2.as_secs_f64(),
+            t.t4.as_secs_f64(),
+            t.timer_c.as_secs_f64(),
+        )
+    }
+
+    /// Requests the application may hold before the core answers 503.
+    #[getter]
+    fn get_max_pending(&self) -> usize {
+        self.shared.core.max_pending()
+    }
+
+    #[setter]
+    fn set_max_pending(&self, n: usize) -> PyResult<()> {
+        if n == 0 {
+            return Err(PyValueError::new_err("max_pending must be at least 1"));
+        }
+        self.shared.core.set_max_pending(n);
+        Ok(())
+    }
+
+    /// Seconds in the Retry-After of the core's 503 answers.
+    #[getter]
+    fn get_retry_after(&self) -> u32 {
+        self.shared.core.retry_after()
+    }
+
+    #[setter]
+    fn set_retry_after(&self, seconds: u32) {
+        self.shared.core.set_retry_after(seconds);
+    }
+
+    /// Whether in-dialog requests go to the application (`@app.in_dialog`)
+    /// or are loose-routed by the core.
+    fn set_in_dialog_to_app(&self, on: bool) {
+        self.shared.core.set_in_dialog_to_app(on);
+    }
+
+    /// Refuses new transactions from now on (503 + Retry-After); in-dialog
+    /// requests, CANCELs and responses still flow.
+    fn start_drain(&self) {
+        self.shared.core.start_drain();
+    }
+
+    #[getter]
+    fn draining(&self) -> bool {
+        self.shared.core.draining()
+    }
+
+    /// (server, client) transactions still waiting for a final response.
+    fn open_transactions(&self) -> (usize, usize) {
+        self.shared.core.open_transactions()
+    }
+
     fn stop(&self) {
         self.shared.core.stop();
     }

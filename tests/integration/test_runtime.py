@@ -1,0 +1,129 @@
+"""Runtime configuration (issue 7, acceptance 2): settings changed while sipr
+runs take effect without a restart. Set from inside the app
+(`app.config.set`, tests/apps/runtime_proxy.py `OPTIONS sip:cfg@`)."""
+
+from __future__ import annotations
+
+import time
+
+from tests.conftest import UdpPeer, header, sip_request, status_of
+from tests.integration.runtime_kit import APP, ask, cfg_set
+
+INVITE_SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+
+
+def _final_for(peer: UdpPeer, call_ids: set[str], timeout: float) -> tuple[str, int]:
+    """The first final response (>= 200) to one of `call_ids` (bounded wait)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data = peer.recv(max(0.05, deadline - time.monotonic()))
+        status = status_of(data)
+        if data and status and status >= 200 and header(data, "Call-ID") in call_ids:
+            return header(data, "Call-ID") or "", status
+    raise AssertionError(f"no final response for {call_ids} in {timeout}s")
+
+
+def _copies(peer: UdpPeer, call_id: str) -> int:
+    """INVITEs for `call_id` the silent callee has received so far."""
+    n = 0
+    while (data := peer.recv(0.05)) is not None:
+        n += data.startswith(b"INVITE ") and header(data, "Call-ID") == call_id
+    return n
+
+
+def test_cfg_set_t1_shortens_the_invite_timeout_of_new_transactions(sipr_factory) -> None:
+    """The callee never answers. INVITE A is relayed with the default T1
+    (0.5 s: Timer B 32 s); then tm.t1 is set to 0.02 s and INVITE B, sent
+    later, times out first (Timer B = 64*T1 = 1.28 s) with 408, retransmitted
+    at the new, shorter intervals, while A still waits: the new value applies
+    to new transactions, without restart."""
+    callee, caller = UdpPeer(), UdpPeer()
+    try:
+        proxy = sipr_factory(
+            APP,
+            env={"SIPR_TARGET": f"sip:127.0.0.1:{callee.port}"},
+            extra_args=("--drain-timeout", "0.5"),
+        )
+        assert cfg_set(proxy.tcp, "tm.t1", "0.5") == "0.5"
+
+        def invite(call_id: str) -> None:
+            caller.send(
+                sip_request(
+                    "INVITE",
+                    f"sip:bob@127.0.0.1:{proxy.udp[1]}",
+                    port=caller.port,
+                    call_id=call_id,
+                    extra="Content-Type: application/sdp\r\n",
+                    body=INVITE_SDP,
+                ),
+                proxy.udp,
+            )
+
+        invite("call-a")
+        assert _copies(callee, "call-a") >= 1
+        assert cfg_set(proxy.tcp, "tm.t1", "0.02") == "0.02"
+        invite("call-b")
+        assert _final_for(caller, {"call-a", "call-b"}, timeout=15) == ("call-b", 408)
+        # Timer A doubled from 20 ms: several copies of B within its 1.28 s.
+        assert _copies(callee, "call-b") >= 4
+    finally:
+        callee.close()
+        caller.close()
+
+
+def test_cfg_set_errors_name_the_setting_and_change_nothing(sipr_factory) -> None:
+    proxy = sipr_factory(APP)
+    cases = {
+        "nope=1": "no such setting: 'nope'",
+        "tm.t1=abc": "tm.t1: expected a number, got 'abc'",
+        "tm.t1=0": "tm.t1 must be at least 0.001",
+        "core.max_pending=0": "core.max_pending must be at least 1",
+        "core.max_pending=1.5": "core.max_pending: expected an integer",
+        "core.default_reply=100": "core.default_reply must be at least 200",
+        "log.level=loud": "log.level must be one of debug, info, warning, error",
+    }
+    for setting, error in cases.items():
+        resp = ask(proxy.tcp, "cfg", f"X-Set: {setting}\r\n")
+        assert status_of(resp) == 400, resp
+        assert error in resp.split(b"\r\n", 1)[0].decode(), resp
+    assert cfg_set(proxy.tcp, "tm.t1", "0.5") == "0.5"
+    assert cfg_set(proxy.tcp, "log.level", "INFO") == "info"
+
+
+def test_max_pending_and_retry_after_change_the_overload_answer(sipr_factory) -> None:
+    """core.max_pending=1 with one request held by its handler: the next one
+    is refused by the core with 503 and the Retry-After just set."""
+    proxy = sipr_factory(APP)
+    assert cfg_set(proxy.tcp, "core.max_pending", "1") == "1"
+    assert cfg_set(proxy.tcp, "core.retry_after", "9") == "9"
+    holder, other = UdpPeer(), UdpPeer()
+    try:
+        holder.send(
+            sip_request("OPTIONS", "sip:hold@127.0.0.1", port=holder.port, extra="X-Hold: 2\r\n"),
+            proxy.udp,
+        )
+        # The held request is in the app once its handler has answered nothing yet;
+        # the next request, over the bound, is answered by the core at once.
+        refused = None
+        deadline = time.monotonic() + 5
+        while refused is None and time.monotonic() < deadline:
+            other.send(sip_request("OPTIONS", "sip:version@127.0.0.1", port=other.port), proxy.udp)
+            resp = other.recv(1.0)
+            if status_of(resp) == 503:
+                refused = resp
+        assert refused is not None, "no 503 while the only pending slot was held"
+        assert header(refused, "Retry-After") == "9"
+        assert status_of(holder.recv(5.0)) == 200
+    finally:
+        holder.close()
+        other.close()
+
+
+def test_default_reply_and_route_deadline_apply_to_the_next_request(sipr_factory) -> None:
+    proxy = sipr_factory(APP)
+    assert status_of(ask(proxy.tcp, "silent")) == 404
+    assert cfg_set(proxy.tcp, "core.default_reply", "486") == "486"
+    assert status_of(ask(proxy.tcp, "silent")) == 486
+    assert cfg_set(proxy.tcp, "tm.route_deadline", "0.2") == "0.2"
+    # The handler would wait 5 s; its route deadline cancels it and answers 500.
+    assert status_of(ask(proxy.tcp, "hold", "X-Hold: 5\r\n")) == 500
