@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import free_port, start_sipr
 from tests.integration.ctlkit import OPS_APP, SCENARIOS, RpcFault, rpc, sipr_ctl
 from tests.sipp.peers import Sipp
+from tests.sipp.regkit import wait_for
 
 CALLS = 200
 USERS = 20
@@ -82,6 +83,16 @@ def test_every_command_answers_with_sipp_traffic(sipp: str, sipr_factory) -> Non
             assert contact["contact"] == f"sip:{user}@127.0.0.1:{reg_port}", entry
             assert 0 < contact["expires"] <= 300
         assert rpc(proxy.ctl, "stats.get", "registrations.")["registrations.bindings"] == USERS
+        every = rpc(proxy.ctl, "stats.get")
+        for key in (
+            "requests_in.INVITE", "responses_in.2xx", "responses_out.1xx", "responses_out.6xx",
+            "transactions.server", "transactions.client", "transactions.server_total",
+            "handlers.suspended", "registrations.bindings", "core.connections",
+            "core.ingress_queue", "loop.lag_ms", "process.rss_bytes",
+        ):  # fmt: skip
+            assert key in every, key
+        assert every["responses_in.2xx"] >= 2 * CALLS  # the UAS's 200s to INVITE and BYE
+        assert every["process.rss_bytes"] > 1 << 20
 
         methods = rpc(proxy.ctl, "system.listMethods")
         for name in (
@@ -234,3 +245,86 @@ def test_no_registrar_is_a_clear_error(sipr_factory, tmp_path: Path) -> None:
     proxy = sipr_factory(bare)
     with pytest.raises(RpcFault, match=r"the app has no sipr\.Registrar"):
         rpc(proxy.ctl, "ul.dump")
+
+
+VERSIONED_APP = """
+import sipr
+
+app = sipr.App()
+
+
+@app.route
+async def route(req: sipr.Request) -> None:
+    req.reply(200)
+
+
+@app.rpc("app.version")
+async def version() -> int:
+    return {version}
+"""
+
+
+def test_ctl_reload_and_runtime_settings(sipr_factory, tmp_path: Path) -> None:
+    """`app.reload` swaps in the new script (its @app.rpc methods too) and
+    refuses a broken one with its error; `cfg.set` changes a setting live."""
+    script = tmp_path / "versioned.py"
+    script.write_text(VERSIONED_APP.format(version=1))
+    proxy = sipr_factory(script)
+    ctl = ("--ctl", str(proxy.ctl))
+    assert sipr_ctl(*ctl, "app.version").stdout.strip() == "1"
+
+    script.write_text(VERSIONED_APP.format(version=2))
+    reloaded = sipr_ctl(*ctl, "--json", "app.reload")
+    assert reloaded.returncode == 0, reloaded.stderr
+    assert json.loads(reloaded.stdout) == {"reloaded": True, "reloads": 1}
+    assert sipr_ctl(*ctl, "app.version").stdout.strip() == "2"
+
+    script.write_text(VERSIONED_APP.format(version="(") + "\n")
+    broken = sipr_ctl(*ctl, "app.reload")
+    assert broken.returncode == 1
+    (line,) = broken.stderr.strip().splitlines()
+    assert line.startswith("sipr: error: reload refused, the running app stays:"), line
+    assert "SyntaxError" in line, line
+    assert sipr_ctl(*ctl, "app.version").stdout.strip() == "2"
+
+    listing = sipr_ctl(*ctl, "cfg.list")
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.splitlines()[0].split()[:2] == ["NAME", "VALUE"]
+    assert sipr_ctl(*ctl, "cfg.set", "tm.t1", "0.25").returncode == 0
+    assert json.loads(sipr_ctl(*ctl, "--json", "cfg.get", "tm.t1").stdout) == 0.25
+    bad = sipr_ctl(*ctl, "cfg.set", "tm.t1", "-1")
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "tm.t1" in bad.stderr
+    assert json.loads(sipr_ctl(*ctl, "--json", "cfg.get", "tm.t1").stdout) == 0.25
+
+
+def test_control_socket_bounds_connections(sipr_factory) -> None:
+    """Beyond 16 connections at once, a new one is closed at once; the
+    others keep working, and a slot frees when one closes."""
+    proxy = sipr_factory(OPS_APP)
+    held = []
+    try:
+        for _ in range(16):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10)
+            s.connect(str(proxy.ctl))
+            held.append(s)
+        # Each held connection is being served: one request answers.
+        held[0].sendall(b'{"jsonrpc":"2.0","id":1,"method":"app.add","params":[1,1]}\n')
+        assert json.loads(held[0].makefile("rb").readline())["result"] == 2
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as extra:
+            extra.settimeout(10)
+            extra.connect(str(proxy.ctl))
+            assert extra.recv(100) == b""  # closed by sipr without an answer
+        held.pop().close()
+        assert wait_for(lambda: _answers(proxy.ctl), 5, "a free connection slot")
+    finally:
+        for s in held:
+            s.close()
+
+
+def _answers(path: Path) -> bool:
+    try:
+        return rpc(path, "app.add", 2, 2) == 4
+    except (OSError, ValueError):
+        return False
