@@ -328,3 +328,19 @@ def _answers(path: Path) -> bool:
         return rpc(path, "app.add", 2, 2) == 4
     except (OSError, ValueError):
         return False
+
+
+def test_shell_completion_names_the_running_methods(sipr_factory) -> None:
+    proxy = sipr_factory(OPS_APP)
+    assert proxy.ctl is not None
+    env = {
+        **os.environ,
+        "SIPR_RUN_DIR": str(proxy.ctl.parent),
+        "_SIPR_COMPLETE": "complete_bash",
+        "COMP_WORDS": "sipr ctl ul.",
+        "COMP_CWORD": "2",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "sipr"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert out.stdout.split() == ["ul.dump", "ul.lookup", "ul.rm"], (out.stdout, out.stderr)
