@@ -97,7 +97,7 @@ class _Retiring:
     waiter: asyncio.Task[None] | None = field(default=None)
 
 
-async def reload(server: Server) -> None:
+async def reload(server: Server) -> dict[str, Any]:
     source = server.source
     if source is None:
         message = "no route script to reload: the app was not started by `sipr run`"
@@ -136,6 +136,7 @@ async def reload(server: Server) -> None:
         source,
         len(retiring.handlers),
     )
+    return {"source": source, "reloads": server.reloads, "on_old_code": len(retiring.handlers)}
 
 
 async def _retire(server: Server, old: _Retiring) -> None:

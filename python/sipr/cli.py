@@ -57,6 +57,16 @@ def run(
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug, info, warning, error")
     ] = "info",
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="text, or json (one object per line)")
+    ] = "text",
+    drain_timeout: Annotated[
+        float,
+        typer.Option(
+            "--drain-timeout",
+            help="seconds SIGTERM waits for in-flight transactions before exiting",
+        ),
+    ] = 10.0,
     ctl: Annotated[
         Path | None,
         typer.Option("--ctl", help="control socket path (default: <run dir>/sipr.ctl)"),
@@ -74,16 +84,6 @@ def run(
             help="bearer token for the HTTP listener (required off loopback)",
         ),
     ] = None,
-    log_format: Annotated[
-        str, typer.Option("--log-format", help="text, or json (one object per line)")
-    ] = "text",
-    drain_timeout: Annotated[
-        float,
-        typer.Option(
-            "--drain-timeout",
-            help="seconds SIGTERM waits for in-flight transactions before exiting",
-        ),
-    ] = 10.0,
 ) -> None:
     """Serve APP. SIGHUP reloads APP; SIGTERM/SIGINT drains, then exits."""
     from sipr import _core

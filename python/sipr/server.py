@@ -31,17 +31,15 @@ class Server:
         self,
         app: App,
         listen: list[str],
+        control: ControlConfig | None = None,
         *,
         source: str | None = None,
         drain_timeout: float = DRAIN_SECONDS,
-        control: ControlConfig | None = None,
     ) -> None:
         if app.route_handler is None:
             raise RuntimeError("the app has no @app.route handler")
         self.app = app
         self.listen = listen
-        self.control_config = control
-        self.control: ControlServer | None = None
         #: What `sipr run` was given (path or module:attr): reloads import it again.
         self.source = source
         # Runtime settings (`self.config`), first taken from the app; a
@@ -59,6 +57,8 @@ class Server:
         self._reload_lock = asyncio.Lock()
         #: Set by a second SIGINT/SIGTERM: stop waiting for anything.
         self.aborted = asyncio.Event()
+        self.control_config = control
+        self.control: ControlServer | None = None
         self.core: _core.Core | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         # Handler tasks of requests a CANCEL can end, by transaction id.
@@ -144,12 +144,12 @@ class Server:
         """How long app queues may take to empty at shutdown."""
         return 0.0 if self.aborted.is_set() else max(self.drain_timeout, 0.5)
 
-    async def reload(self) -> None:
+    async def reload(self) -> dict[str, object]:
         """Imports the route script again; new requests go to its handlers,
         running handler tasks finish on the old code. Raises ReloadError (and
         keeps the running app) if the script fails to import or has no app."""
         async with self._reload_lock:
-            await _lifecycle.reload(self)
+            return await _lifecycle.reload(self)
 
     async def reload_logged(self) -> None:
         """SIGHUP: a reload whose refusal is only logged."""
@@ -410,9 +410,9 @@ async def _main(
     listen: list[str],
     source: str | None,
     drain_timeout: float,
-    control: ControlConfig | None = None,
+    control: ControlConfig | None,
 ) -> int:
-    server = Server(app, listen, source=source, drain_timeout=drain_timeout, control=control)
+    server = Server(app, listen, control, source=source, drain_timeout=drain_timeout)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.stop)

@@ -7,7 +7,8 @@ test_reload.py, test_drain.py): relays to SIPR_TARGET, and answers
     sip:cfg@        X-Set: NAME=VALUE → app.config.set(NAME, VALUE): 200 with
                     X-Value, or 400 whose reason is the error
     sip:log@        logs one line from this handler (for the log tests)
-    sip:hold@       waits X-Hold seconds, then 200 (a handler holding a request)
+    sip:hold@       waits X-Hold seconds, then 200 with X-Version (a handler
+                    holding a request, e.g. across a reload)
     sip:silent@     returns without acting (the default reply answers)
 """
 
@@ -23,6 +24,12 @@ TARGET = os.environ.get("SIPR_TARGET")
 app = sipr.App()
 SEEN: Counter[str] = Counter()
 log = logging.getLogger("runtime_proxy")
+
+
+@app.rpc("proxy.version")
+async def proxy_version() -> str:
+    """The VERSION of the loaded route script."""
+    return VERSION
 
 
 @app.route
@@ -44,7 +51,7 @@ async def route(req: sipr.Request) -> None:
         return req.reply(200)
     if req.method == "OPTIONS" and req.uri.user == "hold":
         await asyncio.sleep(float(req.headers.get("X-Hold") or "1"))
-        return req.reply(200)
+        return req.reply(200, headers={"X-Version": VERSION})
     if req.method == "OPTIONS" and req.uri.user == "silent":
         return
     SEEN[f"app.{req.method}"] += 1

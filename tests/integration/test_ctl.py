@@ -276,7 +276,8 @@ def test_ctl_reload_and_runtime_settings(sipr_factory, tmp_path: Path) -> None:
     script.write_text(VERSIONED_APP.format(version=2))
     reloaded = sipr_ctl(*ctl, "--json", "app.reload")
     assert reloaded.returncode == 0, reloaded.stderr
-    assert json.loads(reloaded.stdout) == {"reloaded": True, "reloads": 1}
+    answer = json.loads(reloaded.stdout)
+    assert (answer["reloaded"], answer["reloads"]) == (True, 1), answer
     assert sipr_ctl(*ctl, "app.version").stdout.strip() == "2"
 
     script.write_text(VERSIONED_APP.format(version="(") + "\n")

@@ -4,9 +4,13 @@ runs take effect without a restart. Set from inside the app
 
 from __future__ import annotations
 
+import json
 import time
 
+import pytest
+
 from tests.conftest import UdpPeer, header, sip_request, status_of
+from tests.integration.ctlkit import sipr_ctl
 from tests.integration.runtime_kit import APP, ask, cfg_set
 
 INVITE_SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -31,12 +35,25 @@ def _copies(peer: UdpPeer, call_id: str) -> int:
     return n
 
 
-def test_cfg_set_t1_shortens_the_invite_timeout_of_new_transactions(sipr_factory) -> None:
+def _set_with_ctl(proxy, name: str, value: str) -> str:  # type: ignore[no-untyped-def]
+    done = sipr_ctl("--ctl", str(proxy.ctl), "--json", "cfg.set", name, value)
+    assert done.returncode == 0, done.stderr
+    got = sipr_ctl("--ctl", str(proxy.ctl), "--json", "cfg.get", name)
+    assert got.returncode == 0, got.stderr
+    return str(json.loads(got.stdout))
+
+
+@pytest.mark.parametrize("setter", ["app", "ctl"])
+def test_cfg_set_t1_shortens_the_invite_timeout_of_new_transactions(
+    sipr_factory, setter: str
+) -> None:
     """The callee never answers. INVITE A is relayed with the default T1
-    (0.5 s: Timer B 32 s); then tm.t1 is set to 0.02 s and INVITE B, sent
-    later, times out first (Timer B = 64*T1 = 1.28 s) with 408, retransmitted
-    at the new, shorter intervals, while A still waits: the new value applies
-    to new transactions, without restart."""
+    (0.5 s: Timer B 32 s); then tm.t1 is set to 0.02 s (from the app, or with
+    `sipr ctl cfg.set`) and INVITE B, sent later, times out first (Timer B =
+    64*T1 = 1.28 s) with 408, retransmitted at the new, shorter intervals,
+    while A still waits: the new value applies to new transactions, without
+    restart."""
+    set_value = cfg_set if setter == "app" else None
     callee, caller = UdpPeer(), UdpPeer()
     try:
         proxy = sipr_factory(
@@ -61,7 +78,10 @@ def test_cfg_set_t1_shortens_the_invite_timeout_of_new_transactions(sipr_factory
 
         invite("call-a")
         assert _copies(callee, "call-a") >= 1
-        assert cfg_set(proxy.tcp, "tm.t1", "0.02") == "0.02"
+        if set_value is not None:
+            assert set_value(proxy.tcp, "tm.t1", "0.02") == "0.02"
+        else:
+            assert _set_with_ctl(proxy, "tm.t1", "0.02") == "0.02"
         invite("call-b")
         assert _final_for(caller, {"call-a", "call-b"}, timeout=15) == ("call-b", 408)
         # Timer A doubled from 20 ms: several copies of B within its 1.28 s.

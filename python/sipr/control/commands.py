@@ -231,10 +231,10 @@ def register_builtins(registry: Registry, ctl: ControlServer) -> None:
         from sipr.runtime import ReloadError
 
         try:
-            await reload()
+            result = await reload()
         except ReloadError as e:
             raise RpcError(APP_ERROR, f"reload refused, the running app stays: {e}") from e
-        return {"reloaded": True, "reloads": getattr(server, "reloads", None)}
+        return {"reloaded": True, **(result or {})}
 
     for name, fn in {
         "system.listMethods": list_methods,
