@@ -118,6 +118,10 @@ def test_every_command_answers_with_sipp_traffic(sipp: str, sipr_factory) -> Non
         assert answers["app.echo"] == ["a", 1]
         assert set(answers["stats.get"]) >= {"transactions.server", "transactions.client_total"}
         assert len(rpc(proxy.ctl, "ul.dump")) == USERS - 1
+        table = sipr_ctl("--ctl", str(proxy.ctl), "ul.dump").stdout.splitlines()
+        assert table[0].split()[:3] == ["AOR", "CONTACT", "EXPIRES"], table[0]
+        assert len(table) == 1 + USERS - 1
+        assert all(f"@127.0.0.1:{reg_port}" in row for row in table[1:])
         with pytest.raises(RpcFault, match="not found"):
             rpc(proxy.ctl, "ul.lookup", "user2@ops.test")
     finally:

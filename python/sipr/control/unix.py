@@ -89,6 +89,10 @@ def claim(path: Path) -> None:
     """Makes `path` free for our socket: a stale socket file (no process
     behind it) is removed; a live one means another sipr is running."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    owner = os.stat(path.parent).st_uid
+    if owner != os.getuid():
+        # e.g. /tmp/sipr-<uid> made by someone else to catch our socket.
+        raise ControlError(f"control socket directory {path.parent} belongs to another user")
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
