@@ -87,7 +87,7 @@ def _page_numbers(dom: str) -> dict[str, str]:
 
 @pytest.mark.sipp
 def test_status_page_shows_live_rates_in_chromium(sipp: str, sipr_factory, tmp_path) -> None:
-    calls, rate, users = 1500, 100, 4
+    calls, rate, users = 3000, 100, 4  # 30 s of calls: the page is read long before the end
     uas_port = free_port()
     uas = Sipp(sipp, "uas_rr.xml", uas_port, calls=calls, timeout_s=90)
     uac = None
