@@ -53,7 +53,8 @@ def test_every_command_answers_with_sipp_traffic(sipp: str, sipr_factory) -> Non
     uas_port, uac_port = free_port(), free_port()
     uas = Sipp(sipp, "uas_rr.xml", uas_port, calls=CALLS, timeout_s=90)
     try:
-        proxy = sipr_factory(OPS_APP, env={"SIPR_TARGET": f"sip:127.0.0.1:{uas_port}"})
+        # A name as next hop, so the resolver cache (dns.view) has an entry.
+        proxy = sipr_factory(OPS_APP, env={"SIPR_TARGET": f"sip:localhost:{uas_port}"})
         reg_port = _register_users(sipp, proxy)
         rpc(proxy.ctl, "stats.reset")
         uac = Sipp(sipp, "uac_rr.xml", uac_port, calls=CALLS, remote=proxy.udp, rate=100,
@@ -114,6 +115,12 @@ def test_every_command_answers_with_sipp_traffic(sipp: str, sipr_factory) -> Non
         assert answers["ul.lookup"]["contacts"][0]["contact"].startswith("sip:user1@")
         assert answers["ul.rm"] == {"aor": "user2@ops.test", "removed": 1}
         assert answers["tls.list"] == []  # no TLS listener
+        (cached,) = answers["dns.view"]
+        assert (cached["host"], cached["port"], cached["address"]) == (
+            "localhost",
+            uas_port,
+            "127.0.0.1",
+        ), cached
         assert answers["app.add"] == 5
         assert answers["app.echo"] == ["a", 1]
         assert set(answers["stats.get"]) >= {"transactions.server", "transactions.client_total"}
