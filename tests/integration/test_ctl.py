@@ -16,21 +16,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port, start_sipr
-from tests.integration.ctlkit import OPS_APP, SCENARIOS, RpcFault, rpc, sipr_ctl
+from tests.integration.ctlkit import OPS_APP, RpcFault, register_users, rpc, sipr_ctl
 from tests.sipp.peers import Sipp
 from tests.sipp.regkit import wait_for
 
 CALLS = 200
 USERS = 20
-
-
-def _register_users(sipp: str, proxy, users: int = USERS) -> int:  # type: ignore[no-untyped-def]
-    port = free_port()
-    reg = Sipp(sipp, str(SCENARIOS / "uac_register.xml"), port, calls=users,
-               remote=proxy.udp, rate=50)  # fmt: skip
-    r = reg.wait()
-    assert (r.successful, r.failed) == (users, 0), r.summary()
-    return port
 
 
 def _call_args(name: str, ctl: Path) -> list[object]:
@@ -55,7 +46,7 @@ def test_every_command_answers_with_sipp_traffic(sipp: str, sipr_factory) -> Non
     try:
         # A name as next hop, so the resolver cache (dns.view) has an entry.
         proxy = sipr_factory(OPS_APP, env={"SIPR_TARGET": f"sip:localhost:{uas_port}"})
-        reg_port = _register_users(sipp, proxy)
+        reg_port = register_users(sipp, proxy, USERS)
         rpc(proxy.ctl, "stats.reset")
         uac = Sipp(sipp, "uac_rr.xml", uac_port, calls=CALLS, remote=proxy.udp, rate=100,
                    timeout_s=90)  # fmt: skip
