@@ -99,7 +99,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 proxy_cmd() { # $1 proxy $2 mode
-  local env="SIPR_NEXT_HOP=sip:127.0.0.1:5090" app
+  # SIPR_RUN_DIR: the control socket of this run, not the user's default one.
+  local env="SIPR_NEXT_HOP=sip:127.0.0.1:5090 SIPR_RUN_DIR=$WORK" app
   [ "$1" = sipr-eager ] && env="$env SIPR_EAGER=1"
   case $2 in
     default)  app=$REPO/examples/stateless.py ;;

@@ -128,7 +128,6 @@ async def reload(server: Server) -> dict[str, Any]:
     server.app = new
     if server.core is not None:
         server.core.set_in_dialog_to_app(new.in_dialog_handler is not None)
-    _swap_rpc_methods(server, old, new)
     server.reloads += 1
     retiring.waiter = server.loop.create_task(_retire(server, retiring))
     server.retiring.append(retiring)
@@ -138,17 +137,6 @@ async def reload(server: Server) -> dict[str, Any]:
         len(retiring.handlers),
     )
     return {"source": source, "reloads": server.reloads, "on_old_code": len(retiring.handlers)}
-
-
-def _swap_rpc_methods(server: Server, old: App, new: App) -> None:
-    """The control interface serves the new app's `@app.rpc` methods."""
-    control = getattr(server, "control", None)
-    if control is None:
-        return
-    for name in old.rpc_methods:
-        control.registry.methods.pop(name, None)
-    for name, fn in new.rpc_methods.items():
-        control.registry.add(name, fn)
 
 
 async def _retire(server: Server, old: _Retiring) -> None:

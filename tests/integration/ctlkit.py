@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
+from tests.sipp.peers import Sipp
 
 OPS_APP = ROOT / "tests" / "apps" / "ops_app.py"
 SCENARIOS = ROOT / "tests" / "sipp" / "scenarios_ops"
@@ -76,3 +77,14 @@ def sipr_ctl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str
         text=True,
         timeout=timeout,
     )
+
+
+def register_users(sipp: str, proxy, users: int) -> int:  # type: ignore[no-untyped-def]
+    """SIPp registers user1..userN@ops.test (one contact each) through
+    `proxy`; returns SIPp's port (the contacts' port)."""
+    port = free_port()
+    reg = Sipp(sipp, str(SCENARIOS / "uac_register.xml"), port, calls=users,
+               remote=proxy.udp, rate=50)  # fmt: skip
+    r = reg.wait()
+    assert (r.successful, r.failed) == (users, 0), r.summary()
+    return port

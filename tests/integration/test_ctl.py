@@ -16,20 +16,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port, start_sipr
-from tests.integration.ctlkit import OPS_APP, SCENARIOS, RpcFault, rpc, sipr_ctl
+from tests.integration.ctlkit import OPS_APP, RpcFault, register_users, rpc, sipr_ctl
 from tests.sipp.peers import Sipp
+from tests.sipp.regkit import wait_for
 
 CALLS = 200
 USERS = 20
-
-
-def _register_users(sipp: str, proxy, users: int = USERS) -> int:  # type: ignore[no-untyped-def]
-    port = free_port()
-    reg = Sipp(sipp, str(SCENARIOS / "uac_register.xml"), port, calls=users,
-               remote=proxy.udp, rate=50)  # fmt: skip
-    r = reg.wait()
-    assert (r.successful, r.failed) == (users, 0), r.summary()
-    return port
 
 
 def _call_args(name: str, ctl: Path) -> list[object]:
@@ -52,8 +44,9 @@ def test_every_command_answers_with_sipp_traffic(sipp: str, sipr_factory) -> Non
     uas_port, uac_port = free_port(), free_port()
     uas = Sipp(sipp, "uas_rr.xml", uas_port, calls=CALLS, timeout_s=90)
     try:
-        proxy = sipr_factory(OPS_APP, env={"SIPR_TARGET": f"sip:127.0.0.1:{uas_port}"})
-        reg_port = _register_users(sipp, proxy)
+        # A name as next hop, so the resolver cache (dns.view) has an entry.
+        proxy = sipr_factory(OPS_APP, env={"SIPR_TARGET": f"sip:localhost:{uas_port}"})
+        reg_port = register_users(sipp, proxy, USERS)
         rpc(proxy.ctl, "stats.reset")
         uac = Sipp(sipp, "uac_rr.xml", uac_port, calls=CALLS, remote=proxy.udp, rate=100,
                    timeout_s=90)  # fmt: skip
@@ -82,6 +75,16 @@ def test_every_command_answers_with_sipp_traffic(sipp: str, sipr_factory) -> Non
             assert contact["contact"] == f"sip:{user}@127.0.0.1:{reg_port}", entry
             assert 0 < contact["expires"] <= 300
         assert rpc(proxy.ctl, "stats.get", "registrations.")["registrations.bindings"] == USERS
+        every = rpc(proxy.ctl, "stats.get")
+        for key in (
+            "requests_in.INVITE", "responses_in.2xx", "responses_out.1xx", "responses_out.6xx",
+            "transactions.server", "transactions.client", "transactions.server_total",
+            "handlers.suspended", "registrations.bindings", "core.connections",
+            "core.ingress_queue", "loop.lag_ms", "process.rss_bytes",
+        ):  # fmt: skip
+            assert key in every, key
+        assert every["responses_in.2xx"] >= 2 * CALLS  # the UAS's 200s to INVITE and BYE
+        assert every["process.rss_bytes"] > 1 << 20
 
         methods = rpc(proxy.ctl, "system.listMethods")
         for name in (
@@ -103,10 +106,20 @@ def test_every_command_answers_with_sipp_traffic(sipp: str, sipr_factory) -> Non
         assert answers["ul.lookup"]["contacts"][0]["contact"].startswith("sip:user1@")
         assert answers["ul.rm"] == {"aor": "user2@ops.test", "removed": 1}
         assert answers["tls.list"] == []  # no TLS listener
+        (cached,) = answers["dns.view"]
+        assert (cached["host"], cached["port"], cached["address"]) == (
+            "localhost",
+            uas_port,
+            "127.0.0.1",
+        ), cached
         assert answers["app.add"] == 5
         assert answers["app.echo"] == ["a", 1]
         assert set(answers["stats.get"]) >= {"transactions.server", "transactions.client_total"}
         assert len(rpc(proxy.ctl, "ul.dump")) == USERS - 1
+        table = sipr_ctl("--ctl", str(proxy.ctl), "ul.dump").stdout.splitlines()
+        assert table[0].split()[:3] == ["AOR", "CONTACT", "EXPIRES"], table[0]
+        assert len(table) == 1 + USERS - 1
+        assert all(f"@127.0.0.1:{reg_port}" in row for row in table[1:])
         with pytest.raises(RpcFault, match="not found"):
             rpc(proxy.ctl, "ul.lookup", "user2@ops.test")
     finally:
@@ -234,3 +247,103 @@ def test_no_registrar_is_a_clear_error(sipr_factory, tmp_path: Path) -> None:
     proxy = sipr_factory(bare)
     with pytest.raises(RpcFault, match=r"the app has no sipr\.Registrar"):
         rpc(proxy.ctl, "ul.dump")
+
+
+VERSIONED_APP = """
+import sipr
+
+app = sipr.App()
+
+
+@app.route
+async def route(req: sipr.Request) -> None:
+    req.reply(200)
+
+
+@app.rpc("app.version")
+async def version() -> int:
+    return {version}
+"""
+
+
+def test_ctl_reload_and_runtime_settings(sipr_factory, tmp_path: Path) -> None:
+    """`app.reload` swaps in the new script (its @app.rpc methods too) and
+    refuses a broken one with its error; `cfg.set` changes a setting live."""
+    script = tmp_path / "versioned.py"
+    script.write_text(VERSIONED_APP.format(version=1))
+    proxy = sipr_factory(script)
+    ctl = ("--ctl", str(proxy.ctl))
+    assert sipr_ctl(*ctl, "app.version").stdout.strip() == "1"
+
+    script.write_text(VERSIONED_APP.format(version=2))
+    reloaded = sipr_ctl(*ctl, "--json", "app.reload")
+    assert reloaded.returncode == 0, reloaded.stderr
+    answer = json.loads(reloaded.stdout)
+    assert (answer["reloaded"], answer["reloads"]) == (True, 1), answer
+    assert sipr_ctl(*ctl, "app.version").stdout.strip() == "2"
+
+    script.write_text(VERSIONED_APP.format(version="(") + "\n")
+    broken = sipr_ctl(*ctl, "app.reload")
+    assert broken.returncode == 1
+    (line,) = broken.stderr.strip().splitlines()
+    assert line.startswith("sipr: error: reload refused, the running app stays:"), line
+    assert "SyntaxError" in line, line
+    assert sipr_ctl(*ctl, "app.version").stdout.strip() == "2"
+
+    listing = sipr_ctl(*ctl, "cfg.list")
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.splitlines()[0].split()[:2] == ["NAME", "VALUE"]
+    assert sipr_ctl(*ctl, "cfg.set", "tm.t1", "0.25").returncode == 0
+    assert json.loads(sipr_ctl(*ctl, "--json", "cfg.get", "tm.t1").stdout) == 0.25
+    bad = sipr_ctl(*ctl, "cfg.set", "tm.t1", "-1")
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "tm.t1" in bad.stderr
+    assert json.loads(sipr_ctl(*ctl, "--json", "cfg.get", "tm.t1").stdout) == 0.25
+
+
+def test_control_socket_bounds_connections(sipr_factory) -> None:
+    """Beyond 16 connections at once, a new one is closed at once; the
+    others keep working, and a slot frees when one closes."""
+    proxy = sipr_factory(OPS_APP)
+    held = []
+    try:
+        for _ in range(16):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10)
+            s.connect(str(proxy.ctl))
+            held.append(s)
+        # Each held connection is being served: one request answers.
+        held[0].sendall(b'{"jsonrpc":"2.0","id":1,"method":"app.add","params":[1,1]}\n')
+        assert json.loads(held[0].makefile("rb").readline())["result"] == 2
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as extra:
+            extra.settimeout(10)
+            extra.connect(str(proxy.ctl))
+            assert extra.recv(100) == b""  # closed by sipr without an answer
+        held.pop().close()
+        assert wait_for(lambda: _answers(proxy.ctl), 5, "a free connection slot")
+    finally:
+        for s in held:
+            s.close()
+
+
+def _answers(path: Path) -> bool:
+    try:
+        return rpc(path, "app.add", 2, 2) == 4
+    except (OSError, ValueError):
+        return False
+
+
+def test_shell_completion_names_the_running_methods(sipr_factory) -> None:
+    proxy = sipr_factory(OPS_APP)
+    assert proxy.ctl is not None
+    env = {
+        **os.environ,
+        "SIPR_RUN_DIR": str(proxy.ctl.parent),
+        "_SIPR_COMPLETE": "complete_bash",
+        "COMP_WORDS": "sipr ctl ul.",
+        "COMP_CWORD": "2",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "sipr"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert out.stdout.split() == ["ul.dump", "ul.lookup", "ul.rm"], (out.stdout, out.stderr)

@@ -15,18 +15,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port
-from tests.integration.ctlkit import OPS_APP, SCENARIOS, http_request, http_rpc
+from tests.integration.ctlkit import OPS_APP, http_request, http_rpc, register_users
 from tests.sipp.peers import Sipp
 from tests.sipp.regkit import wait_for
 
 HTTP = ("--http", "127.0.0.1:0")
-
-
-def _register(sipp: str, proxy, users: int) -> None:  # type: ignore[no-untyped-def]
-    reg = Sipp(sipp, str(SCENARIOS / "uac_register.xml"), free_port(), calls=users,
-               remote=proxy.udp, rate=50)  # fmt: skip
-    r = reg.wait()
-    assert (r.successful, r.failed) == (users, 0), r.summary()
 
 
 @pytest.mark.sipp
@@ -39,7 +32,7 @@ def test_metrics_parse_with_prometheus_client(sipp: str, sipr_factory) -> None:
             OPS_APP, env={"SIPR_TARGET": f"sip:127.0.0.1:{uas_port}"}, extra_args=HTTP
         )
         assert proxy.http is not None
-        _register(sipp, proxy, users)
+        register_users(sipp, proxy, users)
         uac = Sipp(sipp, "uac_rr.xml", free_port(), calls=calls, remote=proxy.udp, rate=100)
         r = uac.wait()
         assert (r.successful, r.failed) == (calls, 0), r.summary()
@@ -87,7 +80,7 @@ def _page_numbers(dom: str) -> dict[str, str]:
 
 @pytest.mark.sipp
 def test_status_page_shows_live_rates_in_chromium(sipp: str, sipr_factory, tmp_path) -> None:
-    calls, rate, users = 1500, 100, 4
+    calls, rate, users = 3000, 100, 4  # 30 s of calls: the page is read long before the end
     uas_port = free_port()
     uas = Sipp(sipp, "uas_rr.xml", uas_port, calls=calls, timeout_s=90)
     uac = None
@@ -96,7 +89,7 @@ def test_status_page_shows_live_rates_in_chromium(sipp: str, sipr_factory, tmp_p
             OPS_APP, env={"SIPR_TARGET": f"sip:127.0.0.1:{uas_port}"}, extra_args=HTTP
         )
         assert proxy.http is not None
-        _register(sipp, proxy, users)
+        register_users(sipp, proxy, users)
         uac = Sipp(sipp, "uac_rr.xml", free_port(), calls=calls, remote=proxy.udp, rate=rate,
                    timeout_s=90)  # fmt: skip
         wait_for(

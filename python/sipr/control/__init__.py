@@ -52,10 +52,8 @@ class ControlServer:
         self.server = server
         self.config = config
         self.started = time.monotonic()
-        self.registry = Registry()
+        self.registry = Registry(lambda: server.app.rpc_methods)
         register_builtins(self.registry, self)
-        for name, fn in server.app.rpc_methods.items():
-            self.registry.add(name, fn)
         self.listeners: list[Any] = []
 
     async def start(self) -> None:

@@ -228,13 +228,13 @@ def register_builtins(registry: Registry, ctl: ControlServer) -> None:
         reload = getattr(server, "reload", None)
         if reload is None:
             raise RpcError(APP_ERROR, "route-script reload is not available in this build")
+        from sipr.runtime import ReloadError
+
         try:
             result = await reload()
-        except Exception as e:
-            if type(e).__name__ == "ReloadError":
-                raise RpcError(APP_ERROR, f"reload refused: {e}") from e
-            raise
-        return result if isinstance(result, dict) else {"reloaded": True}
+        except ReloadError as e:
+            raise RpcError(APP_ERROR, f"reload refused, the running app stays: {e}") from e
+        return {"reloaded": True, **(result or {})}
 
     for name, fn in {
         "system.listMethods": list_methods,

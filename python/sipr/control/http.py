@@ -7,7 +7,6 @@ sizes, bounded concurrent connections; with a token, every request needs
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import logging
@@ -15,8 +14,9 @@ import os
 from importlib import resources
 from typing import Any
 
-from sipr._lifecycle import announce
+from sipr import _lifecycle
 from sipr.control import ControlError
+from sipr.control.listener import Listener
 from sipr.control.metrics import render as render_metrics
 from sipr.control.rpc import encode
 from sipr.control.stats import collect
@@ -51,13 +51,14 @@ class HttpError(Exception):
         self.status = status
 
 
-class HttpListener:
+class HttpListener(Listener):
+    max_connections = MAX_CONNECTIONS
+
     def __init__(self, ctl: Any, host: str, port: int, token: str | None) -> None:
+        super().__init__()
         self.ctl = ctl
         self.host, self.port = host, port
         self.token = token
-        self.server: asyncio.AbstractServer | None = None
-        self.connections: set[asyncio.Task[None]] = set()
         self.status_page = (
             resources.files("sipr.control").joinpath("static/status.html").read_bytes()
         )
@@ -72,47 +73,28 @@ class HttpListener:
             raise ControlError(f"--http {self.host}:{self.port}: {reason}") from e
         host, port = self.server.sockets[0].getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
-        announce(f"sipr: control http on {shown}:{port}")
+        _lifecycle.announce(f"sipr: control http on {shown}:{port}")
 
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            for task in list(self.connections):
-                task.cancel()
-            await asyncio.gather(*self.connections, return_exceptions=True)
-            await self.server.wait_closed()
-            self.server = None
+    async def refuse(self, writer: asyncio.StreamWriter) -> None:
+        await _respond(writer, 503, b"too many connections\n", "text/plain")
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        method = ""
         try:
-            if len(self.connections) >= MAX_CONNECTIONS:
-                await _respond(writer, 503, b"too many connections\n", "text/plain")
-                return
-            self.connections.add(task)
-            try:
-                method, path, headers, body = await asyncio.wait_for(
-                    _read_request(reader), REQUEST_SECONDS
-                )
-                if path.split("?", 1)[0] not in STATUS_PAGE_PATHS:
-                    # The page itself is static and holds no data; what it
-                    # fetches (/rpc) needs the token, which the page takes
-                    # from its URL fragment (#token=…).
-                    self._authorize(headers)
-                status, payload, ctype = await self._route(method, path, body)
-            except HttpError as e:
-                status, payload, ctype = e.status, f"{e}\n".encode(), "text/plain"
-            except TimeoutError:
-                status, payload, ctype = 408, b"request timeout\n", "text/plain"
-            await _respond(writer, status, payload, ctype)
-        except ConnectionError:
-            pass
-        finally:
-            self.connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            method, path, headers, body = await asyncio.wait_for(
+                _read_request(reader), REQUEST_SECONDS
+            )
+            if path.split("?", 1)[0] not in STATUS_PAGE_PATHS:
+                # The page itself is static and holds no data; what it
+                # fetches (/rpc) needs the token, which the page takes
+                # from its URL fragment (#token=…).
+                self._authorize(headers)
+            status, payload, ctype = await self._route(method, path, body)
+        except HttpError as e:
+            status, payload, ctype = e.status, f"{e}\n".encode(), "text/plain"
+        except TimeoutError:
+            status, payload, ctype = 408, b"request timeout\n", "text/plain"
+        await _respond(writer, status, payload if method != "HEAD" else b"", ctype)
 
     def _authorize(self, headers: dict[str, str]) -> None:
         if self.token is None:

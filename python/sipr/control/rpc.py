@@ -37,13 +37,21 @@ class RpcError(Exception):
 
 
 class Registry:
-    def __init__(self) -> None:
-        self.methods: dict[str, Method] = {}
+    """Built-in methods plus those `extra()` returns when asked (the app's
+    `@app.rpc` methods: read on each call, so a reloaded app's are current)."""
+
+    def __init__(self, extra: Callable[[], dict[str, Method]] = dict) -> None:
+        self.builtins: dict[str, Method] = {}
+        self.extra = extra
+
+    @property
+    def methods(self) -> dict[str, Method]:
+        return {**self.extra(), **self.builtins}
 
     def add(self, name: str, fn: Method) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"RPC method {name!r} must be 'async def'")
-        self.methods[name] = fn
+        self.builtins[name] = fn
 
     def describe(self, name: str) -> str:
         """The first line of the method's docstring."""

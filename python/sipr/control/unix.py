@@ -13,6 +13,7 @@ import stat
 from pathlib import Path
 
 from sipr.control import ControlError
+from sipr.control.listener import Listener
 from sipr.control.rpc import INVALID_REQUEST, Registry, encode
 
 log = logging.getLogger("sipr.control")
@@ -26,12 +27,13 @@ MAX_CONNECTIONS = 16
 IDLE_SECONDS = 60.0
 
 
-class UnixListener:
+class UnixListener(Listener):
+    max_connections = MAX_CONNECTIONS
+
     def __init__(self, registry: Registry, path: Path) -> None:
+        super().__init__()
         self.registry = registry
         self.path = path
-        self.server: asyncio.AbstractServer | None = None
-        self.connections: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         claim(self.path)
@@ -48,61 +50,49 @@ class UnixListener:
         self.inode = os.stat(self.path).st_ino
 
     async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            for task in list(self.connections):
-                task.cancel()
-            await asyncio.gather(*self.connections, return_exceptions=True)
-            await self.server.wait_closed()
-            self.server = None
-            # Only our own socket: a newer sipr may have replaced it.
-            with contextlib.suppress(OSError):
-                if os.stat(self.path).st_ino == self.inode:
-                    os.unlink(self.path)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        if len(self.connections) >= MAX_CONNECTIONS:
-            writer.close()
+        if self.server is None:
             return
-        self.connections.add(task)
-        try:
-            while True:
-                try:
-                    line = await asyncio.wait_for(reader.readline(), IDLE_SECONDS)
-                except (ValueError, asyncio.LimitOverrunError):
-                    too_long = {
-                        "jsonrpc": "2.0",
-                        "id": None,
-                        "error": {
-                            "code": INVALID_REQUEST,
-                            "message": f"request longer than {MAX_REQUEST_BYTES} bytes",
-                        },
-                    }
-                    writer.write(encode(too_long) + b"\n")
-                    break
-                if not line:
-                    break
-                if not line.strip():
-                    continue
-                response = await self.registry.handle(line)
-                if response is not None:
-                    writer.write(encode(response) + b"\n")
-                    await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            self.connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+        await super().stop()
+        # Only our own socket: a newer sipr may have replaced it.
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == self.inode:
+                os.unlink(self.path)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                line = await asyncio.wait_for(reader.readline(), IDLE_SECONDS)
+            except (ValueError, asyncio.LimitOverrunError):
+                too_long = {
+                    "jsonrpc": "2.0",
+                    "id": None,
+                    "error": {
+                        "code": INVALID_REQUEST,
+                        "message": f"request longer than {MAX_REQUEST_BYTES} bytes",
+                    },
+                }
+                writer.write(encode(too_long) + b"\n")
+                return
+            except TimeoutError:
+                return
+            if not line:
+                return
+            if not line.strip():
+                continue
+            response = await self.registry.handle(line)
+            if response is not None:
+                writer.write(encode(response) + b"\n")
+                await writer.drain()
 
 
 def claim(path: Path) -> None:
     """Makes `path` free for our socket: a stale socket file (no process
     behind it) is removed; a live one means another sipr is running."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    owner = os.stat(path.parent).st_uid
+    if owner != os.getuid():
+        # e.g. /tmp/sipr-<uid> made by someone else to catch our socket.
+        raise ControlError(f"control socket directory {path.parent} belongs to another user")
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
