@@ -5,6 +5,7 @@ while the running one stays."""
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 
@@ -27,7 +28,9 @@ def test_reload_during_300_cps_loses_no_call_and_refuses_a_broken_script(
     calls, rate = 3000, 300
     script = copy_app(tmp_path, "1")
     uas_port, uac_port = free_port(), free_port()
-    uas = Sipp(sipp, "uas_rr.xml", uas_port, calls=calls, timeout_s=90)
+    # The callee answers 200 ms after ringing: ~60 calls wait on it at any time,
+    # their handlers suspended in relay() when the reload comes.
+    uas = Sipp(sipp, "uas_rr_delayed.xml", uas_port, calls=calls, timeout_s=90)
     try:
         proxy = sipr_factory(script, env={"SIPR_TARGET": f"sip:127.0.0.1:{uas_port}"})
         uac = Sipp(
@@ -65,6 +68,10 @@ def test_reload_during_300_cps_loses_no_call_and_refuses_a_broken_script(
         new_code = sipr_stats(proxy.tcp)["app.invite"]
         assert 300 <= new_code <= calls - 600, new_code
         assert proxy.alive()
+        reloaded = wait_for_log(proxy, "reloaded ")
+        on_old = re.search(r"(\d+) running handler\(s\) finish on the old", reloaded)
+        assert on_old and int(on_old.group(1)) > 0, reloaded
+        print(f"\nreload after {at_reload} INVITEs; new code routed {new_code}; {reloaded}")
     finally:
         uas.kill()
 
