@@ -153,6 +153,9 @@ class Server:
         """Imports the route script again; new requests go to its handlers,
         running handler tasks finish on the old code. Raises ReloadError (and
         keeps the running app) if the script fails to import or has no app."""
+        if self.stopping.is_set():
+            log.error("reload refused: shutting down")
+            raise ReloadError("shutting down")
         async with self._reload_lock:
             return await _lifecycle.reload(self)
 

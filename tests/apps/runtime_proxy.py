@@ -10,6 +10,7 @@ test_reload.py, test_drain.py): relays to SIPR_TARGET, and answers
     sip:hold@       waits X-Hold seconds, then 200 with X-Version (a handler
                     holding a request, e.g. across a reload)
     sip:silent@     returns without acting (the default reply answers)
+    sip:boom@       raises (sipr logs the traceback and answers 500)
 """
 
 import asyncio
@@ -54,5 +55,7 @@ async def route(req: sipr.Request) -> None:
         return req.reply(200, headers={"X-Version": VERSION})
     if req.method == "OPTIONS" and req.uri.user == "silent":
         return
+    if req.method == "OPTIONS" and req.uri.user == "boom":
+        raise RuntimeError("boom in the route")
     SEEN[f"app.{req.method}"] += 1
     await req.relay(TARGET)

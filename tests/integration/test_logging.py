@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import header
+from tests.conftest import header, status_of
 from tests.integration.runtime_kit import APP, ask, cfg_set, wait_for, wait_for_log
 
 
@@ -38,6 +38,18 @@ def test_json_lines_carry_the_call_id_of_the_request(sipr_factory) -> None:
     listening = [r for r in records if "listening on" in r["msg"]]
     assert len(listening) == 2 and all("call_id" not in r for r in listening)
     assert "call_id" not in next(r for r in records if "shutting down" in r["msg"])
+
+
+def test_a_failing_handler_is_one_json_record_with_its_traceback(sipr_factory) -> None:
+    proxy = sipr_factory(APP, extra_args=("--log-format", "json"))
+    resp = ask(proxy.tcp, "boom")
+    call_id = header(resp, "Call-ID")
+    assert status_of(resp) == 500
+    line = wait_for_log(proxy, "route handler failed")
+    record = json.loads(line)
+    assert record["level"] == "error" and record["call_id"] == call_id
+    assert "RuntimeError: boom in the route" in record["exc"]
+    assert "Traceback" in record["exc"] and "\n" not in line
 
 
 def test_text_lines_show_the_call_id(sipr_factory) -> None:
