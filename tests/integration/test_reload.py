@@ -94,7 +94,9 @@ def test_a_running_handler_finishes_on_the_old_code(sipr_factory, tmp_path) -> N
     finally:
         holder.join(10)
     assert status_of(held[0]) == 200 and header(held[0], "X-Version") == "old"
-    assert "1 running handler(s) finish on the old" in proxy.log()
+    # The held request's handler, and maybe a poll's not yet finished.
+    on_old = re.search(r"(\d+) running handler\(s\) finish on the old", proxy.log())
+    assert on_old and int(on_old.group(1)) >= 1, proxy.log()
 
 
 def test_reload_refuses_a_script_without_app_or_route(sipr_factory, tmp_path) -> None:
