@@ -69,14 +69,18 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup(level: str = "info", fmt: str = "text") -> None:
-    """Replaces the root logger's handlers with one stderr handler."""
+    """One stderr handler on the root logger in format `fmt`. If the app
+    configured logging itself (root handlers exist), its handlers stay and
+    only get the Call-ID filter (`%(call_id)s` in their format)."""
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    if root.handlers:
+        for existing in root.handlers:
+            existing.addFilter(CallIdFilter())
+        return
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(CallIdFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level.upper())
