@@ -84,3 +84,29 @@ def test_bad_log_format_is_one_error_line() -> None:
     )
     assert out.returncode == 1
     assert out.stderr.strip() == "sipr: error: --log-format must be one of text, json, got 'xml'"
+
+
+OWN_LOGGING = """
+import logging
+
+import sipr
+
+logging.basicConfig(format="own %(levelname)s %(call_id)s %(message)s")
+app = sipr.App()
+
+
+@app.route
+async def route(req: sipr.Request) -> None:
+    logging.getLogger("mine").warning("handled")
+    req.reply(200)
+"""
+
+
+def test_an_app_with_its_own_logging_setup_keeps_it_and_gets_the_call_id(
+    sipr_factory, tmp_path
+) -> None:
+    script = tmp_path / "own_logging.py"
+    script.write_text(OWN_LOGGING)
+    proxy = sipr_factory(script, extra_args=("--log-format", "json"))
+    call_id = header(ask(proxy.tcp, "anyone"), "Call-ID")
+    assert wait_for_log(proxy, "handled") == f"own WARNING {call_id} handled"
