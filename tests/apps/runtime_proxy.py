@@ -11,11 +11,13 @@ test_reload.py, test_drain.py): relays to SIPR_TARGET, and answers
                     holding a request, e.g. across a reload)
     sip:silent@     returns without acting (the default reply answers)
     sip:boom@       raises (sipr logs the traceback and answers 500)
+    sip:block@      blocks the event loop X-Block seconds (time.sleep), then 200
 """
 
 import asyncio
 import logging
 import os
+import time
 from collections import Counter
 
 import sipr
@@ -55,6 +57,9 @@ async def route(req: sipr.Request) -> None:
         return req.reply(200, headers={"X-Version": VERSION})
     if req.method == "OPTIONS" and req.uri.user == "silent":
         return
+    if req.method == "OPTIONS" and req.uri.user == "block":
+        time.sleep(float(req.headers.get("X-Block") or "0.1"))
+        return req.reply(200)
     if req.method == "OPTIONS" and req.uri.user == "boom":
         raise RuntimeError("boom in the route")
     SEEN[f"app.{req.method}"] += 1

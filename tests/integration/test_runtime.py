@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import UdpPeer, header, sip_request, status_of
 from tests.integration.ctlkit import sipr_ctl
-from tests.integration.runtime_kit import APP, ask, cfg_set
+from tests.integration.runtime_kit import APP, ask, cfg_set, wait_for_log
 
 INVITE_SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
 
@@ -147,6 +147,17 @@ def test_default_reply_and_route_deadline_apply_to_the_next_request(sipr_factory
     assert cfg_set(proxy.tcp, "tm.route_deadline", "0.2") == "0.2"
     # The handler would wait 5 s; its route deadline cancels it and answers 500.
     assert status_of(ask(proxy.tcp, "hold", "X-Hold: 5\r\n")) == 500
+
+
+def test_stall_threshold_lowered_at_runtime_reports_a_shorter_block(sipr_factory) -> None:
+    """A handler blocks the loop 0.18 s: under the default threshold (0.2 s)
+    that is no stall; with watchdog.stall_threshold set to 0.02 it is one."""
+    proxy = sipr_factory(APP)
+    assert cfg_set(proxy.tcp, "watchdog.stall_threshold", "0.02") == "0.02"
+    resp = ask(proxy.tcp, "block", "X-Block: 0.18\r\n")
+    assert status_of(resp) == 200
+    line = wait_for_log(proxy, "event loop blocked")
+    assert f"Call-ID {header(resp, 'Call-ID')}" in line and "handler route" in line
 
 
 def test_cfg_list_names_every_setting_with_its_value_and_type(sipr_factory) -> None:
