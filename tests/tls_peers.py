@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.conftest import sip_request
+
 MAX_MESSAGE = 65_535
 CA_KEY_USAGE = x509.KeyUsage(
     digital_signature=True,
@@ -207,6 +209,18 @@ class SipConnection:
             if msg is None or not msg.startswith(b"SIP/2.0 1"):
                 return msg
 
+    def options(self, addr: tuple[str, int], user: str, transport: str) -> bytes | None:
+        """OPTIONS sip:USER@addr over this connection; its final response or None."""
+        self.send(
+            sip_request(
+                "OPTIONS",
+                f"sip:{user}@{addr[0]}:{addr[1]}",
+                via=f"SIP/2.0/{transport} 127.0.0.1:{{port}};branch=z9hG4bK{{branch}}",
+                port=self.local_port,
+            )
+        )
+        return self.recv_final()
+
     def close(self) -> None:
         self.sock.close()
 
@@ -244,13 +258,20 @@ class UasLog:
 
 
 def answer_requests(
-    conn: SipConnection, log: UasLog, contact: str, stopping: threading.Event
+    conn: SipConnection,
+    log: UasLog,
+    contact: str,
+    stopping: threading.Event,
+    outbox: queue.Queue[bytes] | None = None,
 ) -> None:
     """Answers every request on `conn` 200 (INVITE with `contact`), ACK
     excepted, until `stopping` or the connection closes; responses go to
-    `log.responses`."""
+    `log.responses`. What is put in `outbox` is sent from this thread too (an
+    SSL connection must not be read and written from two threads at once)."""
     while not stopping.is_set():
-        msg = conn.recv(timeout=0.5)
+        while outbox is not None and not outbox.empty():
+            conn.send(outbox.get())
+        msg = conn.recv(timeout=0.05 if outbox is not None else 0.5)
         if msg is None:
             if conn.closed:
                 return
@@ -280,14 +301,17 @@ class TlsClientUa:
         self.conn = SipConnection.open(addr, ctx)
         self.log = UasLog()
         self.stopping = threading.Event()
+        self.outbox: queue.Queue[bytes] = queue.Queue()
         self.thread = threading.Thread(
-            target=answer_requests, args=(self.conn, self.log, contact, self.stopping), daemon=True
+            target=answer_requests,
+            args=(self.conn, self.log, contact, self.stopping, self.outbox),
+            daemon=True,
         )
         self.thread.start()
 
     def request(self, data: bytes, timeout: float = 5.0) -> bytes | None:
         """Sends a request; its final response, or None."""
-        self.conn.send(data)
+        self.outbox.put(data)
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:

@@ -1,6 +1,9 @@
 """Test app: an in-memory registrar that relays every other out-of-dialog
 request to the contacts registered for its Request-URI (tests/integration/
-test_tls.py: UAs registered over TLS are reached over their connection)."""
+test_tls.py: UAs registered over TLS are reached over their connection).
+`OPTIONS sip:tlsinfo@...` is answered 200 with `Core.tls_info()` as JSON."""
+
+import json
 
 import sipr
 
@@ -12,6 +15,9 @@ app = sipr.App()
 async def route(req: sipr.Request) -> None:
     if req.method == "REGISTER":
         return await registrar.save(req)
+    if req.method == "OPTIONS" and req.uri.user == "tlsinfo":
+        assert app._core is not None
+        return req.reply(200, body=json.dumps(app._core.tls_info()).encode())
     contacts = await registrar.lookup(req.uri)
     if not contacts:
         return req.reply(480 if req.method == "INVITE" else 404)

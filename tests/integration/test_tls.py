@@ -57,15 +57,7 @@ def start_proxy(
 
 def options(conn: SipConnection, addr: tuple[str, int]) -> bytes | None:
     """OPTIONS sip:stats@ over `conn`; the final response or None."""
-    conn.send(
-        sip_request(
-            "OPTIONS",
-            f"sip:stats@{addr[0]}:{addr[1]}",
-            via="SIP/2.0/TLS 127.0.0.1:{port};branch=z9hG4bK{branch}",
-            port=conn.local_port,
-        )
-    )
-    return conn.recv_final()
+    return conn.options(addr, "stats", "TLS")
 
 
 def peer_common_name(conn: SipConnection) -> str:
