@@ -6,7 +6,8 @@
 Starts proxy B of tls_pair.sh alone (TLS 127.0.0.1:5081, TCP 127.0.0.1:5082), and per
 transport, in a fresh proxy: opens N connections (TLS: full handshake, verifying the proxy
 against CERTDIR/ca.pem), sends a CRLF keep-alive ping on each and waits for its pong (so the
-proxy has set the connection up), then reads the proxy's memory again. Prints the delta per
+proxy has set the connection up), leaves them idle for 7 s, then reads the proxy's memory
+again. Prints the delta per
 connection of the PSS summed over the proxy's process tree (Kamailio is several processes
 sharing memory: PSS counts shared pages once) and of the RSS.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PORTS = {"tls": 5081, "tcp": 5082}
+IDLE_S = 7.0
 
 
 def tree(root: int) -> list[int]:
@@ -100,7 +102,8 @@ def measure(kind: str, certs: Path, transport: str, n: int) -> tuple[float, floa
         time.sleep(1.0)
         pss0, rss0 = memory_kb(proc.pid)
         conns = open_idle(transport, n, certs / "ca.pem")
-        time.sleep(2.0)
+        # Idle means quiet for a while: sipr sheds a connection's read buffer after 5 s.
+        time.sleep(IDLE_S)
         pss1, rss1 = memory_kb(proc.pid)
         for s in conns + warm:
             s.close()

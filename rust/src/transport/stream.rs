@@ -25,6 +25,11 @@ use super::{Destination, Source, Transport};
 use crate::sip::{frame_stream, Limits, StreamFrame};
 use crate::tls::TlsContext;
 
+/// Initial size of a connection's read buffer.
+const READ_BUFFER: usize = 4096;
+/// A connection quiet for this long gives its (empty) read buffer back.
+const SHED_BUFFER_AFTER: Duration = Duration::from_secs(5);
+
 /// Tunables of the stream transports.
 #[derive(Debug, Clone)]
 pub struct StreamConfig {
@@ -447,19 +452,31 @@ where
             local: meta.local,
             conn: Some(meta.id),
         };
+        let mut last_read = shared.now_secs();
         let idle = shared.config.idle_lifetime;
-        let mut buf = BytesMut::with_capacity(4096);
+        // No read buffer while idle (most of the memory of an idle
+        // connection): it is allocated when bytes arrive and released once
+        // the connection has been quiet for SHED_BUFFER_AFTER.
+        let mut buf = BytesMut::new();
         'read: loop {
+            let wait = if buf.capacity() == 0 {
+                idle
+            } else {
+                idle.min(SHED_BUFFER_AFTER)
+            };
             let read = tokio::select! {
-                r = tokio::time::timeout(idle, rd.read_buf(&mut buf)) => r,
+                r = tokio::time::timeout(wait, read_some(&mut rd, &mut buf)) => r,
                 _ = close.notified() => break 'read,
             };
             match read {
-                Ok(Ok(n)) if n > 0 => {}
+                Ok(Ok(n)) if n > 0 => last_read = shared.now_secs(),
                 Ok(_) => break,
                 Err(_) => {
-                    let written = last_write.load(Ordering::Relaxed);
-                    if shared.now_secs().saturating_sub(written) < idle.as_secs() {
+                    if buf.is_empty() {
+                        buf = BytesMut::new();
+                    }
+                    let last = last_read.max(last_write.load(Ordering::Relaxed));
+                    if shared.now_secs().saturating_sub(last) < idle.as_secs() {
                         continue;
                     }
                     tracing::debug!(peer = %meta.peer, "closing idle connection");
@@ -485,9 +502,6 @@ where
                     }
                 }
             }
-            if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(4096);
-            }
         }
         shared.unregister(meta.id);
         drop(tx);
@@ -499,6 +513,24 @@ where
             tracing::debug!(peer = %meta.peer, "writer did not finish; dropped");
         }
     });
+}
+
+/// Reads what is available into `buf`; an empty (released) buffer reads
+/// into a small scratch first, so that a connection only waiting for data
+/// holds no read buffer.
+async fn read_some<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() == 0 {
+        let mut scratch = [0u8; 512];
+        let n = rd.read(&mut scratch).await?;
+        // Just what arrived: a keep-alive ping allocates next to nothing; a
+        // message grows the buffer on the next read.
+        *buf = BytesMut::from(&scratch[..n]);
+        return Ok(n);
+    }
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_BUFFER);
+    }
+    rd.read_buf(buf).await
 }
 
 #[cfg(test)]
