@@ -112,9 +112,13 @@ def wait_for(predicate, timeout: float = 10.0) -> bool:
 # Acceptance 1 --------------------------------------------------------------
 
 
-def test_call_over_tls_from_tls_uac_to_tls_uas(sipr_factory, ca: CertAuthority) -> None:
+@pytest.mark.parametrize("scheme", ["sip", "sips"])
+def test_call_over_tls_from_tls_uac_to_tls_uas(
+    sipr_factory, ca: CertAuthority, scheme: str
+) -> None:
     """INVITE/200/ACK/BYE/200 with TLS on both sides: the proxy verifies the
-    UAS against the test CA, the UAC verifies the proxy."""
+    UAS against the test CA, the UAC verifies the proxy. For a `sips:`
+    Request-URI our Record-Route is a SIPS URI (RFC 3261 §16.6 step 4)."""
     uas = TlsUas(ca.issue("uas"))
     try:
         proxy = start_proxy(sipr_factory, ca, targets=f"sip:127.0.0.1:{uas.port};transport=tls")
@@ -124,7 +128,7 @@ def test_call_over_tls_from_tls_uac_to_tls_uas(sipr_factory, ca: CertAuthority) 
         port = conn.local_port
         invite = sip_request(
             "INVITE",
-            f"sip:bob@{tls_addr[0]}:{tls_addr[1]}",
+            f"{scheme}:bob@{tls_addr[0]}:{tls_addr[1]}",
             via="SIP/2.0/TLS 127.0.0.1:{port};branch=z9hG4bK{branch}",
             port=port,
             extra=f"Contact: <sip:alice@127.0.0.1:{port};transport=tls>\r\n",
@@ -134,7 +138,12 @@ def test_call_over_tls_from_tls_uac_to_tls_uas(sipr_factory, ca: CertAuthority) 
         assert status_of(final) == 200, final
         assert final is not None
         rr = header(final, "Record-Route")
-        assert rr is not None and "transport=tls" in rr, final
+        expected = (
+            f"<sips:127.0.0.1:{tls_addr[1]};lr>"
+            if scheme == "sips"
+            else f"<sip:127.0.0.1:{tls_addr[1]};transport=tls;lr>"
+        )
+        assert rr == expected, final
         conn.send(in_dialog("ACK", invite, final, 1, port))
         conn.send(in_dialog("BYE", invite, final, 2, port))
         bye_final = conn.recv_final()

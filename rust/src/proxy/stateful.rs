@@ -180,8 +180,12 @@ pub fn relay(
             fmt_hostport(local),
             via_alias(hop.transport)
         );
-        let rr =
-            (opts.record_route && creates_dialog(&msg)).then(|| record_route(core, &source, &hop));
+        let rr = (opts.record_route && creates_dialog(&msg)).then(|| {
+            let sips = msg
+                .request_uri()
+                .is_some_and(|u| u.scheme == crate::sip::Scheme::Sips);
+            record_route(core, &source, &hop, sips)
+        });
         let mut edits = opts.header_edits.to_vec();
         edits.extend(
             target
