@@ -68,6 +68,10 @@ class CertAuthority:
         self.pem = directory / f"{safe}.pem"
         self.pem.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
+    def files(self, stem: str) -> CertFiles:
+        """Where `issue(..., stem=stem)` writes (or wrote) its PEM files."""
+        return CertFiles(self.directory / f"{stem}.crt", self.directory / f"{stem}.key")
+
     def issue(
         self,
         common_name: str,
@@ -97,8 +101,7 @@ class CertAuthority:
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
-        stem = stem or common_name.replace(" ", "_")
-        files = CertFiles(self.directory / f"{stem}.crt", self.directory / f"{stem}.key")
+        files = self.files(stem or common_name.replace(" ", "_"))
         files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         files.key.write_bytes(
             key.private_bytes(

@@ -213,9 +213,9 @@ def test_certificate_reload_keeps_open_connections(sipr_factory, ca: CertAuthori
     assert status_of(options(old, addr)) == 200
     # Same paths, new contents: what an operator's certificate renewal does.
     renewed = ca.issue("second", stem="renewed")
-    first_files = tls_args(ca, name="first")
-    Path(first_files[1]).write_bytes(renewed.cert.read_bytes())
-    Path(first_files[3]).write_bytes(renewed.key.read_bytes())
+    running = ca.files("first")
+    running.cert.write_bytes(renewed.cert.read_bytes())
+    running.key.write_bytes(renewed.key.read_bytes())
     proxy.proc.send_signal(signal.SIGHUP)
     assert wait_for(lambda: "sipr: TLS certificates reloaded" in proxy.log()), proxy.log()
     new = SipConnection.open(addr, ctx)
@@ -225,6 +225,21 @@ def test_certificate_reload_keeps_open_connections(sipr_factory, ca: CertAuthori
     assert status_of(options(old, addr)) == 200
     old.close()
     new.close()
+
+
+def test_failed_reload_keeps_the_running_certificate(sipr_factory, ca: CertAuthority) -> None:
+    proxy = start_proxy(sipr_factory, ca, name="kept")
+    addr = proxy.addrs["tls"]
+    key = ca.files("kept").key
+    key.write_text("not a key\n")
+    proxy.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "TLS reload failed, keeping the old certificates" in proxy.log())
+    assert str(key) in proxy.log()
+    conn = SipConnection.open(addr, client_context(ca.pem))
+    assert peer_common_name(conn) == "kept"
+    assert status_of(options(conn, addr)) == 200
+    conn.close()
+    assert proxy.alive()
 
 
 def test_outgoing_tls_to_untrusted_server_fails_fast(
