@@ -105,6 +105,7 @@ class Core:
         tls_sni: list[tuple[str, str, str]] = ...,
         tls_client_ca: str | None = None,
         tls_verify_client: bool = False,
+        tls_verify_client_on: list[str] = ...,
         tls_ca: str | None = None,
         connect_timeout: float | None = None,
         connection_lifetime: float | None = None,

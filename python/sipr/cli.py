@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import ipaddress
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -111,6 +112,13 @@ def run(
             "--tls-verify-client", help="Refuse TLS clients without a valid certificate (mTLS)"
         ),
     ] = False,
+    tls_verify_client_on: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tls-verify-client-on",
+            help="Require client certificates on this TLS listener only, repeatable: IP:PORT",
+        ),
+    ] = None,
     tls_ca: Annotated[
         Path | None,
         typer.Option(
@@ -146,6 +154,7 @@ def run(
         tls_sni=tls_sni or [],
         tls_client_ca=tls_client_ca,
         tls_verify_client=tls_verify_client,
+        tls_verify_client_on=tls_verify_client_on or [],
         tls_ca=tls_ca,
     )
     if connection_lifetime <= 0 or connect_timeout <= 0 or max_connections < 1:
@@ -174,13 +183,14 @@ def core_options(
     tls_sni: list[str],
     tls_client_ca: Path | None,
     tls_verify_client: bool,
+    tls_verify_client_on: list[str],
     tls_ca: Path | None,
 ) -> dict[str, object]:
     """Checks the TLS flags and turns them into `_core.Core` keyword arguments."""
     if (tls_cert is None) != (tls_key is None):
         raise CliError("--tls-cert and --tls-key go together")
-    if tls_verify_client and tls_client_ca is None:
-        raise CliError("--tls-verify-client needs --tls-client-ca")
+    if (tls_verify_client or tls_verify_client_on) and tls_client_ca is None:
+        raise CliError("--tls-verify-client(-on) needs --tls-client-ca")
     for flag, path in (
         ("--tls-cert", tls_cert),
         ("--tls-key", tls_key),
@@ -189,6 +199,15 @@ def core_options(
     ):
         if path is not None and not path.is_file():
             raise CliError(f"{flag}: file not found: {path}")
+    for addr in tls_verify_client_on:
+        host, _, port = addr.rpartition(":")
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+            valid = 0 < int(port) < 65536
+        except ValueError:
+            valid = False
+        if not valid:
+            raise CliError(f"--tls-verify-client-on {addr}: expected IP:PORT of a tls: listener")
     sni: list[tuple[str, str, str]] = []
     for spec in tls_sni:
         domain, sep, files = spec.partition("=")
@@ -205,6 +224,7 @@ def core_options(
         "tls_sni": sni,
         "tls_client_ca": str(tls_client_ca) if tls_client_ca else None,
         "tls_verify_client": tls_verify_client,
+        "tls_verify_client_on": tls_verify_client_on,
         "tls_ca": str(tls_ca) if tls_ca else None,
     }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import ssl
 import time
 import warnings
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, UdpPeer, free_port, header, sip_request, status_of
+from tests.conftest import LISTEN_RE, ROOT, UdpPeer, free_port, header, sip_request, status_of
 from tests.sipp.peers import Sipp
 from tests.tls_peers import (
     CertAuthority,
@@ -58,6 +59,19 @@ def start_proxy(
 def options(conn: SipConnection, addr: tuple[str, int]) -> bytes | None:
     """OPTIONS sip:stats@ over `conn`; the final response or None."""
     return conn.options(addr, "stats", "TLS")
+
+
+def refused_without_certificate(addr: tuple[str, int], ca_pem: Path) -> bool:
+    """Whether a client without a certificate gets no SIP answer from `addr`."""
+    try:
+        conn = SipConnection.open(addr, client_context(ca_pem))
+        # TLS 1.3: the client's handshake ends before the server has checked
+        # it; the refusal arrives as an alert on the first read.
+        answer = options(conn, addr)
+        conn.close()
+    except ssl.SSLError:
+        return True
+    return answer is None
 
 
 def peer_common_name(conn: SipConnection) -> str:
@@ -160,19 +174,40 @@ def test_call_over_tls_from_tls_uac_to_tls_uas(
 def test_mtls_refuses_a_client_without_certificate(sipr_factory, ca: CertAuthority) -> None:
     proxy = start_proxy(sipr_factory, ca, "--tls-client-ca", str(ca.pem), "--tls-verify-client")
     addr = proxy.addrs["tls"]
-    refused: bytes | None = None
-    try:
-        conn = SipConnection.open(addr, client_context(ca.pem))
-        # TLS 1.3: the client's handshake ends before the server has checked
-        # it; the refusal arrives as an alert on the first read.
-        refused = options(conn, addr)
-        conn.close()
-    except ssl.SSLError:
-        refused = None
-    assert refused is None, refused
+    assert refused_without_certificate(addr, ca.pem)
     client = ca.issue("alice", ips=(), client=True)
     conn = SipConnection.open(addr, client_context(ca.pem, client))
     assert status_of(options(conn, addr)) == 200
+    conn.close()
+
+
+def test_mtls_on_one_listener_only(sipr_factory, ca: CertAuthority) -> None:
+    """`--tls-verify-client-on` requires client certificates on that TLS
+    listener; the process's other TLS listener still takes any client."""
+    strict_port = free_port(socket.SOCK_STREAM)
+    proxy = sipr_factory(
+        PROXY,
+        listen=("udp:127.0.0.1:0", f"tls:127.0.0.1:{strict_port}"),
+        extra_args=(
+            "--listen", "tls:127.0.0.1:0",
+            *tls_args(ca, "--tls-client-ca", str(ca.pem)),
+            "--tls-verify-client-on", f"127.0.0.1:{strict_port}",
+        ),
+    )  # fmt: skip
+    tls_ports = {
+        int(m.group(3))
+        for line in proxy.output
+        if (m := LISTEN_RE.search(line)) and m.group(1) == "tls"
+    }
+    (open_port,) = tls_ports - {strict_port}
+    strict, relaxed = ("127.0.0.1", strict_port), ("127.0.0.1", open_port)
+    assert refused_without_certificate(strict, ca.pem)
+    conn = SipConnection.open(relaxed, client_context(ca.pem))
+    assert status_of(options(conn, relaxed)) == 200
+    conn.close()
+    client = ca.issue("alice", ips=(), client=True)
+    conn = SipConnection.open(strict, client_context(ca.pem, client))
+    assert status_of(options(conn, strict)) == 200
     conn.close()
 
 

@@ -69,7 +69,7 @@ pub struct PyCore {
 #[pymethods]
 impl PyCore {
     #[new]
-    #[pyo3(signature = (listen, *, max_pending=10_000, retry_after=5, max_message_size=65_535, aliases=Vec::new(), in_dialog_to_app=false, record_route=true, tls_cert=None, tls_key=None, tls_sni=Vec::new(), tls_client_ca=None, tls_verify_client=false, tls_ca=None, connect_timeout=None, connection_lifetime=None, max_connections=None))]
+    #[pyo3(signature = (listen, *, max_pending=10_000, retry_after=5, max_message_size=65_535, aliases=Vec::new(), in_dialog_to_app=false, record_route=true, tls_cert=None, tls_key=None, tls_sni=Vec::new(), tls_client_ca=None, tls_verify_client=false, tls_verify_client_on=Vec::new(), tls_ca=None, connect_timeout=None, connection_lifetime=None, max_connections=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         listen: Vec<String>,
@@ -84,6 +84,7 @@ impl PyCore {
         tls_sni: Vec<(String, PathBuf, PathBuf)>,
         tls_client_ca: Option<PathBuf>,
         tls_verify_client: bool,
+        tls_verify_client_on: Vec<String>,
         tls_ca: Option<PathBuf>,
         connect_timeout: Option<f64>,
         connection_lifetime: Option<f64>,
@@ -99,6 +100,16 @@ impl PyCore {
                 "at least one listen address is needed",
             ));
         }
+        let verify_client_on = tls_verify_client_on
+            .iter()
+            .map(|a| {
+                a.parse::<std::net::SocketAddr>().map_err(|_| {
+                    PyValueError::new_err(format!(
+                        "tls_verify_client_on: {a:?} is not an IP:PORT address"
+                    ))
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
         let defaults = Config::default();
         let mut stream = defaults.stream.clone();
         if let Some(v) = connect_timeout {
@@ -118,6 +129,7 @@ impl PyCore {
                 sni: tls_sni,
                 client_ca: tls_client_ca,
                 verify_client: tls_verify_client,
+                verify_client_on,
                 ca: tls_ca,
             },
             listen,

@@ -51,8 +51,11 @@ pub struct TlsSettings {
     pub sni: Vec<(String, PathBuf, PathBuf)>,
     /// CAs that client certificates must chain to (mTLS).
     pub client_ca: Option<PathBuf>,
-    /// Refuse TLS clients without a valid certificate (needs `client_ca`).
+    /// Refuse TLS clients without a valid certificate on every TLS
+    /// listener (needs `client_ca`).
     pub verify_client: bool,
+    /// The same, only on these TLS listeners (local addresses).
+    pub verify_client_on: Vec<SocketAddr>,
     /// CAs trusted for outgoing connections; None: the system's roots.
     pub ca: Option<PathBuf>,
 }
@@ -64,7 +67,10 @@ impl TlsSettings {
 }
 
 struct Built {
+    /// Client certificates optional (checked when sent, if `client_ca`).
     server: Option<Arc<ServerConfig>>,
+    /// Client certificates required (mTLS listeners).
+    server_strict: Option<Arc<ServerConfig>>,
     client: Arc<ClientConfig>,
     certs: Vec<CertInfo>,
 }
@@ -99,10 +105,17 @@ impl TlsContext {
         self.built.read().server.is_some()
     }
 
-    /// The acceptor for a new incoming connection, or None without a
-    /// server certificate.
-    pub fn acceptor(&self) -> Option<TlsAcceptor> {
-        self.built.read().server.clone().map(TlsAcceptor::from)
+    /// The acceptor for a new connection on listener `local`, or None
+    /// without a server certificate.
+    pub fn acceptor(&self, local: SocketAddr) -> Option<TlsAcceptor> {
+        let built = self.built.read();
+        let strict = self.settings.verify_client || self.settings.verify_client_on.contains(&local);
+        let config = if strict {
+            built.server_strict.clone()
+        } else {
+            built.server.clone()
+        };
+        config.map(TlsAcceptor::from)
     }
 
     pub fn connector(&self) -> TlsConnector {
@@ -146,14 +159,28 @@ fn build(settings: &TlsSettings, provider: &Arc<CryptoProvider>) -> Result<Built
         infos.push(certs::describe(&k, Some(domain), cert));
         resolver.add(domain, k);
     }
-    let server = if default_key.is_some() || !settings.sni.is_empty() {
-        Some(Arc::new(server_config(settings, provider, resolver)?))
+    let resolver: Arc<dyn rustls::server::ResolvesServerCert> = Arc::new(resolver);
+    let has_cert = default_key.is_some() || !settings.sni.is_empty();
+    let server = if has_cert {
+        Some(Arc::new(server_config(
+            settings,
+            provider,
+            resolver.clone(),
+            false,
+        )?))
+    } else {
+        None
+    };
+    let wants_strict = settings.verify_client || !settings.verify_client_on.is_empty();
+    let server_strict = if has_cert && wants_strict {
+        Some(Arc::new(server_config(settings, provider, resolver, true)?))
     } else {
         None
     };
     let client = client_config(settings, provider, default_key)?;
     Ok(Built {
         server,
+        server_strict,
         client: Arc::new(client),
         certs: infos,
     })
@@ -162,7 +189,8 @@ fn build(settings: &TlsSettings, provider: &Arc<CryptoProvider>) -> Result<Built
 fn server_config(
     settings: &TlsSettings,
     provider: &Arc<CryptoProvider>,
-    resolver: SniResolver,
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+    require_client_cert: bool,
 ) -> Result<ServerConfig, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(VERSIONS)
@@ -172,7 +200,7 @@ fn server_config(
             let roots = root_store(ca)?;
             let verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-            let verifier = if settings.verify_client {
+            let verifier = if require_client_cert {
                 verifier
             } else {
                 // A certificate is asked for and checked when sent, not required.
@@ -184,14 +212,14 @@ fn server_config(
                     .map_err(|e| TlsError::Config(e.to_string()))?,
             )
         }
-        None if settings.verify_client => {
+        None if require_client_cert => {
             return Err(TlsError::Config(
                 "--tls-verify-client needs --tls-client-ca".into(),
             ))
         }
         None => builder.with_no_client_auth(),
     };
-    Ok(builder.with_cert_resolver(Arc::new(resolver)))
+    Ok(builder.with_cert_resolver(resolver))
 }
 
 fn client_config(
@@ -292,7 +320,7 @@ mod tests {
     fn client_only_context_has_no_acceptor() {
         let ctx = TlsContext::new(TlsSettings::default()).expect("system roots");
         assert!(!ctx.has_server_cert());
-        assert!(ctx.acceptor().is_none());
+        assert!(ctx.acceptor("127.0.0.1:5061".parse().unwrap()).is_none());
         assert!(ctx.cert_info().is_empty());
     }
 }

@@ -329,7 +329,7 @@ async fn accept_loop(
             Transport::Tls => {
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    let Some(acceptor) = shared.tls.as_ref().and_then(|t| t.acceptor()) else {
+                    let Some(acceptor) = shared.tls.as_ref().and_then(|t| t.acceptor(local)) else {
                         shared.unregister(id);
                         return;
                     };
