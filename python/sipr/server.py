@@ -9,6 +9,8 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 from sipr import _core, _lifecycle
 from sipr._deadlines import Deadlines
@@ -35,6 +37,7 @@ class Server:
         *,
         source: str | None = None,
         drain_timeout: float = DRAIN_SECONDS,
+        core_options: Mapping[str, Any] | None = None,
     ) -> None:
         if app.route_handler is None:
             raise RuntimeError("the app has no @app.route handler")
@@ -61,6 +64,8 @@ class Server:
         self.drain_deadline: float | None = None
         self.control_config = control
         self.control: ControlServer | None = None
+        # Transport settings (TLS files, connection limits) for `_core.Core`.
+        self.core_options = dict(core_options or {})
         self.core: _core.Core | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         # Handler tasks of requests a CANCEL can end, by transaction id.
@@ -90,6 +95,7 @@ class Server:
             retry_after=self.app.retry_after,
             in_dialog_to_app=self.app.in_dialog_handler is not None,
             record_route=self.app.record_route,
+            **self.core_options,
         )
         core.set_timers(**self._timers)
         self.app._core = core
@@ -191,6 +197,18 @@ class Server:
         self.stall_threshold = seconds
         if self.watchdog is not None:
             self.watchdog.threshold = seconds
+
+    def reload_tls(self) -> None:
+        """SIGHUP: re-read the TLS certificates; open connections keep theirs."""
+        opts = self.core_options
+        if self.core is None or not (opts.get("tls_cert") or opts.get("tls_sni")):
+            return
+        try:
+            self.core.reload_tls()
+        except ValueError as e:
+            log.error("sipr: TLS reload failed, keeping the old certificates: %s", e)
+            return
+        log.info("sipr: TLS certificates reloaded")
 
     def _on_udp(self, index: int) -> None:
         core = self.core
@@ -403,6 +421,7 @@ def run(
     source: str | None = None,
     drain_timeout: float = DRAIN_SECONDS,
     control: ControlConfig | None = None,
+    core_options: Mapping[str, Any] | None = None,
 ) -> int:
     """Serves until SIGINT/SIGTERM; returns the exit status (0 after a
     drain, 1 when a second signal cut it short)."""
@@ -410,7 +429,7 @@ def run(
 
     logs.setup(log_level, log_format)
     _lifecycle.json_banner = log_format == "json"
-    return asyncio.run(_main(app, listen, source, drain_timeout, control))
+    return asyncio.run(_main(app, listen, source, drain_timeout, control, core_options))
 
 
 async def _main(
@@ -419,14 +438,18 @@ async def _main(
     source: str | None,
     drain_timeout: float,
     control: ControlConfig | None,
+    core_options: Mapping[str, Any] | None,
 ) -> int:
-    server = Server(app, listen, control, source=source, drain_timeout=drain_timeout)
+    server = Server(
+        app, listen, control, source=source, drain_timeout=drain_timeout, core_options=core_options
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.stop)
     reloads: set[asyncio.Task[None]] = set()
 
     def on_sighup() -> None:
+        server.reload_tls()
         task = loop.create_task(server.reload_logged())
         reloads.add(task)
         task.add_done_callback(reloads.discard)

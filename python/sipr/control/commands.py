@@ -214,13 +214,20 @@ def register_builtins(registry: Registry, ctl: ControlServer) -> None:
         return sorted(rows, key=lambda r: (r["host"], r["port"]))
 
     async def tls_list() -> list[dict[str, Any]]:
-        """TLS listeners (and their certificates when the core reports them)."""
+        """The loaded TLS certificates (default and per-SNI domain), each with
+        its expiry and the TLS listeners serving it; [] without TLS."""
         c = core()
-        certs = dict(c.tls_certificates()) if hasattr(c, "tls_certificates") else {}
+        listeners = ", ".join(f"{t}:{h}:{p}" for t, h, p in c.local_addrs() if t in TLS_TRANSPORTS)
         return [
-            {"transport": t, "host": h, "port": p, **certs.get(f"{t}:{h}:{p}", {})}
-            for t, h, p in c.local_addrs()
-            if t in TLS_TRANSPORTS
+            {
+                "domain": cert["domain"] or "*",
+                "subject": cert["subject"],
+                "not_after": cert["not_after"],
+                "names": ", ".join(cert["names"]),
+                "path": cert["path"],
+                "listeners": listeners,
+            }
+            for cert in c.tls_info()["certificates"]
         ]
 
     async def app_reload() -> dict[str, Any]:

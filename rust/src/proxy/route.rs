@@ -63,7 +63,11 @@ pub fn creates_dialog(msg: &Message) -> bool {
         )
 }
 
-fn rr_uri(addr: SocketAddr, transport: Transport, double: bool) -> String {
+fn rr_uri(addr: SocketAddr, transport: Transport, double: bool, sips: bool) -> String {
+    let r2 = if double { ";r2=on" } else { "" };
+    if sips && transport == Transport::Tls {
+        return format!("<sips:{};lr{r2}>", fmt_hostport(addr));
+    }
     let t = match transport {
         Transport::Udp => "",
         Transport::Tcp => ";transport=tcp",
@@ -71,26 +75,27 @@ fn rr_uri(addr: SocketAddr, transport: Transport, double: bool) -> String {
         Transport::Ws => ";transport=ws",
         Transport::Wss => ";transport=wss",
     };
-    let r2 = if double { ";r2=on" } else { "" };
     format!("<sip:{}{t};lr{r2}>", fmt_hostport(addr))
 }
 
 /// The Record-Route value(s) for a request arriving on `source` and leaving
 /// towards `hop`: one URI, or two when the interface or transport changes
-/// (the outbound one first, as the callee reads them top-down).
-pub fn record_route(core: &Core, source: &Source, hop: &Hop) -> String {
+/// (the outbound one first, as the callee reads them top-down). For a `sips:`
+/// request the TLS side(s) are SIPS URIs (RFC 3261 §16.6 step 4); a side on
+/// another transport keeps its `sip:` URI, or it could not be routed back.
+pub fn record_route(core: &Core, source: &Source, hop: &Hop, sips: bool) -> String {
     let out = core.advertised(hop.transport, hop.addr);
     let mut inbound = source.local;
     if inbound.ip().is_unspecified() {
         inbound = core.advertised(source.transport, source.addr);
     }
     if out == inbound && hop.transport == source.transport {
-        rr_uri(out, hop.transport, false)
+        rr_uri(out, hop.transport, false, sips)
     } else {
         format!(
             "{}, {}",
-            rr_uri(out, hop.transport, true),
-            rr_uri(inbound, source.transport, true)
+            rr_uri(out, hop.transport, true, sips),
+            rr_uri(inbound, source.transport, true, sips)
         )
     }
 }
@@ -134,4 +139,31 @@ pub fn is_loop(core: &Core, msg: &Message) -> bool {
         let h = hash.get_or_insert_with(|| format!("{:016x}", loop_hash(core, msg)));
         rest.starts_with(h.as_str())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_route_uris_name_their_transport() {
+        let a: SocketAddr = "127.0.0.1:5061".parse().unwrap();
+        assert_eq!(
+            rr_uri(a, Transport::Udp, false, false),
+            "<sip:127.0.0.1:5061;lr>"
+        );
+        assert_eq!(
+            rr_uri(a, Transport::Tls, true, false),
+            "<sip:127.0.0.1:5061;transport=tls;lr;r2=on>"
+        );
+        assert_eq!(
+            rr_uri(a, Transport::Tls, true, true),
+            "<sips:127.0.0.1:5061;lr;r2=on>"
+        );
+        // Only the TLS side of a sips request becomes a SIPS URI.
+        assert_eq!(
+            rr_uri(a, Transport::Tcp, false, true),
+            "<sip:127.0.0.1:5061;transport=tcp;lr>"
+        );
+    }
 }

@@ -3,19 +3,20 @@
 //! propagation (§16.10), Timer C (§16.8), and in-dialog loose routing with no
 //! application involved.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::context::{best_index, Final, ProxyCtx};
 use super::route::{branch_for, creates_dialog, loop_hash, next_hop, record_route};
-use super::{fmt_hostport, resolve, ForwardError};
+use super::{fmt_hostport, resolve, via_alias, ForwardError};
 use crate::core::{Core, Event};
 use crate::sip::write::{build_forward, build_response, strip_top_via, ForwardEdits, HeaderEdit};
 use crate::sip::{Framing, HeaderId, Limits, Message};
 use crate::transaction::client::{self, Outcome};
 use crate::transaction::{server, CtxId, Layer, TimerKey, TxnId, COARSE};
-use crate::transport::{Destination, Source};
+use crate::transport::{Destination, Source, Transport};
 
 /// One branch to start: a next hop, optionally with its own Request-URI and
 /// Route set (a registered contact: its URI, its NAT address, its Path).
@@ -174,12 +175,17 @@ pub fn relay(
         let branch = branch_for(lh, unique);
         let local = core.advertised(hop.transport, hop.addr);
         let via = format!(
-            "SIP/2.0/{} {};branch={branch}",
+            "SIP/2.0/{} {};branch={branch}{}",
             hop.transport,
-            fmt_hostport(local)
+            fmt_hostport(local),
+            via_alias(hop.transport)
         );
-        let rr =
-            (opts.record_route && creates_dialog(&msg)).then(|| record_route(core, &source, &hop));
+        let rr = (opts.record_route && creates_dialog(&msg)).then(|| {
+            let sips = msg
+                .request_uri()
+                .is_some_and(|u| u.scheme == crate::sip::Scheme::Sips);
+            record_route(core, &source, &hop, sips)
+        });
         let mut edits = opts.header_edits.to_vec();
         edits.extend(
             target
@@ -641,7 +647,50 @@ pub fn on_timer(core: &Core, layer: &mut Layer, key: TimerKey, events: &mut Vec<
 
 /// Ends a branch that got no final answer, as if it had answered 408.
 fn fail_branch_408(core: &Core, layer: &mut Layer, bid: u64, events: &mut Vec<Event>) {
+    fail_branch(core, layer, bid, 408, events);
+}
+
+/// The stream transport lost what was sent to `addr` over `transport` (the
+/// connect failed or timed out, the peer stopped reading): every branch
+/// still waiting on it fails at once as if it had answered 503 (RFC 3261
+/// §8.1.3.1, §16.7 step 6), so the round can fail over.
+pub fn on_transport_error(
+    core: &Core,
+    layer: &mut Layer,
+    transport: Transport,
+    addr: SocketAddr,
+    events: &mut Vec<Event>,
+) {
+    let failed: Vec<u64> = layer
+        .clients
+        .values()
+        .filter(|c| {
+            c.dest.transport == transport
+                && c.dest.addr == addr
+                && matches!(
+                    c.state,
+                    client::ClientState::Calling | client::ClientState::Trying
+                )
+        })
+        .map(|c| c.id)
+        .collect();
+    for bid in failed {
+        let Some(c) = layer.clients.get(&bid) else {
+            continue;
+        };
+        if c.method_str() == "CANCEL" {
+            layer.remove_client(bid);
+            continue;
+        }
+        fail_branch(core, layer, bid, 503, events);
+    }
+}
+
+fn fail_branch(core: &Core, layer: &mut Layer, bid: u64, status: u16, events: &mut Vec<Event>) {
     client::terminate(layer, bid);
+    if let Some(c) = layer.clients.get_mut(&bid) {
+        c.final_status = Some(status);
+    }
     let end = layer
         .timers
         .schedule(Instant::now(), COARSE, TimerKey::ClientEnd(bid));
@@ -653,7 +702,7 @@ fn fail_branch_408(core: &Core, layer: &mut Layer, bid: u64, events: &mut Vec<Ev
     let Some(server_id) = layer.ctxs.get(&ctx_id).map(|c| c.server) else {
         return;
     };
-    if let Some(f) = synthesize(core, layer, server_id, 408) {
+    if let Some(f) = synthesize(core, layer, server_id, status) {
         layer.ctxs.get_mut(&ctx_id).expect("exists").finals.push(f);
     }
     if round_complete(layer, ctx_id) {
