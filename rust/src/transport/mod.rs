@@ -7,6 +7,7 @@
 pub mod listen;
 pub mod stream;
 pub mod udp;
+pub mod ws;
 
 use std::fmt;
 use std::net::SocketAddr;
