@@ -197,7 +197,8 @@ _SENT_BY = re.compile(
 
 
 def _nat_source(req: Request) -> str | None:
-    """The request's source address as a URI when the UA is behind NAT, else None.
+    """The request's source address as a URI when the UA is behind NAT or
+    registered over WebSocket, else None.
 
     NAT is detected as Kamailio's `nat_uac_test("18")` does before
     `fix_nated_register()`: the top Via's sent-by is not the address the
@@ -207,6 +208,10 @@ def _nat_source(req: Request) -> str | None:
     """
     src = req.source
     here = f"sip:{_host(src.host)}:{src.port};transport={src.transport.lower()}"
+    if src.transport.upper() in ("WS", "WSS"):
+        # A WebSocket client is reachable only over the connection it
+        # registered on, whatever its Contact says (RFC 7118 §5).
+        return here
     m = _SENT_BY.match(req.headers.get("Via") or "")
     if m is None:
         return here

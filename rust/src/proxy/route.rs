@@ -15,7 +15,14 @@ use crate::transport::{Source, Transport};
 pub struct NextHop {
     pub uri: String,
     pub pop_routes: usize,
+    /// The WebSocket connection our own Route value names (`flow`): a
+    /// WebSocket client cannot be reached at its Contact (RFC 7118 §5).
+    pub flow: Option<Hop>,
 }
+
+/// The `flow` parameter we put in a Record-Route value facing a WebSocket
+/// client: its connection's address, where in-dialog requests go.
+const FLOW_PARAM: &str = "flow";
 
 /// Chooses the next hop: the explicit `target`, else the first Route value
 /// that does not name us, else the Request-URI (`ruri`).
@@ -39,18 +46,34 @@ pub fn next_hop(
         }
         pop_routes += 1;
     }
+    let flow = match (target, pop_routes) {
+        // Only when our Route value is the last one: else the next Route wins.
+        (None, n) if n > 0 && n == routes.len() => flow_of(&routes[n - 1].uri),
+        _ => None,
+    };
     let uri = match (target, routes.get(pop_routes)) {
         (Some(t), _) => t.to_string(),
         (None, Some(r)) => r.uri.raw.to_string(),
         (None, None) => {
             let u = Uri::parse(ruri).map_err(|_| ForwardError::BadTarget(ruri.to_string()))?;
-            if core.is_local(u.host, u.port, None) {
+            if flow.is_none() && core.is_local(u.host, u.port, None) {
                 return Err(ForwardError::NoRoute);
             }
             ruri.to_string()
         }
     };
-    Ok(NextHop { uri, pop_routes })
+    Ok(NextHop {
+        uri,
+        pop_routes,
+        flow,
+    })
+}
+
+/// The connection named by the `flow` parameter of one of our Route values.
+fn flow_of(route: &Uri<'_>) -> Option<Hop> {
+    let transport = route.param("transport").and_then(Transport::parse)?;
+    let addr = route.param(FLOW_PARAM)?.parse::<SocketAddr>().ok()?;
+    transport.is_websocket().then_some(Hop { transport, addr })
 }
 
 /// Whether relaying `msg` creates a dialog we should stay in (RFC 3261 §16.6
@@ -63,7 +86,12 @@ pub fn creates_dialog(msg: &Message) -> bool {
         )
 }
 
-fn rr_uri(addr: SocketAddr, transport: Transport, double: bool) -> String {
+fn rr_uri(
+    addr: SocketAddr,
+    transport: Transport,
+    double: bool,
+    flow: Option<SocketAddr>,
+) -> String {
     let t = match transport {
         Transport::Udp => "",
         Transport::Tcp => ";transport=tcp",
@@ -72,25 +100,32 @@ fn rr_uri(addr: SocketAddr, transport: Transport, double: bool) -> String {
         Transport::Wss => ";transport=wss",
     };
     let r2 = if double { ";r2=on" } else { "" };
-    format!("<sip:{}{t};lr{r2}>", fmt_hostport(addr))
+    let flow = flow.map_or_else(String::new, |f| {
+        format!(";{FLOW_PARAM}={}", fmt_hostport(f))
+    });
+    format!("<sip:{}{t};lr{r2}{flow}>", fmt_hostport(addr))
 }
 
 /// The Record-Route value(s) for a request arriving on `source` and leaving
 /// towards `hop`: one URI, or two when the interface or transport changes
-/// (the outbound one first, as the callee reads them top-down).
+/// (the outbound one first, as the callee reads them top-down). A side that
+/// faces a WebSocket client always gets its own value, naming the client's
+/// connection (`flow`), so in-dialog requests find their way back to it.
 pub fn record_route(core: &Core, source: &Source, hop: &Hop) -> String {
     let out = core.advertised(hop.transport, hop.addr);
     let mut inbound = source.local;
     if inbound.ip().is_unspecified() {
         inbound = core.advertised(source.transport, source.addr);
     }
-    if out == inbound && hop.transport == source.transport {
-        rr_uri(out, hop.transport, false)
+    let flow_out = hop.transport.is_websocket().then_some(hop.addr);
+    let flow_in = source.transport.is_websocket().then_some(source.addr);
+    if out == inbound && hop.transport == source.transport && flow_out.is_none() {
+        rr_uri(out, hop.transport, false, None)
     } else {
         format!(
             "{}, {}",
-            rr_uri(out, hop.transport, true),
-            rr_uri(inbound, source.transport, true)
+            rr_uri(out, hop.transport, true, flow_out),
+            rr_uri(inbound, source.transport, true, flow_in)
         )
     }
 }

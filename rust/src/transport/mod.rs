@@ -46,6 +46,10 @@ impl Transport {
     pub fn is_stream(self) -> bool {
         self != Transport::Udp
     }
+    /// WebSocket clients are reachable only over the connection they opened.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Transport::Ws | Transport::Wss)
+    }
 }
 
 impl fmt::Display for Transport {

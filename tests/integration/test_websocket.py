@@ -1,0 +1,192 @@
+"""Acceptance (issue 6, point 5): SIP over WebSocket (RFC 7118). A client made
+with the `websockets` package registers over sipr's `ws:` listener; SIPp sends
+an INVITE over UDP to that AoR, and the client receives it over its socket,
+answers, and gets the ACK and BYE there. Refused handshakes and bad frames are
+checked with a raw socket, which can break the protocol on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import struct
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+
+from tests.conftest import ROOT, free_port, header, status_of
+from tests.sipp.peers import Sipp
+
+APP = ROOT / "tests" / "apps" / "location_proxy.py"
+LISTEN = ("udp:127.0.0.1:0", "tcp:127.0.0.1:0", "ws:127.0.0.1:0")
+# RFC 7118 clients cannot be reached at an address: their Via and Contact
+# name a made-up host, and only their connection leads back to them.
+FAKE_HOST = "df7jal23ls0d.invalid"
+TIMEOUT = 10.0
+
+
+def _register(aor_host: str, user: str = "bob") -> str:
+    branch, tag = os.urandom(6).hex(), os.urandom(4).hex()
+    return (
+        f"REGISTER sip:{aor_host} SIP/2.0\r\n"
+        f"Via: SIP/2.0/WS {FAKE_HOST};branch=z9hG4bK{branch}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"To: <sip:{user}@{aor_host}>\r\n"
+        f"From: <sip:{user}@{aor_host}>;tag={tag}\r\n"
+        f"Call-ID: {os.urandom(8).hex()}\r\n"
+        "CSeq: 1 REGISTER\r\n"
+        f"Contact: <sip:{user}@{FAKE_HOST};transport=ws>;expires=300\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+
+
+def _response_to(request: str, status: int, reason: str, to_tag: str, body: str = "") -> str:
+    """A UAS response: the request's Via, Record-Route, From, Call-ID and CSeq
+    copied (RFC 3261 §8.2.6.2), a To tag, and our Contact."""
+    head, _, _ = request.partition("\r\n\r\n")
+    copied = [
+        line
+        for line in head.split("\r\n")[1:]
+        if line.split(":", 1)[0].strip().lower()
+        in ("via", "v", "record-route", "from", "f", "call-id", "i", "cseq")
+    ]
+    to = header(request.encode(), "To") or ""
+    if ";tag=" not in to:
+        to += f";tag={to_tag}"
+    lines = [f"SIP/2.0 {status} {reason}", *copied, f"To: {to}"]
+    lines.append(f"Contact: <sip:bob@{FAKE_HOST};transport=ws>")
+    if body:
+        lines.append("Content-Type: application/sdp")
+    lines.append(f"Content-Length: {len(body.encode())}")
+    return "\r\n".join(lines) + "\r\n\r\n" + body
+
+
+async def _next_message(ws: ClientConnection) -> str:
+    msg = await asyncio.wait_for(ws.recv(), TIMEOUT)
+    return msg if isinstance(msg, str) else msg.decode()
+
+
+SDP = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+    "t=0 0\r\nm=audio 9 RTP/AVP 0\r\n"
+)
+
+
+def test_websocket_client_registers_and_receives_a_call_from_sipp(sipp: str, sipr_factory) -> None:
+    proxy = sipr_factory(APP, listen=LISTEN)
+    ws_host, ws_port = proxy.addrs["ws"]
+    udp_host, udp_port = proxy.udp
+
+    async def scenario() -> list[str]:
+        async with connect(f"ws://{ws_host}:{ws_port}", subprotocols=["sip"]) as ws:
+            assert ws.subprotocol == "sip"
+            await ws.send(_register(udp_host))
+            reply = await _next_message(ws)
+            assert status_of(reply.encode()) == 200, reply
+            assert FAKE_HOST in (header(reply.encode(), "Contact") or "")
+
+            uac = Sipp(
+                sipp, "uac_rr.xml", free_port(), calls=1, remote=(udp_host, udp_port),
+                timeout_s=30, extra=("-s", "bob"),
+            )  # fmt: skip
+            try:
+                seen = []
+                invite = await _next_message(ws)
+                seen.append(invite.split("\r\n", 1)[0])
+                assert invite.startswith("INVITE sip:bob@"), invite
+                via = header(invite.encode(), "Via") or ""
+                assert via.startswith(f"SIP/2.0/WS {ws_host}:{ws_port}"), invite
+                record_route = header(invite.encode(), "Record-Route") or ""
+                assert "transport=ws" in record_route, invite
+                tag = os.urandom(4).hex()
+                await ws.send(_response_to(invite, 200, "OK", tag, SDP))
+                for method in ("ACK", "BYE"):
+                    req = await _next_message(ws)
+                    seen.append(req.split("\r\n", 1)[0])
+                    assert req.startswith(f"{method} sip:bob@{FAKE_HOST}"), req
+                if seen[-1].startswith("BYE"):
+                    await ws.send(_response_to(req, 200, "OK", tag))
+                result = await asyncio.to_thread(uac.wait)
+                assert (result.successful, result.failed) == (1, 0), result.summary()
+                return seen
+            finally:
+                uac.kill()
+
+    seen = asyncio.run(scenario())
+    assert [s.split(" ", 1)[0] for s in seen] == ["INVITE", "ACK", "BYE"]
+    assert proxy.alive(), proxy.log()
+
+
+def test_handshake_without_sip_subprotocol_is_refused(sipr_factory) -> None:
+    proxy = sipr_factory(APP, listen=LISTEN)
+    host, port = proxy.addrs["ws"]
+
+    async def attempt(subprotocols: list[str] | None) -> int:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(f"ws://{host}:{port}", subprotocols=subprotocols):
+                pass
+        return refused.value.response.status_code
+
+    assert asyncio.run(attempt(None)) == 400
+    assert asyncio.run(attempt(["chat"])) == 400
+
+
+def _raw_handshake(addr: tuple[str, int]) -> socket.socket:
+    """Opens a WebSocket with the `sip` subprotocol by hand; returns the socket."""
+    s = socket.create_connection(addr, timeout=TIMEOUT)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(
+        (
+            f"GET / HTTP/1.1\r\nHost: {addr[0]}:{addr[1]}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(4096)
+        assert chunk, f"connection closed during the handshake: {head!r}"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    assert head.split(b"\r\n\r\n", 1)[1] == b""
+    return s
+
+
+def _read_until_eof(s: socket.socket) -> bytes:
+    data = b""
+    while chunk := s.recv(4096):
+        data += chunk
+    return data
+
+
+def test_unmasked_client_frame_closes_the_connection(sipr_factory) -> None:
+    proxy = sipr_factory(APP, listen=LISTEN)
+    s = _raw_handshake(proxy.addrs["ws"])
+    with s:
+        payload = _register("127.0.0.1").encode()
+        # A text frame without the mask bit: forbidden from a client (RFC 6455 §5.1).
+        s.sendall(struct.pack("!BBH", 0x81, 126, len(payload)) + payload)
+        data = _read_until_eof(s)
+    # The server's close frame: opcode 8, status 1002 (protocol error), then EOF.
+    assert data[:1] == b"\x88", data
+    assert struct.unpack("!H", data[2:4])[0] == 1002, data
+    assert proxy.alive(), proxy.log()
+
+
+def test_ping_is_answered_and_close_is_echoed(sipr_factory) -> None:
+    proxy = sipr_factory(APP, listen=LISTEN)
+    s = _raw_handshake(proxy.addrs["ws"])
+    mask = os.urandom(4)
+
+    def masked(opcode: int, payload: bytes) -> bytes:
+        body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + body
+
+    with s:
+        s.sendall(masked(0x9, b"hb"))
+        assert s.recv(4) == b"\x8a\x02hb"
+        s.sendall(masked(0x8, struct.pack("!H", 1000)))
+        data = _read_until_eof(s)
+    assert data == b"\x88\x02" + struct.pack("!H", 1000), data
