@@ -80,7 +80,8 @@ pub struct Core {
     me: std::sync::Weak<Core>,
     pub config: Config,
     udp: Vec<UdpEndpoint>,
-    tcp_local: Vec<SocketAddr>,
+    /// Bound stream listeners (port 0 resolved).
+    stream_local: Vec<(Transport, SocketAddr)>,
     recv: Mutex<RecvBatch>,
     streams: Mutex<Option<Arc<Streams>>>,
     /// Messages read by the stream thread, processed on the loop thread.
@@ -125,9 +126,9 @@ impl Core {
             };
             match l.transport {
                 Transport::Udp => udp.push(UdpEndpoint::bind(l.addr).map_err(bind_err)?),
-                Transport::Tcp => {
+                Transport::Tcp | Transport::Ws => {
                     let s = bind_tcp(l.addr).map_err(bind_err)?;
-                    tcp.push(s);
+                    tcp.push((l.transport, s));
                 }
                 other => {
                     return Err(StartError::Other(format!(
@@ -144,7 +145,10 @@ impl Core {
                 io::Error::last_os_error()
             )));
         }
-        let tcp_local = tcp.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let stream_local = tcp
+            .iter()
+            .filter_map(|(t, l)| Some((*t, l.local_addr().ok()?)))
+            .collect();
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
@@ -158,7 +162,7 @@ impl Core {
             ingress: ArrayQueue::new(config.ingress_capacity.max(1)),
             config,
             udp,
-            tcp_local,
+            stream_local,
             recv: Mutex::new(RecvBatch::default()),
             streams: Mutex::new(None),
             // SAFETY: efd is a fresh descriptor we own.
@@ -190,7 +194,7 @@ impl Core {
         self.udp
             .iter()
             .map(|u| (Transport::Udp, u.local))
-            .chain(self.tcp_local.iter().map(|a| (Transport::Tcp, *a)))
+            .chain(self.stream_local.iter().copied())
             .collect()
     }
 
@@ -300,7 +304,9 @@ impl Core {
 
     /// Parses received bytes; malformed ones are answered (or dropped) here.
     pub fn parse_inbound(&self, bytes: Bytes, source: Source) -> Option<Message> {
-        let framing = if source.transport.is_stream() {
+        // A WebSocket message is one whole SIP message (RFC 7118 §5): no
+        // Content-Length needed, as in a datagram.
+        let framing = if source.transport.is_stream() && !source.transport.is_websocket() {
             Framing::Stream
         } else {
             Framing::Datagram
@@ -500,7 +506,7 @@ impl Core {
         if dest.transport.is_stream() {
             let streams = self.streams.lock().clone();
             let Some(streams) = streams else { return false };
-            return streams.send(dest.conn, dest.addr, bytes);
+            return streams.send(dest, bytes);
         }
         let Some(ep) = self.udp_for(dest.addr) else {
             self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
@@ -528,7 +534,19 @@ impl Core {
     pub fn advertised(&self, transport: Transport, to: SocketAddr) -> SocketAddr {
         let candidates: Vec<SocketAddr> = match transport {
             Transport::Udp => self.udp.iter().map(|u| u.local).collect(),
-            _ => self.tcp_local.clone(),
+            _ => {
+                let same: Vec<SocketAddr> = self
+                    .stream_local
+                    .iter()
+                    .filter(|(t, _)| *t == transport)
+                    .map(|(_, a)| *a)
+                    .collect();
+                if same.is_empty() {
+                    self.stream_local.iter().map(|(_, a)| *a).collect()
+                } else {
+                    same
+                }
+            }
         };
         let mut a = candidates
             .iter()

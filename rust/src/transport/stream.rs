@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::{Source, Transport};
+use super::{ws, Destination, Source, Transport};
 use crate::sip::{frame_stream, Limits, StreamFrame};
 
 /// Messages queued per connection before the peer counts as not reading.
@@ -29,6 +29,8 @@ pub trait StreamSink: Send + Sync + 'static {
 }
 
 struct Conn {
+    /// Its queue takes SIP messages, framed here for WebSocket.
+    websocket: bool,
     tx: mpsc::Sender<Bytes>,
     /// Wakes the reader task to close the connection (its peer stopped reading).
     close: Arc<tokio::sync::Notify>,
@@ -55,7 +57,7 @@ impl Streams {
     /// Starts the runtime thread serving `listeners` (already bound, so a port
     /// in use is reported by the caller before anything starts).
     pub fn start(
-        listeners: Vec<std::net::TcpListener>,
+        listeners: Vec<(Transport, std::net::TcpListener)>,
         limits: Limits,
         sink: Arc<dyn StreamSink>,
     ) -> std::io::Result<Streams> {
@@ -76,7 +78,7 @@ impl Streams {
             .name("sipr-streams".into())
             .spawn(move || {
                 rt.block_on(async move {
-                    for l in listeners {
+                    for (transport, l) in listeners {
                         let local = l.local_addr().expect("bound listener");
                         let l = TcpListener::from_std(l).expect("non-blocking listener");
                         let (reg, ids, sink, limits) =
@@ -93,7 +95,7 @@ impl Streams {
                                 run_conn(
                                     stream,
                                     id,
-                                    peer,
+                                    (transport, peer),
                                     local,
                                     reg.clone(),
                                     sink.clone(),
@@ -119,14 +121,20 @@ impl Streams {
     /// Queues bytes on connection `conn` if it is open, else on any open
     /// connection to `addr`, else opens one. Returns false when the message was
     /// dropped (queue full: that connection is closed).
-    pub fn send(&self, conn: Option<u64>, addr: SocketAddr, bytes: Bytes) -> bool {
+    pub fn send(&self, dest: Destination, bytes: Bytes) -> bool {
+        let (conn, addr) = (dest.conn, dest.addr);
         let tx = {
             let reg = self.registry.lock();
             conn.and_then(|c| reg.by_id.get(&c))
                 .or_else(|| reg.by_peer.get(&addr).and_then(|c| reg.by_id.get(c)))
-                .map(|c| (c.tx.clone(), c.close.clone()))
+                .map(|c| (c.tx.clone(), c.close.clone(), c.websocket))
         };
-        if let Some((tx, close)) = tx {
+        if let Some((tx, close, websocket)) = tx {
+            let bytes = if websocket {
+                ws::encode_message(&bytes)
+            } else {
+                bytes
+            };
             return match tx.try_send(bytes) {
                 Ok(()) => true,
                 Err(_) => {
@@ -137,6 +145,11 @@ impl Streams {
                     false
                 }
             };
+        }
+        if dest.transport.is_websocket() {
+            // A WebSocket client is reached only over the connection it opened.
+            tracing::debug!(%addr, "no open WebSocket connection to this client");
+            return false;
         }
         let reg = self.registry.clone();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -150,7 +163,7 @@ impl Streams {
             };
             let _ = stream.set_nodelay(true);
             let local = stream.local_addr().unwrap_or(addr);
-            let tx = run_conn(stream, id, addr, local, reg, sink, limits);
+            let tx = run_conn(stream, id, (Transport::Tcp, addr), local, reg, sink, limits);
             let _ = tx.send(bytes).await;
         });
         true
@@ -180,7 +193,7 @@ impl Drop for Streams {
 fn run_conn(
     stream: TcpStream,
     id: u64,
-    peer: SocketAddr,
+    (transport, peer): (Transport, SocketAddr),
     local: SocketAddr,
     registry: Arc<Mutex<Registry>>,
     sink: Arc<dyn StreamSink>,
@@ -193,6 +206,7 @@ fn run_conn(
         reg.by_id.insert(
             id,
             Conn {
+                websocket: transport.is_websocket(),
                 tx: tx.clone(),
                 close: close.clone(),
             },
@@ -211,12 +225,15 @@ fn run_conn(
     });
     tokio::spawn(async move {
         let source = Source {
-            transport: Transport::Tcp,
+            transport,
             addr: peer,
             local,
             conn: Some(id),
         };
         let mut buf = BytesMut::with_capacity(4096);
+        let mut websocket = transport
+            .is_websocket()
+            .then(|| ws::WsSession::new(limits.max_message_size));
         'read: loop {
             let read = tokio::select! {
                 r = tokio::time::timeout(IDLE_LIFETIME, rd.read_buf(&mut buf)) => r,
@@ -226,22 +243,28 @@ fn run_conn(
                 Ok(Ok(n)) if n > 0 => {}
                 _ => break,
             }
-            loop {
-                match frame_stream(&buf, &limits) {
-                    StreamFrame::Incomplete => break,
-                    StreamFrame::KeepAlive { consumed, pong } => {
-                        let _ = buf.split_to(consumed);
-                        if pong && pong_tx.try_send(Bytes::from_static(b"\r\n")).is_err() {
+            if let Some(session) = websocket.as_mut() {
+                if !drive_websocket(session, &mut buf, &pong_tx, &*sink, source) {
+                    break 'read;
+                }
+            } else {
+                loop {
+                    match frame_stream(&buf, &limits) {
+                        StreamFrame::Incomplete => break,
+                        StreamFrame::KeepAlive { consumed, pong } => {
+                            let _ = buf.split_to(consumed);
+                            if pong && pong_tx.try_send(Bytes::from_static(b"\r\n")).is_err() {
+                                break 'read;
+                            }
+                        }
+                        StreamFrame::Message(len) => {
+                            let msg = buf.split_to(len).freeze();
+                            sink.on_message(msg, source);
+                        }
+                        StreamFrame::Invalid(why) => {
+                            tracing::info!(%peer, why, "closing stream connection");
                             break 'read;
                         }
-                    }
-                    StreamFrame::Message(len) => {
-                        let msg = buf.split_to(len).freeze();
-                        sink.on_message(msg, source);
-                    }
-                    StreamFrame::Invalid(why) => {
-                        tracing::info!(%peer, why, "closing stream connection");
-                        break 'read;
                     }
                 }
             }
@@ -249,13 +272,48 @@ fn run_conn(
                 buf.reserve(4096);
             }
         }
-        let mut reg = registry.lock();
-        reg.by_id.remove(&id);
-        if reg.by_peer.get(&peer) == Some(&id) {
-            reg.by_peer.remove(&peer);
+        {
+            let mut reg = registry.lock();
+            reg.by_id.remove(&id);
+            if reg.by_peer.get(&peer) == Some(&id) {
+                reg.by_peer.remove(&peer);
+            }
         }
-        drop(reg);
-        writer.abort();
+        drop(pong_tx);
+        // Let queued answers (a close frame, a refusal) go out before closing.
+        if tokio::time::timeout(Duration::from_secs(2), writer)
+            .await
+            .is_err()
+        {
+            tracing::debug!(%peer, "writer did not finish; dropped");
+        }
     });
     tx
+}
+
+/// Runs the WebSocket state machine over what was read: handshake and control
+/// answers go on the write queue, messages to the sink. False: close now.
+fn drive_websocket(
+    session: &mut ws::WsSession,
+    buf: &mut BytesMut,
+    out: &mpsc::Sender<Bytes>,
+    sink: &dyn StreamSink,
+    source: Source,
+) -> bool {
+    loop {
+        match session.step(buf) {
+            ws::WsStep::Need => return true,
+            ws::WsStep::Write(bytes) => {
+                if out.try_send(bytes).is_err() {
+                    return false;
+                }
+            }
+            ws::WsStep::Message(msg) => sink.on_message(msg, source),
+            ws::WsStep::Close { last, why } => {
+                tracing::info!(peer = %source.addr, why, "closing WebSocket connection");
+                let _ = out.try_send(last);
+                return false;
+            }
+        }
+    }
 }
