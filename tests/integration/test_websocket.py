@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from tests.conftest import ROOT, free_port, header, status_of
+from tests.conftest import ROOT, UdpPeer, free_port, header, sip_request, status_of
 from tests.sipp.peers import Sipp
 
 APP = ROOT / "tests" / "apps" / "location_proxy.py"
@@ -117,6 +117,81 @@ def test_websocket_client_registers_and_receives_a_call_from_sipp(sipp: str, sip
     seen = asyncio.run(scenario())
     assert [s.split(" ", 1)[0] for s in seen] == ["INVITE", "ACK", "BYE"]
     assert proxy.alive(), proxy.log()
+
+
+def _headers(msg: str, name: str) -> list[str]:
+    """Every value of header `name`, comma lists split (our URIs hold no commas)."""
+    head = msg.partition("\r\n\r\n")[0]
+    values = []
+    for line in head.split("\r\n")[1:]:
+        k, _, v = line.partition(":")
+        if k.strip().lower() == name.lower():
+            values += [x.strip() for x in v.split(",")]
+    return values
+
+
+def _request(method: str, uri: str, dialog: dict[str, str], cseq: int, routes=(), body="") -> str:
+    lines = [
+        f"{method} {uri} SIP/2.0",
+        f"Via: SIP/2.0/WS {FAKE_HOST};branch=z9hG4bK{os.urandom(6).hex()}",
+        "Max-Forwards: 70",
+        *[f"Route: {r}" for r in routes],
+        f"From: {dialog['from']}",
+        f"To: {dialog['to']}",
+        f"Call-ID: {dialog['call_id']}",
+        f"CSeq: {cseq} {method}",
+        f"Contact: <sip:carol@{FAKE_HOST};transport=ws>",
+    ]
+    if body:
+        lines.append("Content-Type: application/sdp")
+    lines.append(f"Content-Length: {len(body.encode())}")
+    return "\r\n".join(lines) + "\r\n\r\n" + body
+
+
+def test_websocket_client_calls_a_udp_phone(sipp: str, sipr_factory, udp_peer: UdpPeer) -> None:
+    """The other direction: WS caller -> sipr -> SIPp UAS over UDP, double
+    Record-Route; the ACK and BYE follow the route set back through sipr."""
+    proxy = sipr_factory(APP, listen=LISTEN)
+    ws_host, ws_port = proxy.addrs["ws"]
+    uas_port = free_port()
+    uas = Sipp(sipp, "uas_rr.xml", uas_port, calls=1, timeout_s=30)
+    try:
+        udp_peer.send(
+            sip_request(
+                "REGISTER", "sip:alice@127.0.0.1", port=udp_peer.port,
+                extra=f"Contact: <sip:alice@127.0.0.1:{uas_port}>\r\nExpires: 60\r\n",
+            ),
+            proxy.udp,
+        )  # fmt: skip
+        assert status_of(udp_peer.recv()) == 200
+
+        async def call() -> tuple[str, str]:
+            async with connect(f"ws://{ws_host}:{ws_port}", subprotocols=["sip"]) as ws:
+                dialog = {
+                    "from": f"<sip:carol@{ws_host}>;tag={os.urandom(4).hex()}",
+                    "to": "<sip:alice@127.0.0.1>",
+                    "call_id": os.urandom(8).hex(),
+                }
+                await ws.send(_request("INVITE", "sip:alice@127.0.0.1", dialog, 1, body=SDP))
+                while (status := status_of((final := await _next_message(ws)).encode())) < 200:
+                    pass
+                assert status == 200, final
+                record_route = _headers(final, "Record-Route")
+                dialog["to"] = header(final.encode(), "To") or ""
+                remote = (header(final.encode(), "Contact") or "").strip("<>")
+                routes = list(reversed(record_route))
+                await ws.send(_request("ACK", remote, dialog, 1, routes))
+                await ws.send(_request("BYE", remote, dialog, 2, routes))
+                bye_answer = await _next_message(ws)
+                return " ".join(record_route), bye_answer
+
+        record_route, bye_answer = asyncio.run(call())
+        assert status_of(bye_answer.encode()) == 200, bye_answer
+        assert "transport=ws" in record_route and "flow=" in record_route, record_route
+        r = uas.wait()
+        assert (r.successful, r.failed) == (1, 0), r.summary()
+    finally:
+        uas.kill()
 
 
 def test_handshake_without_sip_subprotocol_is_refused(sipr_factory) -> None:

@@ -170,3 +170,40 @@ pub fn is_loop(core: &Core, msg: &Message) -> bool {
         rest.starts_with(h.as_str())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_parameter_round_trips_for_websocket_only() {
+        let client: SocketAddr = "127.0.0.1:54321".parse().unwrap();
+        let us: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let rr = rr_uri(us, Transport::Ws, true, Some(client));
+        assert_eq!(
+            rr,
+            "<sip:127.0.0.1:8080;transport=ws;lr;r2=on;flow=127.0.0.1:54321>"
+        );
+        let uri = Uri::parse(rr.trim_matches(['<', '>'])).unwrap();
+        assert_eq!(
+            flow_of(&uri),
+            Some(Hop {
+                transport: Transport::Ws,
+                addr: client
+            })
+        );
+        let v6: SocketAddr = "[::1]:4000".parse().unwrap();
+        let rr = rr_uri(us, Transport::Wss, true, Some(v6));
+        let uri = Uri::parse(rr.trim_matches(['<', '>'])).unwrap();
+        assert_eq!(flow_of(&uri).map(|h| h.addr), Some(v6));
+        // A flow on a non-WebSocket value, or a malformed one, names nothing.
+        for raw in [
+            "sip:127.0.0.1:5060;transport=tcp;lr;flow=127.0.0.1:1",
+            "sip:127.0.0.1:5060;lr;flow=127.0.0.1:1",
+            "sip:127.0.0.1:8080;transport=ws;lr;flow=nonsense",
+            "sip:127.0.0.1:8080;transport=ws;lr",
+        ] {
+            assert_eq!(flow_of(&Uri::parse(raw).unwrap()), None, "{raw}");
+        }
+    }
+}
