@@ -250,6 +250,17 @@ def test_unmasked_client_frame_closes_the_connection(sipr_factory) -> None:
     assert proxy.alive(), proxy.log()
 
 
+def test_message_over_the_sip_size_limit_closes_with_1009(sipr_factory) -> None:
+    proxy = sipr_factory(APP, listen=LISTEN)
+    s = _raw_handshake(proxy.addrs["ws"])
+    with s:
+        # Only the header of a masked 16 MB binary frame: refused before any payload.
+        s.sendall(struct.pack("!BBQ", 0x82, 0x80 | 127, 16 << 20) + os.urandom(4))
+        data = _read_until_eof(s)
+    assert data[:1] == b"\x88", data
+    assert struct.unpack("!H", data[2:4])[0] == 1009, data
+
+
 def test_ping_is_answered_and_close_is_echoed(sipr_factory) -> None:
     proxy = sipr_factory(APP, listen=LISTEN)
     s = _raw_handshake(proxy.addrs["ws"])

@@ -234,9 +234,16 @@ fn run_conn(
         let mut websocket = transport
             .is_websocket()
             .then(|| ws::WsSession::new(limits.max_message_size));
+        let opened = tokio::time::Instant::now();
         'read: loop {
+            // A WebSocket handshake must complete soon: a slow one holds a
+            // connection slot for nothing.
+            let deadline = match &websocket {
+                Some(s) if s.awaiting_handshake() => opened + ws::HANDSHAKE_TIMEOUT,
+                _ => tokio::time::Instant::now() + IDLE_LIFETIME,
+            };
             let read = tokio::select! {
-                r = tokio::time::timeout(IDLE_LIFETIME, rd.read_buf(&mut buf)) => r,
+                r = tokio::time::timeout_at(deadline, rd.read_buf(&mut buf)) => r,
                 _ = close.notified() => break 'read,
             };
             match read {

@@ -10,6 +10,9 @@ use sha1::{Digest, Sha1};
 /// handshake is buffered before anything about the peer is known.
 pub const MAX_HANDSHAKE: usize = 8192;
 
+/// A client that has not completed its handshake by then is disconnected.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// RFC 6455 §1.3: appended to the client's key before hashing.
 const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 

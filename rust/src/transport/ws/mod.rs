@@ -7,5 +7,5 @@ pub mod handshake;
 pub mod session;
 
 pub use frame::{encode_close, encode_message, encode_pong, FrameDecoder, Violation, WsEvent};
-pub use handshake::{server_handshake, Handshake};
+pub use handshake::{server_handshake, Handshake, HANDSHAKE_TIMEOUT};
 pub use session::{WsSession, WsStep};

@@ -42,6 +42,11 @@ impl WsSession {
         }
     }
 
+    /// Whether the opening handshake is still to come.
+    pub fn awaiting_handshake(&self) -> bool {
+        matches!(self.state, State::Handshake)
+    }
+
     /// Consumes what it can from the front of `buf`; call again until `Need`.
     pub fn step(&mut self, buf: &mut BytesMut) -> WsStep {
         match &mut self.state {
@@ -63,8 +68,10 @@ impl WsSession {
             },
             State::Open(decoder) => match decoder.decode(buf) {
                 Ok(None) => WsStep::Need,
-                // An empty message carries no SIP: ignore it like a CRLF keep-alive.
-                Ok(Some(WsEvent::Message(m))) if m.is_empty() => self.step(buf),
+                // Empty or CRLF-only messages are keep-alives some clients send.
+                Ok(Some(WsEvent::Message(m))) if m.iter().all(|b| matches!(b, b'\r' | b'\n')) => {
+                    self.step(buf)
+                }
                 Ok(Some(WsEvent::Message(m))) => WsStep::Message(m),
                 Ok(Some(WsEvent::Ping(p))) => WsStep::Write(encode_pong(&p)),
                 Ok(Some(WsEvent::Pong)) => self.step(buf),
@@ -121,9 +128,11 @@ mod tests {
     #[test]
     fn handshake_then_messages_ping_and_close() {
         let mut session = WsSession::new(1000);
+        assert!(session.awaiting_handshake());
         let mut buf = BytesMut::from(HANDSHAKE);
         buf.extend_from_slice(&masked(0x81, b"OPTIONS sip:a SIP/2.0\r\n\r\n"));
         buf.extend_from_slice(&masked(0x82, b""));
+        buf.extend_from_slice(&masked(0x81, b"\r\n\r\n"));
         buf.extend_from_slice(&masked(0x89, b"hb"));
         buf.extend_from_slice(&masked(0x8A, b""));
         buf.extend_from_slice(&masked(0x88, &1001u16.to_be_bytes()));
@@ -138,6 +147,7 @@ mod tests {
         assert_eq!(got[2], WsStep::Write(Bytes::from_static(b"\x8a\x02hb")));
         assert!(matches!(&got[3], WsStep::Close { last, .. } if last[..] == [0x88, 2, 0x03, 0xe9]));
         assert_eq!(session.step(&mut buf), WsStep::Need);
+        assert!(!session.awaiting_handshake());
     }
 
     #[test]
