@@ -88,6 +88,45 @@ def run(
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug, info, warning, error")
     ] = "info",
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate chain for tls: listeners")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert")
+    ] = None,
+    tls_sni: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tls-sni",
+            help="Per-domain certificate chosen by SNI, repeatable: DOMAIN=CERT.pem,KEY.pem",
+        ),
+    ] = None,
+    tls_client_ca: Annotated[
+        Path | None,
+        typer.Option("--tls-client-ca", help="PEM CAs that client certificates must chain to"),
+    ] = None,
+    tls_verify_client: Annotated[
+        bool,
+        typer.Option(
+            "--tls-verify-client", help="Refuse TLS clients without a valid certificate (mTLS)"
+        ),
+    ] = False,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-ca", help="PEM CAs trusted for outgoing TLS (default: the system's roots)"
+        ),
+    ] = None,
+    connection_lifetime: Annotated[
+        float,
+        typer.Option("--tcp-connection-lifetime", help="Close idle TCP/TLS connections after S s"),
+    ] = 600.0,
+    connect_timeout: Annotated[
+        float, typer.Option("--tcp-connect-timeout", help="Fail a TCP/TLS connect after S s")
+    ] = 5.0,
+    max_connections: Annotated[
+        int, typer.Option("--max-connections", help="Bound on open TCP/TLS connections")
+    ] = 65536,
 ) -> None:
     """Serve APP."""
     from sipr import _core
@@ -101,13 +140,73 @@ def run(
             _core.parse_listen(spec)
         except ValueError as e:
             raise CliError(f"--listen {spec}: {e}") from e
+    options = core_options(
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_sni=tls_sni or [],
+        tls_client_ca=tls_client_ca,
+        tls_verify_client=tls_verify_client,
+        tls_ca=tls_ca,
+    )
+    if connection_lifetime <= 0 or connect_timeout <= 0 or max_connections < 1:
+        raise CliError(
+            "--tcp-connection-lifetime, --tcp-connect-timeout and --max-connections"
+            " must be positive"
+        )
+    options.update(
+        connection_lifetime=connection_lifetime,
+        connect_timeout=connect_timeout,
+        max_connections=max_connections,
+    )
     application = load_app(app)
     try:
-        serve(application, listen, log_level=log_level)
+        serve(application, listen, log_level=log_level, core_options=options)
     except OSError as e:
         raise CliError(str(e)) from e
     except KeyboardInterrupt:
         pass
+
+
+def core_options(
+    *,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_sni: list[str],
+    tls_client_ca: Path | None,
+    tls_verify_client: bool,
+    tls_ca: Path | None,
+) -> dict[str, object]:
+    """Checks the TLS flags and turns them into `_core.Core` keyword arguments."""
+    if (tls_cert is None) != (tls_key is None):
+        raise CliError("--tls-cert and --tls-key go together")
+    if tls_verify_client and tls_client_ca is None:
+        raise CliError("--tls-verify-client needs --tls-client-ca")
+    for flag, path in (
+        ("--tls-cert", tls_cert),
+        ("--tls-key", tls_key),
+        ("--tls-client-ca", tls_client_ca),
+        ("--tls-ca", tls_ca),
+    ):
+        if path is not None and not path.is_file():
+            raise CliError(f"{flag}: file not found: {path}")
+    sni: list[tuple[str, str, str]] = []
+    for spec in tls_sni:
+        domain, sep, files = spec.partition("=")
+        cert, comma, key = files.partition(",")
+        if not (sep and comma and domain and cert and key):
+            raise CliError(f"--tls-sni {spec}: expected DOMAIN=CERT.pem,KEY.pem")
+        for path in (cert, key):
+            if not Path(path).is_file():
+                raise CliError(f"--tls-sni {spec}: file not found: {path}")
+        sni.append((domain, cert, key))
+    return {
+        "tls_cert": str(tls_cert) if tls_cert else None,
+        "tls_key": str(tls_key) if tls_key else None,
+        "tls_sni": sni,
+        "tls_client_ca": str(tls_client_ca) if tls_client_ca else None,
+        "tls_verify_client": tls_verify_client,
+        "tls_ca": str(tls_ca) if tls_ca else None,
+    }
 
 
 users = typer.Typer(help="Manage digest credentials (HA1 only) in a store.", no_args_is_help=True)

@@ -8,6 +8,8 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 from sipr import _core
 from sipr._deadlines import Deadlines
@@ -21,11 +23,15 @@ DRAIN_SECONDS = 5.0
 
 
 class Server:
-    def __init__(self, app: App, listen: list[str]) -> None:
+    def __init__(
+        self, app: App, listen: list[str], core_options: Mapping[str, Any] | None = None
+    ) -> None:
         if app.route_handler is None:
             raise RuntimeError("the app has no @app.route handler")
         self.app = app
         self.listen = listen
+        # Transport settings (TLS files, connection limits) for `_core.Core`.
+        self.core_options = dict(core_options or {})
         self.core: _core.Core | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         # Handler tasks of requests a CANCEL can end, by transaction id.
@@ -55,6 +61,7 @@ class Server:
             retry_after=self.app.retry_after,
             in_dialog_to_app=self.app.in_dialog_handler is not None,
             record_route=self.app.record_route,
+            **self.core_options,
         )
         if self.app.timers:
             core.set_timers(**self.app.timers)
@@ -305,15 +312,21 @@ class _Resume:
 _TAKEN = object()
 
 
-def run(app: App, listen: list[str], *, log_level: str = "info") -> None:
+def run(
+    app: App,
+    listen: list[str],
+    *,
+    log_level: str = "info",
+    core_options: Mapping[str, Any] | None = None,
+) -> None:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(_main(app, listen))
+    asyncio.run(_main(app, listen, core_options))
 
 
-async def _main(app: App, listen: list[str]) -> None:
-    server = Server(app, listen)
+async def _main(app: App, listen: list[str], core_options: Mapping[str, Any] | None) -> None:
+    server = Server(app, listen, core_options)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.stop)

@@ -17,8 +17,9 @@ use crate::proxy::stateful;
 use crate::sip::{write, Framing, Limits, Message, Method, ParseError, Scheme};
 use crate::stats::Stats;
 use crate::timer::TimerFd;
+use crate::tls::{CertInfo, TlsContext, TlsError, TlsSettings};
 use crate::transaction::{server, Layer, Timing, TxnId};
-use crate::transport::stream::{StreamSink, Streams};
+use crate::transport::stream::{StreamConfig, StreamListener, StreamSink, Streams};
 use crate::transport::udp::{RecvBatch, UdpEndpoint, BATCH};
 use crate::transport::{Destination, ListenSpec, Source, Transport};
 
@@ -36,6 +37,8 @@ pub struct Config {
     /// Extra host names that mean "this proxy" in Route / Request-URI.
     pub aliases: Vec<String>,
     pub server_name: String,
+    pub stream: StreamConfig,
+    pub tls: TlsSettings,
 }
 
 impl Default for Config {
@@ -51,6 +54,8 @@ impl Default for Config {
             retry_after: 5,
             aliases: Vec::new(),
             server_name: format!("sipr/{}", env!("CARGO_PKG_VERSION")),
+            stream: StreamConfig::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -84,8 +89,11 @@ pub struct Core {
     stream_local: Vec<(Transport, SocketAddr)>,
     recv: Mutex<RecvBatch>,
     streams: Mutex<Option<Arc<Streams>>>,
+    tls: Option<Arc<TlsContext>>,
     /// Messages read by the stream thread, processed on the loop thread.
     ingress: ArrayQueue<(Message, Source)>,
+    /// Destinations the stream thread failed to deliver to.
+    transport_errors: ArrayQueue<(Transport, SocketAddr)>,
     layer: Mutex<Layer>,
     timerfd: Mutex<TimerFd>,
     /// The application handles in-dialog requests itself (`@app.in_dialog`).
@@ -117,7 +125,7 @@ impl Core {
     /// runs) and starts the stream thread.
     pub fn start(config: Config) -> Result<Arc<Core>, StartError> {
         let mut udp = Vec::new();
-        let mut tcp = Vec::new();
+        let mut stream_listeners = Vec::new();
         for l in &config.listen {
             let bind_err = |source| StartError::Bind {
                 transport: l.transport,
@@ -126,14 +134,11 @@ impl Core {
             };
             match l.transport {
                 Transport::Udp => udp.push(UdpEndpoint::bind(l.addr).map_err(bind_err)?),
-                Transport::Tcp | Transport::Ws => {
-                    let s = bind_tcp(l.addr).map_err(bind_err)?;
-                    tcp.push((l.transport, s));
-                }
-                other => {
-                    return Err(StartError::Other(format!(
-                        "{other} listeners are not supported yet"
-                    )))
+                Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss => {
+                    stream_listeners.push(StreamListener {
+                        transport: l.transport,
+                        socket: bind_tcp(l.addr).map_err(bind_err)?,
+                    });
                 }
             }
         }
@@ -145,9 +150,24 @@ impl Core {
                 io::Error::last_os_error()
             )));
         }
-        let stream_local = tcp
+        let has_tls_listener = stream_listeners
             .iter()
-            .filter_map(|(t, l)| Some((*t, l.local_addr().ok()?)))
+            .any(|l| matches!(l.transport, Transport::Tls | Transport::Wss));
+        let tls = if has_tls_listener || !config.tls.is_empty() {
+            let ctx = TlsContext::new(config.tls.clone())
+                .map_err(|e| StartError::Other(e.to_string()))?;
+            if has_tls_listener && !ctx.has_server_cert() {
+                return Err(StartError::Other(
+                    "a tls: or wss: listener needs a certificate (--tls-cert and --tls-key)".into(),
+                ));
+            }
+            Some(Arc::new(ctx))
+        } else {
+            None
+        };
+        let stream_local = stream_listeners
+            .iter()
+            .filter_map(|l| Some((l.transport, l.socket.local_addr().ok()?)))
             .collect();
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -160,11 +180,13 @@ impl Core {
             timerfd: Mutex::new(timerfd),
             in_dialog_to_app: std::sync::atomic::AtomicBool::new(false),
             ingress: ArrayQueue::new(config.ingress_capacity.max(1)),
+            transport_errors: ArrayQueue::new(1024),
             config,
             udp,
             stream_local,
             recv: Mutex::new(RecvBatch::default()),
             streams: Mutex::new(None),
+            tls: tls.clone(),
             // SAFETY: efd is a fresh descriptor we own.
             wake: unsafe { OwnedFd::from_raw_fd(efd) },
             pending: AtomicUsize::new(0),
@@ -174,10 +196,16 @@ impl Core {
             tag_seed: seed,
             stateless_prefix: format!("{:x}-", mix64(seed ^ 0x5354_4154_454C_4553)),
         });
-        if !tcp.is_empty() {
+        if !stream_listeners.is_empty() || tls.is_some() {
             let sink: Arc<dyn StreamSink> = Arc::new(SinkRef(core.me.clone()));
-            let streams = Streams::start(tcp, core.config.limits.clone(), sink)
-                .map_err(|e| StartError::Other(format!("stream runtime: {e}")))?;
+            let streams = Streams::start(
+                stream_listeners,
+                core.config.limits.clone(),
+                core.config.stream.clone(),
+                tls,
+                sink,
+            )
+            .map_err(|e| StartError::Other(format!("stream runtime: {e}")))?;
             *core.streams.lock() = Some(Arc::new(streams));
         }
         Ok(core)
@@ -258,6 +286,9 @@ impl Core {
         let mut layer = self.layer.lock();
         while let Some((msg, source)) = self.ingress.pop() {
             self.process(&mut layer, msg, source, out);
+        }
+        while let Some((transport, addr)) = self.transport_errors.pop() {
+            stateful::on_transport_error(self, &mut layer, transport, addr, out);
         }
         self.rearm(&layer);
     }
@@ -616,6 +647,27 @@ impl Core {
         self.tag_seed
     }
 
+    /// Re-reads the TLS certificates, keys and CAs; open connections keep
+    /// theirs. An error leaves the running configuration in place.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.tls {
+            Some(t) => t.reload(),
+            None => Err(TlsError::Config("TLS is not configured".into())),
+        }
+    }
+
+    /// The loaded TLS certificates (empty without TLS).
+    pub fn tls_info(&self) -> Vec<CertInfo> {
+        self.tls.as_ref().map_or_else(Vec::new, |t| t.cert_info())
+    }
+
+    /// RFC 5923: requests for `alias` may reuse connection `conn`.
+    pub fn add_connection_alias(&self, conn: u64, alias: SocketAddr) {
+        if let Some(s) = self.streams.lock().as_ref() {
+            s.add_alias(conn, alias);
+        }
+    }
+
     pub fn connection_count(&self) -> usize {
         self.streams
             .lock()
@@ -654,6 +706,15 @@ fn local_ip_towards(to: SocketAddr) -> Option<IpAddr> {
     Some(s.local_addr().ok()?.ip())
 }
 
+impl Core {
+    /// Wakes the loop thread to run `drain_streams`.
+    fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes to our own eventfd.
+        unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+}
+
 /// SplitMix64 finaliser: spreads a counter into an unpredictable-looking tag.
 pub fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -665,17 +726,21 @@ pub fn mix64(mut z: u64) -> u64 {
 struct SinkRef(std::sync::Weak<Core>);
 
 impl StreamSink for SinkRef {
+    fn on_transport_error(&self, transport: Transport, addr: SocketAddr) {
+        let Some(core) = self.0.upgrade() else { return };
+        core.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+        if core.transport_errors.push((transport, addr)).is_ok() {
+            core.wake();
+        }
+    }
+
     fn on_message(&self, bytes: Bytes, source: Source) {
         let Some(core) = self.0.upgrade() else { return };
         let Some(msg) = core.parse_inbound(bytes, source) else {
             return;
         };
         match core.ingress.push((msg, source)) {
-            Ok(()) => {
-                let one: u64 = 1;
-                // SAFETY: writing 8 bytes to our own eventfd.
-                unsafe { libc::write(core.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
-            }
+            Ok(()) => core.wake(),
             Err((msg, source)) => {
                 core.stats.overload_rejects.fetch_add(1, Ordering::Relaxed);
                 if msg.is_request() && msg.method() != Method::Ack {

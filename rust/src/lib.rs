@@ -8,6 +8,7 @@ pub mod proxy;
 pub mod sip;
 pub mod stats;
 pub mod timer;
+pub mod tls;
 pub mod transaction;
 pub mod transport;
 

@@ -3,6 +3,7 @@
 //! with its event loop and calls `poll_udp` / `drain_streams` / `on_timer`.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use pyo3::prelude::*;
 
 use super::request::{PyRequest, PyResponse};
 use crate::core::{Config, Core, Event};
+use crate::tls::TlsSettings;
 use crate::transport::ListenSpec;
 
 /// State the Python layer keeps beside the core: futures of running
@@ -67,7 +69,7 @@ pub struct PyCore {
 #[pymethods]
 impl PyCore {
     #[new]
-    #[pyo3(signature = (listen, *, max_pending=10_000, retry_after=5, max_message_size=65_535, aliases=Vec::new(), in_dialog_to_app=false, record_route=true))]
+    #[pyo3(signature = (listen, *, max_pending=10_000, retry_after=5, max_message_size=65_535, aliases=Vec::new(), in_dialog_to_app=false, record_route=true, tls_cert=None, tls_key=None, tls_sni=Vec::new(), tls_client_ca=None, tls_verify_client=false, tls_ca=None, connect_timeout=None, connection_lifetime=None, max_connections=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         listen: Vec<String>,
@@ -77,6 +79,15 @@ impl PyCore {
         aliases: Vec<String>,
         in_dialog_to_app: bool,
         record_route: bool,
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
+        tls_sni: Vec<(String, PathBuf, PathBuf)>,
+        tls_client_ca: Option<PathBuf>,
+        tls_verify_client: bool,
+        tls_ca: Option<PathBuf>,
+        connect_timeout: Option<f64>,
+        connection_lifetime: Option<f64>,
+        max_connections: Option<usize>,
     ) -> PyResult<PyCore> {
         let listen: Vec<ListenSpec> = listen
             .iter()
@@ -89,7 +100,26 @@ impl PyCore {
             ));
         }
         let defaults = Config::default();
+        let mut stream = defaults.stream.clone();
+        if let Some(v) = connect_timeout {
+            stream.connect_timeout = seconds(v, "connect_timeout")?;
+        }
+        if let Some(v) = connection_lifetime {
+            stream.idle_lifetime = seconds(v, "connection_lifetime")?;
+        }
+        if let Some(v) = max_connections {
+            stream.max_connections = v.max(1);
+        }
         let config = Config {
+            stream,
+            tls: TlsSettings {
+                cert: tls_cert,
+                key: tls_key,
+                sni: tls_sni,
+                client_ca: tls_client_ca,
+                verify_client: tls_verify_client,
+                ca: tls_ca,
+            },
             listen,
             max_pending: max_pending.max(1),
             retry_after,
@@ -213,14 +243,7 @@ impl PyCore {
         timer_c: Option<f64>,
     ) -> PyResult<()> {
         let mut t = self.shared.core.timing();
-        let secs = |v: f64, name: &str| {
-            std::time::Duration::try_from_secs_f64(v)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    PyValueError::new_err(format!("{name} must be a positive number of seconds"))
-                })
-        };
+        let secs = seconds;
         if let Some(v) = t1 {
             t.t1 = secs(v, "t1")?;
         }
@@ -237,9 +260,53 @@ impl PyCore {
         Ok(())
     }
 
+    /// Re-reads the TLS certificate, key and CA files; open connections
+    /// keep theirs. Raises ValueError (and keeps the old ones) on a bad file.
+    fn reload_tls(&self) -> PyResult<()> {
+        self.shared
+            .core
+            .reload_tls()
+            .map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
+    /// TLS listeners and loaded certificates, for `tls.list`.
+    fn tls_info(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let core = &self.shared.core;
+        let info = pyo3::types::PyDict::new(py);
+        let listeners: Vec<(String, u16)> = core
+            .local_addrs()
+            .into_iter()
+            .filter(|(t, _)| *t == crate::transport::Transport::Tls)
+            .map(|(_, a)| (a.ip().to_string(), a.port()))
+            .collect();
+        info.set_item("listeners", listeners)?;
+        let certs = pyo3::types::PyList::empty(py);
+        for c in core.tls_info() {
+            let d = pyo3::types::PyDict::new(py);
+            d.set_item("domain", c.domain)?;
+            d.set_item("subject", c.subject)?;
+            d.set_item("issuer", c.issuer)?;
+            d.set_item("names", c.names)?;
+            d.set_item("not_after", c.not_after)?;
+            d.set_item("path", c.path)?;
+            certs.append(d)?;
+        }
+        info.set_item("certificates", certs)?;
+        Ok(info.into_any().unbind())
+    }
+
     fn stop(&self) {
         self.shared.core.stop();
     }
+}
+
+fn seconds(v: f64, name: &str) -> PyResult<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(v)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            PyValueError::new_err(format!("{name} must be a positive number of seconds"))
+        })
 }
 
 /// Validates a listen URI; returns (transport, host, port).

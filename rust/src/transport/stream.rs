@@ -1,136 +1,237 @@
-//! Stream transports (TCP now; TLS and WebSocket build on it) on a tokio
-//! runtime thread of their own. Each connection has a bounded write queue: a
-//! peer that stops reading fills only its own queue, and is then dropped.
+//! Stream transports (TCP, TLS, and WebSocket over either, RFC 7118) on a
+//! tokio runtime thread of their own.
+//!
+//! Every connection, whatever its byte stream, is one reader task and one
+//! writer task around a bounded write queue ([`spawn_connection`]): a peer that
+//! stops reading fills only its own queue, and is then dropped. Connects never
+//! block anyone: a message for a peer without a connection queues on a new
+//! connection that is still connecting, and a connect that fails or times out
+//! is reported to the [`StreamSink`] so the transactions towards that peer fail
+//! at once (RFC 3261 §8.1.3.1) instead of waiting for Timer B/F.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::{ws, Destination, Source, Transport};
 use crate::sip::{frame_stream, Limits, StreamFrame};
+use crate::tls::TlsContext;
 
-/// Messages queued per connection before the peer counts as not reading.
-const WRITE_QUEUE: usize = 512;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// A connection with no traffic for this long is closed.
-const IDLE_LIFETIME: Duration = Duration::from_secs(3600);
+/// Tunables of the stream transports.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// Messages queued per connection before the peer counts as not reading.
+    pub write_queue: usize,
+    /// A TCP connect plus TLS handshake that takes longer fails.
+    pub connect_timeout: Duration,
+    /// A connection with no traffic either way for this long is closed
+    /// (Kamailio's `tcp_connection_lifetime`).
+    pub idle_lifetime: Duration,
+    /// Open connections (both directions); beyond it new ones are refused.
+    pub max_connections: usize,
+}
 
-/// Receives every complete message read from a connection.
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            write_queue: 512,
+            connect_timeout: Duration::from_secs(5),
+            idle_lifetime: Duration::from_secs(600),
+            max_connections: 65_536,
+        }
+    }
+}
+
+/// Receives what the stream thread learns: messages and failed deliveries.
 pub trait StreamSink: Send + Sync + 'static {
     fn on_message(&self, bytes: Bytes, source: Source);
+    /// Messages to `addr` over `transport` were lost: the connect failed or
+    /// timed out, the write queue overflowed, or a write failed.
+    fn on_transport_error(&self, transport: Transport, addr: SocketAddr);
+}
+
+/// A bound listening socket and what runs on its connections.
+pub struct StreamListener {
+    pub transport: Transport,
+    pub socket: std::net::TcpListener,
 }
 
 struct Conn {
-    /// Its queue takes SIP messages, framed here for WebSocket.
-    websocket: bool,
+    transport: Transport,
+    peer: SocketAddr,
     tx: mpsc::Sender<Bytes>,
-    /// Wakes the reader task to close the connection (its peer stopped reading).
-    close: Arc<tokio::sync::Notify>,
+    /// Wakes the reader task to close the connection.
+    close: Arc<Notify>,
+    /// RFC 5923 aliases: other addresses this connection stands for.
+    aliases: Vec<SocketAddr>,
 }
 
 #[derive(Default)]
 struct Registry {
     by_id: HashMap<u64, Conn>,
-    by_peer: HashMap<SocketAddr, u64>,
+    by_peer: HashMap<(Transport, SocketAddr), u64>,
+}
+
+impl Registry {
+    fn lookup(&self, dest: &Destination) -> Option<&Conn> {
+        dest.conn.and_then(|c| self.by_id.get(&c)).or_else(|| {
+            self.by_peer
+                .get(&(dest.transport, dest.addr))
+                .and_then(|c| self.by_id.get(c))
+        })
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Conn> {
+        let conn = self.by_id.remove(&id)?;
+        for addr in std::iter::once(&conn.peer).chain(&conn.aliases) {
+            if self.by_peer.get(&(conn.transport, *addr)) == Some(&id) {
+                self.by_peer.remove(&(conn.transport, *addr));
+            }
+        }
+        Some(conn)
+    }
+}
+
+/// What every connection task shares.
+struct Shared {
+    registry: Mutex<Registry>,
+    next_id: AtomicU64,
+    open: AtomicUsize,
+    sink: Arc<dyn StreamSink>,
+    limits: Limits,
+    config: StreamConfig,
+    tls: Option<Arc<TlsContext>>,
+    /// Reference point of the coarse activity clocks (seconds).
+    epoch: Instant,
+}
+
+impl Shared {
+    fn now_secs(&self) -> u64 {
+        self.epoch.elapsed().as_secs()
+    }
+
+    /// Reserves a connection slot, or refuses when the bound is reached.
+    fn admit(&self) -> bool {
+        let max = self.config.max_connections;
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Adds a connection (connected or still connecting) to the registry.
+    fn register(&self, transport: Transport, peer: SocketAddr) -> (u64, Pending) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel::<Bytes>(self.config.write_queue.max(1));
+        let close = Arc::new(Notify::new());
+        let mut reg = self.registry.lock();
+        reg.by_id.insert(
+            id,
+            Conn {
+                transport,
+                peer,
+                tx: tx.clone(),
+                close: close.clone(),
+                aliases: Vec::new(),
+            },
+        );
+        reg.by_peer.insert((transport, peer), id);
+        (id, Pending { rx, tx, close })
+    }
+
+    fn unregister(&self, id: u64) {
+        if self.registry.lock().remove(id).is_some() {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// The queue ends of a registered connection, before its tasks run.
+struct Pending {
+    rx: mpsc::Receiver<Bytes>,
+    tx: mpsc::Sender<Bytes>,
+    close: Arc<Notify>,
 }
 
 /// Handle to the stream runtime, shared with the loop thread.
 pub struct Streams {
     rt: tokio::runtime::Handle,
-    registry: Arc<Mutex<Registry>>,
-    next_id: Arc<AtomicU64>,
-    sink: Arc<dyn StreamSink>,
-    limits: Limits,
+    shared: Arc<Shared>,
     shutdown: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Streams {
     /// Starts the runtime thread serving `listeners` (already bound, so a port
-    /// in use is reported by the caller before anything starts).
+    /// in use is reported by the caller before anything starts). `tls` is
+    /// needed for TLS listeners and outgoing TLS.
     pub fn start(
-        listeners: Vec<(Transport, std::net::TcpListener)>,
+        listeners: Vec<StreamListener>,
         limits: Limits,
+        config: StreamConfig,
+        tls: Option<Arc<TlsContext>>,
         sink: Arc<dyn StreamSink>,
     ) -> std::io::Result<Streams> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let handle = rt.handle().clone();
-        let registry = Arc::new(Mutex::new(Registry::default()));
-        let next_id = Arc::new(AtomicU64::new(1));
+        let shared = Arc::new(Shared {
+            registry: Mutex::new(Registry::default()),
+            next_id: AtomicU64::new(1),
+            open: AtomicUsize::new(0),
+            sink,
+            limits,
+            config,
+            tls,
+            epoch: Instant::now(),
+        });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (reg, ids, sink2, limits2) = (
-            registry.clone(),
-            next_id.clone(),
-            sink.clone(),
-            limits.clone(),
-        );
+        let accept_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("sipr-streams".into())
             .spawn(move || {
                 rt.block_on(async move {
-                    for (transport, l) in listeners {
-                        let local = l.local_addr().expect("bound listener");
-                        let l = TcpListener::from_std(l).expect("non-blocking listener");
-                        let (reg, ids, sink, limits) =
-                            (reg.clone(), ids.clone(), sink2.clone(), limits2.clone());
-                        tokio::spawn(async move {
-                            loop {
-                                let Ok((stream, peer)) = l.accept().await else {
-                                    // EMFILE and friends: back off instead of spinning.
-                                    tokio::time::sleep(Duration::from_millis(50)).await;
-                                    continue;
-                                };
-                                let _ = stream.set_nodelay(true);
-                                let id = ids.fetch_add(1, Ordering::Relaxed);
-                                run_conn(
-                                    stream,
-                                    id,
-                                    (transport, peer),
-                                    local,
-                                    reg.clone(),
-                                    sink.clone(),
-                                    limits.clone(),
-                                );
-                            }
-                        });
+                    for l in listeners {
+                        let shared = accept_shared.clone();
+                        let local = l.socket.local_addr().expect("bound listener");
+                        let socket =
+                            TcpListener::from_std(l.socket).expect("non-blocking listener");
+                        tokio::spawn(accept_loop(socket, l.transport, local, shared));
                     }
                     let _ = stop_rx.await;
                 });
             })?;
         Ok(Streams {
             rt: handle,
-            registry,
-            next_id,
-            sink,
-            limits,
+            shared,
             shutdown: Mutex::new(Some(stop_tx)),
             thread: Mutex::new(Some(thread)),
         })
     }
 
-    /// Queues bytes on connection `conn` if it is open, else on any open
-    /// connection to `addr`, else opens one. Returns false when the message was
-    /// dropped (queue full: that connection is closed).
+    /// Queues bytes on connection `dest.conn` if it is open, else on an open
+    /// connection to `dest.addr` (or one aliased to it), else on a new
+    /// connection. Returns false when the message was dropped: that is also
+    /// reported through [`StreamSink::on_transport_error`], possibly later
+    /// (a connect that fails after this returned true).
     pub fn send(&self, dest: Destination, bytes: Bytes) -> bool {
-        let (conn, addr) = (dest.conn, dest.addr);
-        let tx = {
-            let reg = self.registry.lock();
-            conn.and_then(|c| reg.by_id.get(&c))
-                .or_else(|| reg.by_peer.get(&addr).and_then(|c| reg.by_id.get(c)))
-                .map(|c| (c.tx.clone(), c.close.clone(), c.websocket))
+        let found = {
+            let reg = self.shared.registry.lock();
+            reg.lookup(&dest)
+                .map(|c| (c.tx.clone(), c.close.clone(), c.transport, c.peer))
         };
-        if let Some((tx, close, websocket)) = tx {
-            let bytes = if websocket {
+        if let Some((tx, close, transport, peer)) = found {
+            let bytes = if transport.is_websocket() {
                 ws::encode_message(&bytes)
             } else {
                 bytes
@@ -140,37 +241,56 @@ impl Streams {
                 Err(_) => {
                     // A full queue means the peer stopped reading: close this
                     // connection (its transactions fail over), never wait.
-                    tracing::info!(%addr, "stream write queue full: closing the connection");
+                    tracing::info!(%peer, "stream write queue full: closing the connection");
                     close.notify_one();
+                    self.shared.sink.on_transport_error(transport, peer);
                     false
                 }
             };
         }
         if dest.transport.is_websocket() {
             // A WebSocket client is reached only over the connection it opened.
-            tracing::debug!(%addr, "no open WebSocket connection to this client");
+            tracing::debug!(addr = %dest.addr, "no open WebSocket connection to this client");
+            self.shared
+                .sink
+                .on_transport_error(dest.transport, dest.addr);
             return false;
         }
-        let reg = self.registry.clone();
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (limits, sink) = (self.limits.clone(), self.sink.clone());
-        self.rt.spawn(async move {
-            let Ok(Ok(stream)) =
-                tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await
-            else {
-                tracing::debug!(%addr, "TCP connect failed");
-                return;
-            };
-            let _ = stream.set_nodelay(true);
-            let local = stream.local_addr().unwrap_or(addr);
-            let tx = run_conn(stream, id, (Transport::Tcp, addr), local, reg, sink, limits);
-            let _ = tx.send(bytes).await;
-        });
+        if !self.shared.admit() {
+            tracing::info!(addr = %dest.addr, "connection limit reached: not connecting");
+            self.shared
+                .sink
+                .on_transport_error(dest.transport, dest.addr);
+            return false;
+        }
+        let (id, pending) = self.shared.register(dest.transport, dest.addr);
+        let _ = pending.tx.try_send(bytes);
+        self.rt
+            .spawn(connect(self.shared.clone(), id, dest, pending));
         true
     }
 
+    /// RFC 5923: requests for `alias` may reuse connection `conn`.
+    pub fn add_alias(&self, conn: u64, alias: SocketAddr) {
+        let mut reg = self.shared.registry.lock();
+        let Some(c) = reg.by_id.get_mut(&conn) else {
+            return;
+        };
+        if c.peer == alias || c.aliases.contains(&alias) || c.aliases.len() >= 4 {
+            return;
+        }
+        c.aliases.push(alias);
+        let transport = c.transport;
+        reg.by_peer.insert((transport, alias), conn);
+    }
+
+    /// Whether connection `conn` is still open.
+    pub fn is_open(&self, conn: u64) -> bool {
+        self.shared.registry.lock().by_id.contains_key(&conn)
+    }
+
     pub fn connection_count(&self) -> usize {
-        self.registry.lock().by_id.len()
+        self.shared.registry.lock().by_id.len()
     }
 
     pub fn stop(&self) {
@@ -189,89 +309,218 @@ impl Drop for Streams {
     }
 }
 
-/// Spawns the reader and writer of one connection; returns its queue.
-fn run_conn(
-    stream: TcpStream,
-    id: u64,
-    (transport, peer): (Transport, SocketAddr),
+async fn accept_loop(
+    socket: TcpListener,
+    transport: Transport,
     local: SocketAddr,
-    registry: Arc<Mutex<Registry>>,
-    sink: Arc<dyn StreamSink>,
-    limits: Limits,
-) -> mpsc::Sender<Bytes> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
-    let close = Arc::new(tokio::sync::Notify::new());
-    {
-        let mut reg = registry.lock();
-        reg.by_id.insert(
+    shared: Arc<Shared>,
+) {
+    loop {
+        let Ok((stream, peer)) = socket.accept().await else {
+            // EMFILE and friends: back off instead of spinning.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        if !shared.admit() {
+            tracing::debug!(%peer, "connection limit reached: refusing");
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let (id, pending) = shared.register(transport, peer);
+        let meta = ConnMeta {
             id,
-            Conn {
-                websocket: transport.is_websocket(),
-                tx: tx.clone(),
-                close: close.clone(),
-            },
-        );
-        reg.by_peer.insert(peer, id);
+            transport,
+            peer,
+            local,
+        };
+        match transport {
+            Transport::Tls | Transport::Wss => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let Some(acceptor) = shared.tls.as_ref().and_then(|t| t.acceptor()) else {
+                        shared.unregister(id);
+                        return;
+                    };
+                    let handshake = tokio::time::timeout(
+                        shared.config.connect_timeout,
+                        acceptor.accept(stream),
+                    );
+                    match handshake.await {
+                        Ok(Ok(tls_stream)) => spawn_connection(tls_stream, meta, pending, shared),
+                        Ok(Err(e)) => {
+                            tracing::info!(%peer, error = %e, "TLS handshake failed");
+                            shared.unregister(id);
+                        }
+                        Err(_) => {
+                            tracing::info!(%peer, "TLS handshake timed out");
+                            shared.unregister(id);
+                        }
+                    }
+                });
+            }
+            _ => spawn_connection(stream, meta, pending, shared.clone()),
+        }
     }
-    let (mut rd, mut wr) = stream.into_split();
-    let pong_tx = tx.clone();
+}
+
+/// Opens connection `id` to `dest` (TCP, then TLS when asked) within the
+/// connect timeout, then runs it; a failure is reported to the sink.
+async fn connect(shared: Arc<Shared>, id: u64, dest: Destination, pending: Pending) {
+    let attempt = async {
+        let tcp = TcpStream::connect(dest.addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let local = tcp.local_addr().map_err(|e| e.to_string())?;
+        let meta = ConnMeta {
+            id,
+            transport: dest.transport,
+            peer: dest.addr,
+            local,
+        };
+        if dest.transport != Transport::Tls {
+            spawn_connection(tcp, meta, pending, shared.clone());
+            return Ok(());
+        }
+        let tls = shared
+            .tls
+            .clone()
+            .ok_or_else(|| "no TLS configuration".to_string())?;
+        let tls_stream = tls
+            .connector()
+            .connect(crate::tls::server_name_for(dest.addr), tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        spawn_connection(tls_stream, meta, pending, shared.clone());
+        Ok::<(), String>(())
+    };
+    let outcome = tokio::time::timeout(shared.config.connect_timeout, attempt).await;
+    let error = match outcome {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e,
+        Err(_) => "timed out".to_string(),
+    };
+    tracing::info!(addr = %dest.addr, transport = %dest.transport, error, "connect failed");
+    shared.unregister(id);
+    shared.sink.on_transport_error(dest.transport, dest.addr);
+}
+
+#[derive(Clone, Copy)]
+struct ConnMeta {
+    id: u64,
+    transport: Transport,
+    peer: SocketAddr,
+    local: SocketAddr,
+}
+
+/// Runs one registered connection over any byte stream: a writer task
+/// draining its queue and a reader task framing SIP messages (RFC 3261
+/// §18.3), answering CRLF keep-alive pings (RFC 5626 §4.4.1) and closing it
+/// when idle for the configured lifetime.
+fn spawn_connection<S>(stream: S, meta: ConnMeta, pending: Pending, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let Pending { mut rx, tx, close } = pending;
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let last_write = Arc::new(AtomicU64::new(shared.now_secs()));
+    let writer_clock = last_write.clone();
+    let writer_shared = shared.clone();
+    let writer_close = close.clone();
     let writer = tokio::spawn(async move {
-        while let Some(b) = rx.recv().await {
-            if wr.write_all(&b).await.is_err() {
+        let mut batch = BytesMut::new();
+        while let Some(first) = rx.recv().await {
+            // Coalesce what is already queued: fewer syscalls and TLS records.
+            let ok = if rx.is_empty() {
+                wr.write_all(&first).await.is_ok()
+            } else {
+                batch.clear();
+                batch.extend_from_slice(&first);
+                while batch.len() < 65_536 {
+                    let Ok(more) = rx.try_recv() else { break };
+                    batch.extend_from_slice(&more);
+                }
+                wr.write_all(&batch).await.is_ok()
+            };
+            if !ok || wr.flush().await.is_err() {
+                writer_shared
+                    .sink
+                    .on_transport_error(meta.transport, meta.peer);
+                writer_close.notify_one();
                 break;
             }
+            writer_clock.store(writer_shared.now_secs(), Ordering::Relaxed);
         }
         let _ = wr.shutdown().await;
     });
     tokio::spawn(async move {
         let source = Source {
-            transport,
-            addr: peer,
-            local,
-            conn: Some(id),
+            transport: meta.transport,
+            addr: meta.peer,
+            local: meta.local,
+            conn: Some(meta.id),
         };
+        let idle = shared.config.idle_lifetime;
         let mut buf = BytesMut::with_capacity(4096);
-        let mut websocket = transport
+        let mut websocket = meta
+            .transport
             .is_websocket()
-            .then(|| ws::WsSession::new(limits.max_message_size));
+            .then(|| ws::WsSession::new(shared.limits.max_message_size));
         let opened = tokio::time::Instant::now();
         'read: loop {
+            let handshaking = websocket
+                .as_ref()
+                .is_some_and(ws::WsSession::awaiting_handshake);
             // A WebSocket handshake must complete soon: a slow one holds a
             // connection slot for nothing.
-            let deadline = match &websocket {
-                Some(s) if s.awaiting_handshake() => opened + ws::HANDSHAKE_TIMEOUT,
-                _ => tokio::time::Instant::now() + IDLE_LIFETIME,
+            let wait = if handshaking {
+                (opened + ws::HANDSHAKE_TIMEOUT)
+                    .saturating_duration_since(tokio::time::Instant::now())
+            } else {
+                idle
             };
             let read = tokio::select! {
-                r = tokio::time::timeout_at(deadline, rd.read_buf(&mut buf)) => r,
+                r = tokio::time::timeout(wait, rd.read_buf(&mut buf)) => r,
                 _ = close.notified() => break 'read,
             };
             match read {
                 Ok(Ok(n)) if n > 0 => {}
-                _ => break,
+                Ok(_) => break,
+                Err(_) if handshaking => {
+                    tracing::info!(peer = %meta.peer, "WebSocket handshake timed out");
+                    break;
+                }
+                Err(_) => {
+                    let written = last_write.load(Ordering::Relaxed);
+                    if shared.now_secs().saturating_sub(written) < idle.as_secs() {
+                        continue;
+                    }
+                    tracing::debug!(peer = %meta.peer, "closing idle connection");
+                    break;
+                }
             }
             if let Some(session) = websocket.as_mut() {
-                if !drive_websocket(session, &mut buf, &pong_tx, &*sink, source) {
+                if !drive_websocket(session, &mut buf, &tx, &*shared.sink, source) {
                     break 'read;
                 }
-            } else {
-                loop {
-                    match frame_stream(&buf, &limits) {
-                        StreamFrame::Incomplete => break,
-                        StreamFrame::KeepAlive { consumed, pong } => {
-                            let _ = buf.split_to(consumed);
-                            if pong && pong_tx.try_send(Bytes::from_static(b"\r\n")).is_err() {
-                                break 'read;
-                            }
-                        }
-                        StreamFrame::Message(len) => {
-                            let msg = buf.split_to(len).freeze();
-                            sink.on_message(msg, source);
-                        }
-                        StreamFrame::Invalid(why) => {
-                            tracing::info!(%peer, why, "closing stream connection");
+                continue;
+            }
+            loop {
+                match frame_stream(&buf, &shared.limits) {
+                    StreamFrame::Incomplete => break,
+                    StreamFrame::KeepAlive { consumed, pong } => {
+                        let _ = buf.split_to(consumed);
+                        if pong && tx.try_send(Bytes::from_static(b"\r\n")).is_err() {
                             break 'read;
                         }
+                    }
+                    StreamFrame::Message(len) => {
+                        let msg = buf.split_to(len).freeze();
+                        shared.sink.on_message(msg, source);
+                    }
+                    StreamFrame::Invalid(why) => {
+                        tracing::info!(peer = %meta.peer, why, "closing stream connection");
+                        break 'read;
                     }
                 }
             }
@@ -279,27 +528,21 @@ fn run_conn(
                 buf.reserve(4096);
             }
         }
-        {
-            let mut reg = registry.lock();
-            reg.by_id.remove(&id);
-            if reg.by_peer.get(&peer) == Some(&id) {
-                reg.by_peer.remove(&peer);
-            }
-        }
-        drop(pong_tx);
-        // Let queued answers (a close frame, a refusal) go out before closing.
+        shared.unregister(meta.id);
+        drop(tx);
+        // Let queued answers (a final response, a pong) go out before closing.
         if tokio::time::timeout(Duration::from_secs(2), writer)
             .await
             .is_err()
         {
-            tracing::debug!(%peer, "writer did not finish; dropped");
+            tracing::debug!(peer = %meta.peer, "writer did not finish; dropped");
         }
     });
-    tx
 }
 
-/// Runs the WebSocket state machine over what was read: handshake and control
-/// answers go on the write queue, messages to the sink. False: close now.
+/// Runs the WebSocket state machine over what was read: the handshake
+/// answer and pongs go on the write queue, SIP messages to the sink. False:
+/// close the connection (after the queued refusal or close frame is written).
 fn drive_websocket(
     session: &mut ws::WsSession,
     buf: &mut BytesMut,
@@ -322,5 +565,46 @@ fn drive_websocket(
                 return false;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dest(transport: Transport, port: u16, conn: Option<u64>) -> Destination {
+        Destination {
+            transport,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            conn,
+        }
+    }
+
+    #[test]
+    fn registry_lookup_prefers_connection_then_peer_and_alias() {
+        let mut reg = Registry::default();
+        let (tx, _rx) = mpsc::channel(1);
+        let peer = SocketAddr::from(([127, 0, 0, 1], 5000));
+        let alias = SocketAddr::from(([127, 0, 0, 1], 5060));
+        reg.by_id.insert(
+            7,
+            Conn {
+                transport: Transport::Tls,
+                peer,
+                tx,
+                close: Arc::new(Notify::new()),
+                aliases: vec![alias],
+            },
+        );
+        reg.by_peer.insert((Transport::Tls, peer), 7);
+        reg.by_peer.insert((Transport::Tls, alias), 7);
+        assert!(reg.lookup(&dest(Transport::Tls, 5000, None)).is_some());
+        assert!(reg.lookup(&dest(Transport::Tls, 5060, None)).is_some());
+        // Same address, other transport: not this connection.
+        assert!(reg.lookup(&dest(Transport::Tcp, 5000, None)).is_none());
+        assert!(reg.lookup(&dest(Transport::Tcp, 1, Some(7))).is_some());
+        assert!(reg.remove(7).is_some());
+        assert!(reg.by_peer.is_empty());
+        assert!(reg.lookup(&dest(Transport::Tls, 5060, None)).is_none());
     }
 }
