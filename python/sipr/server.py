@@ -114,6 +114,17 @@ class Server:
     def stop(self) -> None:
         self.stopping.set()
 
+    def reload_tls(self) -> None:
+        """SIGHUP: re-read the TLS certificates; open connections keep theirs."""
+        if self.core is None:
+            return
+        try:
+            self.core.reload_tls()
+        except ValueError as e:
+            print(f"sipr: TLS reload failed, keeping the old certificates: {e}", file=sys.stderr)
+            return
+        print("sipr: TLS certificates reloaded", file=sys.stderr, flush=True)
+
     def _on_udp(self, index: int) -> None:
         core = self.core
         assert core is not None
@@ -330,4 +341,5 @@ async def _main(app: App, listen: list[str], core_options: Mapping[str, Any] | N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.stop)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_tls)
     await server.serve()
