@@ -1,8 +1,9 @@
 """Acceptance (issue 6, point 5): SIP over WebSocket (RFC 7118). A client made
 with the `websockets` package registers over sipr's `ws:` listener; SIPp sends
 an INVITE over UDP to that AoR, and the client receives it over its socket,
-answers, and gets the ACK and BYE there. Refused handshakes and bad frames are
-checked with a raw socket, which can break the protocol on purpose."""
+answers, and gets the ACK and BYE there; the same over `wss:` with a
+certificate from a test CA. Refused handshakes and bad frames are checked with
+a raw socket, which can break the protocol on purpose."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import base64
 import os
 import socket
 import struct
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -18,6 +20,7 @@ from websockets.exceptions import InvalidStatus
 
 from tests.conftest import ROOT, UdpPeer, free_port, header, sip_request, status_of
 from tests.sipp.peers import Sipp
+from tests.tls_peers import CertAuthority, client_context
 
 APP = ROOT / "tests" / "apps" / "location_proxy.py"
 LISTEN = ("udp:127.0.0.1:0", "tcp:127.0.0.1:0", "ws:127.0.0.1:0")
@@ -74,13 +77,35 @@ SDP = (
 )
 
 
-def test_websocket_client_registers_and_receives_a_call_from_sipp(sipp: str, sipr_factory) -> None:
-    proxy = sipr_factory(APP, listen=LISTEN)
-    ws_host, ws_port = proxy.addrs["ws"]
+def _start(sipr_factory, scheme: str, tmp_path: Path):
+    """sipr with a `ws:` or `wss:` listener (a certificate from a test CA);
+    returns it, the WebSocket URL and the client's TLS context (None for ws)."""
+    if scheme == "ws":
+        proxy = sipr_factory(APP, listen=LISTEN)
+        tls = None
+    else:
+        ca = CertAuthority(tmp_path)
+        files = ca.issue("sipr", stem="sipr")
+        proxy = sipr_factory(
+            APP,
+            listen=(*LISTEN[:2], "wss:127.0.0.1:0"),
+            extra_args=("--tls-cert", str(files.cert), "--tls-key", str(files.key)),
+        )
+        tls = client_context(ca.pem)
+    host, port = proxy.addrs[scheme]
+    return proxy, f"{scheme}://{host}:{port}", tls
+
+
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_websocket_client_registers_and_receives_a_call_from_sipp(
+    sipp: str, sipr_factory, tmp_path: Path, scheme: str
+) -> None:
+    proxy, url, tls = _start(sipr_factory, scheme, tmp_path)
+    ws_host, ws_port = proxy.addrs[scheme]
     udp_host, udp_port = proxy.udp
 
     async def scenario() -> list[str]:
-        async with connect(f"ws://{ws_host}:{ws_port}", subprotocols=["sip"]) as ws:
+        async with connect(url, subprotocols=["sip"], ssl=tls) as ws:
             assert ws.subprotocol == "sip"
             await ws.send(_register(udp_host))
             reply = await _next_message(ws)
@@ -97,9 +122,9 @@ def test_websocket_client_registers_and_receives_a_call_from_sipp(sipp: str, sip
                 seen.append(invite.split("\r\n", 1)[0])
                 assert invite.startswith("INVITE sip:bob@"), invite
                 via = header(invite.encode(), "Via") or ""
-                assert via.startswith(f"SIP/2.0/WS {ws_host}:{ws_port}"), invite
+                assert via.startswith(f"SIP/2.0/{scheme.upper()} {ws_host}:{ws_port}"), invite
                 record_route = header(invite.encode(), "Record-Route") or ""
-                assert "transport=ws" in record_route, invite
+                assert f"transport={scheme};" in record_route, invite
                 tag = os.urandom(4).hex()
                 await ws.send(_response_to(invite, 200, "OK", tag, SDP))
                 for method in ("ACK", "BYE"):
