@@ -82,14 +82,18 @@ def run(
         typer.Option(
             "--listen",
             "-l",
-            help="Listen URI, repeatable: udp:127.0.0.1:5060, tcp:[::1]:5060",
+            help=(
+                "Listen URI, repeatable: udp:127.0.0.1:5060, tcp:[::1]:5060, "
+                "tls:0.0.0.0:5061, ws:0.0.0.0:8080, wss:0.0.0.0:8443"
+            ),
         ),
     ] = None,
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug, info, warning, error")
     ] = "info",
     tls_cert: Annotated[
-        Path | None, typer.Option("--tls-cert", help="PEM certificate chain for tls: listeners")
+        Path | None,
+        typer.Option("--tls-cert", help="PEM certificate chain for tls: and wss: listeners"),
     ] = None,
     tls_key: Annotated[
         Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert")

@@ -18,7 +18,15 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from tests.conftest import ROOT, UdpPeer, free_port, header, sip_request, status_of
+from tests.conftest import (
+    ROOT,
+    UdpPeer,
+    free_port,
+    header,
+    sip_request,
+    start_sipr,
+    status_of,
+)
 from tests.sipp.peers import Sipp
 from tests.tls_peers import CertAuthority, client_context
 
@@ -301,3 +309,8 @@ def test_ping_is_answered_and_close_is_echoed(sipr_factory) -> None:
         s.sendall(masked(0x8, struct.pack("!H", 1000)))
         data = _read_until_eof(s)
     assert data == b"\x88\x02" + struct.pack("!H", 1000), data
+
+
+def test_wss_listener_without_a_certificate_is_refused_at_start() -> None:
+    with pytest.raises(RuntimeError, match="wss: listener needs a certificate"):
+        start_sipr(APP, listen=("wss:127.0.0.1:0",))
