@@ -227,6 +227,32 @@ def test_websocket_client_calls_a_udp_phone(sipp: str, sipr_factory, udp_peer: U
         uas.kill()
 
 
+def test_call_to_a_websocket_client_that_disconnected_fails_at_once(
+    sipr_factory, udp_peer: UdpPeer
+) -> None:
+    """sipr cannot connect to a WebSocket client: once its connection is gone,
+    a call to its still-registered contact fails right away instead of
+    waiting for Timer B."""
+    proxy = sipr_factory(APP, listen=LISTEN)
+    host, port = proxy.addrs["ws"]
+
+    async def register_and_leave() -> None:
+        async with connect(f"ws://{host}:{port}", subprotocols=["sip"]) as ws:
+            await ws.send(_register(proxy.udp[0]))
+            assert status_of((await _next_message(ws)).encode()) == 200
+        # Leaving the block completed the close handshake: sipr has dropped it.
+
+    asyncio.run(register_and_leave())
+    udp_peer.send(sip_request("INVITE", f"sip:bob@{proxy.udp[0]}", port=udp_peer.port), proxy.udp)
+    statuses = []
+    while not statuses or statuses[-1] < 200:
+        resp = udp_peer.recv(timeout=TIMEOUT)
+        assert resp is not None, f"no final answer; got {statuses}"
+        statuses.append(status_of(resp) or 0)
+    # The branch failed 503 (transport error); relayed upstream as 500 (RFC 3261 §16.7 step 6).
+    assert statuses[-1] == 500, (statuses, proxy.log())
+
+
 def test_handshake_without_sip_subprotocol_is_refused(sipr_factory) -> None:
     proxy = sipr_factory(APP, listen=LISTEN)
     host, port = proxy.addrs["ws"]
