@@ -123,7 +123,10 @@ def run(
     ] = None,
     connection_lifetime: Annotated[
         float,
-        typer.Option("--tcp-connection-lifetime", help="Close idle TCP/TLS connections after S s"),
+        typer.Option(
+            "--tcp-connection-lifetime",
+            help="Close idle TCP/TLS connections after S s (a WebSocket client is pinged first)",
+        ),
     ] = 600.0,
     connect_timeout: Annotated[
         float, typer.Option("--tcp-connect-timeout", help="Fail a TCP/TLS connect after S s")

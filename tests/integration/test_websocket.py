@@ -340,3 +340,18 @@ def test_ping_is_answered_and_close_is_echoed(sipr_factory) -> None:
 def test_wss_listener_without_a_certificate_is_refused_at_start() -> None:
     with pytest.raises(RuntimeError, match="wss: listener needs a certificate"):
         start_sipr(APP, listen=("wss:127.0.0.1:0",))
+
+
+def test_quiet_client_is_pinged_and_dropped_only_when_it_stops_answering(sipr_factory) -> None:
+    """With a 1 s connection lifetime, a quiet WebSocket client is pinged
+    instead of dropped; answering keeps it; a ping left unanswered closes it."""
+    proxy = sipr_factory(APP, listen=LISTEN, extra_args=("--tcp-connection-lifetime", "1"))
+    s = _raw_handshake(proxy.addrs["ws"])
+    mask = os.urandom(4)
+    with s:
+        for _ in range(2):
+            assert s.recv(2) == b"\x89\x00"  # an empty ping
+            s.sendall(bytes([0x8A, 0x80]) + mask)  # our empty, masked pong
+        assert s.recv(2) == b"\x89\x00"
+        data = _read_until_eof(s)  # no pong this time
+    assert data[:1] == b"\x88" and struct.unpack("!H", data[2:4])[0] == 1001, data

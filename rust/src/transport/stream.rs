@@ -467,6 +467,7 @@ where
             .is_websocket()
             .then(|| ws::WsSession::new(shared.limits.max_message_size));
         let opened = tokio::time::Instant::now();
+        let mut ping_unanswered = false;
         'read: loop {
             let handshaking = websocket
                 .as_ref()
@@ -484,11 +485,28 @@ where
                 _ = close.notified() => break 'read,
             };
             match read {
-                Ok(Ok(n)) if n > 0 => {}
+                Ok(Ok(n)) if n > 0 => ping_unanswered = false,
                 Ok(_) => break,
                 Err(_) if handshaking => {
                     tracing::info!(peer = %meta.peer, "WebSocket handshake timed out");
                     break;
+                }
+                // A quiet WebSocket client (a browser waiting for calls) is
+                // pinged rather than dropped; one that does not answer is.
+                Err(_) if websocket.is_some() => {
+                    if ping_unanswered {
+                        tracing::debug!(peer = %meta.peer, "WebSocket ping unanswered: closing");
+                        let _ = tx.try_send(ws::encode_close(
+                            Some(ws::close_code::GOING_AWAY),
+                            "no pong",
+                        ));
+                        break;
+                    }
+                    if tx.try_send(ws::encode_ping(b"")).is_err() {
+                        break;
+                    }
+                    ping_unanswered = true;
+                    continue;
                 }
                 Err(_) => {
                     let written = last_write.load(Ordering::Relaxed);

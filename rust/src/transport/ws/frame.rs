@@ -17,6 +17,7 @@ const MAX_CONTROL_PAYLOAD: usize = 125;
 /// Close status codes (RFC 6455 §7.4.1) the server sends.
 pub mod close_code {
     pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL_ERROR: u16 = 1002;
     pub const INVALID_PAYLOAD: u16 = 1007;
     pub const TOO_BIG: u16 = 1009;
@@ -271,6 +272,10 @@ pub fn encode_message(sip: &[u8]) -> Bytes {
     encode(opcode, sip)
 }
 
+pub fn encode_ping(payload: &[u8]) -> Bytes {
+    encode(OP_PING, payload)
+}
+
 pub fn encode_pong(ping_payload: &[u8]) -> Bytes {
     encode(OP_PONG, ping_payload)
 }
@@ -460,6 +465,7 @@ mod tests {
         assert_eq!(&big[..2], &[0x81, 127]);
         assert_eq!(big.len(), 70_000 + 10);
         assert_eq!(&encode_pong(b"hb")[..], b"\x8a\x02hb");
+        assert_eq!(&encode_ping(b"")[..], b"\x89\x00");
         assert_eq!(&encode_close(None, "")[..], b"\x88\x00");
         let close = encode_close(Some(PROTOCOL_ERROR), &"é".repeat(100));
         assert_eq!(close[0], 0x88);

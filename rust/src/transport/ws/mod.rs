@@ -6,6 +6,9 @@ pub mod frame;
 pub mod handshake;
 pub mod session;
 
-pub use frame::{encode_close, encode_message, encode_pong, FrameDecoder, Violation, WsEvent};
+pub use frame::{
+    close_code, encode_close, encode_message, encode_ping, encode_pong, FrameDecoder, Violation,
+    WsEvent,
+};
 pub use handshake::{server_handshake, Handshake, HANDSHAKE_TIMEOUT};
 pub use session::{WsSession, WsStep};
