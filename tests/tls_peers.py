@@ -8,9 +8,11 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import queue
 import socket
 import ssl
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,11 +235,73 @@ class UasLog:
 
     methods: list[str] = field(default_factory=list)
     invites: list[bytes] = field(default_factory=list)
+    responses: queue.Queue[bytes] = field(default_factory=queue.Queue)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, method: str) -> int:
         with self.lock:
             return self.methods.count(method)
+
+
+def answer_requests(
+    conn: SipConnection, log: UasLog, contact: str, stopping: threading.Event
+) -> None:
+    """Answers every request on `conn` 200 (INVITE with `contact`), ACK
+    excepted, until `stopping` or the connection closes; responses go to
+    `log.responses`."""
+    while not stopping.is_set():
+        msg = conn.recv(timeout=0.5)
+        if msg is None:
+            if conn.closed:
+                return
+            continue
+        if msg.startswith(b"SIP/2.0 "):
+            log.responses.put(msg)
+            continue
+        method = msg.split(b" ", 1)[0].decode()
+        with log.lock:
+            log.methods.append(method)
+            if method == "INVITE":
+                log.invites.append(msg)
+        if method == "ACK":
+            continue
+        extra = f"Contact: {contact}\r\n" if method == "INVITE" else ""
+        try:
+            conn.send(response_to(msg, 200, "OK", extra))
+        except OSError:
+            return
+
+
+class TlsClientUa:
+    """A UA with no listener of its own: it connects to the proxy over TLS,
+    and answers what arrives over that connection (as `answer_requests`)."""
+
+    def __init__(self, addr: tuple[str, int], ctx: ssl.SSLContext, contact: str) -> None:
+        self.conn = SipConnection.open(addr, ctx)
+        self.log = UasLog()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(
+            target=answer_requests, args=(self.conn, self.log, contact, self.stopping), daemon=True
+        )
+        self.thread.start()
+
+    def request(self, data: bytes, timeout: float = 5.0) -> bytes | None:
+        """Sends a request; its final response, or None."""
+        self.conn.send(data)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                resp = self.log.responses.get(timeout=left)
+            except queue.Empty:
+                return None
+            if not resp.startswith(b"SIP/2.0 1"):
+                return resp
+        return None
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=5)
+        self.conn.close()
 
 
 class TlsUas:
@@ -281,25 +345,8 @@ class TlsUas:
             raw.close()
             return
         self.conns.append(sock)
-        conn = SipConnection(sock)
-        contact = f"Contact: <sip:uas@127.0.0.1:{self.port};transport=tls>\r\n"
-        while not self.stopping.is_set():
-            msg = conn.recv(timeout=0.5)
-            if msg is None:
-                if conn.closed:
-                    return
-                continue
-            method = msg.split(b" ", 1)[0].decode()
-            with self.log.lock:
-                self.log.methods.append(method)
-                if method == "INVITE":
-                    self.log.invites.append(msg)
-            if method == "ACK" or method.startswith("SIP/"):
-                continue
-            try:
-                conn.send(response_to(msg, 200, "OK", contact if method == "INVITE" else ""))
-            except OSError:
-                return
+        contact = f"<sip:uas@127.0.0.1:{self.port};transport=tls>"
+        answer_requests(SipConnection(sock), self.log, contact, self.stopping)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -198,7 +198,7 @@ _SENT_BY = re.compile(
 
 def _nat_source(req: Request) -> str | None:
     """The request's source address as a URI when the UA is behind NAT or
-    registered over WebSocket, else None.
+    registered over TCP/TLS/WS (its connection), else None.
 
     NAT is detected as Kamailio's `nat_uac_test("18")` does before
     `fix_nated_register()`: the top Via's sent-by is not the address the
@@ -208,9 +208,9 @@ def _nat_source(req: Request) -> str | None:
     """
     src = req.source
     here = f"sip:{_host(src.host)}:{src.port};transport={src.transport.lower()}"
-    if src.transport.upper() in ("WS", "WSS"):
-        # A WebSocket client is reachable only over the connection it
-        # registered on, whatever its Contact says (RFC 7118 §5).
+    if src.transport.upper() != "UDP":
+        # A connection-oriented UA is reached over the connection it registered
+        # on (its flow, as in RFC 5626): it may accept no connections at all.
         return here
     m = _SENT_BY.match(req.headers.get("Via") or "")
     if m is None:

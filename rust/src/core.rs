@@ -360,6 +360,9 @@ impl Core {
             return;
         }
         self.stats.count_request(msg.method());
+        if let Some(conn) = source.conn {
+            self.note_alias(&msg, source, conn);
+        }
         let routed_by_us = |m: &Message| {
             m.to_tag().is_some()
                 && !self.in_dialog_to_app.load(Ordering::Relaxed)
@@ -436,6 +439,34 @@ impl Core {
                     txn: Some(id),
                 }));
             }
+        }
+    }
+
+    /// RFC 5923: a request whose top Via carries `alias` makes its sent-by
+    /// address reach back over the connection it came in on. Only IP
+    /// sent-bys are taken (a name would need resolving and, over TLS,
+    /// matching against the peer's certificate).
+    fn note_alias(&self, msg: &Message, source: Source, conn: u64) {
+        let via = msg.top_via();
+        if via.param("alias").is_none() {
+            return;
+        }
+        let Ok(ip) = via
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        else {
+            return;
+        };
+        let default_port = if source.transport == Transport::Tls {
+            5061
+        } else {
+            5060
+        };
+        let alias = SocketAddr::new(ip, via.port.unwrap_or(default_port));
+        if alias != source.addr {
+            self.add_connection_alias(conn, alias);
         }
     }
 

@@ -15,9 +15,18 @@ import pytest
 
 from tests.conftest import ROOT, UdpPeer, free_port, header, sip_request, status_of
 from tests.sipp.peers import Sipp
-from tests.tls_peers import CertAuthority, SipConnection, TlsUas, client_context, headers_of
+from tests.tls_peers import (
+    CertAuthority,
+    SipConnection,
+    TlsClientUa,
+    TlsUas,
+    UasLog,
+    client_context,
+    headers_of,
+)
 
 PROXY = ROOT / "tests" / "apps" / "stateful_proxy.py"
+FLOW_REGISTRAR = ROOT / "tests" / "apps" / "flow_registrar.py"
 LISTEN = ("udp:127.0.0.1:0", "tcp:127.0.0.1:0", "tls:127.0.0.1:0")
 
 
@@ -86,6 +95,17 @@ def in_dialog(method: str, invite: bytes, final: bytes, cseq: int, port: int) ->
         f"CSeq: {cseq} {method}\r\n"
         f"Content-Length: 0\r\n\r\n"
     ).encode()
+
+
+def sipp_calls(sipp: str, proxy_udp: tuple[str, int], calls: int, callee: UasLog) -> None:
+    """`calls` SIPp UDP calls honouring Record-Route, all completed, all
+    ACKed at the callee."""
+    uac = Sipp(
+        sipp, "uac_rr.xml", free_port(), calls=calls, remote=proxy_udp, rate=10, timeout_s=60
+    )
+    r = uac.wait()
+    assert (r.successful, r.failed) == (calls, 0), r.summary()
+    assert wait_for(lambda: callee.count("ACK") == calls), callee.methods
 
 
 def wait_for(predicate, timeout: float = 10.0) -> bool:
@@ -242,13 +262,7 @@ def test_udp_caller_to_tls_callee_with_double_record_route(
     uas = TlsUas(ca.issue("uas"))
     try:
         proxy = start_proxy(sipr_factory, ca, targets=f"sip:127.0.0.1:{uas.port};transport=tls")
-        uac = Sipp(
-            sipp, "uac_rr.xml", free_port(), calls=calls, remote=proxy.addrs["udp"], rate=10,
-            timeout_s=60,
-        )  # fmt: skip
-        r = uac.wait()
-        assert (r.successful, r.failed) == (calls, 0), r.summary()
-        assert wait_for(lambda: uas.log.count("ACK") == calls), uas.log.methods
+        sipp_calls(sipp, proxy.addrs["udp"], calls, uas.log)
         assert uas.log.count("BYE") == calls
         rr = [v for k, v in headers_of(uas.log.invites[0]) if k.lower() == "record-route"]
         values = [x.strip() for v in rr for x in v.split(",")]
@@ -258,3 +272,32 @@ def test_udp_caller_to_tls_callee_with_double_record_route(
         assert f":{udp_port};lr;r2=on" in values[1], values
     finally:
         uas.stop()
+
+
+# Connection reuse ----------------------------------------------------------
+
+
+def test_udp_call_reaches_ua_registered_over_tls_through_its_connection(
+    sipp: str, sipr_factory, ca: CertAuthority
+) -> None:
+    """A UA that only connects out (its Contact port 9 accepts nothing)
+    registers over TLS with `alias` in its Via (RFC 5923). SIPp calls it over
+    UDP: the INVITE goes down the UA's own connection (its flow), and the ACK
+    and BYE, addressed to its Contact, reuse it through the alias."""
+    proxy = sipr_factory(FLOW_REGISTRAR, listen=LISTEN, extra_args=tls_args(ca))
+    tls_addr = proxy.addrs["tls"]
+    contact = "<sip:bob@127.0.0.1:9;transport=tls>"
+    ua = TlsClientUa(tls_addr, client_context(ca.pem), contact)
+    try:
+        register = sip_request(
+            "REGISTER",
+            f"sip:{tls_addr[0]}:{tls_addr[1]}",
+            via="SIP/2.0/TLS 127.0.0.1:9;branch=z9hG4bK{branch};alias",
+            extra=f"Contact: {contact};expires=600\r\n",
+        ).replace(b"To: <sip:", b"To: <sip:service@", 1)
+        assert status_of(ua.request(register)) == 200
+        calls = 5
+        sipp_calls(sipp, proxy.addrs["udp"], calls, ua.log)
+        assert ua.log.count("INVITE") == calls and ua.log.count("BYE") == calls
+    finally:
+        ua.stop()

@@ -57,6 +57,16 @@ pub struct Hop {
     pub addr: SocketAddr,
 }
 
+/// RFC 5923: on a connection we open, `;alias` in our Via lets the peer send
+/// its requests for our listener back over that same connection.
+pub fn via_alias(transport: Transport) -> &'static str {
+    if transport.is_stream() {
+        ";alias"
+    } else {
+        ""
+    }
+}
+
 /// Resolves a URI to a next hop (RFC 3263 simplified: transport param or
 /// scheme, maddr, host, port).
 pub fn resolve(core: &Core, uri: &Uri<'_>) -> Result<Hop, ForwardError> {
@@ -123,9 +133,10 @@ pub fn forward_stateless(
     let local = core.advertised(hop.transport, hop.addr);
     let branch = stateless_branch(core, msg, hop);
     let via = format!(
-        "SIP/2.0/{} {};branch=z9hG4bK{branch:016x}",
+        "SIP/2.0/{} {};branch=z9hG4bK{branch:016x}{}",
         hop.transport,
-        fmt_hostport(local)
+        fmt_hostport(local),
+        via_alias(hop.transport)
     );
     let bytes = build_forward(
         msg,

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::context::{best_index, Final, ProxyCtx};
 use super::route::{branch_for, creates_dialog, loop_hash, next_hop, record_route};
-use super::{fmt_hostport, resolve, ForwardError};
+use super::{fmt_hostport, resolve, via_alias, ForwardError};
 use crate::core::{Core, Event};
 use crate::sip::write::{build_forward, build_response, strip_top_via, ForwardEdits, HeaderEdit};
 use crate::sip::{Framing, HeaderId, Limits, Message};
@@ -178,9 +178,10 @@ pub fn relay(
         let branch = branch_for(lh, unique);
         let local = core.advertised(hop.transport, hop.addr);
         let via = format!(
-            "SIP/2.0/{} {};branch={branch}",
+            "SIP/2.0/{} {};branch={branch}{}",
             hop.transport,
-            fmt_hostport(local)
+            fmt_hostport(local),
+            via_alias(hop.transport)
         );
         let rr =
             (opts.record_route && creates_dialog(&msg)).then(|| record_route(core, &source, &hop));
