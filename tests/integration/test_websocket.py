@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import socket
 import struct
 from pathlib import Path
@@ -225,6 +226,47 @@ def test_websocket_client_calls_a_udp_phone(sipp: str, sipr_factory, udp_peer: U
         assert (r.successful, r.failed) == (1, 0), r.summary()
     finally:
         uas.kill()
+
+
+def test_websocket_client_calls_another_websocket_client(sipr_factory) -> None:
+    """Browser to browser: both sides are reachable only over their own
+    connection, so each of our two Record-Route values names its side's."""
+    proxy = sipr_factory(APP, listen=LISTEN)
+    url = "ws://{}:{}".format(*proxy.addrs["ws"])
+    domain = proxy.udp[0]
+
+    async def call() -> list[str]:
+        async with (
+            connect(url, subprotocols=["sip"]) as caller,
+            connect(url, subprotocols=["sip"]) as callee,
+        ):
+            await callee.send(_register(domain))
+            assert status_of((await _next_message(callee)).encode()) == 200
+            dialog = {
+                "from": f"<sip:carol@{domain}>;tag={os.urandom(4).hex()}",
+                "to": f"<sip:bob@{domain}>",
+                "call_id": os.urandom(8).hex(),
+            }
+            await caller.send(_request("INVITE", f"sip:bob@{domain}", dialog, 1, body=SDP))
+            invite = await _next_message(callee)
+            assert invite.startswith("INVITE "), invite
+            await callee.send(_response_to(invite, 200, "OK", os.urandom(4).hex(), SDP))
+            while (status := status_of((final := await _next_message(caller)).encode())) < 200:
+                pass
+            assert status == 200, final
+            flows = re.findall(r";flow=([^;>]+)", final)
+            assert len(flows) == 2 and flows[0] != flows[1], final
+            dialog["to"] = header(final.encode(), "To") or ""
+            remote = (header(final.encode(), "Contact") or "").strip("<>")
+            routes = list(reversed(_headers(final, "Record-Route")))
+            await caller.send(_request("ACK", remote, dialog, 1, routes))
+            await caller.send(_request("BYE", remote, dialog, 2, routes))
+            ack, bye = await _next_message(callee), await _next_message(callee)
+            await callee.send(_response_to(bye, 200, "OK", "unused"))
+            bye_answer = await _next_message(caller)
+            return [ack.split(" ", 1)[0], bye.split(" ", 1)[0], bye_answer.split("\r\n", 1)[0]]
+
+    assert asyncio.run(call()) == ["ACK", "BYE", "SIP/2.0 200 OK"]
 
 
 def test_call_to_a_websocket_client_that_disconnected_fails_at_once(
