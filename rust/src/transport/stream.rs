@@ -518,7 +518,9 @@ where
                 }
             }
             if let Some(session) = websocket.as_mut() {
-                if !drive_websocket(session, &mut buf, &tx, &*shared.sink, source) {
+                if !session.drive(&mut buf, &tx, meta.peer, |msg| {
+                    shared.sink.on_message(msg, source)
+                }) {
                     break 'read;
                 }
                 continue;
@@ -556,34 +558,6 @@ where
             tracing::debug!(peer = %meta.peer, "writer did not finish; dropped");
         }
     });
-}
-
-/// Runs the WebSocket state machine over what was read: the handshake
-/// answer and pongs go on the write queue, SIP messages to the sink. False:
-/// close the connection (after the queued refusal or close frame is written).
-fn drive_websocket(
-    session: &mut ws::WsSession,
-    buf: &mut BytesMut,
-    out: &mpsc::Sender<Bytes>,
-    sink: &dyn StreamSink,
-    source: Source,
-) -> bool {
-    loop {
-        match session.step(buf) {
-            ws::WsStep::Need => return true,
-            ws::WsStep::Write(bytes) => {
-                if out.try_send(bytes).is_err() {
-                    return false;
-                }
-            }
-            ws::WsStep::Message(msg) => sink.on_message(msg, source),
-            ws::WsStep::Close { last, why } => {
-                tracing::info!(peer = %source.addr, why, "closing WebSocket connection");
-                let _ = out.try_send(last);
-                return false;
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! One server-side WebSocket connection as a state machine over its read
 //! buffer: the opening handshake, then frames. The connection task feeds it
-//! bytes and carries out each [`WsStep`]; no I/O happens here.
+//! bytes and carries out each [`WsStep`] ([`WsSession::drive`] does it over
+//! the connection's write queue); no I/O happens here.
 
 use bytes::{Buf, Bytes, BytesMut};
+use tokio::sync::mpsc;
 
 use super::frame::{encode_close, encode_pong, FrameDecoder, WsEvent};
 use super::handshake::{server_handshake, Handshake};
@@ -91,6 +93,37 @@ impl WsSession {
                     }
                 }
             },
+        }
+    }
+}
+
+impl WsSession {
+    /// Runs the state machine over what was read: the handshake answer and
+    /// pongs go on the connection's write queue `out`, SIP messages to
+    /// `on_message`. False: close the connection (after the refusal or close
+    /// frame queued here is written).
+    pub fn drive(
+        &mut self,
+        buf: &mut BytesMut,
+        out: &mpsc::Sender<Bytes>,
+        peer: std::net::SocketAddr,
+        mut on_message: impl FnMut(Bytes),
+    ) -> bool {
+        loop {
+            match self.step(buf) {
+                WsStep::Need => return true,
+                WsStep::Write(bytes) => {
+                    if out.try_send(bytes).is_err() {
+                        return false;
+                    }
+                }
+                WsStep::Message(msg) => on_message(msg),
+                WsStep::Close { last, why } => {
+                    tracing::info!(%peer, why, "closing WebSocket connection");
+                    let _ = out.try_send(last);
+                    return false;
+                }
+            }
         }
     }
 }
