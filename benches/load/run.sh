@@ -6,7 +6,7 @@
 #   -r RATE     calls per second for the comparison            (env RATE, default 1000)
 #   -d SECONDS  length of each SIPp run                         (env DURATION, default 10)
 #   -n REPS     repetitions per proxy and mode                  (env REPS, default 3)
-#   -m MODES    any of: default rr sf sf_rr async reg reg_auth (env MODES, default "default rr")
+#   -m MODES    any of: default rr sf sf_rr async reg reg_auth tls (env MODES, default "default rr")
 #                 default  stateless; SIPp uac_reorder_tolerant.xml / built-in uas; ACK and
 #                          BYE are addressed to the proxy, which forwards them to the UAS
 #                          (sipr examples/stateless.py, Kamailio stateless.cfg)
@@ -25,6 +25,11 @@
 #                 reg_auth the same with MD5 digest auth (register_auth.xml: 401 then
 #                          REGISTER with Authorization): registrar_app.py SIPR_AUTH=1,
 #                          Kamailio kamailio_registrar_auth.cfg (pv_auth_check)
+#                 tls      two proxies in one measured tree (tls_pair.sh): SIPp UAC -> A (UDP
+#                          5060) -> TLS -> B (TLS 5081) -> UDP -> SIPp UAS, Record-Route flow
+#                          (uac_rr.xml / uas_rr.xml); sipr stateful_app.py as A and B, Kamailio
+#                          kamailio_tls_pair.cfg (tm + rr + tls) as A and B; CPU is A+B.
+#                          Certificates: a CA made per run (make_certs.sh); sipr verifies B.
 #   -s RATES    also sweep these rates, 1 run each, per proxy and mode, stopping a proxy's
 #               sweep at its first unsustainable rate        (env SWEEP, default none)
 #   -o OUTDIR   results directory                           (env OUTDIR, default /tmp/sipr-load-<time>)
@@ -69,8 +74,8 @@ case " $PROXIES " in *" kamailio "*)
 esac
 command -v sipp >/dev/null || { echo "sipp not installed" >&2; exit 2; }
 for m in $MODES; do
-  case $m in default|rr|sf|sf_rr|async|reg|reg_auth) ;;
-    *) echo "unknown mode $m (default|rr|sf|sf_rr|async|reg|reg_auth)" >&2; exit 2 ;; esac
+  case $m in default|rr|sf|sf_rr|async|reg|reg_auth|tls) ;;
+    *) echo "unknown mode $m (default|rr|sf|sf_rr|async|reg|reg_auth|tls)" >&2; exit 2 ;; esac
 done
 
 WORK=$(mktemp -d /tmp/sipr-load-bench.XXXXXX)
@@ -83,6 +88,7 @@ cp "$HERE/kamailio_registrar_auth.cfg" "$WORK/kamailio/registrar_auth.cfg"
 awk 'BEGIN { print "SEQUENTIAL"; for (i = 1; i <= 200000; i++)
              printf "user%d;[authentication username=user%d password=secret]\n", i, i }' \
   > "$WORK/users.csv"
+case " $MODES " in *" tls "*) "$HERE/make_certs.sh" "$WORK/certs" ;; esac
 mkdir -p "$OUTDIR/runs"
 TSV="$OUTDIR/results.tsv"
 CHILD=""
@@ -110,6 +116,13 @@ proxy_cmd() { # $1 proxy $2 mode
     reg)      app=$HERE/registrar_app.py ;;
     reg_auth) app=$HERE/registrar_app.py; env="$env SIPR_AUTH=1" ;;
   esac
+  if [ "$2" = tls ]; then
+    case $1 in
+      sipr|sipr-eager) echo "env $env SIPR=$SIPR $HERE/tls_pair.sh sipr $WORK/certs" ;;
+      kamailio) echo "$HERE/tls_pair.sh kamailio $WORK/certs" ;;
+    esac
+    return
+  fi
   case $1 in
     sipr|sipr-eager) echo "env $env $SIPR run $app --listen udp:127.0.0.1:5060 ${SIPR_ARGS:-}" ;;
     kamailio)
@@ -124,17 +137,19 @@ proxy_cmd() { # $1 proxy $2 mode
 }
 bench_mode() { # bench.sh -m for a run.sh mode (bench.sh uses it for the traffic kind and the label)
   case $1 in
-    default|rr) echo stateless ;; sf|sf_rr) echo stateful ;; async) echo async ;;
+    default|rr) echo stateless ;; sf|sf_rr|tls) echo stateful ;; async) echo async ;;
     reg|reg_auth) echo registrar ;;
   esac
 }
 
-# bench.sh refuses to start while 5060/5070/5090 are bound (on any address); on a shared box
+# bench.sh refuses to start while 5060/5070/5090 are bound (on any address; mode tls also uses
+# 5080 and TCP 5061/5062/5081/5082); on a shared box
 # wait a while for another user's test to finish instead of losing the run.
 wait_ports() {
   local t=0 busy
   while :; do
-    busy=$(ss -H -uln 2>/dev/null | awk '{ print $4 }' | grep -E ':(5060|5070|5090)$' | tr '\n' ' ')
+    busy=$( { ss -H -uln 2>/dev/null | awk '{ print $4 }' | grep -E ':(5060|5070|5080|5090)$'
+              ss -H -ltn 2>/dev/null | awk '{ print $4 }' | grep -E ':(5061|5062|5081|5082)$'; } | tr '\n' ' ')
     [ -z "$busy" ] && return 0
     if [ "$t" -ge "$PORT_WAIT" ]; then echo "ports still busy after ${PORT_WAIT}s: $busy" >&2; return 1; fi
     [ "$t" = 0 ] && echo "waiting for busy ports: $busy" >&2
@@ -148,7 +163,7 @@ run_one() { # $1 proxy $2 mode $3 rate $4 label $5 rep
   out="$OUTDIR/runs/$label-r$rate-rep$rep"
   rm -rf "$out"
   case $mode in
-    rr|sf_rr|async) uac="-sf $WORK/scenarios/uac_rr.xml"; uas="-sf $WORK/scenarios/uas_rr.xml" ;;
+    rr|sf_rr|async|tls) uac="-sf $WORK/scenarios/uac_rr.xml"; uas="-sf $WORK/scenarios/uas_rr.xml" ;;
     reg)            uac="-sf $WORK/scenarios/register.xml"; uas="" ;;
     reg_auth)       uac="-sf $HERE/register_auth.xml -inf $WORK/users.csv"; uas="" ;;
     *)              uac="-sf $WORK/scenarios/uac_reorder_tolerant.xml"; uas="-sn uas" ;;

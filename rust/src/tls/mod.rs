@@ -244,3 +244,55 @@ impl rustls::client::ResolvesClientCert for OwnClientCert {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(settings: TlsSettings) -> String {
+        match TlsContext::new(settings) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_clear_errors() {
+        let e = error_of(TlsSettings {
+            cert: Some("/nonexistent/cert.pem".into()),
+            ..TlsSettings::default()
+        });
+        assert!(e.contains("--tls-cert and --tls-key"), "{e}");
+        let e = error_of(TlsSettings {
+            cert: Some("/nonexistent/cert.pem".into()),
+            key: Some("/nonexistent/key.pem".into()),
+            ..TlsSettings::default()
+        });
+        assert!(e.starts_with("/nonexistent/cert.pem: "), "{e}");
+        let e = error_of(TlsSettings {
+            ca: Some("/nonexistent/ca.pem".into()),
+            ..TlsSettings::default()
+        });
+        assert!(e.starts_with("/nonexistent/ca.pem: "), "{e}");
+    }
+
+    #[test]
+    fn a_pem_file_without_certificates_is_refused() {
+        let path = std::env::temp_dir().join(format!("sipr-empty-{}.pem", std::process::id()));
+        std::fs::write(&path, "not a certificate\n").unwrap();
+        let e = error_of(TlsSettings {
+            ca: Some(path.clone()),
+            ..TlsSettings::default()
+        });
+        std::fs::remove_file(&path).unwrap();
+        assert!(e.contains("no PEM certificate"), "{e}");
+    }
+
+    #[test]
+    fn client_only_context_has_no_acceptor() {
+        let ctx = TlsContext::new(TlsSettings::default()).expect("system roots");
+        assert!(!ctx.has_server_cert());
+        assert!(ctx.acceptor().is_none());
+        assert!(ctx.cert_info().is_empty());
+    }
+}
