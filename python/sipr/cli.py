@@ -52,7 +52,10 @@ def run(
         typer.Option(
             "--listen",
             "-l",
-            help="Listen URI, repeatable: udp:127.0.0.1:5060, tcp:[::1]:5060",
+            help=(
+                "Listen URI, repeatable: udp:127.0.0.1:5060, tcp:[::1]:5060, "
+                "tls:0.0.0.0:5061, ws:0.0.0.0:8080, wss:0.0.0.0:8443"
+            ),
         ),
     ] = None,
     log_level: Annotated[
@@ -86,7 +89,8 @@ def run(
         ),
     ] = None,
     tls_cert: Annotated[
-        Path | None, typer.Option("--tls-cert", help="PEM certificate chain for tls: listeners")
+        Path | None,
+        typer.Option("--tls-cert", help="PEM certificate chain for tls: and wss: listeners"),
     ] = None,
     tls_key: Annotated[
         Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert")
@@ -123,7 +127,10 @@ def run(
     ] = None,
     connection_lifetime: Annotated[
         float,
-        typer.Option("--tcp-connection-lifetime", help="Close idle TCP/TLS connections after S s"),
+        typer.Option(
+            "--tcp-connection-lifetime",
+            help="Close idle TCP/TLS connections after S s (a WebSocket client is pinged first)",
+        ),
     ] = 600.0,
     connect_timeout: Annotated[
         float, typer.Option("--tcp-connect-timeout", help="Fail a TCP/TLS connect after S s")

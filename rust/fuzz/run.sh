@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target of the SIP parser for SECONDS each (default 15),
+# Runs every cargo-fuzz target of the SIP parser and WebSocket codec for SECONDS each (default 15),
 # starting from the committed seeds plus whatever corpus/ has gathered.
 #
 #   bash rust/fuzz/run.sh [SECONDS]
@@ -23,12 +23,13 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked || cargo install cargo-fuzz
 fi
 
-targets=(parse_message parse_stream parse_uri error_response)
+targets=(parse_message parse_stream parse_uri error_response ws_frames)
 # Seeds: the RFC 4475 / 5118 messages for everything that takes a message;
 # parse_uri gets its own small set of URIs and header values.
 seeds_for() {
     case "$1" in
         parse_uri) echo "$FUZZ_DIR/seeds/parse_uri" ;;
+        ws_frames) echo "$FUZZ_DIR/seeds/ws_frames" ;;
         *) echo "$FUZZ_DIR/seeds/parse_message" ;;
     esac
 }

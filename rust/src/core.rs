@@ -139,16 +139,11 @@ impl Core {
             };
             match l.transport {
                 Transport::Udp => udp.push(UdpEndpoint::bind(l.addr).map_err(bind_err)?),
-                Transport::Tcp | Transport::Tls => {
+                Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss => {
                     stream_listeners.push(StreamListener {
                         transport: l.transport,
                         socket: bind_tcp(l.addr).map_err(bind_err)?,
                     });
-                }
-                other => {
-                    return Err(StartError::Other(format!(
-                        "{other} listeners are not supported yet"
-                    )))
                 }
             }
         }
@@ -162,13 +157,13 @@ impl Core {
         }
         let has_tls_listener = stream_listeners
             .iter()
-            .any(|l| l.transport == Transport::Tls);
+            .any(|l| matches!(l.transport, Transport::Tls | Transport::Wss));
         let tls = if has_tls_listener || !config.tls.is_empty() {
             let ctx = TlsContext::new(config.tls.clone())
                 .map_err(|e| StartError::Other(e.to_string()))?;
             if has_tls_listener && !ctx.has_server_cert() {
                 return Err(StartError::Other(
-                    "a tls: listener needs a certificate (--tls-cert and --tls-key)".into(),
+                    "a tls: or wss: listener needs a certificate (--tls-cert and --tls-key)".into(),
                 ));
             }
             Some(Arc::new(ctx))
@@ -349,7 +344,9 @@ impl Core {
 
     /// Parses received bytes; malformed ones are answered (or dropped) here.
     pub fn parse_inbound(&self, bytes: Bytes, source: Source) -> Option<Message> {
-        let framing = if source.transport.is_stream() {
+        // A WebSocket message is one whole SIP message (RFC 7118 §5): no
+        // Content-Length needed, as in a datagram.
+        let framing = if source.transport.is_stream() && !source.transport.is_websocket() {
             Framing::Stream
         } else {
             Framing::Datagram

@@ -116,29 +116,20 @@ pub fn forward_stateless(
     if let Some(pr) = msg.header(HeaderId::ProxyRequire) {
         return Err(ForwardError::BadExtension(pr.to_string()));
     }
-    let routes = route_set(msg)?;
-    let pop_route = routes
-        .first()
-        .is_some_and(|r| core.is_local(r.uri.host, r.uri.port, None));
-    let remaining = &routes[usize::from(pop_route)..];
     let ruri_text = fwd
         .request_uri
         .or(msg.request_uri_str())
         .unwrap_or_default();
-    let hop_uri_text: &str = match (fwd.target, remaining.first()) {
-        (Some(t), _) => t,
-        (None, Some(r)) => r.uri.raw,
-        (None, None) => ruri_text,
+    // Our Record-Route may be in the Route set twice (a transport change).
+    let next = route::next_hop(core, msg, fwd.target, ruri_text)?;
+    let hop = match next.flow {
+        Some(flow) => flow,
+        None => {
+            let uri =
+                Uri::parse(&next.uri).map_err(|_| ForwardError::BadTarget(next.uri.clone()))?;
+            resolve(core, &uri)?
+        }
     };
-    let hop_uri =
-        Uri::parse(hop_uri_text).map_err(|_| ForwardError::BadTarget(hop_uri_text.to_string()))?;
-    if fwd.target.is_none()
-        && remaining.is_empty()
-        && core.is_local(hop_uri.host, hop_uri.port, None)
-    {
-        return Err(ForwardError::NoRoute);
-    }
-    let hop = resolve(core, &hop_uri)?;
     let local = core.advertised(hop.transport, hop.addr);
     let branch = stateless_branch(core, msg, hop);
     let via = format!(
@@ -154,7 +145,7 @@ pub fn forward_stateless(
             via: &via,
             source: Some(inc.source.addr),
             force_rport: inc.source.transport.is_stream(),
-            pop_routes: usize::from(pop_route),
+            pop_routes: next.pop_routes,
             record_route: None,
             header_edits: fwd.header_edits,
         },

@@ -15,7 +15,14 @@ use crate::transport::{Source, Transport};
 pub struct NextHop {
     pub uri: String,
     pub pop_routes: usize,
+    /// The WebSocket connection our own Route value names (`flow`): a
+    /// WebSocket client cannot be reached at its Contact (RFC 7118 §5).
+    pub flow: Option<Hop>,
 }
+
+/// The `flow` parameter we put in a Record-Route value facing a WebSocket
+/// client: its connection's address, where in-dialog requests go.
+const FLOW_PARAM: &str = "flow";
 
 /// Chooses the next hop: the explicit `target`, else the first Route value
 /// that does not name us, else the Request-URI (`ruri`).
@@ -39,18 +46,34 @@ pub fn next_hop(
         }
         pop_routes += 1;
     }
+    let flow = match (target, pop_routes) {
+        // Only when our Route value is the last one: else the next Route wins.
+        (None, n) if n > 0 && n == routes.len() => flow_of(&routes[n - 1].uri),
+        _ => None,
+    };
     let uri = match (target, routes.get(pop_routes)) {
         (Some(t), _) => t.to_string(),
         (None, Some(r)) => r.uri.raw.to_string(),
         (None, None) => {
             let u = Uri::parse(ruri).map_err(|_| ForwardError::BadTarget(ruri.to_string()))?;
-            if core.is_local(u.host, u.port, None) {
+            if flow.is_none() && core.is_local(u.host, u.port, None) {
                 return Err(ForwardError::NoRoute);
             }
             ruri.to_string()
         }
     };
-    Ok(NextHop { uri, pop_routes })
+    Ok(NextHop {
+        uri,
+        pop_routes,
+        flow,
+    })
+}
+
+/// The connection named by the `flow` parameter of one of our Route values.
+fn flow_of(route: &Uri<'_>) -> Option<Hop> {
+    let transport = route.param("transport").and_then(Transport::parse)?;
+    let addr = route.param(FLOW_PARAM)?.parse::<SocketAddr>().ok()?;
+    transport.is_websocket().then_some(Hop { transport, addr })
 }
 
 /// Whether relaying `msg` creates a dialog we should stay in (RFC 3261 §16.6
@@ -63,7 +86,13 @@ pub fn creates_dialog(msg: &Message) -> bool {
         )
 }
 
-fn rr_uri(addr: SocketAddr, transport: Transport, double: bool, sips: bool) -> String {
+fn rr_uri(
+    addr: SocketAddr,
+    transport: Transport,
+    double: bool,
+    sips: bool,
+    flow: Option<SocketAddr>,
+) -> String {
     let r2 = if double { ";r2=on" } else { "" };
     if sips && transport == Transport::Tls {
         return format!("<sips:{};lr{r2}>", fmt_hostport(addr));
@@ -75,27 +104,34 @@ fn rr_uri(addr: SocketAddr, transport: Transport, double: bool, sips: bool) -> S
         Transport::Ws => ";transport=ws",
         Transport::Wss => ";transport=wss",
     };
-    format!("<sip:{}{t};lr{r2}>", fmt_hostport(addr))
+    let flow = flow.map_or_else(String::new, |f| {
+        format!(";{FLOW_PARAM}={}", fmt_hostport(f))
+    });
+    format!("<sip:{}{t};lr{r2}{flow}>", fmt_hostport(addr))
 }
 
 /// The Record-Route value(s) for a request arriving on `source` and leaving
 /// towards `hop`: one URI, or two when the interface or transport changes
 /// (the outbound one first, as the callee reads them top-down). For a `sips:`
 /// request the TLS side(s) are SIPS URIs (RFC 3261 §16.6 step 4); a side on
-/// another transport keeps its `sip:` URI, or it could not be routed back.
+/// another transport keeps its `sip:` URI, or it could not be routed back. A
+/// side that faces a WebSocket client always gets its own value, naming the
+/// client's connection (`flow`), so in-dialog requests find their way back.
 pub fn record_route(core: &Core, source: &Source, hop: &Hop, sips: bool) -> String {
     let out = core.advertised(hop.transport, hop.addr);
     let mut inbound = source.local;
     if inbound.ip().is_unspecified() {
         inbound = core.advertised(source.transport, source.addr);
     }
-    if out == inbound && hop.transport == source.transport {
-        rr_uri(out, hop.transport, false, sips)
+    let flow_out = hop.transport.is_websocket().then_some(hop.addr);
+    let flow_in = source.transport.is_websocket().then_some(source.addr);
+    if out == inbound && hop.transport == source.transport && flow_out.is_none() {
+        rr_uri(out, hop.transport, false, sips, None)
     } else {
         format!(
             "{}, {}",
-            rr_uri(out, hop.transport, true, sips),
-            rr_uri(inbound, source.transport, true, sips)
+            rr_uri(out, hop.transport, true, sips, flow_out),
+            rr_uri(inbound, source.transport, true, sips, flow_in)
         )
     }
 }
@@ -149,21 +185,53 @@ mod tests {
     fn record_route_uris_name_their_transport() {
         let a: SocketAddr = "127.0.0.1:5061".parse().unwrap();
         assert_eq!(
-            rr_uri(a, Transport::Udp, false, false),
+            rr_uri(a, Transport::Udp, false, false, None),
             "<sip:127.0.0.1:5061;lr>"
         );
         assert_eq!(
-            rr_uri(a, Transport::Tls, true, false),
+            rr_uri(a, Transport::Tls, true, false, None),
             "<sip:127.0.0.1:5061;transport=tls;lr;r2=on>"
         );
         assert_eq!(
-            rr_uri(a, Transport::Tls, true, true),
+            rr_uri(a, Transport::Tls, true, true, None),
             "<sips:127.0.0.1:5061;lr;r2=on>"
         );
         // Only the TLS side of a sips request becomes a SIPS URI.
         assert_eq!(
-            rr_uri(a, Transport::Tcp, false, true),
+            rr_uri(a, Transport::Tcp, false, true, None),
             "<sip:127.0.0.1:5061;transport=tcp;lr>"
         );
+    }
+
+    #[test]
+    fn flow_parameter_round_trips_for_websocket_only() {
+        let client: SocketAddr = "127.0.0.1:54321".parse().unwrap();
+        let us: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let rr = rr_uri(us, Transport::Ws, true, false, Some(client));
+        assert_eq!(
+            rr,
+            "<sip:127.0.0.1:8080;transport=ws;lr;r2=on;flow=127.0.0.1:54321>"
+        );
+        let uri = Uri::parse(rr.trim_matches(['<', '>'])).unwrap();
+        assert_eq!(
+            flow_of(&uri),
+            Some(Hop {
+                transport: Transport::Ws,
+                addr: client
+            })
+        );
+        let v6: SocketAddr = "[::1]:4000".parse().unwrap();
+        let rr = rr_uri(us, Transport::Wss, true, false, Some(v6));
+        let uri = Uri::parse(rr.trim_matches(['<', '>'])).unwrap();
+        assert_eq!(flow_of(&uri).map(|h| h.addr), Some(v6));
+        // A flow on a non-WebSocket value, or a malformed one, names nothing.
+        for raw in [
+            "sip:127.0.0.1:5060;transport=tcp;lr;flow=127.0.0.1:1",
+            "sip:127.0.0.1:5060;lr;flow=127.0.0.1:1",
+            "sip:127.0.0.1:8080;transport=ws;lr;flow=nonsense",
+            "sip:127.0.0.1:8080;transport=ws;lr",
+        ] {
+            assert_eq!(flow_of(&Uri::parse(raw).unwrap()), None, "{raw}");
+        }
     }
 }

@@ -157,10 +157,13 @@ pub fn relay(
             branch_ruri.unwrap_or(&ruri),
         )
         .and_then(|nh| {
-            let hop = {
-                let uri = crate::sip::Uri::parse(&nh.uri)
-                    .map_err(|_| ForwardError::BadTarget(nh.uri.clone()))?;
-                resolve(core, &uri)?
+            let hop = match nh.flow {
+                Some(flow) => flow,
+                None => {
+                    let uri = crate::sip::Uri::parse(&nh.uri)
+                        .map_err(|_| ForwardError::BadTarget(nh.uri.clone()))?;
+                    resolve(core, &uri)?
+                }
             };
             Ok((nh, hop))
         });

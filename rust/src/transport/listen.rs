@@ -1,4 +1,5 @@
-//! Listen URIs: `udp:127.0.0.1:5060`, `tcp:[::1]:5060`, `tls:0.0.0.0:5061`.
+//! Listen URIs: `udp:127.0.0.1:5060`, `tcp:[::1]:5060`, `tls:0.0.0.0:5061`,
+//! `ws:0.0.0.0:8080`, `wss:0.0.0.0:8443` (WebSocket, RFC 7118).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -18,10 +19,12 @@ impl ListenSpec {
         let transport = Transport::parse(proto).ok_or_else(|| {
             format!("unknown transport {proto:?} in {s:?} (use udp, tcp, tls, ws or wss)")
         })?;
-        let default_port = if matches!(transport, Transport::Tls) {
-            5061
-        } else {
-            5060
+        // WebSocket listeners default to the ports of ws:// and wss:// URLs (RFC 6455 §3).
+        let default_port = match transport {
+            Transport::Tls => 5061,
+            Transport::Ws => 80,
+            Transport::Wss => 443,
+            _ => 5060,
         };
         let addr = if let Ok(a) = rest.parse::<SocketAddr>() {
             a
@@ -50,6 +53,13 @@ mod tests {
         let l = ListenSpec::parse("tcp:[::1]:5070").unwrap();
         assert!(l.addr.is_ipv6());
         assert_eq!(ListenSpec::parse("tls:0.0.0.0").unwrap().addr.port(), 5061);
+        let l = ListenSpec::parse("ws:127.0.0.1:8080").unwrap();
+        assert_eq!((l.transport, l.addr.port()), (Transport::Ws, 8080));
+        assert_eq!(
+            ListenSpec::parse("WSS:[::1]").unwrap().transport,
+            Transport::Wss
+        );
+        assert_eq!(ListenSpec::parse("wss:[::1]").unwrap().addr.port(), 443);
         assert!(ListenSpec::parse("sctp:1.2.3.4:5").is_err());
         assert!(ListenSpec::parse("udp:example.com:5060").is_err());
         assert!(ListenSpec::parse("127.0.0.1:5060").is_err());

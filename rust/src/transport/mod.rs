@@ -7,6 +7,7 @@
 pub mod listen;
 pub mod stream;
 pub mod udp;
+pub mod ws;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -44,6 +45,10 @@ impl Transport {
     }
     pub fn is_stream(self) -> bool {
         self != Transport::Udp
+    }
+    /// WebSocket clients are reachable only over the connection they opened.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Transport::Ws | Transport::Wss)
     }
 }
 

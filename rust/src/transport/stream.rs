@@ -1,5 +1,5 @@
-//! Stream transports (TCP and TLS; WebSocket builds on the same connection
-//! machinery) on a tokio runtime thread of their own.
+//! Stream transports (TCP, TLS, and WebSocket over either, RFC 7118) on a
+//! tokio runtime thread of their own.
 //!
 //! Every connection, whatever its byte stream, is one reader task and one
 //! writer task around a bounded write queue ([`spawn_connection`]): a peer that
@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 
-use super::{Destination, Source, Transport};
+use super::{ws, Destination, Source, Transport};
 use crate::sip::{frame_stream, Limits, StreamFrame};
 use crate::tls::TlsContext;
 
@@ -236,6 +236,11 @@ impl Streams {
                 .map(|c| (c.tx.clone(), c.close.clone(), c.transport, c.peer))
         };
         if let Some((tx, close, transport, peer)) = found {
+            let bytes = if transport.is_websocket() {
+                ws::encode_message(&bytes)
+            } else {
+                bytes
+            };
             return match tx.try_send(bytes) {
                 Ok(()) => true,
                 Err(_) => {
@@ -247,6 +252,14 @@ impl Streams {
                     false
                 }
             };
+        }
+        if dest.transport.is_websocket() {
+            // A WebSocket client is reached only over the connection it opened.
+            tracing::debug!(addr = %dest.addr, "no open WebSocket connection to this client");
+            self.shared
+                .sink
+                .on_transport_error(dest.transport, dest.addr);
+            return false;
         }
         if !self.shared.admit() {
             tracing::info!(addr = %dest.addr, "connection limit reached: not connecting");
@@ -326,7 +339,7 @@ async fn accept_loop(
             local,
         };
         match transport {
-            Transport::Tls => {
+            Transport::Tls | Transport::Wss => {
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     let Some(acceptor) = shared.tls.as_ref().and_then(|t| t.acceptor(local)) else {
@@ -458,8 +471,22 @@ where
         // connection): it is allocated when bytes arrive and released once
         // the connection has been quiet for SHED_BUFFER_AFTER.
         let mut buf = BytesMut::new();
+        let mut websocket = meta
+            .transport
+            .is_websocket()
+            .then(|| ws::WsSession::new(shared.limits.max_message_size));
+        let opened = tokio::time::Instant::now();
+        let mut ping_unanswered = false;
         'read: loop {
-            let wait = if buf.capacity() == 0 {
+            let handshaking = websocket
+                .as_ref()
+                .is_some_and(ws::WsSession::awaiting_handshake);
+            // A WebSocket handshake must complete soon: a slow one holds a
+            // connection slot for nothing.
+            let wait = if handshaking {
+                (opened + ws::HANDSHAKE_TIMEOUT)
+                    .saturating_duration_since(tokio::time::Instant::now())
+            } else if buf.capacity() == 0 {
                 idle
             } else {
                 idle.min(SHED_BUFFER_AFTER)
@@ -469,8 +496,15 @@ where
                 _ = close.notified() => break 'read,
             };
             match read {
-                Ok(Ok(n)) if n > 0 => last_read = shared.now_secs(),
+                Ok(Ok(n)) if n > 0 => {
+                    last_read = shared.now_secs();
+                    ping_unanswered = false;
+                }
                 Ok(_) => break,
+                Err(_) if handshaking => {
+                    tracing::info!(peer = %meta.peer, "WebSocket handshake timed out");
+                    break;
+                }
                 Err(_) => {
                     if buf.is_empty() {
                         buf = BytesMut::new();
@@ -479,9 +513,35 @@ where
                     if shared.now_secs().saturating_sub(last) < idle.as_secs() {
                         continue;
                     }
+                    // A quiet WebSocket client (a browser waiting for calls) is
+                    // pinged rather than dropped; one that does not answer is.
+                    if websocket.is_some() {
+                        if ping_unanswered {
+                            tracing::debug!(peer = %meta.peer, "WebSocket ping unanswered: closing");
+                            let _ = tx.try_send(ws::encode_close(
+                                Some(ws::close_code::GOING_AWAY),
+                                "no pong",
+                            ));
+                            break;
+                        }
+                        if tx.try_send(ws::encode_ping(b"")).is_err() {
+                            break;
+                        }
+                        ping_unanswered = true;
+                        last_read = shared.now_secs();
+                        continue;
+                    }
                     tracing::debug!(peer = %meta.peer, "closing idle connection");
                     break;
                 }
+            }
+            if let Some(session) = websocket.as_mut() {
+                if !session.drive(&mut buf, &tx, meta.peer, |msg| {
+                    shared.sink.on_message(msg, source)
+                }) {
+                    break 'read;
+                }
+                continue;
             }
             loop {
                 match frame_stream(&buf, &shared.limits) {
