@@ -85,6 +85,10 @@ pub struct Core {
     streams: Mutex<Option<Arc<Streams>>>,
     /// Messages read by the stream thread, processed on the loop thread.
     ingress: ArrayQueue<(Message, Source)>,
+    /// Peers whose stream lost queued bytes, for the loop thread to fail
+    /// over the transactions sent to them (bounded: an overflow leaves those
+    /// to their timers).
+    stream_failures: ArrayQueue<SocketAddr>,
     layer: Mutex<Layer>,
     timerfd: Mutex<TimerFd>,
     /// The application handles in-dialog requests itself (`@app.in_dialog`).
@@ -144,6 +148,9 @@ impl Core {
                 io::Error::last_os_error()
             )));
         }
+        if !tcp.is_empty() {
+            raise_fd_limit();
+        }
         let tcp_local = tcp.iter().filter_map(|l| l.local_addr().ok()).collect();
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -156,6 +163,7 @@ impl Core {
             timerfd: Mutex::new(timerfd),
             in_dialog_to_app: std::sync::atomic::AtomicBool::new(false),
             ingress: ArrayQueue::new(config.ingress_capacity.max(1)),
+            stream_failures: ArrayQueue::new(STREAM_FAILURES_QUEUED),
             config,
             udp,
             tcp_local,
@@ -254,6 +262,13 @@ impl Core {
         let mut layer = self.layer.lock();
         while let Some((msg, source)) = self.ingress.pop() {
             self.process(&mut layer, msg, source, out);
+        }
+        if !self.stream_failures.is_empty() {
+            let mut peers = std::collections::HashSet::new();
+            while let Some(peer) = self.stream_failures.pop() {
+                peers.insert(peer);
+            }
+            crate::proxy::fallback::on_stream_failures(self, &mut layer, &peers, out);
         }
         self.rearm(&layer);
     }
@@ -598,6 +613,11 @@ impl Core {
         self.tag_seed
     }
 
+    /// Whether stream transports run (a TCP listener was configured).
+    pub fn has_streams(&self) -> bool {
+        self.streams.lock().is_some()
+    }
+
     pub fn connection_count(&self) -> usize {
         self.streams
             .lock()
@@ -624,6 +644,25 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
+/// Lifts the soft open-files limit to the hard one: each stream connection
+/// is a descriptor, and distributions' default soft limit (1024) would cap a
+/// proxy meant for tens of thousands of connections (decision 0016).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::debug!("cannot raise the open-files limit");
+            }
+        }
+    }
+}
+
 /// The local address the kernel would use to reach `to` (no packet is sent).
 fn local_ip_towards(to: SocketAddr) -> Option<IpAddr> {
     let bind: SocketAddr = if to.is_ipv6() {
@@ -643,21 +682,35 @@ pub fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Distinct stream failures remembered between two loop wake-ups.
+const STREAM_FAILURES_QUEUED: usize = 1024;
+
 /// The stream thread's way back into the core without keeping it alive.
 struct SinkRef(std::sync::Weak<Core>);
 
+impl SinkRef {
+    fn wake(core: &Core) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes to our own eventfd.
+        unsafe { libc::write(core.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+}
+
 impl StreamSink for SinkRef {
+    fn on_send_failed(&self, peer: SocketAddr) {
+        let Some(core) = self.0.upgrade() else { return };
+        if core.stream_failures.push(peer).is_ok() {
+            Self::wake(&core);
+        }
+    }
+
     fn on_message(&self, bytes: Bytes, source: Source) {
         let Some(core) = self.0.upgrade() else { return };
         let Some(msg) = core.parse_inbound(bytes, source) else {
             return;
         };
         match core.ingress.push((msg, source)) {
-            Ok(()) => {
-                let one: u64 = 1;
-                // SAFETY: writing 8 bytes to our own eventfd.
-                unsafe { libc::write(core.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
-            }
+            Ok(()) => Self::wake(&core),
             Err((msg, source)) => {
                 core.stats.overload_rejects.fetch_add(1, Ordering::Relaxed);
                 if msg.is_request() && msg.method() != Method::Ack {

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::context::{best_index, Final, ProxyCtx};
+use super::fallback::congestion_controlled_hop;
 use super::route::{branch_for, creates_dialog, loop_hash, next_hop, record_route};
-use super::{fmt_hostport, resolve, ForwardError};
+use super::{fmt_hostport, resolve, ForwardError, Hop};
 use crate::core::{Core, Event};
 use crate::sip::write::{build_forward, build_response, strip_top_via, ForwardEdits, HeaderEdit};
 use crate::sip::{Framing, HeaderId, Limits, Message};
@@ -163,7 +164,7 @@ pub fn relay(
             };
             Ok((nh, hop))
         });
-        let (nh, hop) = match result {
+        let (nh, mut hop) = match result {
             Ok(x) => x,
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -172,14 +173,6 @@ pub fn relay(
         };
         let unique = layer.next_id();
         let branch = branch_for(lh, unique);
-        let local = core.advertised(hop.transport, hop.addr);
-        let via = format!(
-            "SIP/2.0/{} {};branch={branch}",
-            hop.transport,
-            fmt_hostport(local)
-        );
-        let rr =
-            (opts.record_route && creates_dialog(&msg)).then(|| record_route(core, &source, &hop));
         let mut edits = opts.header_edits.to_vec();
         edits.extend(
             target
@@ -187,18 +180,35 @@ pub fn relay(
                 .iter()
                 .map(|r| HeaderEdit::Add("Route".into(), r.clone())),
         );
-        let bytes = build_forward(
-            &msg,
-            &ForwardEdits {
-                request_uri: branch_ruri,
-                via: &via,
-                source: Some(source.addr),
-                force_rport: source.transport.is_stream(),
-                pop_routes: nh.pop_routes,
-                record_route: rr.as_deref(),
-                header_edits: &edits,
-            },
-        );
+        let build = |hop: &Hop| {
+            let local = core.advertised(hop.transport, hop.addr);
+            let via = format!(
+                "SIP/2.0/{} {};branch={branch}",
+                hop.transport,
+                fmt_hostport(local)
+            );
+            let rr = (opts.record_route && creates_dialog(&msg))
+                .then(|| record_route(core, &source, hop));
+            build_forward(
+                &msg,
+                &ForwardEdits {
+                    request_uri: branch_ruri,
+                    via: &via,
+                    source: Some(source.addr),
+                    force_rport: source.transport.is_stream(),
+                    pop_routes: nh.pop_routes,
+                    record_route: rr.as_deref(),
+                    header_edits: &edits,
+                },
+            )
+        };
+        let mut bytes = build(&hop);
+        let mut udp_fallback = None;
+        if let Some(tcp) = congestion_controlled_hop(core, &nh.uri, hop, bytes.len()) {
+            let over_tcp = build(&tcp);
+            udp_fallback = Some(Bytes::from(std::mem::replace(&mut bytes, over_tcp)));
+            hop = tcp;
+        }
         let dest = Destination {
             transport: hop.transport,
             addr: hop.addr,
@@ -213,6 +223,9 @@ pub fn relay(
             Bytes::from(bytes),
             dest,
         );
+        if let Some(c) = layer.clients.get_mut(&bid) {
+            c.udp_fallback = udp_fallback;
+        }
         core.stats
             .requests_forwarded
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -641,6 +654,12 @@ pub fn on_timer(core: &Core, layer: &mut Layer, key: TimerKey, events: &mut Vec<
 
 /// Ends a branch that got no final answer, as if it had answered 408.
 fn fail_branch_408(core: &Core, layer: &mut Layer, bid: u64, events: &mut Vec<Event>) {
+    fail_branch(core, layer, bid, 408, events);
+}
+
+/// Ends a branch that got no final answer, as if it had answered `status`
+/// (408 for a timeout, 503 for a transport error, §16.9).
+pub fn fail_branch(core: &Core, layer: &mut Layer, bid: u64, status: u16, events: &mut Vec<Event>) {
     client::terminate(layer, bid);
     let end = layer
         .timers
@@ -649,11 +668,12 @@ fn fail_branch_408(core: &Core, layer: &mut Layer, bid: u64, events: &mut Vec<Ev
         return;
     };
     c.timers[3] = Some(end);
+    c.final_status = Some(status);
     let ctx_id = c.ctx;
     let Some(server_id) = layer.ctxs.get(&ctx_id).map(|c| c.server) else {
         return;
     };
-    if let Some(f) = synthesize(core, layer, server_id, 408) {
+    if let Some(f) = synthesize(core, layer, server_id, status) {
         layer.ctxs.get_mut(&ctx_id).expect("exists").finals.push(f);
     }
     if round_complete(layer, ctx_id) {

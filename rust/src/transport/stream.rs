@@ -26,6 +26,9 @@ const IDLE_LIFETIME: Duration = Duration::from_secs(3600);
 /// Receives every complete message read from a connection.
 pub trait StreamSink: Send + Sync + 'static {
     fn on_message(&self, bytes: Bytes, source: Source);
+    /// Bytes queued for `peer` were lost: the connection could not be opened,
+    /// a write failed, or its queue was full (RFC 3261 §18.4 transport error).
+    fn on_send_failed(&self, _peer: SocketAddr) {}
 }
 
 struct Conn {
@@ -134,6 +137,7 @@ impl Streams {
                     // connection (its transactions fail over), never wait.
                     tracing::info!(%addr, "stream write queue full: closing the connection");
                     close.notify_one();
+                    self.sink.on_send_failed(addr);
                     false
                 }
             };
@@ -146,6 +150,7 @@ impl Streams {
                 tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await
             else {
                 tracing::debug!(%addr, "TCP connect failed");
+                sink.on_send_failed(addr);
                 return;
             };
             let _ = stream.set_nodelay(true);
@@ -201,9 +206,11 @@ fn run_conn(
     }
     let (mut rd, mut wr) = stream.into_split();
     let pong_tx = tx.clone();
+    let write_sink = sink.clone();
     let writer = tokio::spawn(async move {
         while let Some(b) = rx.recv().await {
             if wr.write_all(&b).await.is_err() {
+                write_sink.on_send_failed(peer);
                 break;
             }
         }
