@@ -216,6 +216,19 @@ def sip_answer(req: bytes, status: int, reason: str, to_tag: str, extra: str = "
     return ("\r\n".join(out) + f"\r\n{extra}Content-Length: 0\r\n\r\n").encode()
 
 
+def non2xx_ack(invite: bytes, resp: bytes) -> bytes:
+    """The non-2xx ACK (RFC 3261 17.1.1.3) for `invite` and its final `resp`."""
+    head = invite.split(b"\r\n\r\n", 1)[0].decode()
+    lines = head.split("\r\n")
+    keep = [ln for ln in lines[1:] if ln.split(":", 1)[0] in ("Via", "From", "Call-ID")]
+    to = header(resp, "To")
+    ruri = lines[0].split(" ")[1]
+    return (
+        f"ACK {ruri} SIP/2.0\r\n" + "\r\n".join(keep) + f"\r\nTo: {to}\r\nCSeq: 1 ACK\r\n"
+        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
 def status_of(resp: bytes | None) -> int | None:
     if not resp:
         return None

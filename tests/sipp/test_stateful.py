@@ -15,6 +15,7 @@ from tests.conftest import (
     UdpPeer,
     free_port,
     header,
+    non2xx_ack,
     sip_answer,
     sip_request,
     status_of,
@@ -333,19 +334,6 @@ def _final(peer: UdpPeer, timeout: float = 5.0) -> bytes:
     raise AssertionError("no final response")
 
 
-def _ack_for(invite: bytes, resp: bytes) -> bytes:
-    """The non-2xx ACK (RFC 3261 17.1.1.3) for `invite` and its final `resp`."""
-    head = invite.split(b"\r\n\r\n", 1)[0].decode()
-    lines = head.split("\r\n")
-    keep = [ln for ln in lines[1:] if ln.split(":", 1)[0] in ("Via", "From", "Call-ID")]
-    to = header(resp, "To")
-    ruri = lines[0].split(" ")[1]
-    return (
-        f"ACK {ruri} SIP/2.0\r\n" + "\r\n".join(keep) + f"\r\nTo: {to}\r\nCSeq: 1 ACK\r\n"
-        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
-
-
 def test_max_forwards_zero_is_483(sipr_factory, udp_peer: UdpPeer) -> None:
     """An INVITE with Max-Forwards: 0 that the route relays is answered 483
     (statefully: 100, then 483 until our ACK)."""
@@ -354,7 +342,7 @@ def test_max_forwards_zero_is_483(sipr_factory, udp_peer: UdpPeer) -> None:
     udp_peer.send(invite, proxy.udp)
     resp = _final(udp_peer)
     assert status_of(resp) == 483, resp
-    udp_peer.send(_ack_for(invite, resp), proxy.udp)
+    udp_peer.send(non2xx_ack(invite, resp), proxy.udp)
     # The ACK ends the 483's retransmission (Timer G); nothing else arrives.
     assert udp_peer.recv(1.2) is None
     assert proxy.alive()
@@ -380,7 +368,7 @@ def test_loop_back_to_itself_is_482(sipr_factory, udp_peer: UdpPeer) -> None:
     # It came back exactly once: one 482, not a 483 after 70 hops.
     s = sipr_stats(proxy.tcp)
     assert s["requests_in.invite"] == 2, s
-    udp_peer.send(_ack_for(invite, resp), proxy.udp)
+    udp_peer.send(non2xx_ack(invite, resp), proxy.udp)
     assert udp_peer.recv(1.2) is None
     assert proxy.alive()
 

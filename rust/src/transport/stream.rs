@@ -22,6 +22,10 @@ const WRITE_QUEUE: usize = 512;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection with no traffic for this long is closed.
 const IDLE_LIFETIME: Duration = Duration::from_secs(3600);
+/// The kernel's send buffer per connection. Left to autotuning it grows to
+/// megabytes, which a peer that stops reading would hold hostage (per
+/// connection) long before its write queue fills; SIP needs far less.
+const KERNEL_SEND_BUFFER: usize = 64 * 1024;
 
 /// Receives every complete message read from a connection.
 pub trait StreamSink: Send + Sync + 'static {
@@ -92,6 +96,7 @@ impl Streams {
                                     continue;
                                 };
                                 let _ = stream.set_nodelay(true);
+                                bound_send_buffer(&stream);
                                 let id = ids.fetch_add(1, Ordering::Relaxed);
                                 run_conn(
                                     stream,
@@ -154,6 +159,7 @@ impl Streams {
                 return;
             };
             let _ = stream.set_nodelay(true);
+            bound_send_buffer(&stream);
             let local = stream.local_addr().unwrap_or(addr);
             let tx = run_conn(stream, id, addr, local, reg, sink, limits);
             let _ = tx.send(bytes).await;
@@ -179,6 +185,10 @@ impl Drop for Streams {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn bound_send_buffer(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_send_buffer_size(KERNEL_SEND_BUFFER);
 }
 
 /// Spawns the reader and writer of one connection; returns its queue.
