@@ -699,6 +699,7 @@ impl SinkRef {
 impl StreamSink for SinkRef {
     fn on_send_failed(&self, peer: SocketAddr) {
         let Some(core) = self.0.upgrade() else { return };
+        core.stats.send_errors.fetch_add(1, Ordering::Relaxed);
         if core.stream_failures.push(peer).is_ok() {
             Self::wake(&core);
         }
