@@ -272,3 +272,23 @@ def test_tcp_caller_udp_callee_double_record_route_and_bye_back(
         assert options_counters(proxy.tcp, "stats", "x-stat-")["connections"] == 2
     finally:
         caller.close()
+
+
+def test_refused_tcp_next_hop_fails_over_at_once(sipr_factory, callee: DualPeer) -> None:
+    """A TCP next hop that refuses the connection is a transport error (RFC
+    3261 §16.9): the branch ends as 503 at once, and the route's serial
+    failover reaches the second target long before Timer B (32 s) would."""
+    refused = free_port(socket.SOCK_STREAM)
+    targets = f"sip:127.0.0.1:{refused};transport=tcp,sip:127.0.0.1:{callee.port}"
+    proxy = sipr_factory(PROXY, env={"SIPR_TARGETS": targets})
+    uac = UdpPeer()
+    try:
+        invite = sip_request("INVITE", f"sip:bob@127.0.0.1:{callee.port}", port=uac.port)
+        uac.send(invite, proxy.udp)
+        relayed = callee.udp.recv(5.0)
+        assert relayed is not None and relayed.startswith(b"INVITE "), relayed
+        callee.udp.send(sip_answer(relayed, 200, "OK", "bob1"), proxy.udp)
+        assert status_of(_final(uac)) == 200
+        assert options_counters(proxy.tcp, "stats", "x-stat-")["send_errors"] >= 1
+    finally:
+        uac.close()
