@@ -85,10 +85,8 @@ pub struct Core {
     streams: Mutex<Option<Arc<Streams>>>,
     /// Messages read by the stream thread, processed on the loop thread.
     ingress: ArrayQueue<(Message, Source)>,
-    /// Peers whose stream lost queued bytes, for the loop thread to fail
-    /// over the transactions sent to them (bounded: an overflow leaves those
-    /// to their timers).
-    stream_failures: ArrayQueue<SocketAddr>,
+    /// Destinations the stream thread failed to deliver to.
+    transport_errors: ArrayQueue<(Transport, SocketAddr)>,
     layer: Mutex<Layer>,
     timerfd: Mutex<TimerFd>,
     /// The application handles in-dialog requests itself (`@app.in_dialog`).
@@ -163,7 +161,7 @@ impl Core {
             timerfd: Mutex::new(timerfd),
             in_dialog_to_app: std::sync::atomic::AtomicBool::new(false),
             ingress: ArrayQueue::new(config.ingress_capacity.max(1)),
-            stream_failures: ArrayQueue::new(STREAM_FAILURES_QUEUED),
+            transport_errors: ArrayQueue::new(1024),
             config,
             udp,
             tcp_local,
@@ -263,12 +261,8 @@ impl Core {
         while let Some((msg, source)) = self.ingress.pop() {
             self.process(&mut layer, msg, source, out);
         }
-        if !self.stream_failures.is_empty() {
-            let mut peers = std::collections::HashSet::new();
-            while let Some(peer) = self.stream_failures.pop() {
-                peers.insert(peer);
-            }
-            crate::proxy::fallback::on_stream_failures(self, &mut layer, &peers, out);
+        while let Some((transport, addr)) = self.transport_errors.pop() {
+            stateful::on_transport_error(self, &mut layer, transport, addr, out);
         }
         self.rearm(&layer);
     }
@@ -613,11 +607,6 @@ impl Core {
         self.tag_seed
     }
 
-    /// Whether stream transports run (a TCP listener was configured).
-    pub fn has_streams(&self) -> bool {
-        self.streams.lock().is_some()
-    }
-
     pub fn connection_count(&self) -> usize {
         self.streams
             .lock()
@@ -675,6 +664,15 @@ fn local_ip_towards(to: SocketAddr) -> Option<IpAddr> {
     Some(s.local_addr().ok()?.ip())
 }
 
+impl Core {
+    /// Wakes the loop thread to run `drain_streams`.
+    fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes to our own eventfd.
+        unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+}
+
 /// SplitMix64 finaliser: spreads a counter into an unpredictable-looking tag.
 pub fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -682,26 +680,15 @@ pub fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Distinct stream failures remembered between two loop wake-ups.
-const STREAM_FAILURES_QUEUED: usize = 1024;
-
 /// The stream thread's way back into the core without keeping it alive.
 struct SinkRef(std::sync::Weak<Core>);
 
-impl SinkRef {
-    fn wake(core: &Core) {
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes to our own eventfd.
-        unsafe { libc::write(core.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
-    }
-}
-
 impl StreamSink for SinkRef {
-    fn on_send_failed(&self, peer: SocketAddr) {
+    fn on_transport_error(&self, transport: Transport, addr: SocketAddr) {
         let Some(core) = self.0.upgrade() else { return };
         core.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-        if core.stream_failures.push(peer).is_ok() {
-            Self::wake(&core);
+        if core.transport_errors.push((transport, addr)).is_ok() {
+            core.wake();
         }
     }
 
@@ -711,7 +698,7 @@ impl StreamSink for SinkRef {
             return;
         };
         match core.ingress.push((msg, source)) {
-            Ok(()) => Self::wake(&core),
+            Ok(()) => core.wake(),
             Err((msg, source)) => {
                 core.stats.overload_rejects.fetch_add(1, Ordering::Relaxed);
                 if msg.is_request() && msg.method() != Method::Ack {

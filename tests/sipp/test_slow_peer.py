@@ -183,9 +183,11 @@ def test_stalled_peers_do_not_disturb_500_cps(sipp: str, sipr_factory) -> None:
         assert len(inviter.finals) == len(inviter.invites), finals
         assert set(finals) <= {500, 408}, finals
         assert finals[500] > 0, finals
-        # The proxy closed stalled connections (and reconnected for later INVITEs).
-        assert len(callee.conns) >= 2, len(callee.conns)
-        assert _closed_by_peer(callee.conns[0], 5.0)
+        # The proxy closed the stalled connections it had filled (and opened
+        # new ones for later INVITEs). Not necessarily every one: a connection
+        # opened while another was still connecting may carry a single INVITE.
+        closed = [_closed_by_peer(c, 1.0) for c in callee.conns]
+        assert sum(closed) >= 1 and len(closed) >= 2, closed
         # ... and the client that never read its answers.
         assert _closed_by_peer(reader_stalled, 5.0)
         reader_stalled.close()
@@ -195,7 +197,7 @@ def test_stalled_peers_do_not_disturb_500_cps(sipp: str, sipr_factory) -> None:
         assert rss_growth < MAX_RSS_GROWTH, rss_growth
         print(
             f"\n{CALLS} calls ok; stalled INVITEs {dict(finals)}, callee connections "
-            f"{len(callee.conns)}, OPTIONS read {s['requests_in.options']}, "
+            f"{len(callee.conns)} ({sum(closed)} closed by the proxy), OPTIONS read {s['requests_in.options']}, "
             f"RSS +{rss_growth / 1e6:.1f} MB"
         )
         assert proxy.alive()

@@ -3,6 +3,7 @@
 //! propagation (§16.10), Timer C (§16.8), and in-dialog loose routing with no
 //! application involved.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,7 +17,7 @@ use crate::sip::write::{build_forward, build_response, strip_top_via, ForwardEdi
 use crate::sip::{Framing, HeaderId, Limits, Message};
 use crate::transaction::client::{self, Outcome};
 use crate::transaction::{server, CtxId, Layer, TimerKey, TxnId, COARSE};
-use crate::transport::{Destination, Source};
+use crate::transport::{Destination, Source, Transport};
 
 /// One branch to start: a next hop, optionally with its own Request-URI and
 /// Route set (a registered contact: its URI, its NAT address, its Path).
@@ -657,10 +658,51 @@ fn fail_branch_408(core: &Core, layer: &mut Layer, bid: u64, events: &mut Vec<Ev
     fail_branch(core, layer, bid, 408, events);
 }
 
-/// Ends a branch that got no final answer, as if it had answered `status`
-/// (408 for a timeout, 503 for a transport error, §16.9).
-pub fn fail_branch(core: &Core, layer: &mut Layer, bid: u64, status: u16, events: &mut Vec<Event>) {
+/// The stream transport lost what was sent to `addr` over `transport` (the
+/// connect failed or timed out, the peer stopped reading): every branch
+/// still waiting on it fails at once as if it had answered 503 (RFC 3261
+/// §8.1.3.1, §16.7 step 6), so the round can fail over.
+pub fn on_transport_error(
+    core: &Core,
+    layer: &mut Layer,
+    transport: Transport,
+    addr: SocketAddr,
+    events: &mut Vec<Event>,
+) {
+    let failed: Vec<u64> = layer
+        .clients
+        .values()
+        .filter(|c| {
+            c.dest.transport == transport
+                && c.dest.addr == addr
+                && matches!(
+                    c.state,
+                    client::ClientState::Calling | client::ClientState::Trying
+                )
+        })
+        .map(|c| c.id)
+        .collect();
+    for bid in failed {
+        // Sent over TCP only for its size: UDP gets it instead (§18.1.1).
+        if client::retry_over_udp(core, layer, bid) {
+            continue;
+        }
+        let Some(c) = layer.clients.get(&bid) else {
+            continue;
+        };
+        if c.method_str() == "CANCEL" {
+            layer.remove_client(bid);
+            continue;
+        }
+        fail_branch(core, layer, bid, 503, events);
+    }
+}
+
+fn fail_branch(core: &Core, layer: &mut Layer, bid: u64, status: u16, events: &mut Vec<Event>) {
     client::terminate(layer, bid);
+    if let Some(c) = layer.clients.get_mut(&bid) {
+        c.final_status = Some(status);
+    }
     let end = layer
         .timers
         .schedule(Instant::now(), COARSE, TimerKey::ClientEnd(bid));
@@ -668,7 +710,6 @@ pub fn fail_branch(core: &Core, layer: &mut Layer, bid: u64, status: u16, events
         return;
     };
     c.timers[3] = Some(end);
-    c.final_status = Some(status);
     let ctx_id = c.ctx;
     let Some(server_id) = layer.ctxs.get(&ctx_id).map(|c| c.server) else {
         return;

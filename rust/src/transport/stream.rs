@@ -27,12 +27,12 @@ const IDLE_LIFETIME: Duration = Duration::from_secs(3600);
 /// connection) long before its write queue fills; SIP needs far less.
 const KERNEL_SEND_BUFFER: usize = 64 * 1024;
 
-/// Receives every complete message read from a connection.
+/// Receives what the stream thread learns: messages and failed deliveries.
 pub trait StreamSink: Send + Sync + 'static {
     fn on_message(&self, bytes: Bytes, source: Source);
-    /// Bytes queued for `peer` were lost: the connection could not be opened,
-    /// a write failed, or its queue was full (RFC 3261 §18.4 transport error).
-    fn on_send_failed(&self, _peer: SocketAddr) {}
+    /// Messages to `addr` over `transport` were lost: the connect failed or
+    /// timed out, the write queue overflowed, or a write failed.
+    fn on_transport_error(&self, transport: Transport, addr: SocketAddr);
 }
 
 struct Conn {
@@ -142,7 +142,7 @@ impl Streams {
                     // connection (its transactions fail over), never wait.
                     tracing::info!(%addr, "stream write queue full: closing the connection");
                     close.notify_one();
-                    self.sink.on_send_failed(addr);
+                    self.sink.on_transport_error(Transport::Tcp, addr);
                     false
                 }
             };
@@ -155,7 +155,7 @@ impl Streams {
                 tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await
             else {
                 tracing::debug!(%addr, "TCP connect failed");
-                sink.on_send_failed(addr);
+                sink.on_transport_error(Transport::Tcp, addr);
                 return;
             };
             let _ = stream.set_nodelay(true);
@@ -220,7 +220,7 @@ fn run_conn(
     let writer = tokio::spawn(async move {
         while let Some(b) = rx.recv().await {
             if wr.write_all(&b).await.is_err() {
-                write_sink.on_send_failed(peer);
+                write_sink.on_transport_error(Transport::Tcp, peer);
                 break;
             }
         }
