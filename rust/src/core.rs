@@ -138,6 +138,9 @@ impl Core {
                 }
             }
         }
+        if config.listen.iter().any(|l| l.transport.is_stream()) {
+            raise_fd_limit();
+        }
         // SAFETY: eventfd returns a new descriptor or -1.
         let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if efd < 0 {
@@ -145,9 +148,6 @@ impl Core {
                 "eventfd: {}",
                 io::Error::last_os_error()
             )));
-        }
-        if !tcp.is_empty() {
-            raise_fd_limit();
         }
         let tcp_local = tcp.iter().filter_map(|l| l.local_addr().ok()).collect();
         let seed = std::time::SystemTime::now()

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::context::{best_index, Final, ProxyCtx};
 use super::fallback::congestion_controlled_hop;
 use super::route::{branch_for, creates_dialog, loop_hash, next_hop, record_route};
-use super::{fmt_hostport, resolve, ForwardError, Hop};
+use super::{fmt_hostport, resolve, ForwardError};
 use crate::core::{Core, Event};
 use crate::sip::write::{build_forward, build_response, strip_top_via, ForwardEdits, HeaderEdit};
 use crate::sip::{Framing, HeaderId, Limits, Message};
@@ -181,7 +181,7 @@ pub fn relay(
                 .iter()
                 .map(|r| HeaderEdit::Add("Route".into(), r.clone())),
         );
-        let build = |hop: &Hop| {
+        let build = |hop: &super::Hop| {
             let local = core.advertised(hop.transport, hop.addr);
             let via = format!(
                 "SIP/2.0/{} {};branch={branch}",
