@@ -197,7 +197,8 @@ def test_stalled_peers_do_not_disturb_500_cps(sipp: str, sipr_factory) -> None:
         assert rss_growth < MAX_RSS_GROWTH, rss_growth
         print(
             f"\n{CALLS} calls ok; stalled INVITEs {dict(finals)}, callee connections "
-            f"{len(callee.conns)} ({sum(closed)} closed by the proxy), OPTIONS read {s['requests_in.options']}, "
+            f"{len(callee.conns)} ({sum(closed)} closed by the proxy), "
+            f"OPTIONS read {s['requests_in.options']}, "
             f"RSS +{rss_growth / 1e6:.1f} MB"
         )
         assert proxy.alive()
