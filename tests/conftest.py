@@ -154,9 +154,11 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
 class UdpPeer:
     """A UDP socket that sends SIP and reads responses with a timeout."""
 
-    def __init__(self, family: int = socket.AF_INET, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, family: int = socket.AF_INET, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        self.sock.bind((host, 0))
+        self.sock.bind((host, port))
         self.sock.settimeout(3.0)
         self.port = self.sock.getsockname()[1]
 
@@ -208,6 +210,33 @@ def sip_request(
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
+
+
+def sip_answer(req: bytes, status: int, reason: str, to_tag: str, extra: str = "") -> bytes:
+    """A response to `req` (every Via, From, To with `to_tag`, Call-ID, CSeq),
+    with `extra` header lines ("Name: value\\r\\n" each) added."""
+    head = req.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")[1:]
+    out = [f"SIP/2.0 {status} {reason}"]
+    for line in head:
+        name = line.split(":", 1)[0].strip().lower()
+        if name in ("via", "v", "from", "f", "call-id", "i", "cseq"):
+            out.append(line)
+        elif name in ("to", "t"):
+            out.append(line if ";tag=" in line else f"{line};tag={to_tag}")
+    return ("\r\n".join(out) + f"\r\n{extra}Content-Length: 0\r\n\r\n").encode()
+
+
+def non2xx_ack(invite: bytes, resp: bytes) -> bytes:
+    """The non-2xx ACK (RFC 3261 17.1.1.3) for `invite` and its final `resp`."""
+    head = invite.split(b"\r\n\r\n", 1)[0].decode()
+    lines = head.split("\r\n")
+    keep = [ln for ln in lines[1:] if ln.split(":", 1)[0] in ("Via", "From", "Call-ID")]
+    to = header(resp, "To")
+    ruri = lines[0].split(" ")[1]
+    return (
+        f"ACK {ruri} SIP/2.0\r\n" + "\r\n".join(keep) + f"\r\nTo: {to}\r\nCSeq: 1 ACK\r\n"
+        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
 
 
 def status_of(resp: bytes | None) -> int | None:

@@ -147,6 +147,9 @@ impl Core {
                 }
             }
         }
+        if config.listen.iter().any(|l| l.transport.is_stream()) {
+            raise_fd_limit();
+        }
         // SAFETY: eventfd returns a new descriptor or -1.
         let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if efd < 0 {
@@ -783,6 +786,25 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     s.listen(4096)?;
     s.set_nonblocking(true)?;
     Ok(s.into())
+}
+
+/// Lifts the soft open-files limit to the hard one: each stream connection
+/// is a descriptor, and distributions' default soft limit (1024) would cap a
+/// proxy meant for tens of thousands of connections (decision 0016).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::debug!("cannot raise the open-files limit");
+            }
+        }
+    }
 }
 
 /// The local address the kernel would use to reach `to` (no packet is sent).

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, UdpPeer, free_port, header, sip_request, status_of
+from tests.conftest import (
+    ROOT,
+    UdpPeer,
+    free_port,
+    header,
+    non2xx_ack,
+    sip_answer,
+    sip_request,
+    status_of,
+)
 from tests.sipp.peers import Sipp, cpu_ns, cpu_ticks_ms, sipr_stats, wait_drained
 
 PROXY = ROOT / "tests" / "apps" / "stateful_proxy.py"
@@ -109,19 +118,6 @@ def test_cancel_after_180(sipp: str, sipr_factory) -> None:
         uas.kill()
 
 
-def _answer(req: bytes, status: int, reason: str, to_tag: str) -> bytes:
-    """A response to `req` (every Via, From, To with `to_tag`, Call-ID, CSeq)."""
-    head = req.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")[1:]
-    out = [f"SIP/2.0 {status} {reason}"]
-    for line in head:
-        name = line.split(":", 1)[0].strip().lower()
-        if name in ("via", "v", "from", "f", "call-id", "i", "cseq"):
-            out.append(line)
-        elif name in ("to", "t"):
-            out.append(line if ";tag=" in line else f"{line};tag={to_tag}")
-    return ("\r\n".join(out) + "\r\nContent-Length: 0\r\n\r\n").encode()
-
-
 def test_cancel_is_retransmitted_when_lost(sipp: str, sipr_factory) -> None:
     """The proxy's CANCEL is a client transaction of its own (RFC 3261 9.1,
     17.1.2): when the first copy is lost, Timer E sends it again with the same
@@ -135,7 +131,7 @@ def test_cancel_is_retransmitted_when_lost(sipp: str, sipr_factory) -> None:
         invite = callee.recv(5.0)
         assert invite is not None and invite.startswith(b"INVITE "), invite
         branch = (header(invite, "Via") or "").split("branch=")[1].split(";")[0]
-        callee.send(_answer(invite, 180, "Ringing", "callee1"), proxy.udp)
+        callee.send(sip_answer(invite, 180, "Ringing", "callee1"), proxy.udp)
         first = callee.recv(5.0)
         assert first is not None and first.startswith(b"CANCEL "), first
         sent_at = time.monotonic()
@@ -144,8 +140,8 @@ def test_cancel_is_retransmitted_when_lost(sipp: str, sipr_factory) -> None:
         assert again is not None, "the CANCEL was not retransmitted"
         assert again.startswith(b"CANCEL ") and branch in (header(again, "Via") or ""), again
         assert time.monotonic() - sent_at >= 0.4
-        callee.send(_answer(again, 200, "OK", "callee1"), proxy.udp)
-        callee.send(_answer(invite, 487, "Request Terminated", "callee1"), proxy.udp)
+        callee.send(sip_answer(again, 200, "OK", "callee1"), proxy.udp)
+        callee.send(sip_answer(invite, 487, "Request Terminated", "callee1"), proxy.udp)
         ack = callee.recv(3.0)
         assert ack is not None and ack.startswith(b"ACK ") and branch in (header(ack, "Via") or "")
         r = uac.wait()
@@ -338,19 +334,6 @@ def _final(peer: UdpPeer, timeout: float = 5.0) -> bytes:
     raise AssertionError("no final response")
 
 
-def _ack_for(invite: bytes, resp: bytes) -> bytes:
-    """The non-2xx ACK (RFC 3261 17.1.1.3) for `invite` and its final `resp`."""
-    head = invite.split(b"\r\n\r\n", 1)[0].decode()
-    lines = head.split("\r\n")
-    keep = [ln for ln in lines[1:] if ln.split(":", 1)[0] in ("Via", "From", "Call-ID")]
-    to = header(resp, "To")
-    ruri = lines[0].split(" ")[1]
-    return (
-        f"ACK {ruri} SIP/2.0\r\n" + "\r\n".join(keep) + f"\r\nTo: {to}\r\nCSeq: 1 ACK\r\n"
-        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
-
-
 def test_max_forwards_zero_is_483(sipr_factory, udp_peer: UdpPeer) -> None:
     """An INVITE with Max-Forwards: 0 that the route relays is answered 483
     (statefully: 100, then 483 until our ACK)."""
@@ -359,7 +342,7 @@ def test_max_forwards_zero_is_483(sipr_factory, udp_peer: UdpPeer) -> None:
     udp_peer.send(invite, proxy.udp)
     resp = _final(udp_peer)
     assert status_of(resp) == 483, resp
-    udp_peer.send(_ack_for(invite, resp), proxy.udp)
+    udp_peer.send(non2xx_ack(invite, resp), proxy.udp)
     # The ACK ends the 483's retransmission (Timer G); nothing else arrives.
     assert udp_peer.recv(1.2) is None
     assert proxy.alive()
@@ -385,7 +368,7 @@ def test_loop_back_to_itself_is_482(sipr_factory, udp_peer: UdpPeer) -> None:
     # It came back exactly once: one 482, not a 483 after 70 hops.
     s = sipr_stats(proxy.tcp)
     assert s["requests_in.invite"] == 2, s
-    udp_peer.send(_ack_for(invite, resp), proxy.udp)
+    udp_peer.send(non2xx_ack(invite, resp), proxy.udp)
     assert udp_peer.recv(1.2) is None
     assert proxy.alive()
 

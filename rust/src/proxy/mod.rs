@@ -2,6 +2,7 @@
 //! §16.11) here; the stateful proxy in `stateful`, routing rules in `route`.
 
 pub mod context;
+pub mod fallback;
 pub mod route;
 pub mod stateful;
 

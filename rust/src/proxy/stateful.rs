@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::context::{best_index, Final, ProxyCtx};
+use super::fallback::congestion_controlled_hop;
 use super::route::{branch_for, creates_dialog, loop_hash, next_hop, record_route};
 use super::{fmt_hostport, resolve, via_alias, ForwardError};
 use crate::core::{Core, Event};
@@ -167,7 +168,7 @@ pub fn relay(
             };
             Ok((nh, hop))
         });
-        let (nh, hop) = match result {
+        let (nh, mut hop) = match result {
             Ok(x) => x,
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -176,19 +177,6 @@ pub fn relay(
         };
         let unique = layer.next_id();
         let branch = branch_for(lh, unique);
-        let local = core.advertised(hop.transport, hop.addr);
-        let via = format!(
-            "SIP/2.0/{} {};branch={branch}{}",
-            hop.transport,
-            fmt_hostport(local),
-            via_alias(hop.transport)
-        );
-        let rr = (opts.record_route && creates_dialog(&msg)).then(|| {
-            let sips = msg
-                .request_uri()
-                .is_some_and(|u| u.scheme == crate::sip::Scheme::Sips);
-            record_route(core, &source, &hop, sips)
-        });
         let mut edits = opts.header_edits.to_vec();
         edits.extend(
             target
@@ -196,18 +184,40 @@ pub fn relay(
                 .iter()
                 .map(|r| HeaderEdit::Add("Route".into(), r.clone())),
         );
-        let bytes = build_forward(
-            &msg,
-            &ForwardEdits {
-                request_uri: branch_ruri,
-                via: &via,
-                source: Some(source.addr),
-                force_rport: source.transport.is_stream(),
-                pop_routes: nh.pop_routes,
-                record_route: rr.as_deref(),
-                header_edits: &edits,
-            },
-        );
+        let build = |hop: &super::Hop| {
+            let local = core.advertised(hop.transport, hop.addr);
+            let via = format!(
+                "SIP/2.0/{} {};branch={branch}{}",
+                hop.transport,
+                fmt_hostport(local),
+                via_alias(hop.transport)
+            );
+            let rr = (opts.record_route && creates_dialog(&msg)).then(|| {
+                let sips = msg
+                    .request_uri()
+                    .is_some_and(|u| u.scheme == crate::sip::Scheme::Sips);
+                record_route(core, &source, hop, sips)
+            });
+            build_forward(
+                &msg,
+                &ForwardEdits {
+                    request_uri: branch_ruri,
+                    via: &via,
+                    source: Some(source.addr),
+                    force_rport: source.transport.is_stream(),
+                    pop_routes: nh.pop_routes,
+                    record_route: rr.as_deref(),
+                    header_edits: &edits,
+                },
+            )
+        };
+        let mut bytes = build(&hop);
+        let mut udp_fallback = None;
+        if let Some(tcp) = congestion_controlled_hop(core, &nh.uri, hop, bytes.len()) {
+            let over_tcp = build(&tcp);
+            udp_fallback = Some(Bytes::from(std::mem::replace(&mut bytes, over_tcp)));
+            hop = tcp;
+        }
         let dest = Destination {
             transport: hop.transport,
             addr: hop.addr,
@@ -222,6 +232,9 @@ pub fn relay(
             Bytes::from(bytes),
             dest,
         );
+        if let Some(c) = layer.clients.get_mut(&bid) {
+            c.udp_fallback = udp_fallback;
+        }
         core.stats
             .requests_forwarded
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -678,6 +691,10 @@ pub fn on_transport_error(
         .map(|c| c.id)
         .collect();
     for bid in failed {
+        // Sent over TCP only for its size: UDP gets it instead (§18.1.1).
+        if client::retry_over_udp(core, layer, bid) {
+            continue;
+        }
         let Some(c) = layer.clients.get(&bid) else {
             continue;
         };

@@ -44,6 +44,9 @@ pub struct ClientTxn {
     /// Cancelled because the relay timed out: its final counts as 408.
     pub timed_out: bool,
     pub final_status: Option<u16>,
+    /// The same request built for UDP, when it went over TCP only for being
+    /// too large (RFC 3261 §18.1.1): sent instead if the connection fails.
+    pub udp_fallback: Option<Bytes>,
 }
 
 impl ClientTxn {
@@ -95,6 +98,7 @@ pub fn start(
         cancel_sent: false,
         timed_out: false,
         final_status: None,
+        udp_fallback: None,
     };
     if !txn.reliable() {
         txn.timers[0] = Some(layer.timers.schedule(
@@ -248,6 +252,35 @@ pub fn on_retransmit_timer(core: &Core, layer: &mut Layer, id: BranchId) {
     if let Some(txn) = layer.clients.get_mut(&id) {
         txn.timers[0] = Some(tid);
     }
+}
+
+/// The stream carrying this transaction failed before any response: send
+/// its UDP form instead (§18.1.1), retransmitted like any UDP request.
+/// Returns false when it has none (the caller fails the branch).
+pub fn retry_over_udp(core: &Core, layer: &mut Layer, id: BranchId) -> bool {
+    let t1 = layer.timing.t1;
+    let Some(txn) = layer.clients.get_mut(&id) else {
+        return false;
+    };
+    let Some(request) = txn.udp_fallback.take() else {
+        return false;
+    };
+    txn.request = request;
+    txn.dest.transport = crate::transport::Transport::Udp;
+    txn.dest.conn = None;
+    txn.interval = t1;
+    core.send(txn.dest, txn.request.clone());
+    let tid = layer
+        .timers
+        .schedule(Instant::now() + t1, FINE, TimerKey::ClientRetransmit(id));
+    if let Some(old) = layer
+        .clients
+        .get_mut(&id)
+        .and_then(|t| t.timers[0].replace(tid))
+    {
+        layer.timers.cancel(old);
+    }
+    true
 }
 
 /// Requests a CANCEL of an INVITE branch (RFC 3261 §9.1: only once a

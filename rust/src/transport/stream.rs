@@ -29,6 +29,10 @@ use crate::tls::TlsContext;
 const READ_BUFFER: usize = 4096;
 /// A connection quiet for this long gives its (empty) read buffer back.
 const SHED_BUFFER_AFTER: Duration = Duration::from_secs(5);
+/// The kernel's send buffer per connection. Left to autotuning it grows to
+/// megabytes, which a peer that stops reading would hold hostage (per
+/// connection) long before its write queue fills; SIP needs far less.
+const KERNEL_SEND_BUFFER: usize = 64 * 1024;
 
 /// Tunables of the stream transports.
 #[derive(Debug, Clone)]
@@ -331,6 +335,7 @@ async fn accept_loop(
             continue;
         }
         let _ = stream.set_nodelay(true);
+        bound_send_buffer(&stream);
         let (id, pending) = shared.register(transport, peer);
         let meta = ConnMeta {
             id,
@@ -368,6 +373,10 @@ async fn accept_loop(
     }
 }
 
+fn bound_send_buffer(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_send_buffer_size(KERNEL_SEND_BUFFER);
+}
+
 /// Opens connection `id` to `dest` (TCP, then TLS when asked) within the
 /// connect timeout, then runs it; a failure is reported to the sink.
 async fn connect(shared: Arc<Shared>, id: u64, dest: Destination, pending: Pending) {
@@ -376,6 +385,7 @@ async fn connect(shared: Arc<Shared>, id: u64, dest: Destination, pending: Pendi
             .await
             .map_err(|e| e.to_string())?;
         let _ = tcp.set_nodelay(true);
+        bound_send_buffer(&tcp);
         let local = tcp.local_addr().map_err(|e| e.to_string())?;
         let meta = ConnMeta {
             id,
