@@ -17,6 +17,8 @@ pub struct Stats {
     pub send_errors: AtomicU64,
     pub dropped: AtomicU64,
     pub retransmissions: AtomicU64,
+    /// REGISTERs answered by the native registrar (no Python).
+    pub native_registers: AtomicU64,
 }
 
 pub const METHOD_NAMES: [&str; 15] = [
@@ -64,6 +66,7 @@ impl Stats {
             ("send_errors", &self.send_errors),
             ("dropped", &self.dropped),
             ("retransmissions", &self.retransmissions),
+            ("registrar.native", &self.native_registers),
         ] {
             out.push((n.to_string(), get(a)));
         }
