@@ -168,11 +168,7 @@ pub fn fast_registrar(
                 })
                 .collect();
             Some(Auth {
-                nonces: Nonces {
-                    secret: spec.secret,
-                    realm: spec.realm,
-                    ttl_seconds: spec.nonce_ttl,
-                },
+                nonces: Nonces::new(&spec.secret, &spec.realm, spec.nonce_ttl),
                 algorithms,
                 check_identity: spec.check_identity,
                 ha1,

@@ -5,7 +5,7 @@
 //! path verifies on the other; the nonce-count tracker is one shared object.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hmac::{Hmac, Mac};
 use md5::Md5;
@@ -52,9 +52,11 @@ impl Algorithm {
 }
 
 pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(s, "{b:02x}");
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
     }
     s
 }
@@ -73,16 +75,33 @@ pub enum NonceState {
 }
 
 /// Issues and checks stateless nonces for one realm.
-#[derive(Clone)]
 pub struct Nonces {
-    pub secret: Vec<u8>,
     pub realm: String,
     pub ttl_seconds: f64,
+    /// HMAC state with the secret already absorbed (cloned per nonce).
+    keyed: Hmac<Sha256>,
+    /// Unique part of each nonce: a keyed mix of a counter (as unpredictable
+    /// as `os.urandom(6)` for this purpose, without a syscall per challenge).
+    seed: u64,
+    issued: AtomicU64,
 }
 
 impl Nonces {
+    pub fn new(secret: &[u8], realm: &str, ttl_seconds: f64) -> Nonces {
+        let mut seed = [0u8; 8];
+        seed[..6].copy_from_slice(&random6());
+        seed[6..].copy_from_slice(&random6()[..2]);
+        Nonces {
+            realm: realm.to_string(),
+            ttl_seconds,
+            keyed: Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key"),
+            seed: u64::from_le_bytes(seed),
+            issued: AtomicU64::new(0),
+        }
+    }
+
     fn mac(&self, stamp: &str) -> String {
-        let mut m = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key");
+        let mut m = self.keyed.clone();
         m.update(stamp.as_bytes());
         m.update(b":");
         m.update(self.realm.as_bytes());
@@ -93,7 +112,9 @@ impl Nonces {
 
     /// `<ms hex>-<12 random hex>.<mac>`; `now_ms` is Unix time in ms.
     pub fn issue(&self, now_ms: u64) -> String {
-        let stamp = format!("{now_ms:x}-{}", to_hex(&random6()));
+        let n = self.issued.fetch_add(1, Ordering::Relaxed);
+        let unique = crate::core::mix64(self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let stamp = format!("{now_ms:x}-{}", to_hex(&unique.to_le_bytes()[..6]));
         let mac = self.mac(&stamp);
         format!("{stamp}.{mac}")
     }
@@ -138,12 +159,16 @@ pub struct NonceCounts {
     max: usize,
 }
 
+/// Nonces are keyed by a 64-bit keyed hash (random per process): no string
+/// kept per nonce; two nonces colliding (odds ~n²/2⁶⁴) would only share
+/// replay state, refusing a valid nonce-count once.
 #[derive(Default)]
 struct CountsInner {
-    last: HashMap<String, (u64, u64)>,
-    /// (nonce, use number) in use order; entries whose number is no longer
-    /// the nonce's latest are skipped when evicting.
-    order: VecDeque<(String, u64)>,
+    hasher: ahash::RandomState,
+    last: HashMap<u64, (u64, u64), ahash::RandomState>,
+    /// (nonce key, use number) in use order; entries whose number is no
+    /// longer the nonce's latest are skipped when evicting.
+    order: VecDeque<(u64, u64)>,
     uses: u64,
 }
 
@@ -159,13 +184,14 @@ impl NonceCounts {
     pub fn fresh(&self, nonce: &str, nc: u64) -> bool {
         let mut g = self.inner.lock();
         let inner = &mut *g;
-        if inner.last.get(nonce).is_some_and(|(last, _)| nc <= *last) {
+        let key = inner.hasher.hash_one(nonce);
+        if inner.last.get(&key).is_some_and(|(last, _)| nc <= *last) {
             return false;
         }
         inner.uses += 1;
         let use_no = inner.uses;
-        inner.last.insert(nonce.to_string(), (nc, use_no));
-        inner.order.push_back((nonce.to_string(), use_no));
+        inner.last.insert(key, (nc, use_no));
+        inner.order.push_back((key, use_no));
         while inner.last.len() > self.max {
             let Some((old, n)) = inner.order.pop_front() else {
                 break;
@@ -273,11 +299,7 @@ mod tests {
     use super::*;
 
     fn nonces() -> Nonces {
-        Nonces {
-            secret: b"k".to_vec(),
-            realm: "sipr".into(),
-            ttl_seconds: 300.0,
-        }
+        Nonces::new(b"k", "sipr", 300.0)
     }
 
     #[test]

@@ -6,7 +6,7 @@ const NOW: f64 = 1_000_000.0;
 fn registrar(check_identity: bool) -> FastRegistrar {
     let md5 = Algorithm::Md5.hex(&[b"alice:sipr:secret"]);
     let sha = Algorithm::Sha256.hex(&[b"alice:sipr:secret"]);
-    let mut ha1 = HashMap::new();
+    let mut ha1 = HashMap::default();
     ha1.insert(
         "alice".to_string(),
         Ha1s {
@@ -31,11 +31,7 @@ fn registrar(check_identity: bool) -> FastRegistrar {
             max_contacts: 10,
         },
         auth: Some(Auth {
-            nonces: Nonces {
-                secret: b"s".to_vec(),
-                realm: "sipr".into(),
-                ttl_seconds: 300.0,
-            },
+            nonces: Nonces::new(b"s", "sipr", 300.0),
             algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
             check_identity,
             ha1,

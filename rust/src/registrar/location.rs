@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+use ahash::RandomState;
+
 use parking_lot::Mutex;
 
 /// One registered contact; the same fields as Python's `sipr.store.Binding`.
@@ -39,7 +41,7 @@ const SWEEP_EVERY: f64 = 60.0;
 
 #[derive(Default)]
 struct Table {
-    aors: HashMap<String, Vec<Binding>>,
+    aors: HashMap<String, Vec<Binding>, RandomState>,
     swept_at: f64,
 }
 

@@ -29,7 +29,7 @@ pub struct Auth {
     /// Offered in this order in challenges.
     pub algorithms: Vec<Algorithm>,
     pub check_identity: bool,
-    pub ha1: HashMap<String, Ha1s>,
+    pub ha1: HashMap<String, Ha1s, ahash::RandomState>,
     pub counts: Arc<NonceCounts>,
 }
 

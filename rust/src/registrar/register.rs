@@ -121,15 +121,6 @@ fn param<'a>(params: &[(String, &'a str)], name: &str) -> Option<&'a str> {
 /// came from (NAT, as Kamailio's `nat_uac_test("18")`), else None.
 fn nat_source(msg: &Message, source: &Source) -> Option<String> {
     let ip = source.addr.ip();
-    let host = match ip {
-        IpAddr::V6(v6) => format!("[{v6}]"),
-        IpAddr::V4(v4) => v4.to_string(),
-    };
-    let here = format!(
-        "sip:{host}:{};transport={}",
-        source.addr.port(),
-        source.transport.as_str().to_ascii_lowercase()
-    );
     let via = msg.top_via();
     let default_port =
         if via.transport.eq_ignore_ascii_case("TLS") || via.transport.eq_ignore_ascii_case("WSS") {
@@ -143,14 +134,24 @@ fn nat_source(msg: &Message, source: &Source) -> Option<String> {
         Err(_) => via_host.eq_ignore_ascii_case(&ip.to_string()),
     };
     if same_host && via.port.unwrap_or(default_port) == source.addr.port() {
-        None
-    } else {
-        Some(here)
+        return None;
     }
+    let host = match ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    };
+    Some(format!(
+        "sip:{host}:{};transport={}",
+        source.addr.port(),
+        source.transport.as_str().to_ascii_lowercase()
+    ))
 }
 
 /// q formatted as Python's `{q:g}` for values in [0, 1].
 pub fn format_q(q: f64) -> String {
+    if q == 1.0 {
+        return "1".into();
+    }
     let s = format!("{q:.6}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
     if s.is_empty() || s == "-" {
@@ -314,8 +315,24 @@ fn listing(bindings: &[Binding], now: f64) -> Vec<(String, String)> {
             )
         })
         .collect();
-    headers.push(("Date".into(), http_date(now as i64)));
+    headers.push(("Date".into(), cached_http_date(now as i64)));
     headers
+}
+
+/// `http_date` changes once a second: formatted once per second per thread.
+fn cached_http_date(unix: i64) -> String {
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, String)> = const {
+            std::cell::RefCell::new((i64::MIN, String::new()))
+        };
+    }
+    LAST.with(|cell| {
+        let mut last = cell.borrow_mut();
+        if last.0 != unix {
+            *last = (unix, http_date(unix));
+        }
+        last.1.clone()
+    })
 }
 
 /// RFC 7231 IMF-fixdate, as Python's `email.utils.formatdate(usegmt=True)`.

@@ -17,7 +17,7 @@ const KEEP: Duration = Duration::from_secs(32);
 
 pub struct RecentReplies {
     hasher: ahash::RandomState,
-    by_key: HashMap<u64, Bytes>,
+    by_key: HashMap<u64, Bytes, ahash::RandomState>,
     order: VecDeque<(Instant, u64)>,
     max: usize,
 }
@@ -26,7 +26,7 @@ impl RecentReplies {
     pub fn new(max: usize) -> RecentReplies {
         RecentReplies {
             hasher: ahash::RandomState::new(),
-            by_key: HashMap::new(),
+            by_key: HashMap::default(),
             order: VecDeque::new(),
             max: max.max(1),
         }
