@@ -206,6 +206,17 @@ def test_python_digest_client(pbx_default, algorithm: str) -> None:
         c.close()
 
 
+def test_retransmitted_authorized_register_is_answered_200_again(pbx_default) -> None:
+    c = SipClient(pbx_default.udp, auth=("alice", "secret"), algorithm="SHA-256")
+    try:
+        assert status_of(c.register(expires=600)) == 200
+        # The same authorized bytes again (same branch): a retransmission, not a replay.
+        again = c.exchange(c.last_authorized)
+        assert status_of(again) == 200, again
+    finally:
+        c.close()
+
+
 def test_wrong_password_and_unknown_user_are_403(pbx_default) -> None:
     for user, password in (("alice", "nope"), ("mallory", "secret")):
         c = SipClient(pbx_default.udp, user=user, auth=(user, password), algorithm="SHA-256")

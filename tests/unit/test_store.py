@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from sipr.store import Binding, open_store
-from tests.conftest import start_sipr, status_of
+from tests.conftest import header, start_sipr, status_of
 from tests.sipp.regkit import REGISTRAR_APP, RedisServer, SipClient, headers_all, wait_for
 
 KINDS = ["memory", "sqlite", "redis"]
@@ -423,6 +423,17 @@ def test_native_path_answers_only_when_served(registrar_sipr, ua: SipClient) -> 
     assert native() - before == (2 if served else 0)
     # Whichever path answered, Python's lookup sees the binding.
     assert [c["uri"] for c in lookup(ua)] == ["sip:a@192.0.2.1"]
+
+
+def test_retransmitted_register_gets_the_same_answer(ua: SipClient) -> None:
+    sent = ua.build(
+        "REGISTER", "sip:example.com", headers=["Contact: <sip:a@192.0.2.1>", "Expires: 600"]
+    )
+    first = ua.exchange(sent)
+    again = ua.exchange(sent)  # the same bytes: a retransmission, not an out-of-order request
+    assert status_of(first) == status_of(again) == 200, again
+    assert header(first, "To") == header(again, "To")
+    assert len(lookup(ua)) == 1
 
 
 def test_remove(ua: SipClient) -> None:

@@ -225,8 +225,9 @@ pub struct Registrars {
     recent: parking_lot::Mutex<Option<RecentReplies>>,
 }
 
-/// Replies kept for retransmissions (about 2 s of REGISTERs at 16 000/s, 32 s at 2000/s).
-const RECENT_REPLIES: usize = 65_536;
+/// Replies kept for retransmissions: 16 s of REGISTERs at 1000/s, 1 s at
+/// 16 000/s (a non-INVITE client retransmits after 0.5, 1, 2, 4, 4... s).
+const RECENT_REPLIES: usize = 16_384;
 
 impl Registrars {
     pub fn add(&self, r: Arc<FastRegistrar>) {
