@@ -413,7 +413,8 @@ def test_native_path_answers_only_when_served(registrar_sipr, ua: SipClient) -> 
         return int(headers_all(r, "X-Native")[0])
 
     before = native()
-    assert status_of(ua.register(["<sip:a@192.0.2.1>"], expires=600)) == 200
+    r = ua.register(["<sip:a@192.0.2.1>"], expires=600)
+    assert status_of(r) == 200 and headers_all(r, "Server")[0].startswith("sipr/"), r
     clamped = SipClient(registrar_sipr.udp, user=ua.user, domain="clamp.test")
     try:
         assert status_of(clamped.register(["<sip:x@192.0.2.1>"], expires=10)) == 423

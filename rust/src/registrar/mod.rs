@@ -272,11 +272,13 @@ impl Registrars {
         let Outcome::Reply {
             status,
             reason,
-            headers,
+            mut headers,
         } = registrar.decide(msg, &source, &aor, now)
         else {
             return false;
         };
+        // As `req.reply()` does.
+        headers.push(("Server".to_string(), core.config.server_name.clone()));
         let tag = core.stateless_tag();
         let bytes: bytes::Bytes = crate::sip::write::build_response(
             msg,
