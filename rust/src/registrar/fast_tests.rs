@@ -158,3 +158,32 @@ fn recent_replies_are_bounded() {
     );
     assert_eq!(rr.len(), 1);
 }
+
+proptest::proptest! {
+    /// Whatever a client puts in Authorization, Contact or Expires, the
+    /// native path answers or hands on; it never panics.
+    #[test]
+    fn odd_headers_never_panic(
+        auth in "[ -~]{0,120}",
+        contact in "[ -~]{0,80}",
+        expires in "[ -~]{0,12}",
+    ) {
+        let r = registrar(true);
+        let a = format!("Authorization: Digest {auth}");
+        let c = format!("Contact: {contact}");
+        let e = format!("Expires: {expires}");
+        let text = String::from_utf8_lossy(register(1, "c", &[]).as_bytes()).replace(
+            "Content-Length",
+            &format!("{a}\r\n{c}\r\n{e}\r\nContent-Length"),
+        );
+        if let Ok(m) = crate::sip::Message::parse(
+            bytes::Bytes::from(text),
+            crate::sip::Framing::Datagram,
+            &crate::sip::Limits::default(),
+        ) {
+            let _ = r.decide(&m, &source(), "alice@example.com", NOW);
+            let plain = FastRegistrar { auth: None, ..registrar(false) };
+            let _ = plain.decide(&m, &source(), "alice@example.com", NOW);
+        }
+    }
+}
