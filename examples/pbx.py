@@ -8,6 +8,9 @@ to a registered user ring their contacts, best q first (equal q in
 parallel). The store is SQLite in ~/.local/share/sipr/ unless SIPR_STORE names
 another (memory:, sqlite:///path.db, redis://host:port/db).
 SIPR_AUTH_CALLS=0 lets unauthenticated callers place calls (tests, labs).
+SIPR_USERS="alice:secret,bob:pw" keeps the users in memory instead of the
+store's; with SIPR_STORE=memory: as well, REGISTERs are then answered in the
+core without entering Python (`registrar.serve`, docs/decisions/0013).
 """
 
 import os
@@ -22,10 +25,16 @@ registrar = sipr.Registrar(
 ALGORITHMS = tuple(
     a.strip() for a in os.environ.get("SIPR_DIGEST_ALGORITHMS", "SHA-256,MD5").split(",")
 )
-auth = sipr.DigestAuth(default_realm(), credentials=registrar.store, algorithms=ALGORITHMS)
+USERS = dict(
+    u.strip().split(":", 1) for u in os.environ.get("SIPR_USERS", "").split(",") if ":" in u
+)
+auth = sipr.DigestAuth(default_realm(), credentials=USERS or registrar.store, algorithms=ALGORITHMS)
 AUTH_CALLS = os.environ.get("SIPR_AUTH_CALLS", "1") != "0"
 
 app = sipr.App()
+# Native REGISTER handling when the store and credentials allow it (memory:
+# store, users in a dict); otherwise a no-op and the route below does it all.
+registrar.serve(app, auth=auth)
 
 
 @app.route

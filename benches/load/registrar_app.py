@@ -1,14 +1,16 @@
 """Registrar for the load harness (benches/load/run.sh modes `reg`, `reg_auth`).
 
-REGISTER -> `sipr.Registrar("memory:").save()` (in-memory location store), the
-equivalent of Kamailio's registrar.cfg (`save("location")`, usrloc db_mode 0).
+REGISTER -> `sipr.Registrar("memory:")`, the equivalent of Kamailio's
+registrar.cfg (`save("location")`, usrloc db_mode 0), served natively by the
+core (`registrar.serve(app, auth=...)`: no Python per REGISTER). With
+SIPR_REG_PYTHON=1 every REGISTER goes through the Python route below instead
+(`auth.check` + `registrar.save`), the path measured before the native one.
 
 SIPR_AUTH=1 (mode `reg_auth`): digest authentication first, MD5 only (SIPp
-answers the first challenge), every user's password "secret" (a callable
-credentials source: HA1 computed per request, like Kamailio's
-pv_www_authenticate with a plain password). sipr's check: realm, stateless
-HMAC nonce (age ≤ 300 s), qop=auth with cnonce, response, nc replay refusal
-per nonce, auth username == To user.
+answers the first challenge), users user1..user200000 (run.sh's users.csv)
+with password "secret" in a dict. sipr's check: realm, stateless HMAC nonce
+(age ≤ 300 s), qop=auth with cnonce, response, nc replay refusal per nonce,
+auth username == To user.
 """
 
 import os
@@ -19,7 +21,10 @@ app = sipr.App()
 registrar = sipr.Registrar("memory:")
 AUTH = os.environ.get("SIPR_AUTH") == "1"
 PASSWORD = os.environ.get("SIPR_BENCH_PASSWORD", "secret")
-auth = sipr.DigestAuth("sipr", credentials=lambda user: PASSWORD, algorithms=("MD5",))
+USERS = {f"user{i}": PASSWORD for i in range(1, 200_001)} if AUTH else {}
+auth = sipr.DigestAuth("sipr", credentials=USERS, algorithms=("MD5",))
+if os.environ.get("SIPR_REG_PYTHON") != "1":
+    registrar.serve(app, auth=auth if AUTH else None)
 
 
 @app.route

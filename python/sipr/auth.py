@@ -13,11 +13,10 @@ import inspect
 import os
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from sipr._core import Request
+from sipr._core import NonceCounts, Request
 from sipr.store import Store
 
 ALGORITHMS = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
@@ -81,8 +80,9 @@ class DigestAuth:
         self.nonce_ttl = nonce_ttl
         self.secret = secret or os.urandom(32)
         self.check_identity = check_identity
-        self._nc: OrderedDict[str, int] = OrderedDict()
-        self._max_nonces = max_tracked_nonces
+        # Native and shared with the core's REGISTER path (Registrar.serve),
+        # so a nonce-count used on either path is refused on both.
+        self.nonce_counts = NonceCounts(max_tracked_nonces)
 
     # -- nonces ---------------------------------------------------------
     def _mac(self, stamp: str) -> str:
@@ -109,14 +109,24 @@ class DigestAuth:
         return "ok" if -5 < age <= self.nonce_ttl else "stale"
 
     def _fresh_nc(self, nonce: str, nc: int) -> bool:
-        last = self._nc.get(nonce, 0)
-        if nc <= last:
-            return False
-        self._nc[nonce] = nc
-        self._nc.move_to_end(nonce)
-        while len(self._nc) > self._max_nonces:
-            self._nc.popitem(last=False)
-        return True
+        return 0 < nc < 1 << 64 and self.nonce_counts.fresh(nonce, nc)
+
+    def native_ha1(self) -> dict[str, dict[str, str]] | None:
+        """{user: {algorithm: HA1}} for the core's REGISTER path, when the
+        credentials are a dict (a callable or a store is asked per request,
+        so only the Python path can use it)."""
+        creds = self.credentials
+        if not isinstance(creds, Mapping):
+            return None
+        out: dict[str, dict[str, str]] = {}
+        for user, found in creds.items():
+            if isinstance(found, str):
+                out[user] = {a: ha1(user, self.realm, found, a) for a in self.algorithms}
+            elif isinstance(found, Mapping):
+                out[user] = {
+                    a: v for a, v in found.items() if a in self.algorithms and isinstance(v, str)
+                }
+        return out
 
     # -- answers --------------------------------------------------------
     def challenge(self, req: Request, *, stale: bool = False) -> None:

@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import email.utils
 import ipaddress
+import logging
 import re
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from sipr._core import URI, Request
-from sipr.store import Binding, Store, open_store
+from sipr.store import Binding, MemoryStore, Store, open_store
+
+if TYPE_CHECKING:
+    from sipr.app import App
+    from sipr.auth import DigestAuth
+
+log = logging.getLogger("sipr")
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,59 @@ class Registrar:
         self.default_expires = default_expires
         self.max_contacts = max_contacts
         Registrar.instances.add(self)
+
+    def serve(self, app: App, *, auth: DigestAuth | None = None) -> bool:
+        """Let the core answer REGISTERs for this registrar's domains (all
+        when `domains` is None) without entering Python: the same RFC 3261
+        §10.3 processing as `save()`, after `auth.check()` when `auth` is
+        given, on the native location table of the `memory:` store.
+
+        Returns False (and changes nothing) when the native path cannot
+        stand in for this registrar: a store other than `memory:`, or
+        credentials that are not a dict. What it cannot decide exactly
+        (a user not in the dict, unusual header forms) still reaches the
+        app's route handler, which should keep calling `auth.check()` and
+        `save()` for REGISTER. Several registrars may be served; the first
+        whose domains match answers. Replies are stateless
+        (docs/decisions/0013-native-registrar.md).
+        """
+        if not isinstance(self.store, MemoryStore):
+            return False
+        if auth is not None and auth.native_ha1() is None:
+            return False
+        store = self.store
+
+        async def install() -> None:
+            core = app._core
+            assert core is not None, "Registrar.serve: the app is not running"
+            spec = None
+            if auth is not None:
+                spec = {
+                    "realm": auth.realm,
+                    "secret": auth.secret,
+                    "algorithms": list(auth.algorithms),
+                    "nonce_ttl": float(auth.nonce_ttl),
+                    "check_identity": auth.check_identity,
+                    "ha1": auth.native_ha1(),
+                }
+            core.serve_registrar(  # type: ignore[attr-defined]
+                store.location,
+                domains=sorted(self.domains) if self.domains is not None else None,
+                min_expires=self.min_expires,
+                max_expires=self.max_expires,
+                default_expires=self.default_expires,
+                max_contacts=self.max_contacts,
+                auth=spec,
+                nonce_counts=auth.nonce_counts if auth is not None else None,
+            )
+            log.info(
+                "registrar: REGISTERs for %s answered in the core (memory store%s)",
+                ", ".join(sorted(self.domains)) if self.domains else "every domain",
+                f", digest realm {auth.realm!r}" if auth is not None else ", no auth",
+            )
+
+        app.on_startup(install)
+        return True
 
     async def save(self, req: Request) -> None:
         try:

@@ -44,6 +44,18 @@ class Binding:
         return Binding(**json.loads(text))
 
 
+def _binding(row: tuple) -> Binding:  # type: ignore[type-arg]
+    c, exp, q, call_id, cseq, received, path, ua, instance = row
+    return Binding(c, exp, q, call_id, cseq, received, path, ua, instance)
+
+
+def _row(b: Binding) -> tuple:  # type: ignore[type-arg]
+    return (
+        b.contact, float(b.expires_at), float(b.q), b.call_id, int(b.cseq),
+        b.received, list(b.path), b.user_agent, b.instance,
+    )  # fmt: skip
+
+
 class Store(Protocol):
     async def bindings(self, aor: str) -> list[Binding]: ...
     async def update(self, aor: str, upsert: list[Binding], delete: list[str]) -> None: ...
@@ -62,37 +74,27 @@ def _live(bindings: list[Binding]) -> list[Binding]:
 
 
 class MemoryStore:
-    """Process-local: fast, gone at exit."""
+    """Process-local: fast, gone at exit. The location table is native
+    (`sipr._core.Location`), shared with the core when a registrar on this
+    store is served there (`Registrar.serve`)."""
 
     def __init__(self) -> None:
-        self._loc: dict[str, dict[str, Binding]] = {}
+        from sipr._core import Location
+
+        self.location = Location()
         self._users: dict[tuple[str, str], dict[str, str]] = {}
 
     async def bindings(self, aor: str) -> list[Binding]:
-        found = self._loc.get(aor)
-        if not found:
-            return []
-        live = _live(list(found.values()))
-        if len(live) != len(found):
-            self._loc[aor] = {b.contact: b for b in live}
-            if not live:
-                del self._loc[aor]
-        return live
+        return [_binding(t) for t in self.location.bindings(aor, time.time())]
 
     async def update(self, aor: str, upsert: list[Binding], delete: list[str]) -> None:
-        entry = self._loc.setdefault(aor, {})
-        for c in delete:
-            entry.pop(c, None)
-        for b in upsert:
-            entry[b.contact] = b
-        if not entry:
-            del self._loc[aor]
+        self.location.update(aor, [_row(b) for b in upsert], list(delete))
 
     async def remove(self, aor: str) -> int:
-        return len(self._loc.pop(aor, {}))
+        return self.location.remove(aor)
 
     async def aors(self) -> list[str]:
-        return sorted([a for a in list(self._loc) if await self.bindings(a)])
+        return self.location.aors(time.time())
 
     async def get_user(self, realm: str, user: str) -> dict[str, str] | None:
         return self._users.get((realm, user))

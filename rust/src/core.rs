@@ -111,6 +111,8 @@ pub struct Core {
     tag_seed: u64,
     /// Prefix of the To tags of stateless answers (`stateless_tag`).
     stateless_prefix: String,
+    /// REGISTERs answered before Python (`registrar.serve(app)`).
+    pub registrars: crate::registrar::Registrars,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +209,7 @@ impl Core {
             tag_counter: AtomicU64::new(1),
             tag_seed: seed,
             stateless_prefix: format!("{:x}-", mix64(seed ^ 0x5354_4154_454C_4553)),
+            registrars: Default::default(),
         });
         if !stream_listeners.is_empty() || tls.is_some() {
             let sink: Arc<dyn StreamSink> = Arc::new(SinkRef(core.me.clone()));
@@ -435,6 +438,9 @@ impl Core {
                 }
                 if routed_by_us(&msg) {
                     stateful::route_in_core(self, layer, msg, source, out);
+                    return;
+                }
+                if msg.method() == Method::Register && self.registrars.handle(self, &msg, source) {
                     return;
                 }
                 if self.overloaded(&msg, source) {

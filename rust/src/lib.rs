@@ -5,6 +5,7 @@
 pub mod core;
 pub mod dns;
 pub mod proxy;
+pub mod registrar;
 pub mod sip;
 pub mod stats;
 pub mod timer;

@@ -22,6 +22,8 @@ pub struct Stats {
     /// By status class: index 0 is 1xx … 5 is 6xx.
     pub responses_in_class: [AtomicU64; 6],
     pub responses_out_class: [AtomicU64; 6],
+    /// REGISTERs answered by the native registrar (no Python).
+    pub native_registers: AtomicU64,
 }
 
 pub const METHOD_NAMES: [&str; 15] = [
@@ -114,6 +116,7 @@ impl Stats {
             ("send_errors", &self.send_errors),
             ("dropped", &self.dropped),
             ("retransmissions", &self.retransmissions),
+            ("registrar.native", &self.native_registers),
         ] {
             out.push((n.to_string(), get(a)));
         }

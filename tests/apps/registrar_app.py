@@ -8,7 +8,11 @@ sqlite:///..., redis://...), with lookup/remove reachable over SIP.
   lists `registrar.lookup()` (uri, q, expires, received, path, next_hop).
 - `OPTIONS sip:remove@...` with `X-AoR`: `registrar.remove()`, count in X-Removed.
 - SIPR_AUTH=1: REGISTERs need digest (realm "sipr", credentials from the store,
-  nonce lifetime SIPR_NONCE_TTL seconds).
+  or the users of SIPR_USERS="alice:secret,..." in a dict; nonce lifetime
+  SIPR_NONCE_TTL seconds).
+- SIPR_NATIVE=1: both registrars are served by the core (`Registrar.serve`),
+  clamp.test first; the route below then sees only what the core hands on.
+- `OPTIONS sip:stats@...`: 200 with X-Native: REGISTERs answered natively.
 """
 
 import json
@@ -21,11 +25,16 @@ store = open_store(os.environ.get("SIPR_STORE", "memory:"))
 registrar = sipr.Registrar(
     store, min_expires=int(os.environ.get("SIPR_MIN_EXPIRES", "1")), max_expires=3600
 )
-clamped = sipr.Registrar(store, min_expires=30, max_expires=120, default_expires=90, max_contacts=3)
+NATIVE = os.environ.get("SIPR_NATIVE") == "1"
+clamped = sipr.Registrar(
+    store, domains=["clamp.test"], min_expires=30, max_expires=120, default_expires=90,
+    max_contacts=3,
+)  # fmt: skip
+USERS = dict(u.split(":", 1) for u in os.environ.get("SIPR_USERS", "").split(",") if ":" in u)
 auth = (
     sipr.DigestAuth(
         "sipr",
-        credentials=store,
+        credentials=USERS or store,
         algorithms=("SHA-256", "MD5"),
         nonce_ttl=float(os.environ.get("SIPR_NONCE_TTL", "300")),
     )
@@ -34,6 +43,8 @@ auth = (
 )
 
 app = sipr.App()
+if NATIVE:
+    assert clamped.serve(app, auth=auth) and registrar.serve(app, auth=auth)
 
 
 @app.route
@@ -61,6 +72,8 @@ async def route(req: sipr.Request) -> None:
             headers=[("Content-Type", "application/json")],
             body=json.dumps(found).encode(),
         )
+    if req.method == "OPTIONS" and req.uri.user == "stats":
+        return req.reply(200, headers=[("X-Native", str(app.stats()["registrar.native"]))])
     if req.method == "OPTIONS" and req.uri.user == "remove" and aor:
         n = await registrar.remove(aor)
         return req.reply(200, headers=[("X-Removed", str(n))])

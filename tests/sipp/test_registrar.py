@@ -77,21 +77,42 @@ def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
+NATIVE_USERS = "alice:secret,bob:bobpw"
+NATIVE_LOG = "answered in the core"
+
+
+@pytest.fixture(params=["python", "native"])
+def path(request) -> str:  # type: ignore[no-untyped-def]
+    """python: SQLite store, REGISTER through the app's route (auth.check +
+    save); native: memory: store and users in a dict, REGISTER answered by
+    the core (`registrar.serve`), everything else through Python as before."""
+    return request.param
+
+
+def start_pbx(sipr_factory, tmp_path: Path, sqlite_url: str, path: str, **extra: str):  # type: ignore[no-untyped-def]
+    if path == "native":
+        env = pbx_env(tmp_path, "memory:", SIPR_USERS=NATIVE_USERS, **extra)
+    else:
+        env = pbx_env(tmp_path, sqlite_url, **extra)
+    s = sipr_factory(PBX, env=env)
+    assert (NATIVE_LOG in s.log()) == (path == "native"), s.log()
+    return s
+
+
 @pytest.fixture
-def pbx_sipp(sipr_factory, tmp_path: Path, sqlite_url: str):  # type: ignore[no-untyped-def]
+def pbx_sipp(sipr_factory, tmp_path: Path, sqlite_url: str, path: str):  # type: ignore[no-untyped-def]
     """The pbx as SIPp phones need it: MD5 offered first, calls unauthenticated,
     bindings as short as 1 s allowed."""
-    env = pbx_env(
-        tmp_path, sqlite_url, SIPR_DIGEST_ALGORITHMS="MD5, SHA-256", SIPR_AUTH_CALLS="0",
-        SIPR_MIN_EXPIRES="1",
+    return start_pbx(
+        sipr_factory, tmp_path, sqlite_url, path, SIPR_DIGEST_ALGORITHMS="MD5, SHA-256",
+        SIPR_AUTH_CALLS="0", SIPR_MIN_EXPIRES="1",
     )  # fmt: skip
-    return sipr_factory(PBX, env=env)
 
 
 @pytest.fixture
-def pbx_default(sipr_factory, tmp_path: Path, sqlite_url: str):  # type: ignore[no-untyped-def]
+def pbx_default(sipr_factory, tmp_path: Path, sqlite_url: str, path: str):  # type: ignore[no-untyped-def]
     """The pbx as shipped: SHA-256 offered first, calls authenticated."""
-    return sipr_factory(PBX, env=pbx_env(tmp_path, sqlite_url))
+    return start_pbx(sipr_factory, tmp_path, sqlite_url, path)
 
 
 def call_alice(sipp: str, pbx_addr: tuple[str, int], tmp: Path):  # type: ignore[no-untyped-def]
@@ -185,6 +206,17 @@ def test_python_digest_client(pbx_default, algorithm: str) -> None:
         c.close()
 
 
+def test_retransmitted_authorized_register_is_answered_200_again(pbx_default) -> None:
+    c = SipClient(pbx_default.udp, auth=("alice", "secret"), algorithm="SHA-256")
+    try:
+        assert status_of(c.register(expires=600)) == 200
+        # The same authorized bytes again (same branch): a retransmission, not a replay.
+        again = c.exchange(c.last_authorized)
+        assert status_of(again) == 200, again
+    finally:
+        c.close()
+
+
 def test_wrong_password_and_unknown_user_are_403(pbx_default) -> None:
     for user, password in (("alice", "nope"), ("mallory", "secret")):
         c = SipClient(pbx_default.udp, user=user, auth=(user, password), algorithm="SHA-256")
@@ -243,8 +275,14 @@ def test_invite_challenged_with_407_and_identity_checked(pbx_default) -> None:
         mallory.close()
 
 
-def test_expired_nonce_is_stale(sipr_factory, tmp_path: Path, sqlite_url: str) -> None:
-    env = pbx_env(tmp_path, sqlite_url, SIPR_AUTH="1", SIPR_NONCE_TTL="1")
+def test_expired_nonce_is_stale(sipr_factory, tmp_path: Path, sqlite_url: str, path: str) -> None:
+    if path == "native":
+        env = pbx_env(
+            tmp_path, "memory:", SIPR_AUTH="1", SIPR_NONCE_TTL="1", SIPR_NATIVE="1",
+            SIPR_USERS=NATIVE_USERS,
+        )  # fmt: skip
+    else:
+        env = pbx_env(tmp_path, sqlite_url, SIPR_AUTH="1", SIPR_NONCE_TTL="1")
     app = sipr_factory(REGISTRAR_APP, env=env)
     c = SipClient(app.udp, auth=("alice", "secret"), algorithm="SHA-256")
     try:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from sipr.store import Binding, open_store
-from tests.conftest import start_sipr, status_of
+from tests.conftest import header, start_sipr, status_of
 from tests.sipp.regkit import REGISTRAR_APP, RedisServer, SipClient, headers_all, wait_for
 
 KINDS = ["memory", "sqlite", "redis"]
@@ -188,17 +188,20 @@ def test_open_store_urls(tmp_path) -> None:
 # -- Registrar.save through a running sipr -------------------------------------------
 
 
-@pytest.fixture(scope="module", params=KINDS)
+@pytest.fixture(scope="module", params=[*KINDS, "memory-native"])
 def registrar_sipr(request, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """memory-native: the same registrars served by the core (`Registrar.serve`)."""
     kind = request.param
     tmp = tmp_path_factory.mktemp(f"reg-{kind}")
-    if kind == "memory":
+    env = {"SIPR_NATIVE": "1"} if kind == "memory-native" else {}
+    if kind.startswith("memory"):
         url = "memory:"
     elif kind == "sqlite":
         url = f"sqlite:///{tmp / 'location.db'}"
     else:
         url = request.getfixturevalue("redis_server").url(1)
-    s = start_sipr(REGISTRAR_APP, env={"SIPR_STORE": url, "XDG_DATA_HOME": str(tmp)})
+    s = start_sipr(REGISTRAR_APP, env={"SIPR_STORE": url, "XDG_DATA_HOME": str(tmp), **env})
+    s.kind = kind
     yield s
     code = s.stop()
     assert code == 0, s.log()
@@ -401,6 +404,37 @@ def test_binding_expires_and_is_gone(ua: SipClient) -> None:
     wait_for(lambda: len(lookup(ua)) == 1, 5, "the 1 s binding to expire", every=0.2)
     assert [c["uri"] for c in lookup(ua)] == ["sip:long@192.0.2.2"]
     assert set(listed(ua.register([]))) == {"sip:long@192.0.2.2"}
+
+
+def test_native_path_answers_only_when_served(registrar_sipr, ua: SipClient) -> None:
+    def native() -> int:
+        r = ua.request("OPTIONS", "sip:stats@127.0.0.1")
+        assert status_of(r) == 200, r
+        return int(headers_all(r, "X-Native")[0])
+
+    before = native()
+    r = ua.register(["<sip:a@192.0.2.1>"], expires=600)
+    assert status_of(r) == 200 and headers_all(r, "Server")[0].startswith("sipr/"), r
+    clamped = SipClient(registrar_sipr.udp, user=ua.user, domain="clamp.test")
+    try:
+        assert status_of(clamped.register(["<sip:x@192.0.2.1>"], expires=10)) == 423
+    finally:
+        clamped.close()
+    served = registrar_sipr.kind == "memory-native"
+    assert native() - before == (2 if served else 0)
+    # Whichever path answered, Python's lookup sees the binding.
+    assert [c["uri"] for c in lookup(ua)] == ["sip:a@192.0.2.1"]
+
+
+def test_retransmitted_register_gets_the_same_answer(ua: SipClient) -> None:
+    sent = ua.build(
+        "REGISTER", "sip:example.com", headers=["Contact: <sip:a@192.0.2.1>", "Expires: 600"]
+    )
+    first = ua.exchange(sent)
+    again = ua.exchange(sent)  # the same bytes: a retransmission, not an out-of-order request
+    assert status_of(first) == status_of(again) == 200, again
+    assert header(first, "To") == header(again, "To")
+    assert len(lookup(ua)) == 1
 
 
 def test_remove(ua: SipClient) -> None:

@@ -394,6 +394,39 @@ impl PyCore {
     fn stop(&self) {
         self.shared.core.stop();
     }
+
+    /// Answers REGISTERs for `domains` (None: all) in the core from now on,
+    /// against `location`, with digest `auth` when given (see
+    /// `sipr.Registrar.serve`). Registrars are tried in the order added.
+    #[pyo3(signature = (location, *, domains, min_expires, max_expires, default_expires, max_contacts, auth=None, nonce_counts=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn serve_registrar(
+        &self,
+        location: PyRef<'_, super::registrar::PyLocation>,
+        domains: Option<Vec<String>>,
+        min_expires: u64,
+        max_expires: u64,
+        default_expires: u64,
+        max_contacts: usize,
+        auth: Option<super::registrar::AuthSpec>,
+        nonce_counts: Option<PyRef<'_, super::registrar::PyNonceCounts>>,
+    ) -> PyResult<()> {
+        let policy = crate::registrar::Policy {
+            min_expires,
+            max_expires,
+            default_expires,
+            max_contacts,
+        };
+        let r = super::registrar::fast_registrar(
+            &location,
+            domains,
+            policy,
+            auth,
+            nonce_counts.as_deref(),
+        )?;
+        self.shared.core.registrars.add(Arc::new(r));
+        Ok(())
+    }
 }
 
 fn seconds(v: f64, name: &str) -> PyResult<std::time::Duration> {

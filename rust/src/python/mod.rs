@@ -3,6 +3,7 @@
 
 mod core;
 mod message;
+mod registrar;
 mod request;
 
 use pyo3::prelude::*;
@@ -33,6 +34,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<message::PyAddress>()?;
     m.add_class::<message::PyCSeq>()?;
     m.add_class::<message::PySource>()?;
+    m.add_class::<registrar::PyLocation>()?;
+    m.add_class::<registrar::PyNonceCounts>()?;
     m.add_function(wrap_pyfunction!(message::parse_uri, m)?)?;
     m.add_function(wrap_pyfunction!(core::parse_listen, m)?)?;
     Ok(())

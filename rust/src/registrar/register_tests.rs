@@ -1,0 +1,189 @@
+use super::*;
+use crate::sip::{Framing, Limits};
+use crate::transport::Transport;
+use bytes::Bytes;
+
+pub fn register(cseq: u32, call_id: &str, extra: &[&str]) -> Message {
+    let mut text = format!(
+        "REGISTER sip:example.com SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK{cseq}{call_id}\r\n\
+         From: <sip:alice@example.com>;tag=1\r\n\
+         To: <sip:alice@Example.COM>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: {cseq} REGISTER\r\n"
+    );
+    for h in extra {
+        text.push_str(h);
+        text.push_str("\r\n");
+    }
+    text.push_str("Content-Length: 0\r\n\r\n");
+    Message::parse(Bytes::from(text), Framing::Datagram, &Limits::default()).unwrap()
+}
+
+pub fn source() -> Source {
+    Source {
+        transport: Transport::Udp,
+        addr: "192.0.2.9:5060".parse().unwrap(),
+        local: "127.0.0.1:5060".parse().unwrap(),
+        conn: None,
+    }
+}
+
+fn policy() -> Policy {
+    Policy {
+        min_expires: 30,
+        max_expires: 3600,
+        default_expires: 600,
+        max_contacts: 3,
+    }
+}
+
+const NOW: f64 = 1_000_000.0;
+
+fn run(loc: &Location, cseq: u32, call_id: &str, extra: &[&str]) -> Outcome {
+    let m = register(cseq, call_id, extra);
+    let (aor, _) = aor_of(&m).unwrap();
+    assert_eq!(aor, "alice@example.com");
+    save(&m, &source(), &aor, &policy(), loc, NOW)
+}
+
+fn status(o: &Outcome) -> u16 {
+    match o {
+        Outcome::Reply { status, .. } => *status,
+        Outcome::Python => 0,
+    }
+}
+
+fn contacts(o: &Outcome) -> Vec<String> {
+    match o {
+        Outcome::Reply { headers, .. } => headers
+            .iter()
+            .filter(|(n, _)| n == "Contact")
+            .map(|(_, v)| v.clone())
+            .collect(),
+        Outcome::Python => vec![],
+    }
+}
+
+#[test]
+fn several_contacts_expires_and_q() {
+    let loc = Location::default();
+    let o = run(
+        &loc,
+        1,
+        "c1",
+        &[
+            "Contact: <sip:a@192.0.2.1>, <sip:b@192.0.2.2>;expires=300",
+            "m: <sip:c@192.0.2.3>;q=0.5",
+            "Expires: 100000",
+        ],
+    );
+    assert_eq!(status(&o), 200);
+    assert_eq!(
+        contacts(&o),
+        vec![
+            "<sip:a@192.0.2.1>;expires=3600;q=1",
+            "<sip:b@192.0.2.2>;expires=300;q=1",
+            "<sip:c@192.0.2.3>;expires=3600;q=0.5",
+        ]
+    );
+    let stored = loc.bindings("alice@example.com", NOW);
+    assert_eq!(stored.len(), 3);
+    assert_eq!(stored[2].q, 0.5);
+    assert_eq!(stored[0].received, None, "Via matches the source: no NAT");
+    // A query (no Contact) lists the same, nothing changes.
+    assert_eq!(contacts(&run(&loc, 2, "c1", &[])).len(), 3);
+    // More than max_contacts: 403, nothing stored.
+    let o = run(&loc, 3, "c1", &["Contact: <sip:d@192.0.2.4>"]);
+    assert_eq!(status(&o), 403);
+    assert_eq!(loc.bindings("alice@example.com", NOW).len(), 3);
+}
+
+#[test]
+fn interval_too_brief_and_malformed_values() {
+    let loc = Location::default();
+    let o = run(&loc, 1, "c", &["Contact: <sip:a@h>", "Expires: 10"]);
+    match &o {
+        Outcome::Reply {
+            status: 423,
+            headers,
+            ..
+        } => assert_eq!(headers, &vec![("Min-Expires".into(), "30".into())]),
+        other => panic!("{other:?}"),
+    }
+    for bad in ["soon", "-1", "1.5"] {
+        let h = format!("Expires: {bad}");
+        assert_eq!(status(&run(&loc, 2, "c", &["Contact: <sip:a@h>", &h])), 400);
+        let c = format!("Contact: <sip:a@h>;expires={bad}");
+        assert_eq!(status(&run(&loc, 2, "c", &[&c])), 400);
+    }
+    for bad in ["2", "-0.1", "x", "nan"] {
+        let c = format!("Contact: <sip:a@h>;q={bad}");
+        assert_eq!(status(&run(&loc, 2, "c", &[&c])), 400, "{bad}");
+    }
+    assert!(loc.is_empty());
+}
+
+#[test]
+fn star_and_ordering() {
+    let loc = Location::default();
+    run(&loc, 5, "c", &["Contact: <sip:a@h>, <sip:b@h>"]);
+    for (extra, expected) in [
+        (vec!["Contact: *"], 400),
+        (vec!["Contact: *", "Expires: 5"], 400),
+        (vec!["Contact: *", "Contact: <sip:c@h>", "Expires: 0"], 400),
+        (vec!["Contact: *", "Expires: 0"], 500), // CSeq 5 is not above 5
+    ] {
+        assert_eq!(status(&run(&loc, 5, "c", &extra)), expected, "{extra:?}");
+    }
+    assert_eq!(status(&run(&loc, 4, "c", &["Contact: <sip:a@h>"])), 500);
+    assert_eq!(loc.bindings("alice@example.com", NOW).len(), 2);
+    // Another Call-ID may update with any CSeq; expires=0 removes one.
+    let o = run(&loc, 1, "other", &["Contact: <sip:a@h>;expires=0"]);
+    assert_eq!(contacts(&o), vec!["<sip:b@h>;expires=600;q=1"]);
+    let o = run(&loc, 6, "c", &["Contact: *", "Expires: 0"]);
+    assert_eq!((status(&o), contacts(&o).len()), (200, 0));
+    assert!(loc.is_empty());
+}
+
+#[test]
+fn nat_path_and_instance() {
+    let loc = Location::default();
+    let text = "REGISTER sip:example.com SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.7:5060;branch=z9hG4bKn\r\n\
+        From: <sip:alice@example.com>;tag=1\r\nTo: <sip:alice@example.com>\r\n\
+        Call-ID: n\r\nCSeq: 1 REGISTER\r\n\
+        Contact: <sip:a@10.0.0.7>;+sip.instance=\"<urn:x>\"\r\n\
+        Path: <sip:e1;lr>, <sip:e2;lr>\r\nSupported: timer, path\r\nUser-Agent: UA/1\r\n\
+        Content-Length: 0\r\n\r\n";
+    let m = Message::parse(Bytes::from(text), Framing::Datagram, &Limits::default()).unwrap();
+    let o = save(&m, &source(), "alice@example.com", &policy(), &loc, NOW);
+    let Outcome::Reply { headers, .. } = &o else {
+        panic!("{o:?}")
+    };
+    let paths: Vec<&str> = headers
+        .iter()
+        .filter(|(n, _)| n == "Path")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(paths, ["<sip:e1;lr>", "<sip:e2;lr>"]);
+    let b = &loc.bindings("alice@example.com", NOW)[0];
+    assert_eq!(
+        b.received.as_deref(),
+        Some("sip:192.0.2.9:5060;transport=udp")
+    );
+    assert_eq!(b.path, ["<sip:e1;lr>", "<sip:e2;lr>"]);
+    assert_eq!(b.instance.as_deref(), Some("<urn:x>"));
+    assert_eq!(b.user_agent.as_deref(), Some("UA/1"));
+}
+
+#[test]
+fn dates_and_q_format() {
+    assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+    assert_eq!(http_date(1_795_794_885), "Fri, 27 Nov 2026 15:54:45 GMT");
+    assert_eq!(http_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+    assert_eq!(format_q(1.0), "1");
+    assert_eq!(format_q(0.5), "0.5");
+    assert_eq!(format_q(0.0), "0");
+    assert_eq!(format_q(0.123), "0.123");
+}
