@@ -86,6 +86,7 @@ impl Stats {
             &self.send_errors,
             &self.dropped,
             &self.retransmissions,
+            &self.native_registers,
         ];
         let grouped = self
             .requests_in

@@ -57,6 +57,11 @@ SINGLES: dict[str, tuple[str, str, str]] = {
         COUNTER,
         "Retransmissions received and absorbed",
     ),
+    "registrar.native": (
+        "sipr_registrar_native_total",
+        COUNTER,
+        "REGISTERs answered by the core's native registrar (no Python)",
+    ),
     "core.pending": ("sipr_requests_pending", GAUGE, "Requests held by the application"),
     "core.connections": ("sipr_connections", GAUGE, "Open stream (TCP/TLS) connections"),
     "core.ingress_queue": (
