@@ -774,6 +774,20 @@ impl Core {
             .as_ref()
             .map_or(0, |s| s.connection_count())
     }
+
+    /// Open connections per stream transport, for `stats.get`.
+    pub fn connections_by_transport(&self) -> Vec<(Transport, usize)> {
+        let streams = self.streams.lock();
+        [
+            Transport::Tcp,
+            Transport::Tls,
+            Transport::Ws,
+            Transport::Wss,
+        ]
+        .into_iter()
+        .map(|t| (t, streams.as_ref().map_or(0, |s| s.connections_of(t))))
+        .collect()
+    }
 }
 
 fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {

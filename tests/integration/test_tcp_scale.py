@@ -76,6 +76,9 @@ def test_20k_concurrent_tcp_connections_each_get_200(sipr_factory) -> None:
         stats = options_counters(proxy.tcp, "stats", "x-stat-")
         assert stats["overload_rejects"] == 0 and stats["parse_errors"] == 0, stats
         assert stats["requests_in.options"] >= n, stats
+        # Per transport: all of them TCP (plus this query's own connection).
+        assert stats["connections.tcp"] == n + 1, stats
+        assert stats["connections.tls"] == stats["connections.ws"] == 0, stats
     finally:
         crowd.close()
     # Closed by the peers: the core forgets every one of them.

@@ -92,6 +92,11 @@ def register_builtins(registry: Registry, ctl: ControlServer) -> None:
         return {
             "listeners": listeners,
             "opened_connections": counts.get("connections", 0),
+            "connections_by_transport": {
+                key.split(".", 1)[1]: n
+                for key, n in counts.items()
+                if key.startswith("connections.")
+            },
             "ingress_queue": counts.get("ingress_queue", 0),
         }
 

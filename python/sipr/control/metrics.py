@@ -12,6 +12,12 @@ COUNTER, GAUGE = "counter", "gauge"
 
 #: stats key prefix → (metric, type, label, help)
 FAMILIES: dict[str, tuple[str, str, str, str]] = {
+    "connections.": (
+        "sipr_connections_open",
+        GAUGE,
+        "transport",
+        "Open stream connections, by transport",
+    ),
     "requests_in.": ("sipr_requests_received_total", COUNTER, "method", "SIP requests received"),
     "responses_in.": (
         "sipr_responses_received_total",

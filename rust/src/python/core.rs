@@ -226,6 +226,10 @@ impl PyCore {
         let mut s = core.stats.snapshot();
         s.push(("pending".into(), core.pending() as u64));
         s.push(("connections".into(), core.connection_count() as u64));
+        for (transport, n) in core.connections_by_transport() {
+            let key = format!("connections.{}", transport.as_str().to_ascii_lowercase());
+            s.push((key, n as u64));
+        }
         s.push(("ingress_queue".into(), core.ingress_depth() as u64));
         let (servers, clients, ctxs, timers, created) = core.with_layer(|_, l| {
             (

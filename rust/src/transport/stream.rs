@@ -302,6 +302,16 @@ impl Streams {
         self.shared.registry.lock().by_id.len()
     }
 
+    /// Open connections of `transport` (a walk over the registry: for
+    /// monitoring, not for the message path).
+    pub fn connections_of(&self, transport: Transport) -> usize {
+        let reg = self.shared.registry.lock();
+        reg.by_id
+            .values()
+            .filter(|c| c.transport == transport)
+            .count()
+    }
+
     pub fn stop(&self) {
         if let Some(tx) = self.shutdown.lock().take() {
             let _ = tx.send(());
