@@ -345,6 +345,8 @@ def test_register_then_invite_reaches_the_registered_sipp_uas(
     assert answered.successful == 1, answered.summary()
     invite = answered.received("^INVITE ")[0]  # (a retransmission may follow)
     assert invite[1] == f"INVITE sip:alice@127.0.0.1:{phone} SIP/2.0"  # R-URI: the Contact
+    # SIGTERM: drained and stopped (the reader thread too), not killed.
+    assert pbx_sipp.stop() == 0
 
 
 def test_contacts_are_tried_in_q_order(sipp: str, pbx_sipp, tmp_path: Path) -> None:
