@@ -33,11 +33,13 @@
 #   -s RATES    also sweep these rates, 1 run each, per proxy and mode, stopping a proxy's
 #               sweep at its first unsustainable rate        (env SWEEP, default none)
 #   -o OUTDIR   results directory                           (env OUTDIR, default /tmp/sipr-load-<time>)
-#   -p PROXIES  any of: sipr kamailio sipr-eager sipr-py     (env PROXIES, default "sipr kamailio")
+#   -p PROXIES  any of: sipr kamailio sipr-eager sipr-py sipr-thr  (env PROXIES, default "sipr kamailio")
 #               sipr-py is sipr with SIPR_REG_PYTHON=1: in reg/reg_auth, REGISTER through the
 #               Python route (auth.check + save) instead of the core (registrar.serve)
 #               sipr-eager is sipr with SIPR_EAGER=1 (App(eager=True): a handler's first step
 #               runs without an asyncio Task, one is made only when it suspends)
+#               sipr-thr is sipr with SIPR_UDP_READER=thread: a Rust thread reads UDP, answers
+#               native REGISTERs itself and queues the rest for the event loop (decision 0019)
 #
 # Env: BENCH_DIR (default <repo>/../shared/bench, copied to a temp dir), SIPR (the sipr
 # executable, default `sipr` on PATH; PYTHONPATH is passed through, so a snapshot build can be
@@ -111,6 +113,7 @@ proxy_cmd() { # $1 proxy $2 mode
   local env="SIPR_NEXT_HOP=sip:127.0.0.1:5090 SIPR_RUN_DIR=$WORK" app
   [ "$1" = sipr-eager ] && env="$env SIPR_EAGER=1"
   [ "$1" = sipr-py ] && env="$env SIPR_REG_PYTHON=1"
+  [ "$1" = sipr-thr ] && env="$env SIPR_UDP_READER=thread"
   case $2 in
     default)  app=$REPO/examples/stateless.py ;;
     rr)       app=$HERE/stateless_rr.py ;;
@@ -128,7 +131,7 @@ proxy_cmd() { # $1 proxy $2 mode
     return
   fi
   case $1 in
-    sipr|sipr-eager|sipr-py) echo "env $env $SIPR run $app --listen udp:127.0.0.1:5060 ${SIPR_ARGS:-}" ;;
+    sipr|sipr-eager|sipr-py|sipr-thr) echo "env $env $SIPR run $app --listen udp:127.0.0.1:5060 ${SIPR_ARGS:-}" ;;
     kamailio)
       case $2 in
         default|rr) echo "$WORK/kamailio/run-kamailio.sh stateless ${KAMAILIO_ARGS:-}" ;;

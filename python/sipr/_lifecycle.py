@@ -49,6 +49,7 @@ _FIXED_SETTINGS = (
     "deadline_reply",
     "stall_threshold",
     "eager",
+    "udp_reader",
 )
 
 

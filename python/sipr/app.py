@@ -35,6 +35,7 @@ class App:
         deadline_reply: tuple[int, str | None] = (500, None),
         stall_threshold: float = 0.2,
         eager: bool | None = None,
+        udp_reader: str | None = None,
     ) -> None:
         self.record_route = record_route
         self.default_reply = default_reply
@@ -51,6 +52,11 @@ class App:
         # asyncio.timeout() / anyio cancel scopes before its first await.
         # Python 3.12+ always runs first steps eagerly inside real tasks.
         self.eager = eager if eager is not None else os.environ.get("SIPR_EAGER") == "1"
+        # "thread": a Rust thread per UDP socket answers native REGISTERs
+        # itself and queues the rest for the loop (docs/decisions/0019).
+        self.udp_reader = udp_reader or os.environ.get("SIPR_UDP_READER") or "loop"
+        if self.udp_reader not in ("loop", "thread"):
+            raise ValueError(f'udp_reader must be "loop" or "thread", not {self.udp_reader!r}')
         self.queues: dict[str, WorkQueue] = {}
         self.periodic: list[tuple[float, Callable[[], Awaitable[None]]]] = []
         self._server: object | None = None

@@ -95,6 +95,7 @@ class Server:
             retry_after=self.app.retry_after,
             in_dialog_to_app=self.app.in_dialog_handler is not None,
             record_route=self.app.record_route,
+            udp_reader=self.app.udp_reader,
             **self.core_options,
         )
         core.set_timers(**self._timers)
@@ -111,7 +112,8 @@ class Server:
             # Python 3.12+: a handler runs its first step inside create_task.
             loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
         self.side_tasks = await _lifecycle.start_services(self.app, self._every)
-        for index, fd in enumerate(core.udp_fds()):
+        udp_fds = core.udp_fds() if self.app.udp_reader == "loop" else []
+        for index, fd in enumerate(udp_fds):
             loop.add_reader(fd, self._on_udp, index)
         loop.add_reader(core.wake_fd(), self._on_streams)
         loop.add_reader(core.timer_fd(), self._on_timer)
@@ -126,7 +128,7 @@ class Server:
             await self.stopping.wait()
             await _lifecycle.drain(self)
         finally:
-            for fd in core.udp_fds():
+            for fd in udp_fds:
                 loop.remove_reader(fd)
             loop.remove_reader(core.wake_fd())
             loop.remove_reader(core.timer_fd())

@@ -20,7 +20,7 @@ use crate::timer::TimerFd;
 use crate::tls::{CertInfo, TlsContext, TlsError, TlsSettings};
 use crate::transaction::{server, Layer, Timing, TxnId};
 use crate::transport::stream::{StreamConfig, StreamListener, StreamSink, Streams};
-use crate::transport::udp::{RecvBatch, UdpEndpoint, BATCH};
+use crate::transport::udp::{ReaderThread, RecvBatch, UdpEndpoint, UdpReaderMode, BATCH};
 use crate::transport::{Destination, ListenSpec, Source, Transport};
 
 #[derive(Debug, Clone)]
@@ -39,6 +39,7 @@ pub struct Config {
     pub server_name: String,
     pub stream: StreamConfig,
     pub tls: TlsSettings,
+    pub udp_reader: UdpReaderMode,
 }
 
 impl Default for Config {
@@ -56,6 +57,7 @@ impl Default for Config {
             server_name: format!("sipr/{}", env!("CARGO_PKG_VERSION")),
             stream: StreamConfig::default(),
             tls: TlsSettings::default(),
+            udp_reader: UdpReaderMode::Loop,
         }
     }
 }
@@ -88,6 +90,8 @@ pub struct Core {
     /// Bound stream listeners (port 0 resolved).
     stream_local: Vec<(Transport, SocketAddr)>,
     recv: Mutex<RecvBatch>,
+    /// `UdpReaderMode::Thread`: the threads reading `udp`.
+    udp_readers: Mutex<Vec<ReaderThread>>,
     streams: Mutex<Option<Arc<Streams>>>,
     tls: Option<Arc<TlsContext>>,
     /// Messages read by the stream thread, processed on the loop thread.
@@ -196,6 +200,7 @@ impl Core {
             udp,
             stream_local,
             recv: Mutex::new(RecvBatch::default()),
+            udp_readers: Mutex::new(Vec::new()),
             streams: Mutex::new(None),
             tls: tls.clone(),
             // SAFETY: efd is a fresh descriptor we own.
@@ -223,12 +228,34 @@ impl Core {
             .map_err(|e| StartError::Other(format!("stream runtime: {e}")))?;
             *core.streams.lock() = Some(Arc::new(streams));
         }
+        if core.config.udp_reader == UdpReaderMode::Thread {
+            core.start_udp_readers()
+                .map_err(|e| StartError::Other(format!("udp reader thread: {e}")))?;
+        }
         Ok(core)
     }
 
     pub fn stop(&self) {
         if let Some(s) = self.streams.lock().take() {
             s.stop();
+        }
+        for reader in std::mem::take(&mut *self.udp_readers.lock()) {
+            reader.stop();
+        }
+    }
+
+    /// Queues a message for the loop thread (the caller wakes it); a full
+    /// queue answers a request 503 instead. True if queued.
+    fn enqueue(&self, msg: Message, source: Source) -> bool {
+        match self.ingress.push((msg, source)) {
+            Ok(()) => true,
+            Err((msg, source)) => {
+                self.stats.overload_rejects.fetch_add(1, Ordering::Relaxed);
+                if msg.is_request() && msg.method() != Method::Ack {
+                    self.reply_to(&msg, source, 503, None, &self.retry_after_header());
+                }
+                false
+            }
         }
     }
 
@@ -276,12 +303,7 @@ impl Core {
                 let Some((data, from)) = batch.get(i) else {
                     continue;
                 };
-                let source = Source {
-                    transport: Transport::Udp,
-                    addr: from,
-                    local: ep.local,
-                    conn: None,
-                };
+                let source = Source::udp(from, ep.local);
                 if let Some(msg) = self.parse_inbound(Bytes::copy_from_slice(data), source) {
                     self.process(&mut layer, msg, source, out);
                 }
@@ -855,6 +877,9 @@ pub fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+#[path = "core_udp_reader.rs"]
+mod udp_reader;
+
 /// The stream thread's way back into the core without keeping it alive.
 struct SinkRef(std::sync::Weak<Core>);
 
@@ -872,14 +897,8 @@ impl StreamSink for SinkRef {
         let Some(msg) = core.parse_inbound(bytes, source) else {
             return;
         };
-        match core.ingress.push((msg, source)) {
-            Ok(()) => core.wake(),
-            Err((msg, source)) => {
-                core.stats.overload_rejects.fetch_add(1, Ordering::Relaxed);
-                if msg.is_request() && msg.method() != Method::Ack {
-                    core.reply_to(&msg, source, 503, None, &core.retry_after_header());
-                }
-            }
+        if core.enqueue(msg, source) {
+            core.wake();
         }
     }
 }

@@ -7,11 +7,13 @@ from tests.conftest import ROOT, UdpPeer, header, sip_request, status_of
 APP = ROOT / "tests" / "apps" / "behaviours.py"
 
 
-@pytest.fixture(scope="module")
-def server():
+@pytest.fixture(scope="module", params=["loop", "thread"])
+def server(request):
+    """thread: UDP read by the core's reader thread, every request here
+    reaching Python through the ingress queue (docs/decisions/0019)."""
     from tests.conftest import start_sipr
 
-    s = start_sipr(APP)
+    s = start_sipr(APP, env={"SIPR_UDP_READER": request.param})
     yield s
     assert s.stop() == 0, s.log()
 

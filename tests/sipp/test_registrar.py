@@ -85,17 +85,37 @@ NATIVE_LOG = "answered in the core"
 def path(request) -> str:  # type: ignore[no-untyped-def]
     """python: SQLite store, REGISTER through the app's route (auth.check +
     save); native: memory: store and users in a dict, REGISTER answered by
-    the core (`registrar.serve`), everything else through Python as before."""
+    the core (`registrar.serve`), everything else through Python as before.
+    native-thread (set per test): native with SIPR_UDP_READER=thread, the UDP
+    socket read by a Rust thread that answers REGISTERs itself and queues the
+    rest for the event loop (docs/decisions/0019)."""
     return request.param
 
 
+#: The paths, with the UDP reader thread, for the tests that cover it.
+ALL_PATHS = ["python", "native", "native-thread"]
+
+
+def udp_reader_threads(pid: int) -> list[str]:
+    names = (
+        Path(f"/proc/{pid}/task/{t}/comm").read_text().strip()
+        for t in os.listdir(f"/proc/{pid}/task")
+    )
+    return [n for n in names if n.startswith("sipr-udp-")]
+
+
 def start_pbx(sipr_factory, tmp_path: Path, sqlite_url: str, path: str, **extra: str):  # type: ignore[no-untyped-def]
-    if path == "native":
+    native = path.startswith("native")
+    if path == "native-thread":
+        extra = {**extra, "SIPR_UDP_READER": "thread"}
+    if native:
         env = pbx_env(tmp_path, "memory:", SIPR_USERS=NATIVE_USERS, **extra)
     else:
         env = pbx_env(tmp_path, sqlite_url, **extra)
     s = sipr_factory(PBX, env=env)
-    assert (NATIVE_LOG in s.log()) == (path == "native"), s.log()
+    assert (NATIVE_LOG in s.log()) == native, s.log()
+    expected = [f"sipr-udp-{s.udp[1]}"] if path == "native-thread" else []
+    assert udp_reader_threads(s.proc.pid) == expected
     return s
 
 
@@ -140,6 +160,7 @@ def authorized_register(messages: str) -> str:
 # 1 -- digest: SIPp (MD5), Python (SHA-256 and MD5) ---------------------------------
 
 
+@pytest.mark.parametrize("path", ALL_PATHS)
 def test_sipp_register_md5_401_then_200_wrong_password_403_replay_403(
     sipp: str, pbx_sipp, tmp_path: Path
 ) -> None:
@@ -177,6 +198,7 @@ def test_sipp_register_md5_401_then_200_wrong_password_403_replay_403(
         c.close()
 
 
+@pytest.mark.parametrize("path", ALL_PATHS)
 @pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
 def test_python_digest_client(pbx_default, algorithm: str) -> None:
     c = SipClient(pbx_default.udp, auth=("alice", "secret"), algorithm=algorithm)
@@ -206,6 +228,7 @@ def test_python_digest_client(pbx_default, algorithm: str) -> None:
         c.close()
 
 
+@pytest.mark.parametrize("path", ALL_PATHS)
 def test_retransmitted_authorized_register_is_answered_200_again(pbx_default) -> None:
     c = SipClient(pbx_default.udp, auth=("alice", "secret"), algorithm="SHA-256")
     try:
@@ -308,6 +331,7 @@ def test_expired_nonce_is_stale(sipr_factory, tmp_path: Path, sqlite_url: str, p
 # 2 -- calls to registered contacts ----------------------------------------------
 
 
+@pytest.mark.parametrize("path", ALL_PATHS)
 def test_register_then_invite_reaches_the_registered_sipp_uas(
     sipp: str, pbx_sipp, tmp_path: Path
 ) -> None:
@@ -321,6 +345,8 @@ def test_register_then_invite_reaches_the_registered_sipp_uas(
     assert answered.successful == 1, answered.summary()
     invite = answered.received("^INVITE ")[0]  # (a retransmission may follow)
     assert invite[1] == f"INVITE sip:alice@127.0.0.1:{phone} SIP/2.0"  # R-URI: the Contact
+    # SIGTERM: drained and stopped (the reader thread too), not killed.
+    assert pbx_sipp.stop() == 0
 
 
 def test_contacts_are_tried_in_q_order(sipp: str, pbx_sipp, tmp_path: Path) -> None:

@@ -29,3 +29,14 @@ def test_handler_arity_is_checked() -> None:
         @app.route
         async def route() -> None:
             pass
+
+
+def test_udp_reader_is_loop_or_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SIPR_UDP_READER", raising=False)
+    assert sipr.App().udp_reader == "loop"
+    assert sipr.App(udp_reader="thread").udp_reader == "thread"
+    monkeypatch.setenv("SIPR_UDP_READER", "thread")
+    assert sipr.App().udp_reader == "thread"
+    assert sipr.App(udp_reader="loop").udp_reader == "loop"
+    with pytest.raises(ValueError, match="'threads'"):
+        sipr.App(udp_reader="threads")

@@ -69,7 +69,7 @@ pub struct PyCore {
 #[pymethods]
 impl PyCore {
     #[new]
-    #[pyo3(signature = (listen, *, max_pending=10_000, retry_after=5, max_message_size=65_535, aliases=Vec::new(), in_dialog_to_app=false, record_route=true, tls_cert=None, tls_key=None, tls_sni=Vec::new(), tls_client_ca=None, tls_verify_client=false, tls_verify_client_on=Vec::new(), tls_ca=None, connect_timeout=None, connection_lifetime=None, max_connections=None))]
+    #[pyo3(signature = (listen, *, max_pending=10_000, retry_after=5, max_message_size=65_535, aliases=Vec::new(), in_dialog_to_app=false, record_route=true, tls_cert=None, tls_key=None, tls_sni=Vec::new(), tls_client_ca=None, tls_verify_client=false, tls_verify_client_on=Vec::new(), tls_ca=None, connect_timeout=None, connection_lifetime=None, max_connections=None, udp_reader="loop"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         listen: Vec<String>,
@@ -89,7 +89,9 @@ impl PyCore {
         connect_timeout: Option<f64>,
         connection_lifetime: Option<f64>,
         max_connections: Option<usize>,
+        udp_reader: &str,
     ) -> PyResult<PyCore> {
+        let udp_reader = udp_reader.parse().map_err(PyValueError::new_err)?;
         let listen: Vec<ListenSpec> = listen
             .iter()
             .map(|l| ListenSpec::parse(l))
@@ -133,6 +135,7 @@ impl PyCore {
                 ca: tls_ca,
             },
             listen,
+            udp_reader,
             max_pending: max_pending.max(1),
             retry_after,
             aliases,

@@ -69,6 +69,18 @@ pub struct Source {
     pub conn: Option<u64>,
 }
 
+impl Source {
+    /// A datagram from `addr` received on the UDP listener `local`.
+    pub fn udp(addr: SocketAddr, local: SocketAddr) -> Source {
+        Source {
+            transport: Transport::Udp,
+            addr,
+            local,
+            conn: None,
+        }
+    }
+}
+
 /// Where to send bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Destination {

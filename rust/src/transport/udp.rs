@@ -3,7 +3,11 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::ops::ControlFlow;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -124,6 +128,107 @@ impl RecvBatch {
     }
 }
 
+/// Who reads the UDP sockets (docs/decisions/0019).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UdpReaderMode {
+    /// The event loop thread, when the socket is readable (`poll_udp`).
+    #[default]
+    Loop,
+    /// One thread per socket, blocking in `poll` + `recvmmsg`.
+    Thread,
+}
+
+impl std::str::FromStr for UdpReaderMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "loop" => Ok(UdpReaderMode::Loop),
+            "thread" => Ok(UdpReaderMode::Thread),
+            other => Err(format!(
+                "udp_reader must be \"loop\" or \"thread\", not {other:?}"
+            )),
+        }
+    }
+}
+
+/// How often a reader thread with nothing to read looks at its stop flag.
+const STOP_CHECK_MS: i32 = 50;
+
+/// A thread reading one UDP socket until `stop`.
+pub struct ReaderThread {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl ReaderThread {
+    /// Reads `socket` on a new thread, handing each batch of datagrams
+    /// (the batch and how many it holds) to `on_batch` until it breaks or
+    /// `stop` is called.
+    pub fn spawn<F>(socket: UdpSocket, name: String, on_batch: F) -> io::Result<ReaderThread>
+    where
+        F: FnMut(&RecvBatch, usize) -> ControlFlow<()> + Send + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || read_until_stopped(&socket, &flag, on_batch))?;
+        Ok(ReaderThread {
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    /// Asks the thread to finish and waits for it.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for ReaderThread {
+    // Not joined here: the last owner of the core may be the thread itself.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn read_until_stopped<F>(socket: &UdpSocket, stop: &AtomicBool, mut on_batch: F)
+where
+    F: FnMut(&RecvBatch, usize) -> ControlFlow<()>,
+{
+    let mut batch = RecvBatch::default();
+    while !stop.load(Ordering::Relaxed) {
+        if !wait_readable(socket, STOP_CHECK_MS) {
+            continue;
+        }
+        match batch.recv(socket) {
+            Ok(n) => {
+                if on_batch(&batch, n).is_break() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // ICMP errors surface here on Linux; the socket stays usable.
+            Err(e) => tracing::debug!("udp recv: {e}"),
+        }
+    }
+}
+
+/// Blocks until `socket` is readable or `timeout_ms` passes.
+fn wait_readable(socket: &UdpSocket, timeout_ms: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    n > 0 && pfd.revents & libc::POLLIN != 0
+}
+
 fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(ss.ss_family) {
         libc::AF_INET => {
@@ -176,5 +281,44 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         assert_eq!(got, 5);
+    }
+
+    #[test]
+    fn reader_thread_hands_over_datagrams_and_stops() {
+        let ep = UdpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = ReaderThread::spawn(
+            ep.socket.try_clone().unwrap(),
+            "test-udp".into(),
+            move |batch, n| {
+                for i in 0..n {
+                    let (data, _) = batch.get(i).unwrap();
+                    tx.send(data.to_vec()).unwrap();
+                }
+                ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..3u8 {
+            client.send_to(&[i; 4], ep.local).unwrap();
+        }
+        let timeout = std::time::Duration::from_secs(5);
+        for i in 0..3u8 {
+            assert_eq!(rx.recv_timeout(timeout).unwrap(), vec![i; 4]);
+        }
+        reader.stop();
+        // The closure (and its sender) went with the thread.
+        assert!(rx.recv_timeout(timeout).is_err());
+    }
+
+    #[test]
+    fn reader_mode_is_loop_or_thread() {
+        assert_eq!("thread".parse(), Ok(UdpReaderMode::Thread));
+        assert_eq!("loop".parse(), Ok(UdpReaderMode::Loop));
+        assert!("threads"
+            .parse::<UdpReaderMode>()
+            .unwrap_err()
+            .contains("threads"));
     }
 }
