@@ -25,7 +25,8 @@ start() { # $1 role (A|B)
   local role=$1
   case $kind in
     sipr)
-      local tls=(--tls-cert "$certs/proxy.pem" --tls-key "$certs/proxy.key" --tls-ca "$certs/ca.pem")
+      # Two sipr in one run directory: neither needs a control socket here.
+      local tls=(--tls-cert "$certs/proxy.pem" --tls-key "$certs/proxy.key" --tls-ca "$certs/ca.pem" --no-ctl)
       if [ "$role" = A ]; then
         SIPR_NEXT_HOP="sip:127.0.0.1:5081;transport=tls" "${SIPR:-sipr}" run "$HERE/stateful_app.py" \
           --listen udp:127.0.0.1:5060 --listen tls:127.0.0.1:5061 --listen tcp:127.0.0.1:5062 \
