@@ -263,11 +263,13 @@ def sipp() -> str:
     return path
 
 
-def options_counters(addr: tuple[str, int], user: str, prefix: str = "x-") -> dict[str, int]:
+def options_over_tcp(
+    addr: tuple[str, int], user: str, extra: str = "", timeout: float = 10.0
+) -> bytes:
     """Sends `OPTIONS sip:USER@addr` over TCP (its transaction ends at once,
-    unlike UDP's Timer J) and returns the 200's headers starting with `prefix`
-    as integers, keyed by the lower-cased rest of their name."""
-    with socket.create_connection(addr, timeout=10.0) as s:
+    unlike UDP's Timer J) and returns the response head and what came with it
+    (b"" if the connection closed first)."""
+    with socket.create_connection(addr, timeout=timeout) as s:
         port = s.getsockname()[1]
         s.sendall(
             sip_request(
@@ -275,13 +277,22 @@ def options_counters(addr: tuple[str, int], user: str, prefix: str = "x-") -> di
                 f"sip:{user}@{addr[0]}:{addr[1]}",
                 via="SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bK{branch}",
                 port=port,
+                extra=extra,
             )
         )
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = s.recv(65535)
-            assert chunk, f"connection closed: {data!r}"
+            if not chunk:
+                break
             data += chunk
+    return data
+
+
+def options_counters(addr: tuple[str, int], user: str, prefix: str = "x-") -> dict[str, int]:
+    """`options_over_tcp` to USER; returns the 200's headers starting with
+    `prefix` as integers, keyed by the lower-cased rest of their name."""
+    data = options_over_tcp(addr, user)
     assert status_of(data) == 200, data
     out: dict[str, int] = {}
     for line in data.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")[1:]:

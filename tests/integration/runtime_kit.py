@@ -4,11 +4,10 @@ tests/apps/runtime_proxy.py and its magic OPTIONS requests."""
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 from pathlib import Path
 
-from tests.conftest import ROOT, Sipr, header, sip_request, status_of
+from tests.conftest import ROOT, Sipr, header, options_over_tcp, status_of
 
 APP = ROOT / "tests" / "apps" / "runtime_proxy.py"
 
@@ -27,25 +26,8 @@ def set_version(path: Path, version: str, extra: str = "") -> None:
 
 
 def ask(addr: tuple[str, int], user: str, extra: str = "") -> bytes:
-    """`OPTIONS sip:USER@addr` over TCP (no UDP Timer J lingering after it);
-    returns the response."""
-    with socket.create_connection(addr, timeout=10.0) as s:
-        port = s.getsockname()[1]
-        s.sendall(
-            sip_request(
-                "OPTIONS",
-                f"sip:{user}@{addr[0]}:{addr[1]}",
-                via="SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bK{branch}",
-                port=port,
-                extra=extra,
-            )
-        )
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = s.recv(65535)
-            assert chunk, f"connection closed: {data!r}"
-            data += chunk
-    return data
+    """`OPTIONS sip:USER@addr` over TCP; returns the response."""
+    return options_over_tcp(addr, user, extra)
 
 
 def cfg_set(addr: tuple[str, int], name: str, value: str) -> str:

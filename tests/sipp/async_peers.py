@@ -18,7 +18,7 @@ from tests.conftest import (
     free_port,
     header,
     options_counters,
-    sip_request,
+    options_over_tcp,
     status_of,
     stop_process,
 )
@@ -265,20 +265,4 @@ class MassInviter:
 
 def options(addr: tuple[str, int], user: str, timeout: float = 5.0) -> int | None:
     """One OPTIONS over TCP; returns the status."""
-    with socket.create_connection(addr, timeout=timeout) as s:
-        port = s.getsockname()[1]
-        s.sendall(
-            sip_request(
-                "OPTIONS",
-                f"sip:{user}@{addr[0]}:{addr[1]}",
-                via="SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bK{branch}",
-                port=port,
-            )
-        )
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = s.recv(65535)
-            if not chunk:
-                break
-            data += chunk
-    return status_of(data)
+    return status_of(options_over_tcp(addr, user, timeout=timeout))
