@@ -187,3 +187,26 @@ fn dates_and_q_format() {
     assert_eq!(format_q(0.0), "0");
     assert_eq!(format_q(0.123), "0.123");
 }
+
+#[test]
+fn stream_registration_keeps_its_connection_as_received() {
+    // Via matches the source, so over UDP this is not NAT; over a connection
+    // the UA is reached through that connection all the same (its flow).
+    for (transport, want) in [
+        (Transport::Udp, None),
+        (Transport::Tcp, Some("sip:192.0.2.9:5060;transport=tcp")),
+        (Transport::Tls, Some("sip:192.0.2.9:5060;transport=tls")),
+        (Transport::Ws, Some("sip:192.0.2.9:5060;transport=ws")),
+    ] {
+        let loc = Location::default();
+        let m = register(1, "flow", &["Contact: <sip:alice@192.0.2.9:5060>"]);
+        let src = Source {
+            transport,
+            ..source()
+        };
+        let o = save(&m, &src, "alice@example.com", &policy(), &loc, NOW);
+        assert_eq!(status(&o), 200, "{transport:?}: {o:?}");
+        let b = &loc.bindings("alice@example.com", NOW)[0];
+        assert_eq!(b.received.as_deref(), want, "{transport:?}");
+    }
+}
