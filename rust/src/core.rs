@@ -117,6 +117,8 @@ pub struct Core {
     stateless_prefix: String,
     /// REGISTERs answered before Python (`registrar.serve(app)`).
     pub registrars: crate::registrar::Registrars,
+    /// Bans, flood detection, limits, address groups, topology hiding.
+    pub security: crate::security::Security,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +217,7 @@ impl Core {
             tag_seed: seed,
             stateless_prefix: format!("{:x}-", mix64(seed ^ 0x5354_4154_454C_4553)),
             registrars: Default::default(),
+            security: Default::default(),
         });
         if !stream_listeners.is_empty() || tls.is_some() {
             let sink: Arc<dyn StreamSink> = Arc::new(SinkRef(core.me.clone()));
@@ -370,8 +373,12 @@ impl Core {
         self.layer.lock().timing.clone()
     }
 
-    /// Parses received bytes; malformed ones are answered (or dropped) here.
+    /// Parses received bytes; malformed ones are answered (or dropped) here,
+    /// as is what the security checks refuse (banned sources: unparsed).
     pub fn parse_inbound(&self, bytes: Bytes, source: Source) -> Option<Message> {
+        if !self.security.admit(source.addr.ip(), &bytes) {
+            return None;
+        }
         // A WebSocket message is one whole SIP message (RFC 7118 §5): no
         // Content-Length needed, as in a datagram.
         let framing = if source.transport.is_stream() && !source.transport.is_websocket() {
@@ -380,7 +387,7 @@ impl Core {
             Framing::Datagram
         };
         match Message::parse(bytes.clone(), framing, &self.config.limits) {
-            Ok(m) => Some(m),
+            Ok(m) => crate::security::screen_request(self, m, source),
             Err(e) => {
                 self.reject_unparsable(&bytes, &e, source);
                 None
@@ -460,6 +467,9 @@ impl Core {
                 }
                 if routed_by_us(&msg) {
                     stateful::route_in_core(self, layer, msg, source, out);
+                    return;
+                }
+                if crate::security::method_limited(self, &msg, source) {
                     return;
                 }
                 if msg.method() == Method::Register && self.registrars.handle(self, &msg, source) {

@@ -65,6 +65,7 @@ impl Core {
         if !msg.is_request()
             || msg.method() != Method::Register
             || self.registrars.is_empty()
+            || self.security.methods.limits(Method::Register)
             || msg.to_tag().is_some()
             || msg.request_uri().is_none_or(|u| u.scheme == Scheme::Other)
             || crate::proxy::route::is_loop(self, msg)

@@ -234,6 +234,7 @@ impl PyCore {
             s.push((key, n as u64));
         }
         s.push(("ingress_queue".into(), core.ingress_depth() as u64));
+        s.extend(core.security.snapshot());
         let (servers, clients, ctxs, timers, created) = core.with_layer(|_, l| {
             (
                 l.servers.len(),
@@ -260,6 +261,7 @@ impl PyCore {
     fn reset_stats(&self) {
         let core = &self.shared.core;
         core.stats.reset();
+        core.security.stats.reset();
         core.with_layer(|_, l| {
             l.servers_created = 0;
             l.clients_created = 0;
@@ -400,6 +402,11 @@ impl PyCore {
 
     fn stop(&self) {
         self.shared.core.stop();
+    }
+
+    /// The security services of this core (`sipr.security` drives them).
+    fn security(&self) -> super::security::PySecurity {
+        super::security::PySecurity::new(self.shared.core.clone())
     }
 
     /// Answers REGISTERs for `domains` (None: all) in the core from now on,

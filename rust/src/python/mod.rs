@@ -5,6 +5,7 @@ mod core;
 mod message;
 mod registrar;
 mod request;
+mod security;
 
 use pyo3::prelude::*;
 
@@ -36,6 +37,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<message::PySource>()?;
     m.add_class::<registrar::PyLocation>()?;
     m.add_class::<registrar::PyNonceCounts>()?;
+    m.add_class::<security::PySecurity>()?;
+    m.add_class::<security::PyTokenBuckets>()?;
     m.add_function(wrap_pyfunction!(message::parse_uri, m)?)?;
     m.add_function(wrap_pyfunction!(core::parse_listen, m)?)?;
     Ok(())

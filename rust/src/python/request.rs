@@ -351,6 +351,18 @@ impl PyRequest {
         pyo3::types::PyBytes::new(py, self.inc.msg.as_bytes())
     }
 
+    /// Whether the source address, port and transport match a rule of
+    /// address group `group` (Kamailio `allow_source_address`; `sipr.acl`).
+    fn source_in(&self, group: &str) -> bool {
+        super::security::source_in(&self.shared.core, &self.inc.source, group)
+    }
+
+    /// The core's security services (internal: `sipr.auth`, `sipr.security`).
+    #[getter]
+    fn _security(&self) -> super::security::PySecurity {
+        super::security::PySecurity::new(self.shared.core.clone())
+    }
+
     /// Whether a final answer was sent or the request was forwarded/relayed.
     #[getter]
     fn handled(&self) -> bool {

@@ -269,14 +269,34 @@ impl Registrars {
             return true;
         }
         let now = unix_now();
+        // Authentication-failure bans (docs/security.md): a locked user is
+        // refused before its password is checked; the verdict is reported.
+        let realm = registrar.auth.as_ref().map(|a| a.nonces.realm.as_str());
+        let user = realm.and_then(|r| crate::security::digest_hook::digest_user(msg, r));
+        let ip = source.addr.ip();
+        let locked = user
+            .as_deref()
+            .is_some_and(|u| crate::security::digest_hook::locked_answer(&core.security, ip, u));
+        let outcome = if locked {
+            Outcome::Reply {
+                status: 403,
+                reason: Some(crate::security::digest_hook::LOCKED_REASON.to_string()),
+                headers: Vec::new(),
+            }
+        } else {
+            registrar.decide(msg, &source, &aor, now)
+        };
         let Outcome::Reply {
             status,
             reason,
             mut headers,
-        } = registrar.decide(msg, &source, &aor, now)
+        } = outcome
         else {
             return false;
         };
+        if let Some(u) = user.as_deref().filter(|_| !locked) {
+            crate::security::digest_hook::digest_outcome(&core.security, ip, u, status);
+        }
         // As `req.reply()` does.
         headers.push(("Server".to_string(), core.config.server_name.clone()));
         let tag = core.stateless_tag();

@@ -1,0 +1,380 @@
+//! Security at the edge (Kamailio `pike`, `htable` bans, fail2ban-style
+//! authentication bans, `ratelimit`/`pipelimit`, `permissions`, `sanity`,
+//! `secfilter`, `topos`). See docs/security.md and decisions 0033-0035.
+//!
+//! The core calls in at three points only: [`Security::admit`] before a
+//! received message is parsed (bans and flood counting: a banned source
+//! costs no parse, no answer, no Python), [`screen_request`] right after a
+//! request is parsed (sanity checklist, blocklist), and
+//! [`method_limited`] before a request outside a dialog gets a transaction.
+
+pub mod acl;
+pub mod auth;
+pub mod bans;
+pub mod buckets;
+pub mod digest_hook;
+pub mod events;
+pub mod flood;
+pub mod net;
+pub mod screen;
+mod stats;
+pub mod topology;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+use self::acl::AddressGroups;
+use self::auth::{AuthBanConfig, AuthFailures};
+use self::bans::{BanReason, BanTable};
+use self::buckets::MethodLimits;
+use self::events::{Event, Events};
+use self::flood::{FloodConfig, FloodTable};
+use self::net::{Cidr, SourceKey};
+use self::screen::{BlockAction, Blocklist, Check};
+pub use self::stats::SecurityStats;
+use crate::core::Core;
+use crate::sip::{Message, Method};
+use crate::transport::Source;
+
+/// Bans kept at most; beyond, the one closest to its end is dropped.
+pub const MAX_BANS: usize = 100_000;
+
+/// What the post-parse checks apply.
+#[derive(Debug, Clone, Default)]
+pub struct ScreenConfig {
+    /// Empty: no sanity checks (the default; `Security(sanity=...)`).
+    pub sanity: Vec<Check>,
+    pub blocklist: Blocklist,
+    /// How long a blocklisted source stays banned (`BlockAction::Ban`).
+    pub blocklist_ban: Duration,
+}
+
+pub struct Security {
+    pub bans: BanTable,
+    flood: Mutex<FloodTable>,
+    /// Mirrors `FloodConfig::enabled`, read per packet without the lock.
+    flood_on: AtomicBool,
+    /// Exempt from flood counting and from every ban (default: loopback).
+    trusted: RwLock<Arc<Vec<Cidr>>>,
+    auth: Mutex<AuthFailures>,
+    pub acl: AddressGroups,
+    pub methods: MethodLimits,
+    screen: RwLock<Arc<ScreenConfig>>,
+    pub topology: topology::Topology,
+    pub events: Events,
+    pub stats: SecurityStats,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            bans: BanTable::new(MAX_BANS),
+            flood: Mutex::new(FloodTable::new(FloodConfig::default())),
+            flood_on: AtomicBool::new(FloodConfig::default().enabled),
+            trusted: RwLock::new(Arc::new(Cidr::loopback())),
+            auth: Mutex::new(AuthFailures::new(AuthBanConfig::default())),
+            acl: AddressGroups::default(),
+            methods: MethodLimits::default(),
+            screen: RwLock::new(Arc::new(ScreenConfig {
+                blocklist_ban: Duration::from_secs(3600),
+                ..ScreenConfig::default()
+            })),
+            topology: topology::Topology::default(),
+            events: Events::default(),
+            stats: SecurityStats::default(),
+        }
+    }
+}
+
+/// A datagram or stream message that is not a response: requests, and
+/// garbage, which floods are made of too. (Keep-alive CRLFs are not counted.)
+fn counts_as_request(bytes: &[u8]) -> bool {
+    let start = bytes
+        .iter()
+        .position(|&c| c != b'\r' && c != b'\n')
+        .unwrap_or(bytes.len());
+    start < bytes.len() && !bytes[start..].starts_with(b"SIP/")
+}
+
+impl Security {
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.read().iter().any(|n| n.contains(ip))
+    }
+
+    fn key_is_trusted(&self, key: SourceKey) -> bool {
+        self.trusted.read().iter().any(|n| key.within(n))
+    }
+
+    pub fn set_trusted(&self, nets: Vec<Cidr>) {
+        *self.trusted.write() = Arc::new(nets);
+    }
+
+    pub fn trusted(&self) -> Arc<Vec<Cidr>> {
+        self.trusted.read().clone()
+    }
+
+    pub fn set_flood(&self, config: FloodConfig) {
+        self.flood_on.store(config.enabled, Ordering::Relaxed);
+        self.flood.lock().set_config(config);
+    }
+
+    pub fn flood_config(&self) -> FloodConfig {
+        self.flood.lock().config.clone()
+    }
+
+    pub fn set_auth_bans(&self, config: AuthBanConfig) {
+        self.auth.lock().config = config;
+    }
+
+    pub fn auth_bans_config(&self) -> AuthBanConfig {
+        self.auth.lock().config.clone()
+    }
+
+    pub fn set_screen(&self, config: ScreenConfig) {
+        *self.screen.write() = Arc::new(config);
+    }
+
+    pub fn screen_config(&self) -> Arc<ScreenConfig> {
+        self.screen.read().clone()
+    }
+
+    /// Before parsing: false drops the message silently. Banned sources are
+    /// dropped here; requests from untrusted sources are counted, and the
+    /// one that takes a source over the flood threshold bans it.
+    pub fn admit(&self, ip: IpAddr, bytes: &[u8]) -> bool {
+        let key = SourceKey::of(ip);
+        let banned_any = !self.bans.is_empty();
+        let now = if banned_any || self.flood_enabled() {
+            Instant::now()
+        } else {
+            return true;
+        };
+        if banned_any && self.bans.hit(key, now, &self.events) {
+            self.stats.banned_drops.inc();
+            return false;
+        }
+        if !counts_as_request(bytes) || self.is_trusted(ip) {
+            return true;
+        }
+        let (exceeded, ban, window) = {
+            let mut flood = self.flood.lock();
+            if !flood.config.enabled {
+                return true;
+            }
+            (flood.count(key, now), flood.config.ban, flood.config.window)
+        };
+        let Some(over) = exceeded else {
+            return true;
+        };
+        let detail = format!(
+            "{:.0} requests in {:.1} s",
+            over.requests,
+            window.as_secs_f64()
+        );
+        if self
+            .bans
+            .add(key, BanReason::Flood, ban, detail, now, &self.events)
+        {
+            self.stats.bans_flood.inc();
+        }
+        self.stats.banned_drops.inc();
+        false
+    }
+
+    fn flood_enabled(&self) -> bool {
+        self.flood_on.load(Ordering::Relaxed)
+    }
+
+    /// Bans a source (refused for a trusted one). True if newly banned.
+    pub fn ban(
+        &self,
+        key: SourceKey,
+        reason: BanReason,
+        seconds: Duration,
+        detail: String,
+    ) -> Result<bool, String> {
+        if self.key_is_trusted(key) {
+            return Err(format!("{key} is in a trusted network: not banned"));
+        }
+        let added = self
+            .bans
+            .add(key, reason, seconds, detail, Instant::now(), &self.events);
+        if added {
+            match reason {
+                BanReason::Flood => self.stats.bans_flood.inc(),
+                BanReason::Auth => self.stats.bans_auth.inc(),
+                BanReason::Scanner => self.stats.bans_scanner.inc(),
+                BanReason::Manual => self.stats.bans_manual.inc(),
+            }
+        }
+        Ok(added)
+    }
+
+    /// Whether `user` (`user@realm`) is locked against this source: the
+    /// digest code answers 403 without checking the password.
+    pub fn user_locked(&self, ip: IpAddr, user: &str) -> bool {
+        if self.is_trusted(ip) {
+            return false;
+        }
+        let locked = self
+            .auth
+            .lock()
+            .locked(user, SourceKey::of(ip), Instant::now());
+        if locked {
+            self.stats.auth_locked_refusals.inc();
+        }
+        locked
+    }
+
+    /// A digest check failed (wrong password, unknown user, replay): counts
+    /// towards banning the source and locking the user.
+    pub fn digest_failed(&self, ip: IpAddr, user: &str) {
+        if self.is_trusted(ip) {
+            return;
+        }
+        self.stats.auth_failures.inc();
+        let key = SourceKey::of(ip);
+        let now = Instant::now();
+        let (c, config) = {
+            let mut auth = self.auth.lock();
+            (auth.failed(user, key, now), auth.config.clone())
+        };
+        if c.ban_source {
+            let detail = format!("{} failed authentications", c.source_count);
+            let _ = self.ban(key, BanReason::Auth, config.source_ban, detail);
+        }
+        if c.lock_user {
+            self.stats.user_locks.inc();
+            self.events.push(Event {
+                kind: "locked",
+                subject: user.to_string(),
+                reason: "auth".into(),
+                seconds: config.user_lock.as_secs(),
+                detail: format!(
+                    "{} failed authentications from several sources",
+                    c.user_count
+                ),
+            });
+        }
+    }
+
+    /// A digest check passed: the source stays exempt from this user's locks.
+    pub fn digest_succeeded(&self, ip: IpAddr, user: &str) {
+        self.auth
+            .lock()
+            .succeeded(user, SourceKey::of(ip), Instant::now());
+    }
+
+    pub fn unlock_user(&self, user: &str) -> bool {
+        self.auth.lock().unlock(user)
+    }
+
+    pub fn user_locks(&self) -> Vec<(String, Duration)> {
+        self.auth.lock().locks(Instant::now())
+    }
+
+    /// Housekeeping, about once a second: expired bans and locks are lifted
+    /// (and logged), idle counters forgotten.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        self.bans.sweep(now, &self.events);
+        self.flood.lock().sweep(now);
+        for user in self.auth.lock().sweep(now) {
+            self.events.push(Event {
+                kind: "unlocked",
+                subject: user,
+                reason: "expired".into(),
+                seconds: 0,
+                detail: String::new(),
+            });
+        }
+        self.topology.sweep();
+    }
+
+    /// `stats.get` entries (`security.*`).
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        let (tracked, evicted) = {
+            let f = self.flood.lock();
+            (f.tracked() as u64, f.evicted)
+        };
+        let (locked, known) = self.auth.lock().sizes();
+        let mut out = self.stats.snapshot();
+        out.push(("security.bans_active".into(), self.bans.len() as u64));
+        out.push(("security.flood.sources".into(), tracked));
+        out.push(("security.flood.evicted".into(), evicted));
+        out.push(("security.auth.users_locked".into(), locked as u64));
+        out.push(("security.auth.known_sources".into(), known as u64));
+        out.push(("security.acl.rules".into(), self.acl.rules().len() as u64));
+        out.extend(self.topology.snapshot());
+        out
+    }
+}
+
+/// The post-parse checks for one request from `source`: a request the
+/// sanity list refuses is answered here (never an ACK), a blocklisted one is
+/// dropped (and its source banned when so configured). None: do not process.
+pub fn screen_request(core: &Core, msg: Message, source: Source) -> Option<Message> {
+    if !msg.is_request() {
+        return Some(msg);
+    }
+    let security = &core.security;
+    let config = security.screen_config();
+    if config.blocklist.action != BlockAction::RouteOnly && !security.is_trusted(source.addr.ip()) {
+        if let Some(hit) = config.blocklist.check_message(&msg) {
+            security.stats.blocklist_drops.inc();
+            if config.blocklist.action == BlockAction::Ban {
+                let _ = security.ban(
+                    SourceKey::of(source.addr.ip()),
+                    BanReason::Scanner,
+                    config.blocklist_ban,
+                    hit,
+                );
+            }
+            return None;
+        }
+    }
+    if !config.sanity.is_empty() {
+        let datagram = !source.transport.is_stream() || source.transport.is_websocket();
+        if let Some(r) = screen::sanity(&msg, &config.sanity, datagram) {
+            security.stats.sanity_refused.inc();
+            if msg.method() != Method::Ack {
+                core.reply_to(&msg, source, r.status, Some(r.reason), &r.headers);
+            }
+            return None;
+        }
+    }
+    Some(msg)
+}
+
+/// A request outside a dialog over its method's limit is answered 503 +
+/// Retry-After here; true when so.
+pub fn method_limited(core: &Core, msg: &Message, source: Source) -> bool {
+    if msg.to_tag().is_some() || matches!(msg.method(), Method::Ack | Method::Cancel) {
+        return false;
+    }
+    let Some(wait) = core
+        .security
+        .methods
+        .check(msg.method(), msg.method_str(), Instant::now())
+    else {
+        return false;
+    };
+    core.security.stats.method_limited.inc();
+    let seconds = if wait.is_finite() {
+        (wait.ceil() as u64).max(1)
+    } else {
+        3600
+    };
+    core.reply_to(
+        msg,
+        source,
+        503,
+        None,
+        &[("Retry-After".to_string(), seconds.to_string())],
+    );
+    true
+}
