@@ -9,6 +9,7 @@ async def route(req: sipr.Request) -> None:
     req.reply(200)
 """
 
+from sipr import limits
 from sipr._core import (
     URI,
     Address,
@@ -21,27 +22,37 @@ from sipr._core import (
     TransactionError,
     __version__,
 )
+from sipr.acl import AddressGroups
 from sipr.app import App
 from sipr.auth import DigestAuth
 from sipr.registrar import Contact, Registrar, by_q
+from sipr.security import AuthBans, Blocklist, FloodGuard, Security
+from sipr.topology import TopologyHiding
 from sipr.workqueue import QueueFull, WorkQueue
 
 __all__ = [
     "URI",
     "Address",
+    "AddressGroups",
     "App",
+    "AuthBans",
+    "Blocklist",
     "CSeq",
     "Contact",
     "DigestAuth",
+    "FloodGuard",
     "Headers",
     "QueueFull",
     "Registrar",
     "Request",
     "Response",
+    "Security",
     "SiprError",
     "Source",
+    "TopologyHiding",
     "TransactionError",
     "WorkQueue",
     "__version__",
     "by_q",
+    "limits",
 ]

@@ -118,6 +118,12 @@ async def reload(server: Server) -> dict[str, Any]:
             ", ".join(changed),
         )
     try:
+        await server.security.reload(new)
+    except ValueError as e:
+        message = f"{source}: security settings: {e}"
+        log.error("reload refused, the running app stays: %s", message)
+        raise ReloadError(message) from None
+    try:
         jobs = await start_services(new, server._every)
     except Exception as e:
         message = f"{source}: on_startup failed: {describe(e)}"

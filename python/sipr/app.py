@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from sipr._core import Request
+from sipr.security import Security
 from sipr.workqueue import WorkQueue
 
 Handler = Callable[[Request], Awaitable[None]]
@@ -36,6 +37,7 @@ class App:
         stall_threshold: float = 0.2,
         eager: bool | None = None,
         udp_reader: str | None = None,
+        security: Security | None = None,
     ) -> None:
         self.record_route = record_route
         self.default_reply = default_reply
@@ -57,6 +59,8 @@ class App:
         self.udp_reader = udp_reader or os.environ.get("SIPR_UDP_READER") or "loop"
         if self.udp_reader not in ("loop", "thread"):
             raise ValueError(f'udp_reader must be "loop" or "thread", not {self.udp_reader!r}')
+        #: Bans, flood detection, limits, ACLs, topology hiding (docs/security.md).
+        self.security = security if security is not None else Security()
         self.queues: dict[str, WorkQueue] = {}
         self.periodic: list[tuple[float, Callable[[], Awaitable[None]]]] = []
         self._server: object | None = None

@@ -185,9 +185,16 @@ class DigestAuth:
         except ValueError:
             self.challenge(req)
             return False
+        # Authentication-failure bans (docs/security.md): a locked user is
+        # refused before its password is checked; every verdict is reported.
+        bans = _AuthBans(req, f"{user}@{self.realm}")
+        if bans.locked():
+            req.reply(403, LOCKED_REASON)
+            return False
         key = await self._ha1(user, algorithm)
         h = ALGORITHMS[algorithm]
         if key is None:
+            bans.failed()
             req.reply(403, "Forbidden (unknown user or wrong password)")
             return False
         ha2 = h(f"{req.method}:{cred.get('uri', '')}".encode()).hexdigest()
@@ -195,14 +202,18 @@ class DigestAuth:
             f"{key}:{nonce}:{cred.get('nc')}:{cred['cnonce']}:auth:{ha2}".encode()
         ).hexdigest()
         if not hmac.compare_digest(expected.encode(), cred.get("response", "").encode()):
+            bans.failed()
             req.reply(403, "Forbidden (unknown user or wrong password)")
             return False
         if not self._fresh_nc(nonce, nc):
+            bans.failed()
             req.reply(403, "Forbidden (replayed credentials)")
             return False
         if self.check_identity and not self._identity_ok(req, user):
+            bans.failed()
             req.reply(403, "Forbidden (identity not allowed for this user)")
             return False
+        bans.succeeded()
         return True
 
     def _identity_ok(self, req: Request, user: str) -> bool:
@@ -212,3 +223,30 @@ class DigestAuth:
 
 
 AuthCheck = Callable[[Request], Awaitable[bool]]
+
+#: The answer to an attempt for a user locked by too many failures.
+LOCKED_REASON = "Forbidden (too many failed attempts, try later)"
+
+
+class _AuthBans:
+    """The core's authentication-failure bans for one attempt of `user`
+    (`user@realm`) from the request's source: ask `locked()` first, then
+    report `failed()` or `succeeded()`."""
+
+    __slots__ = ("host", "native", "user")
+
+    def __init__(self, req: Request, user: str) -> None:
+        self.native = getattr(req, "_security", None)
+        self.host = req.source.host
+        self.user = user
+
+    def locked(self) -> bool:
+        return self.native is not None and self.native.user_locked(self.host, self.user)
+
+    def failed(self) -> None:
+        if self.native is not None:
+            self.native.digest_failed(self.host, self.user)
+
+    def succeeded(self) -> None:
+        if self.native is not None:
+            self.native.digest_succeeded(self.host, self.user)

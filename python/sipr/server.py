@@ -19,6 +19,7 @@ from sipr.app import App
 from sipr.control import ControlConfig, ControlServer
 from sipr.logs import current_request
 from sipr.runtime import ReloadError, RuntimeConfig
+from sipr.security import SecurityRuntime
 
 log = logging.getLogger("sipr")
 
@@ -101,6 +102,8 @@ class Server:
         core.set_timers(**self._timers)
         self.app._core = core
         self.app._server = self
+        self.security = SecurityRuntime(self)
+        await self.security.start()
         self.deadlines = Deadlines(loop, self._expire)
         self.loop = loop
         self.watchdog = Watchdog(
@@ -134,6 +137,7 @@ class Server:
             loop.remove_reader(core.timer_fd())
             await _lifecycle.stop_services(self.app, self.side_tasks, self._queue_budget())
             await _lifecycle.retire_all(self)
+            await self.security.stop()
             self.deadlines.close()
             self.watchdog.stop()
             if self.control is not None:  # answered during the drain above

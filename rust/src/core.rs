@@ -432,6 +432,9 @@ impl Core {
                     // absorbed here, never passed to Python or relayed on.
                     return;
                 }
+                if crate::security::topology::route_in_dialog(self, layer, &msg, source, out) {
+                    return;
+                }
                 if routed_by_us(&msg) {
                     // ACK for a 2xx: no transaction, loose-routed statelessly.
                     let inc = Incoming {
@@ -463,6 +466,9 @@ impl Core {
                 }
                 if crate::proxy::route::is_loop(self, &msg) {
                     self.reply_to(&msg, source, 482, None, &[]);
+                    return;
+                }
+                if crate::security::topology::route_in_dialog(self, layer, &msg, source, out) {
                     return;
                 }
                 if routed_by_us(&msg) {

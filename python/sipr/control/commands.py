@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sipr.control import stats
 from sipr.control.rpc import APP_ERROR, Registry, RpcError
+from sipr.control.security_commands import register_security
 from sipr.registrar import aor_of
 
 if TYPE_CHECKING:
@@ -269,3 +270,4 @@ def register_builtins(registry: Registry, ctl: ControlServer) -> None:
         "app.reload": app_reload,
     }.items():
         registry.add(name, fn)
+    register_security(registry, ctl)

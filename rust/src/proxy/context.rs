@@ -34,6 +34,8 @@ pub struct ProxyCtx {
     pub held: Option<Final>,
     pub relay_timer: Option<TimerId>,
     pub cancelled: bool,
+    /// Topology hiding of this request and its responses (docs/security.md).
+    pub hidden: Option<crate::security::topology::Hidden>,
 }
 
 impl ProxyCtx {
@@ -50,6 +52,7 @@ impl ProxyCtx {
             held: None,
             relay_timer: None,
             cancelled: false,
+            hidden: None,
         }
     }
 }

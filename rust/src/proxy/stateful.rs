@@ -110,7 +110,9 @@ pub fn relay(
         None => {
             let id = layer.next_id();
             let lh = loop_hash(core, &msg);
-            layer.ctxs.insert(id, ProxyCtx::new(id, txn, lh, true));
+            let mut ctx = ProxyCtx::new(id, txn, lh, true);
+            ctx.hidden = crate::security::topology::hidden_for_relay(core, &msg);
+            layer.ctxs.insert(id, ctx);
             if let Some(t) = layer.servers.get_mut(&txn) {
                 t.ctx = Some(id);
             }
@@ -129,6 +131,7 @@ pub fn relay(
         ctx.held = None;
     }
     let lh = layer.ctxs[&ctx_id].loop_hash;
+    let hidden = layer.ctxs[&ctx_id].hidden.clone();
     if msg.method_str() == "INVITE" {
         server::send_trying(core, layer, txn);
     }
@@ -192,6 +195,18 @@ pub fn relay(
                 fmt_hostport(local),
                 via_alias(hop.transport)
             );
+            if let Some(h) = &hidden {
+                return crate::security::topology::request_bytes(
+                    core,
+                    &msg,
+                    h,
+                    hop,
+                    &via,
+                    nh.pop_routes,
+                    branch_ruri,
+                    &edits,
+                );
+            }
             let rr = (opts.record_route && creates_dialog(&msg)).then(|| {
                 let sips = msg
                     .request_uri()
@@ -313,16 +328,17 @@ pub fn on_response(core: &Core, layer: &mut Layer, msg: Message, events: &mut Ve
     };
     let server_id = ctx.server;
     let status = msg.status().unwrap_or(0);
+    let hidden = ctx.hidden.clone();
     match outcome {
         Outcome::Absorb => {}
         Outcome::Provisional => {
             if !ctx.final_sent {
-                let up = Bytes::from(strip_top_via(&msg));
+                let up = upstream(core, layer, server_id, hidden.as_ref(), &msg);
                 server::send_response(core, layer, server_id, status, up, false);
             }
         }
         Outcome::Success => {
-            let up = Bytes::from(strip_top_via(&msg));
+            let up = upstream(core, layer, server_id, hidden.as_ref(), &msg);
             let first = !ctx.final_sent;
             if first {
                 server::send_response(core, layer, server_id, status, up.clone(), false);
@@ -359,7 +375,7 @@ pub fn on_response(core: &Core, layer: &mut Layer, msg: Message, events: &mut Ve
                 Some(Final {
                     status,
                     message: msg.clone(),
-                    upstream: Bytes::from(strip_top_via(&msg)),
+                    upstream: upstream(core, layer, server_id, hidden.as_ref(), &msg),
                 })
             };
             let Some(f) = f else { return };
@@ -375,6 +391,21 @@ pub fn on_response(core: &Core, layer: &mut Layer, msg: Message, events: &mut Ve
                 complete_round(core, layer, ctx_id, events);
             }
         }
+    }
+}
+
+/// A response as it goes upstream: our Via removed, or hidden (topology
+/// hiding, docs/security.md).
+fn upstream(
+    core: &Core,
+    layer: &Layer,
+    server_id: TxnId,
+    hidden: Option<&crate::security::topology::Hidden>,
+    msg: &Message,
+) -> Bytes {
+    match hidden {
+        Some(h) => crate::security::topology::upstream_response(core, layer, server_id, h, msg),
+        None => Bytes::from(strip_top_via(msg)),
     }
 }
 

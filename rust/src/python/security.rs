@@ -19,6 +19,7 @@ use crate::security::buckets::{per_second, Buckets, MAX_KEY_LEN};
 use crate::security::flood::FloodConfig;
 use crate::security::net::{Cidr, SourceKey};
 use crate::security::screen::{BlockAction, Blocklist, Check};
+use crate::security::topology::TopologyConfig;
 use crate::security::ScreenConfig;
 use crate::transport::{Source, Transport};
 
@@ -371,6 +372,71 @@ impl PySecurity {
             .trusted()
             .iter()
             .map(|c| c.to_string())
+            .collect()
+    }
+
+    /// Turns topology hiding on for relays from now on.
+    #[pyo3(signature = (*, max_dialogs, dialog_ttl, early_ttl, linger))]
+    fn topology_enable(
+        &self,
+        max_dialogs: usize,
+        dialog_ttl: f64,
+        early_ttl: f64,
+        linger: f64,
+    ) -> PyResult<()> {
+        for (name, v) in [
+            ("dialog_ttl", dialog_ttl),
+            ("early_ttl", early_ttl),
+            ("linger", linger),
+        ] {
+            duration(v, name)?;
+        }
+        self.core.security.topology.enable(TopologyConfig {
+            max_dialogs: max_dialogs.max(1),
+            dialog_ttl,
+            early_ttl,
+            linger,
+        });
+        Ok(())
+    }
+
+    /// Hidden-dialog records changed since the last call, oldest first:
+    /// [("upsert", record) | ("delete", {"id": ID})].
+    fn topology_changes<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<Vec<(&'static str, Bound<'py, PyDict>)>> {
+        self.core
+            .security
+            .topology
+            .take_changes()
+            .iter()
+            .map(|c| super::topology::change(py, c))
+            .collect()
+    }
+
+    /// Records read back from the store; returns how many were live.
+    fn topology_load(&self, records: Vec<Bound<'_, PyDict>>) -> PyResult<usize> {
+        let dialogs = records
+            .iter()
+            .map(super::topology::from_dict)
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(self.core.security.topology.load(dialogs))
+    }
+
+    /// Up to `limit` hidden-dialog records, newest first.
+    #[pyo3(signature = (limit=100))]
+    fn topology_list<'py>(
+        &self,
+        py: Python<'py>,
+        limit: usize,
+    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.core
+            .security
+            .topology
+            .list(limit)
+            .iter()
+            .map(|h| super::topology::to_dict(py, h))
             .collect()
     }
 

@@ -1,0 +1,66 @@
+"""The app of the security acceptance tests (tests/sipp/test_security*.py),
+configured by the JSON in SIPR_SECURITY:
+
+    trusted, flood, auth, blocklist, sanity, method_limits   -> sipr.Security(...)
+    target        next hop of INVITEs (the SIPp UAS)
+    acl           address rules file (sipr.AddressGroups), "carriers" skip auth
+    calls_per_s   per-From-user limit on INVITEs (sipr.limits), 503 beyond
+    native_reg    REGISTERs answered by the core (Registrar.serve) instead of Python
+    topology      store URL of topology hiding (sipr.TopologyHiding)
+
+OPTIONS are answered 200; REGISTERs are authenticated (alice/bob, realm
+sipr.test) and saved; INVITEs are limited, checked against the ACL or
+authenticated as configured, then relayed to `target`.
+"""
+
+import json
+import os
+
+import sipr
+
+CFG = json.loads(os.environ.get("SIPR_SECURITY", "{}"))
+
+
+def _security() -> sipr.Security:
+    kwargs = {k: CFG[k] for k in ("trusted", "sanity", "method_limits") if k in CFG}
+    method_limits = kwargs.get("method_limits")
+    if method_limits:
+        kwargs["method_limits"] = {m: tuple(v) for m, v in method_limits.items()}
+    if "flood" in CFG:
+        kwargs["flood"] = sipr.FloodGuard(**CFG["flood"])
+    if "auth" in CFG:
+        kwargs["auth"] = sipr.AuthBans(**CFG["auth"])
+    if "blocklist" in CFG:
+        kwargs["blocklist"] = sipr.Blocklist(**CFG["blocklist"])
+    if "acl" in CFG:
+        kwargs["acl"] = sipr.AddressGroups(CFG["acl"])
+    if "topology" in CFG:
+        kwargs["topology"] = sipr.TopologyHiding(store=CFG["topology"])
+    return sipr.Security(**kwargs)
+
+
+app = sipr.App(security=_security(), timers={"t1": 0.1})
+auth = sipr.DigestAuth("sipr.test", {"alice": "alice-secret", "bob": "bob-secret"})
+registrar = sipr.Registrar()
+if CFG.get("native_reg"):
+    registrar.serve(app, auth=auth)
+CALLS_PER_S = CFG.get("calls_per_s")
+
+
+@app.route
+async def route(req: sipr.Request) -> None:
+    if req.method == "OPTIONS":
+        return req.reply(200)
+    if req.method == "REGISTER":
+        if await auth.check(req):
+            await registrar.save(req)
+        return
+    if req.method != "INVITE":
+        return req.reply(405)
+    if CALLS_PER_S is not None:
+        taken = await sipr.limits.take("calls:" + (req.from_.uri.user or ""), CALLS_PER_S, 1.0)
+        if not taken:
+            return sipr.limits.reject(req, taken)
+    if "acl" in CFG and not req.source_in("carriers") and not await auth.check(req):
+        return
+    await req.relay(CFG["target"])
