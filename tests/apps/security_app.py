@@ -4,7 +4,9 @@ configured by the JSON in SIPR_SECURITY:
     trusted, flood, auth, blocklist, sanity, method_limits   -> sipr.Security(...)
     target        next hop of INVITEs (the SIPp UAS)
     acl           address rules file (sipr.AddressGroups), "carriers" skip auth
-    calls_per_s   per-From-user limit on INVITEs (sipr.limits), 503 beyond
+    calls_per_s   per-From-user limit on INVITEs and MESSAGEs (sipr.limits), 503
+                  beyond; MESSAGEs within it are answered 200
+    limits        the sipr.limits backend URL (default memory:)
     native_reg    REGISTERs answered by the core (Registrar.serve) instead of Python
     topology      store URL of topology hiding (sipr.TopologyHiding)
 
@@ -45,6 +47,8 @@ registrar = sipr.Registrar()
 if CFG.get("native_reg"):
     registrar.serve(app, auth=auth)
 CALLS_PER_S = CFG.get("calls_per_s")
+if "limits" in CFG:
+    sipr.limits.use(CFG["limits"])
 
 
 @app.route
@@ -55,12 +59,14 @@ async def route(req: sipr.Request) -> None:
         if await auth.check(req):
             await registrar.save(req)
         return
-    if req.method != "INVITE":
+    if req.method not in ("INVITE", "MESSAGE"):
         return req.reply(405)
     if CALLS_PER_S is not None:
         taken = await sipr.limits.take("calls:" + (req.from_.uri.user or ""), CALLS_PER_S, 1.0)
         if not taken:
             return sipr.limits.reject(req, taken)
+    if req.method == "MESSAGE":
+        return req.reply(200)
     if "acl" in CFG and not req.source_in("carriers") and not await auth.check(req):
         return
     await req.relay(CFG["target"])
