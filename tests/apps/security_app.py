@@ -42,7 +42,10 @@ def _security() -> sipr.Security:
 
 
 app = sipr.App(security=_security(), timers={"t1": 0.1})
-auth = sipr.DigestAuth("sipr.test", {"alice": "alice-secret", "bob": "bob-secret"})
+# MD5 offered first: SIPp answers the first challenge and knows only MD5.
+auth = sipr.DigestAuth(
+    "sipr.test", {"alice": "alice-secret", "bob": "bob-secret"}, algorithms=("MD5", "SHA-256")
+)
 registrar = sipr.Registrar()
 if CFG.get("native_reg"):
     registrar.serve(app, auth=auth)

@@ -196,16 +196,13 @@ pub fn relay(
                 via_alias(hop.transport)
             );
             if let Some(h) = &hidden {
-                return crate::security::topology::request_bytes(
-                    core,
-                    &msg,
-                    h,
-                    hop,
-                    &via,
-                    nh.pop_routes,
-                    branch_ruri,
-                    &edits,
-                );
+                let out = crate::security::topology::Outgoing {
+                    via: &via,
+                    pop_routes: nh.pop_routes,
+                    request_uri: branch_ruri,
+                    header_edits: &edits,
+                };
+                return crate::security::topology::request_bytes(core, &msg, h, hop, &out);
             }
             let rr = (opts.record_route && creates_dialog(&msg)).then(|| {
                 let sips = msg

@@ -23,6 +23,9 @@ use crate::security::topology::TopologyConfig;
 use crate::security::ScreenConfig;
 use crate::transport::{Source, Transport};
 
+/// (kind, subject, reason, seconds, detail) of a security event.
+type EventRow = (String, String, String, u64, String);
+
 fn value_error(e: String) -> PyErr {
     PyValueError::new_err(e)
 }
@@ -350,7 +353,7 @@ impl PySecurity {
 
     /// Security events since the last call, for the log: ([(kind, subject,
     /// reason, seconds, detail)], events lost to the bound).
-    fn take_events(&self) -> (Vec<(String, String, String, u64, String)>, u64) {
+    fn take_events(&self) -> (Vec<EventRow>, u64) {
         let (events, lost) = self.core.security.events.take();
         (
             events

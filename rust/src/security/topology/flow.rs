@@ -120,17 +120,30 @@ fn peer_tag(msg: &Message, towards: Side) -> Option<&str> {
     }
 }
 
+/// What the proxy core chose for a forwarded request.
+pub struct Outgoing<'a> {
+    /// Our Via value.
+    pub via: &'a str,
+    /// Leading Route values naming us.
+    pub pop_routes: usize,
+    pub request_uri: Option<&'a str>,
+    pub header_edits: &'a [HeaderEdit],
+}
+
 /// The bytes of a hidden request for `hop`.
 pub fn request_bytes(
     core: &Core,
     msg: &Message,
     hidden: &Hidden,
     hop: &Hop,
-    via: &str,
-    pop_routes: usize,
-    request_uri: Option<&str>,
-    header_edits: &[HeaderEdit],
+    out: &Outgoing<'_>,
 ) -> Vec<u8> {
+    let Outgoing {
+        via,
+        pop_routes,
+        request_uri,
+        header_edits,
+    } = *out;
     let local = core.advertised(hop.transport, hop.addr);
     let dialog = match hidden {
         Hidden::Dialog { id, towards } => core.security.topology.get(id).map(|d| (d, *towards)),
@@ -410,7 +423,13 @@ fn forward_ack(core: &Core, msg: &Message, hidden: &Hidden, hop_uri: &str, ruri:
         h.finish(),
         crate::proxy::via_alias(hop.transport)
     );
-    let bytes = request_bytes(core, msg, hidden, &hop, &via, 0, Some(ruri), &[]);
+    let out = Outgoing {
+        via: &via,
+        pop_routes: 0,
+        request_uri: Some(ruri),
+        header_edits: &[],
+    };
+    let bytes = request_bytes(core, msg, hidden, &hop, &out);
     core.stats
         .requests_forwarded
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-pub use flow::{hidden_for_relay, request_bytes, route_in_dialog, upstream_response};
+pub use flow::{hidden_for_relay, request_bytes, route_in_dialog, upstream_response, Outgoing};
 
 /// The user-part prefix of our Contacts that name a dialog side.
 pub const TOKEN_PREFIX: &str = "sr-";
