@@ -8,9 +8,13 @@ gateways trusted by address instead of a password.
     @app.route
     async def route(req):
         if req.source_in("carriers"):           # allow_source_address("carriers")
-            return await req.relay(...)
+            return await req.relay(gateway)
         if not await auth.check(req):
             return
+        ...
+
+    # allow_address: any address, e.g. the one a trusted SBC reports
+    if acl.allows("pbx", req.headers.get("X-Real-IP", "")) is not None: ...
 
 The rules file has one rule per line, `GROUP NETWORK [PORT] [TRANSPORT] [TAG]`:
 
@@ -57,6 +61,8 @@ class AddressGroups:
         self.source = str(source) if source is not None else None
         self.rules = [_row(r) for r in rules]
         self.loaded = 0
+        #: The running core's security services, once the rules are loaded there.
+        self._native: Any = None
 
     async def read(self) -> tuple[str, list[Row]]:
         """(rules-file text, store rows) as they are now."""
@@ -85,7 +91,23 @@ class AddressGroups:
             self.loaded = native.acl_load(text, rows)
         except ValueError as e:
             raise ValueError(f"address rules {self.source or '(code)'}: {e}") from None
+        self._native = native
         return self.loaded
+
+    def allows(self, group: str, host: str, port: int = 5060, transport: str = "udp") -> str | None:
+        """The tag of the first rule of `group` matching the address ("" when
+        it has none), or None (Kamailio `allow_address`): for an address other
+        than the request's source, e.g. one a trusted SBC reports. The rules
+        are those in force in the running server."""
+        if self._native is None:
+            raise RuntimeError("the address rules are not loaded: the app is not served")
+        return self._native.allow_address(group, host, port, transport)
+
+    def groups(self, host: str, port: int = 5060, transport: str = "udp") -> list[str]:
+        """The groups whose rules match the address."""
+        if self._native is None:
+            raise RuntimeError("the address rules are not loaded: the app is not served")
+        return self._native.groups_of(host, port, transport)
 
 
 def _sqlite_path(url: str) -> str:

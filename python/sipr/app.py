@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from sipr._core import Request
-from sipr.security import Security
+from sipr.security import Security, validate
 from sipr.workqueue import WorkQueue
 
 Handler = Callable[[Request], Awaitable[None]]
@@ -61,6 +61,7 @@ class App:
             raise ValueError(f'udp_reader must be "loop" or "thread", not {self.udp_reader!r}')
         #: Bans, flood detection, limits, ACLs, topology hiding (docs/security.md).
         self.security = security if security is not None else Security()
+        validate(self.security)
         self.queues: dict[str, WorkQueue] = {}
         self.periodic: list[tuple[float, Callable[[], Awaitable[None]]]] = []
         self._server: object | None = None

@@ -54,6 +54,15 @@ if "limits" in CFG:
     sipr.limits.use(CFG["limits"])
 
 
+def carrier(req: sipr.Request) -> bool:
+    """From a carrier's address, or (X-Real-IP) relayed for one by a trusted SBC."""
+    if req.source_in("carriers"):
+        return True
+    real = req.headers.get("X-Real-IP")
+    acl = app.security.acl
+    return real is not None and acl is not None and acl.allows("carriers", real) is not None
+
+
 @app.route
 async def route(req: sipr.Request) -> None:
     if req.method == "OPTIONS":
@@ -70,6 +79,6 @@ async def route(req: sipr.Request) -> None:
             return sipr.limits.reject(req, taken)
     if req.method == "MESSAGE":
         return req.reply(200)
-    if "acl" in CFG and not req.source_in("carriers") and not await auth.check(req):
+    if "acl" in CFG and not (carrier(req) or await auth.check(req)):
         return
     await req.relay(CFG["target"])

@@ -17,11 +17,11 @@ from tests.sipp.test_security_auth import client_at
 TRUNK, OTHER = "127.0.0.8", "127.0.0.9"
 
 
-def invite_status(host: str, server: tuple[str, int]) -> int | None:
+def invite_status(host: str, server: tuple[str, int], headers: tuple[str, ...] = ()) -> int | None:
     """An INVITE from `host` (as alice, no credentials): its final status."""
     c = client_at(host, server, user="alice")
     try:
-        return status_of(c.invite("sip:bob@sipr.test"))
+        return status_of(c.invite("sip:bob@sipr.test", list(headers)))
     finally:
         c.close()
 
@@ -34,12 +34,14 @@ def test_carriers_skip_auth_and_reload_changes_it(sipp: str, sipr_factory, tmp_p
         sipr_factory,
         {"trusted": [], "acl": str(rules), "target": f"sip:127.0.0.1:{uas_port}"},
     )
-    busy = Sipp(sipp, "uas_busy.xml", uas_port, calls=2, timeout_s=30)
+    busy = Sipp(sipp, "uas_busy.xml", uas_port, calls=3, timeout_s=30)
     try:
         # The trunk's INVITE reaches the UAS (its 486 comes back); the other
         # address gets a challenge.
         assert invite_status(TRUNK, sipr.udp) == 486
         assert invite_status(OTHER, sipr.udp) == 407
+        # allow_address on another address than the source (AddressGroups.allows).
+        assert invite_status(OTHER, sipr.udp, (f"X-Real-IP: {TRUNK}",)) == 486
         dump = rpc(sipr.ctl, "permissions.dump")
         assert dump == [
             {"group": "carriers", "network": f"{TRUNK}/32", "port": "*",
@@ -62,7 +64,7 @@ def test_carriers_skip_auth_and_reload_changes_it(sipp: str, sipr_factory, tmp_p
         except RpcFault as e:
             assert "line 2" in e.message, e.message
         assert [r["network"] for r in rpc(sipr.ctl, "permissions.dump")] == [f"{OTHER}/32"]
-        assert busy.wait().successful == 2
+        assert busy.wait().successful == 3
     finally:
         busy.kill()
 
