@@ -50,8 +50,10 @@ SCANNER_USER_AGENTS = (
 #: The `sanity` checks the core can apply (`Security(sanity=True)`: all).
 SANITY_CHECKS = ("ruri_scheme", "cseq", "content_length", "proxy_require", "uris")
 
-#: How often expired bans are lifted and the ban log lines written.
+#: How often the ban log lines are written (and topology records stored).
 HOUSEKEEPING_SECONDS = 0.25
+#: Expired bans and locks are lifted every this many housekeeping rounds.
+SWEEP_EVERY = 4
 
 
 @dataclass
@@ -286,10 +288,15 @@ class SecurityRuntime:
             self.topology = None
 
     async def _housekeeping(self) -> None:
+        rounds = 0
         while True:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            rounds += 1
             try:
-                self.native.sweep()
+                if rounds % SWEEP_EVERY == 0:
+                    # Walks every table: once a second is plenty (a banned
+                    # source that sends again is let in at once anyway).
+                    self.native.sweep()
                 self.log_events()
                 if self.topology is not None:
                     await self.topology.flush()

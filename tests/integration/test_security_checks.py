@@ -28,9 +28,11 @@ def test_sanity_checks_answer_before_python(sipr_factory) -> None:
     try:
         uri = f"sip:probe@{sipr.udp[0]}:{sipr.udp[1]}"
 
+        via = f"SIP/2.0/UDP {SOURCE}:{{port}};branch=z9hG4bK{{branch}}"
+
         def req(**kw) -> bytes:  # type: ignore[no-untyped-def]
             kw.setdefault("uri", uri)
-            return sip_request("OPTIONS", port=ua.port, via=f"SIP/2.0/UDP {SOURCE}:{{port}};branch=z9hG4bK{{branch}}", **kw)  # fmt: skip
+            return sip_request("OPTIONS", port=ua.port, via=via, **kw)
 
         assert status_of(ask_raw(ua, sipr.udp, req())) == 200  # the route answers
         refused = ask_raw(ua, sipr.udp, req(extra="Proxy-Require: foo\r\n"))
@@ -75,8 +77,8 @@ def test_blocklist_left_to_the_route_and_bans_on_tcp(sipr_factory) -> None:
         s.settimeout(1.0)
         s.connect(sipr.tcp)
         port = s.getsockname()[1]
-        s.sendall(sip_request("OPTIONS", f"sip:x@{sipr.tcp[0]}", port=port,
-                              via=f"SIP/2.0/TCP {SOURCE}:{{port}};branch=z9hG4bK{{branch}}"))  # fmt: skip
+        via = f"SIP/2.0/TCP {SOURCE}:{{port}};branch=z9hG4bK{{branch}}"
+        s.sendall(sip_request("OPTIONS", f"sip:x@{sipr.tcp[0]}", port=port, via=via))
         try:
             got = s.recv(65535)
         except TimeoutError:
