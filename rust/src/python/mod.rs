@@ -6,6 +6,7 @@ mod message;
 mod registrar;
 mod request;
 mod security;
+mod shared;
 mod topology;
 
 use pyo3::prelude::*;

@@ -11,7 +11,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::core::Core;
+use super::shared::Shared;
 use crate::security::acl::{parse_rules, Rule};
 use crate::security::auth::AuthBanConfig;
 use crate::security::bans::BanReason;
@@ -19,8 +19,9 @@ use crate::security::buckets::{per_second, Buckets, MAX_KEY_LEN};
 use crate::security::flood::FloodConfig;
 use crate::security::net::{Cidr, SourceKey};
 use crate::security::screen::{BlockAction, Blocklist, Check};
-use crate::security::topology::TopologyConfig;
 use crate::security::ScreenConfig;
+use crate::security::Security;
+use crate::topology::{TopologyConfig, TopologyService};
 use crate::transport::{Source, Transport};
 
 /// (kind, subject, reason, seconds, detail) of a security event.
@@ -52,8 +53,8 @@ fn transport(name: &str) -> PyResult<Transport> {
 }
 
 /// Whether `source` matches a rule of address group `group`.
-pub fn source_in(core: &Core, source: &Source, group: &str) -> bool {
-    core.security
+pub fn source_in(security: &Security, source: &Source, group: &str) -> bool {
+    security
         .acl
         .find(
             group,
@@ -66,12 +67,16 @@ pub fn source_in(core: &Core, source: &Source, group: &str) -> bool {
 
 #[pyclass(module = "sipr._core", name = "Security", frozen)]
 pub struct PySecurity {
-    core: Arc<Core>,
+    shared: Arc<Shared>,
 }
 
 impl PySecurity {
-    pub fn new(core: Arc<Core>) -> PySecurity {
-        PySecurity { core }
+    pub fn new(shared: Arc<Shared>) -> PySecurity {
+        PySecurity { shared }
+    }
+
+    fn security(&self) -> &Security {
+        &self.shared.security
     }
 }
 
@@ -102,7 +107,7 @@ impl PySecurity {
             ban: duration(ban, "ban")?,
             max_sources: max_sources.max(1),
         };
-        let security = &self.core.security;
+        let security = self.security();
         security.set_trusted(trusted);
         security.set_flood(config);
         Ok(())
@@ -125,7 +130,7 @@ impl PySecurity {
                 "failure thresholds must be at least 1",
             ));
         }
-        self.core.security.set_auth_bans(AuthBanConfig {
+        self.security().set_auth_bans(AuthBanConfig {
             enabled,
             source_failures,
             window: duration(window, "window")?,
@@ -152,7 +157,7 @@ impl PySecurity {
             .map(|c| Check::parse(c))
             .collect::<Result<Vec<_>, _>>()
             .map_err(value_error)?;
-        self.core.security.set_screen(ScreenConfig {
+        self.security().set_screen(ScreenConfig {
             sanity,
             blocklist: Blocklist {
                 user_agents: user_agents.iter().map(|u| u.to_ascii_lowercase()).collect(),
@@ -167,7 +172,7 @@ impl PySecurity {
     /// The blocklist entry matching this User-Agent / From user, if any.
     #[pyo3(signature = (user_agent, from_user))]
     fn blocklist_check(&self, user_agent: Option<&str>, from_user: Option<&str>) -> Option<String> {
-        let screen = self.core.security.screen_config();
+        let screen = self.security().screen_config();
         screen.blocklist.check(user_agent, from_user)
     }
 
@@ -189,22 +194,22 @@ impl PySecurity {
             .map(|r| per_second(r, per, burst))
             .transpose()
             .map_err(value_error)?;
-        self.core.security.methods.set(method, limit);
+        self.security().methods.set(method, limit);
         Ok(())
     }
 
     fn clear_method_limits(&self) {
-        self.core.security.methods.clear();
+        self.security().methods.clear();
     }
 
     /// [(method, rate per second, burst, tokens now)].
     fn method_limits(&self) -> Vec<(String, f64, f64, f64)> {
-        self.core.security.methods.list(Instant::now())
+        self.security().methods.list(Instant::now())
     }
 
     /// The live bans, soonest to end first.
     fn ban_list(&self, py: Python<'_>) -> PyResult<Vec<Py<PyDict>>> {
-        let rows = self.core.security.bans.list(Instant::now());
+        let rows = self.security().bans.list(Instant::now());
         rows.into_iter()
             .map(|r| {
                 let d = PyDict::new(py);
@@ -230,8 +235,7 @@ impl PySecurity {
     fn ban_add(&self, source: &str, seconds: f64, detail: String) -> PyResult<bool> {
         let key = SourceKey::parse(source).map_err(value_error)?;
         let secs = duration(seconds, "seconds")?;
-        self.core
-            .security
+        self.security()
             .ban(key, BanReason::Manual, secs, detail)
             .map_err(value_error)
     }
@@ -239,26 +243,22 @@ impl PySecurity {
     /// Lifts the ban of `source`; False when it was not banned.
     fn ban_remove(&self, source: &str) -> PyResult<bool> {
         let key = SourceKey::parse(source).map_err(value_error)?;
-        let removed = self.core.security.bans.remove(key).is_some();
+        let removed = self.security().bans.remove(key).is_some();
         if removed {
-            self.core
-                .security
-                .events
-                .push(crate::security::events::Event {
-                    kind: "unbanned",
-                    subject: key.to_string(),
-                    reason: "manual".into(),
-                    seconds: 0,
-                    detail: String::new(),
-                });
+            self.security().events.push(crate::security::events::Event {
+                kind: "unbanned",
+                subject: key.to_string(),
+                reason: "manual".into(),
+                seconds: 0,
+                detail: String::new(),
+            });
         }
         Ok(removed)
     }
 
     /// [(user, seconds left)] of locked users.
     fn user_locks(&self) -> Vec<(String, f64)> {
-        self.core
-            .security
+        self.security()
             .user_locks()
             .into_iter()
             .map(|(u, d)| (u, d.as_secs_f64()))
@@ -266,21 +266,21 @@ impl PySecurity {
     }
 
     fn unlock_user(&self, user: &str) -> bool {
-        self.core.security.unlock_user(user)
+        self.security().unlock_user(user)
     }
 
     /// Whether `user` (`user@realm`) is locked against `host`.
     fn user_locked(&self, host: &str, user: &str) -> PyResult<bool> {
-        Ok(self.core.security.user_locked(ip(host)?, user))
+        Ok(self.security().user_locked(ip(host)?, user))
     }
 
     fn digest_failed(&self, host: &str, user: &str) -> PyResult<()> {
-        self.core.security.digest_failed(ip(host)?, user);
+        self.security().digest_failed(ip(host)?, user);
         Ok(())
     }
 
     fn digest_succeeded(&self, host: &str, user: &str) -> PyResult<()> {
-        self.core.security.digest_succeeded(ip(host)?, user);
+        self.security().digest_succeeded(ip(host)?, user);
         Ok(())
     }
 
@@ -301,14 +301,13 @@ impl PySecurity {
             );
         }
         let count = rules.len();
-        self.core.security.acl.replace(rules);
+        self.security().acl.replace(rules);
         Ok(count)
     }
 
     /// [(group, network, port or "*", transport or "*", tag)].
     fn acl_rules(&self) -> Vec<(String, String, String, String, String)> {
-        self.core
-            .security
+        self.security()
             .acl
             .rules()
             .iter()
@@ -337,8 +336,7 @@ impl PySecurity {
     ) -> PyResult<Option<String>> {
         let t = self::transport(transport)?;
         Ok(self
-            .core
-            .security
+            .security()
             .acl
             .find(group, ip(host)?, port, t)
             .map(|r| r.tag))
@@ -348,13 +346,13 @@ impl PySecurity {
     #[pyo3(signature = (host, port=5060, transport="udp"))]
     fn groups_of(&self, host: &str, port: u16, transport: &str) -> PyResult<Vec<String>> {
         let t = self::transport(transport)?;
-        Ok(self.core.security.acl.groups_of(ip(host)?, port, t))
+        Ok(self.security().acl.groups_of(ip(host)?, port, t))
     }
 
     /// Security events since the last call, for the log: ([(kind, subject,
     /// reason, seconds, detail)], events lost to the bound).
     fn take_events(&self) -> (Vec<EventRow>, u64) {
-        let (events, lost) = self.core.security.events.take();
+        let (events, lost) = self.security().events.take();
         (
             events
                 .into_iter()
@@ -366,12 +364,11 @@ impl PySecurity {
 
     /// Lifts expired bans and locks, forgets idle counters.
     fn sweep(&self) {
-        self.core.security.sweep();
+        self.security().sweep();
     }
 
     fn trusted(&self) -> Vec<String> {
-        self.core
-            .security
+        self.security()
             .trusted()
             .iter()
             .map(|c| c.to_string())
@@ -394,12 +391,15 @@ impl PySecurity {
         ] {
             duration(v, name)?;
         }
-        self.core.security.topology.enable(TopologyConfig {
+        self.shared.topology.enable(TopologyConfig {
             max_dialogs: max_dialogs.max(1),
             dialog_ttl,
             early_ttl,
             linger,
         });
+        // Joins the proxy's hook points once (a second call finds it there).
+        let service = TopologyService(self.shared.topology.clone());
+        let _ = self.shared.core.node.hooks.add(Arc::new(service));
         Ok(())
     }
 
@@ -409,8 +409,7 @@ impl PySecurity {
         &self,
         py: Python<'py>,
     ) -> PyResult<Vec<(&'static str, Bound<'py, PyDict>)>> {
-        self.core
-            .security
+        self.shared
             .topology
             .take_changes()
             .iter()
@@ -424,7 +423,7 @@ impl PySecurity {
             .iter()
             .map(super::topology::from_dict)
             .collect::<PyResult<Vec<_>>>()?;
-        Ok(self.core.security.topology.load(dialogs))
+        Ok(self.shared.topology.load(dialogs))
     }
 
     /// Up to `limit` hidden-dialog records, newest first.
@@ -434,8 +433,7 @@ impl PySecurity {
         py: Python<'py>,
         limit: usize,
     ) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        self.core
-            .security
+        self.shared
             .topology
             .list(limit)
             .iter()
@@ -445,7 +443,7 @@ impl PySecurity {
 
     /// The flood settings in force: (enabled, limit, window s, ban s).
     fn flood_settings(&self) -> (bool, u32, f64, f64) {
-        let f = self.core.security.flood_config();
+        let f = self.security().flood_config();
         (
             f.enabled,
             f.limit,

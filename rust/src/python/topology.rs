@@ -4,7 +4,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use crate::security::topology::{Change, HiddenDialog, Reach};
+use crate::topology::{Change, HiddenDialog, Reach};
 
 fn reach_dict<'py>(py: Python<'py>, r: &Reach) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);

@@ -113,7 +113,7 @@ impl Nonces {
     /// `<ms hex>-<12 random hex>.<mac>`; `now_ms` is Unix time in ms.
     pub fn issue(&self, now_ms: u64) -> String {
         let n = self.issued.fetch_add(1, Ordering::Relaxed);
-        let unique = crate::core::mix64(self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let unique = crate::service::mix64(self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let stamp = format!("{now_ms:x}-{}", to_hex(&unique.to_le_bytes()[..6]));
         let mac = self.mac(&stamp);
         format!("{stamp}.{mac}")
@@ -147,7 +147,7 @@ fn random6() -> [u8; 6] {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        buf.copy_from_slice(&crate::core::mix64(t).to_le_bytes()[..6]);
+        buf.copy_from_slice(&crate::service::mix64(t).to_le_bytes()[..6]);
     }
     buf
 }
@@ -221,6 +221,27 @@ impl NonceCounts {
 /// `Digest k=v, k="v", ...` → lower-cased keys, unquoted values. None when
 /// the scheme is not Digest or the list is not well formed (the Python path
 /// then decides, with its more lenient reading).
+/// The answer to an attempt of a user locked by failed authentications.
+pub const LOCKED_REASON: &str = "Forbidden (too many failed attempts, try later)";
+
+/// `user@realm` of the digest credentials for `realm` in `msg` (in
+/// Authorization or Proxy-Authorization), if any: the key of the
+/// authentication-failure bans (`Service::on_digest_attempt`).
+pub fn digest_user(msg: &crate::sip::Message, realm: &str) -> Option<String> {
+    use crate::sip::HeaderId;
+    msg.headers()
+        .iter()
+        .filter(|h| matches!(h.id, HeaderId::Authorization | HeaderId::ProxyAuthorization))
+        .filter_map(|h| parse_credentials(msg.header_value(h)))
+        .find(|c| c.iter().any(|(k, v)| k == "realm" && v == realm))
+        .and_then(|c| {
+            c.into_iter()
+                .rev()
+                .find(|(k, _)| k == "username")
+                .map(|(_, u)| format!("{u}@{realm}"))
+        })
+}
+
 pub fn parse_credentials(value: &str) -> Option<Vec<(String, String)>> {
     let value = value.trim();
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));

@@ -19,6 +19,7 @@ pub use location::{Binding, Location};
 pub use register::{Outcome, Policy};
 pub use replies::RecentReplies;
 
+use crate::service::Node;
 use crate::sip::{HeaderId, Message};
 use crate::transport::Source;
 
@@ -213,7 +214,6 @@ impl Auth {
 }
 
 #[cfg(test)]
-#[path = "fast_tests.rs"]
 mod tests;
 
 /// The registrars the application handed to the core, tried in order (the
@@ -247,7 +247,7 @@ impl Registrars {
 
     /// Answers a REGISTER natively if a registrar serves its domain and can
     /// decide it; false hands it to the application.
-    pub fn handle(&self, core: &crate::core::Core, msg: &Message, source: Source) -> bool {
+    pub fn handle(&self, node: &Node, msg: &Message, source: Source) -> bool {
         let list = self.list.read();
         if list.is_empty() {
             return false;
@@ -264,23 +264,24 @@ impl Registrars {
         };
         let key = recent.key(msg, &source);
         if let Some(bytes) = recent.get(key) {
-            core.stats.count_retransmission();
-            core.send_response(msg, source, bytes);
+            node.stats.count_retransmission();
+            node.wire.send_response(msg, source, bytes);
             return true;
         }
         let now = unix_now();
-        // Authentication-failure bans (docs/security.md): a locked user is
-        // refused before its password is checked; the verdict is reported.
-        let realm = registrar.auth.as_ref().map(|a| a.nonces.realm.as_str());
-        let user = realm.and_then(|r| crate::security::digest_hook::digest_user(msg, r));
-        let ip = source.addr.ip();
-        let locked = user
-            .as_deref()
-            .is_some_and(|u| crate::security::digest_hook::locked_answer(&core.security, ip, u));
-        let outcome = if locked {
+        // Authentication-failure bans (docs/security.md): a service may refuse
+        // a user's attempt unchecked (a locked user), and hears each verdict.
+        let user = registrar
+            .auth
+            .as_ref()
+            .and_then(|a| digest::digest_user(msg, &a.nonces.realm));
+        let refused = user.as_deref().is_some_and(|u| {
+            node.hooks.on_digest_attempt(node, &source, u) == crate::service::Verdict::Stop
+        });
+        let outcome = if refused {
             Outcome::Reply {
                 status: 403,
-                reason: Some(crate::security::digest_hook::LOCKED_REASON.to_string()),
+                reason: Some(digest::LOCKED_REASON.to_string()),
                 headers: Vec::new(),
             }
         } else {
@@ -294,12 +295,14 @@ impl Registrars {
         else {
             return false;
         };
-        if let Some(u) = user.as_deref().filter(|_| !locked) {
-            crate::security::digest_hook::digest_outcome(&core.security, ip, u, status);
+        if let Some(u) = user.as_deref().filter(|_| !refused) {
+            if status == 403 || (200..300).contains(&status) {
+                node.hooks.on_digest_result(node, &source, u, status != 403);
+            }
         }
         // As `req.reply()` does.
-        headers.push(("Server".to_string(), core.config.server_name.clone()));
-        let tag = core.stateless_tag();
+        headers.push(("Server".to_string(), node.server_name.clone()));
+        let tag = node.stateless_tag();
         let bytes: bytes::Bytes = crate::sip::write::build_response(
             msg,
             Some(source.addr),
@@ -311,10 +314,10 @@ impl Registrars {
         )
         .into();
         recent.insert(key, bytes.clone(), std::time::Instant::now());
-        core.stats
+        node.stats
             .native_registers
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        core.send_response(msg, source, bytes);
+        node.wire.send_response(msg, source, bytes);
         true
     }
 }

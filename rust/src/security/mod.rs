@@ -1,24 +1,25 @@
 //! Security at the edge (Kamailio `pike`, `htable` bans, fail2ban-style
 //! authentication bans, `ratelimit`/`pipelimit`, `permissions`, `sanity`,
-//! `secfilter`, `topos`). See docs/security.md and decisions 0033-0035.
+//! `secfilter`). See docs/security.md and decisions 0033-0034.
 //!
-//! The core calls in at three points only: [`Security::admit`] before a
-//! received message is parsed (bans and flood counting: a banned source
-//! costs no parse, no answer, no Python), [`screen_request`] right after a
-//! request is parsed (sanity checklist, blocklist), and
-//! [`method_limited`] before a request outside a dialog gets a transaction.
+//! [`Security`] holds the state; [`SecurityService`] joins message
+//! processing through the service hooks (docs/architecture.md):
+//! `on_receive` before a message is parsed (bans and flood counting: a
+//! banned source costs no parse, no answer, no Python), `on_request` right
+//! after a new request is parsed (blocklist, sanity checklist, per-method
+//! limits), and `on_digest_attempt` / `on_digest_result` around every digest
+//! check (authentication-failure bans).
 
 pub mod acl;
 pub mod auth;
 pub mod bans;
 pub mod buckets;
-pub mod digest_hook;
 pub mod events;
 pub mod flood;
 pub mod net;
 pub mod screen;
+mod service;
 mod stats;
-pub mod topology;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,11 +35,9 @@ use self::buckets::MethodLimits;
 use self::events::{Event, Events};
 use self::flood::{FloodConfig, FloodTable};
 use self::net::{Cidr, SourceKey};
-use self::screen::{BlockAction, Blocklist, Check};
+use self::screen::{Blocklist, Check};
+pub use self::service::SecurityService;
 pub use self::stats::SecurityStats;
-use crate::core::Core;
-use crate::sip::{Message, Method};
-use crate::transport::Source;
 
 /// Bans kept at most; beyond, the one closest to its end is dropped.
 pub const MAX_BANS: usize = 100_000;
@@ -64,7 +63,6 @@ pub struct Security {
     pub acl: AddressGroups,
     pub methods: MethodLimits,
     screen: RwLock<Arc<ScreenConfig>>,
-    pub topology: topology::Topology,
     pub events: Events,
     pub stats: SecurityStats,
 }
@@ -83,7 +81,6 @@ impl Default for Security {
                 blocklist_ban: Duration::from_secs(3600),
                 ..ScreenConfig::default()
             })),
-            topology: topology::Topology::default(),
             events: Events::default(),
             stats: SecurityStats::default(),
         }
@@ -292,7 +289,6 @@ impl Security {
                 detail: String::new(),
             });
         }
-        self.topology.sweep();
     }
 
     /// `stats.get` entries (`security.*`).
@@ -309,72 +305,6 @@ impl Security {
         out.push(("security.auth.users_locked".into(), locked as u64));
         out.push(("security.auth.known_sources".into(), known as u64));
         out.push(("security.acl.rules".into(), self.acl.rules().len() as u64));
-        out.extend(self.topology.snapshot());
         out
     }
-}
-
-/// The post-parse checks for one request from `source`: a request the
-/// sanity list refuses is answered here (never an ACK), a blocklisted one is
-/// dropped (and its source banned when so configured). None: do not process.
-pub fn screen_request(core: &Core, msg: Message, source: Source) -> Option<Message> {
-    if !msg.is_request() {
-        return Some(msg);
-    }
-    let security = &core.security;
-    let config = security.screen_config();
-    if config.blocklist.action != BlockAction::RouteOnly && !security.is_trusted(source.addr.ip()) {
-        if let Some(hit) = config.blocklist.check_message(&msg) {
-            security.stats.blocklist_drops.inc();
-            if config.blocklist.action == BlockAction::Ban {
-                let _ = security.ban(
-                    SourceKey::of(source.addr.ip()),
-                    BanReason::Scanner,
-                    config.blocklist_ban,
-                    hit,
-                );
-            }
-            return None;
-        }
-    }
-    if !config.sanity.is_empty() {
-        let datagram = !source.transport.is_stream() || source.transport.is_websocket();
-        if let Some(r) = screen::sanity(&msg, &config.sanity, datagram) {
-            security.stats.sanity_refused.inc();
-            if msg.method() != Method::Ack {
-                core.reply_to(&msg, source, r.status, Some(r.reason), &r.headers);
-            }
-            return None;
-        }
-    }
-    Some(msg)
-}
-
-/// A request outside a dialog over its method's limit is answered 503 +
-/// Retry-After here; true when so.
-pub fn method_limited(core: &Core, msg: &Message, source: Source) -> bool {
-    if msg.to_tag().is_some() || matches!(msg.method(), Method::Ack | Method::Cancel) {
-        return false;
-    }
-    let Some(wait) = core
-        .security
-        .methods
-        .check(msg.method(), msg.method_str(), Instant::now())
-    else {
-        return false;
-    };
-    core.security.stats.method_limited.inc();
-    let seconds = if wait.is_finite() {
-        (wait.ceil() as u64).max(1)
-    } else {
-        3600
-    };
-    core.reply_to(
-        msg,
-        source,
-        503,
-        None,
-        &[("Retry-After".to_string(), seconds.to_string())],
-    );
-    true
 }

@@ -12,17 +12,19 @@
 //!
 //! Records live in a bounded table here; every change is also queued for
 //! the store (`sipr.topology`: SQLite by default, or Redis), which loads
-//! them back at start, so dialogs survive a restart.
+//! them back at start, so dialogs survive a restart. [`TopologyService`]
+//! joins the proxy through the service hooks (`route_in_dialog`,
+//! `on_relay` with a branch writer, `on_response`, `on_upstream`).
 
-mod flow;
 mod rewrite;
+mod service;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-pub use flow::{hidden_for_relay, request_bytes, route_in_dialog, upstream_response, Outgoing};
+pub use service::{TopologyService, NAME};
 
 /// The user-part prefix of our Contacts that name a dialog side.
 pub const TOKEN_PREFIX: &str = "sr-";
@@ -52,7 +54,8 @@ impl Side {
     }
 }
 
-/// How a proxied request is hidden (kept on its proxy context).
+/// How a proxied request is hidden (decided from the request itself, the
+/// same way when it is relayed and when its responses come back).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hidden {
     /// Part of dialog `id`, going towards `towards` (an initial request goes
@@ -151,7 +154,9 @@ pub struct Topology {
 }
 
 pub fn unix_now() -> f64 {
-    crate::registrar::unix_now()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl Topology {
