@@ -229,6 +229,9 @@ impl Hooks {
 
     /// The first service that routes or answers an in-dialog request.
     pub fn route_in_dialog(&self, node: &Node, msg: &Message) -> InDialog {
+        if msg.to_tag().is_none() {
+            return InDialog::Pass;
+        }
         let Some(all) = self.all() else {
             return InDialog::Pass;
         };

@@ -306,6 +306,9 @@ impl Service for TopologyService {
     /// goes to the other side's Contact, by its route set; 481 when the
     /// dialog is unknown.
     fn route_in_dialog(&self, node: &Node, msg: &Message) -> InDialog {
+        if msg.to_tag().is_none() {
+            return InDialog::Pass;
+        }
         let Some(Hidden::Dialog { id, towards }) = hidden_kind(node, msg) else {
             return InDialog::Pass;
         };
@@ -388,5 +391,115 @@ impl Service for TopologyService {
             }
         };
         Some(hidden_response(msg, original, Some(&contact), record_route))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::{Framing, Limits};
+    use crate::stats::Stats;
+    use crate::tls::TlsSettings;
+    use crate::transport::{Hop, ListenSpec, Wire};
+    use bytes::Bytes;
+
+    fn node() -> Node {
+        let listen = [ListenSpec::parse("udp:127.0.0.1:0").unwrap()];
+        let stats = Arc::new(Stats::default());
+        let (wire, _) = Wire::bind(&listen, &TlsSettings::default(), Vec::new(), stats.clone())
+            .expect("a UDP socket on loopback");
+        Node::new(wire, stats, "sipr-test".into())
+    }
+
+    fn parse(s: &str) -> Message {
+        Message::parse(
+            Bytes::from(s.to_string()),
+            Framing::Datagram,
+            &Limits::default(),
+        )
+        .unwrap()
+    }
+
+    fn request(method: &str, ruri: &str, from_tag: &str, to_tag: Option<&str>) -> Message {
+        let to_tag = to_tag.map_or_else(String::new, |t| format!(";tag={t}"));
+        parse(&format!(
+            "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.2:5062;branch=z9hG4bK{from_tag}\r\n\
+             From: <sip:alice@example.com>;tag={from_tag}\r\nTo: <sip:bob@example.com>{to_tag}\r\n\
+             Call-ID: call-1@192.0.2.2\r\nCSeq: 1 {method}\r\n\
+             Contact: <sip:alice@192.0.2.2:5062>\r\nContent-Length: 0\r\n\r\n"
+        ))
+    }
+
+    #[test]
+    fn a_hidden_dialog_from_invite_to_bye() {
+        let node = node();
+        let service = TopologyService(Arc::new(Topology::default()));
+        let us = node.wire.local_addrs()[0].1;
+        let invite = request("INVITE", "sip:bob@example.com", "at", None);
+        assert_eq!(service.route_in_dialog(&node, &invite), InDialog::Pass);
+        let hop = Hop {
+            transport: Transport::Udp,
+            addr: "198.51.100.9:5060".parse().unwrap(),
+        };
+        let mut edits = Vec::new();
+        let mut plan = BranchPlan {
+            request: &invite,
+            hop,
+            edits: &mut edits,
+            stateless: false,
+            writer: None,
+        };
+        service.on_relay(&node, &mut plan);
+        let writer = plan.writer.take().expect("an INVITE is hidden");
+        let out = Outgoing {
+            hop,
+            via: "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsr1",
+            pop_routes: 0,
+            request_uri: None,
+            edits: &[],
+        };
+        let sent = parse(&String::from_utf8(writer.write(&node, &invite, &out)).unwrap());
+        assert_eq!(sent.vias().len(), 1);
+        assert_ne!(sent.call_id(), invite.call_id());
+        let contact = sent.header(HeaderId::Contact).unwrap();
+        assert!(contact.contains("sip:sr-a-") && !contact.contains("192.0.2.2"));
+        // The callee's BYE to that Contact goes to the caller's Contact.
+        let token_uri = contact.trim_matches(|c| c == '<' || c == '>');
+        let bye = parse(&format!(
+            "BYE {token_uri} SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.9;branch=z9hG4bKb\r\n\
+             From: <sip:bob@example.com>;tag=bt\r\nTo: <sip:alice@example.com>;tag=at\r\n\
+             Call-ID: {}\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n",
+            sent.call_id()
+        ));
+        assert!(token_uri.contains(&us.port().to_string()));
+        assert_eq!(
+            service.route_in_dialog(&node, &bye),
+            InDialog::Route {
+                hop: "sip:alice@192.0.2.2:5062".into(),
+                request_uri: "sip:alice@192.0.2.2:5062".into(),
+            }
+        );
+        let stale = parse(
+            &String::from_utf8(bye.as_bytes().to_vec())
+                .unwrap()
+                .replace("sr-a-", "sr-a-0"),
+        );
+        assert_eq!(
+            service.route_in_dialog(&node, &stale),
+            InDialog::Answer(481)
+        );
+        // `req.forward()` is never hidden: its responses need its Vias.
+        let mut edits = Vec::new();
+        let mut plan = BranchPlan {
+            request: &invite,
+            hop,
+            edits: &mut edits,
+            stateless: true,
+            writer: None,
+        };
+        service.on_relay(&node, &mut plan);
+        assert!(plan.writer.is_none());
+        let register = request("REGISTER", "sip:example.com", "r", None);
+        assert!(hidden_kind(&node, &register).is_none());
     }
 }
