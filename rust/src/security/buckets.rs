@@ -8,6 +8,7 @@
 //! as no bucket, which is what keeps the table small (and bounded).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -168,6 +169,8 @@ impl Buckets {
 #[derive(Default)]
 pub struct MethodLimits {
     buckets: Mutex<Vec<(Method, String, Bucket)>>,
+    /// Whether any limit is set: the per-request check takes no lock without.
+    any: AtomicBool,
 }
 
 impl MethodLimits {
@@ -183,23 +186,20 @@ impl MethodLimits {
                 Bucket::new(rate, burst, Instant::now()),
             ));
         }
+        self.any.store(!b.is_empty(), Ordering::Relaxed);
     }
 
     pub fn clear(&self) {
         self.buckets.lock().clear();
-    }
-
-    /// Whether `method` has a limit.
-    pub fn limits(&self, method: Method) -> bool {
-        self.buckets.lock().iter().any(|(m, _, _)| *m == method)
+        self.any.store(false, Ordering::Relaxed);
     }
 
     /// `Some(retry_after seconds)` when `method` is over its limit.
     pub fn check(&self, method: Method, name: &str, now: Instant) -> Option<f64> {
-        let mut b = self.buckets.lock();
-        if b.is_empty() {
+        if !self.any.load(Ordering::Relaxed) {
             return None;
         }
+        let mut b = self.buckets.lock();
         let (_, _, bucket) = b
             .iter_mut()
             .find(|(m, n, _)| *m == method && (method != Method::Other || n == name))?;

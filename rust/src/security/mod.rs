@@ -144,19 +144,14 @@ impl Security {
     /// one that takes a source over the flood threshold bans it.
     pub fn admit(&self, ip: IpAddr, bytes: &[u8]) -> bool {
         let key = SourceKey::of(ip);
-        let banned_any = !self.bans.is_empty();
-        let now = if banned_any || self.flood_enabled() {
-            Instant::now()
-        } else {
-            return true;
-        };
-        if banned_any && self.bans.hit(key, now, &self.events) {
+        if !self.bans.is_empty() && self.bans.hit(key, Instant::now(), &self.events) {
             self.stats.banned_drops.inc();
             return false;
         }
-        if !counts_as_request(bytes) || self.is_trusted(ip) {
+        if !self.flood_enabled() || !counts_as_request(bytes) || self.is_trusted(ip) {
             return true;
         }
+        let now = Instant::now();
         let (exceeded, ban, window) = {
             let mut flood = self.flood.lock();
             if !flood.config.enabled {
