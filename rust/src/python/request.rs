@@ -51,6 +51,12 @@ impl PyRequest {
         }
     }
 
+    /// The request as received and where from (the registrar and digest
+    /// rules read it directly).
+    pub(crate) fn incoming(&self) -> &Incoming {
+        &self.inc
+    }
+
     /// The handler is done with the request: free its overload slot, and let
     /// a held relay result go upstream.
     fn release(&mut self) {
