@@ -44,7 +44,8 @@ pub enum Begun {
 }
 
 fn algorithm(name: &str) -> PyResult<Algorithm> {
-    Algorithm::parse(name).ok_or_else(|| PyValueError::new_err(format!("unknown digest algorithm {name:?}")))
+    Algorithm::parse(name)
+        .ok_or_else(|| PyValueError::new_err(format!("unknown digest algorithm {name:?}")))
 }
 
 #[pymethods]
@@ -59,9 +60,14 @@ impl PyDigestRules {
         check_identity: bool,
         max_tracked_nonces: usize,
     ) -> PyResult<PyDigestRules> {
-        let algorithms = algorithms.iter().map(|a| algorithm(a)).collect::<PyResult<Vec<_>>>()?;
+        let algorithms = algorithms
+            .iter()
+            .map(|a| algorithm(a))
+            .collect::<PyResult<Vec<_>>>()?;
         if algorithms.is_empty() {
-            return Err(PyValueError::new_err("at least one digest algorithm is needed"));
+            return Err(PyValueError::new_err(
+                "at least one digest algorithm is needed",
+            ));
         }
         Ok(PyDigestRules {
             inner: Arc::new(DigestRules {
@@ -113,7 +119,12 @@ impl PyDigestRules {
     /// Step two with the HA1 (None: unknown user): None when authorised,
     /// else the refusal (403).
     #[pyo3(signature = (req, attempt, ha1))]
-    fn finish(&self, req: PyRef<'_, PyRequest>, attempt: &PyAttempt, ha1: Option<&str>) -> Option<ReplyTuple> {
+    fn finish(
+        &self,
+        req: PyRef<'_, PyRequest>,
+        attempt: &PyAttempt,
+        ha1: Option<&str>,
+    ) -> Option<ReplyTuple> {
         self.inner
             .finish(&req.incoming().msg, &attempt.inner, ha1)
             .map(reply_tuple)
@@ -124,5 +135,10 @@ impl PyDigestRules {
 #[pyfunction]
 #[pyo3(signature = (user, realm, password, algorithm="MD5"))]
 pub fn digest_ha1(user: &str, realm: &str, password: &str, algorithm: &str) -> PyResult<String> {
-    Ok(auth::ha1(user, realm, password, self::algorithm(algorithm)?))
+    Ok(auth::ha1(
+        user,
+        realm,
+        password,
+        self::algorithm(algorithm)?,
+    ))
 }

@@ -13,7 +13,9 @@ use pyo3::types::{PyBytes, PyString};
 
 use super::digest::PyDigestRules;
 use super::request::PyRequest;
-use crate::registrar::{rules, unix_now, Binding, Policy, Registrar, Reply, Store, StoreError, Users};
+use crate::registrar::{
+    rules, unix_now, Binding, Policy, Registrar, Reply, Store, StoreError, Users,
+};
 
 /// (status, reason or None, [(name, value), ...]): what `req.reply` takes.
 pub type ReplyTuple = (u16, Option<String>, Vec<(String, String)>);
@@ -119,9 +121,9 @@ impl PyBinding {
 
     #[staticmethod]
     fn from_json(text: &Bound<'_, PyAny>) -> PyResult<PyBinding> {
-        let s = if let Ok(b) = text.downcast::<PyBytes>() {
+        let s = if let Ok(b) = text.cast::<PyBytes>() {
             String::from_utf8_lossy(b.as_bytes()).into_owned()
-        } else if let Ok(s) = text.downcast::<PyString>() {
+        } else if let Ok(s) = text.cast::<PyString>() {
             s.to_str()?.to_string()
         } else {
             return Err(PyTypeError::new_err("from_json takes str or bytes"));
@@ -209,11 +211,22 @@ impl PyStore {
         call(py, || self.inner.aors(now))
     }
 
-    fn get_user(&self, py: Python<'_>, realm: &str, user: &str) -> PyResult<Option<BTreeMap<String, String>>> {
+    fn get_user(
+        &self,
+        py: Python<'_>,
+        realm: &str,
+        user: &str,
+    ) -> PyResult<Option<BTreeMap<String, String>>> {
         call(py, || self.inner.user(realm, user))
     }
 
-    fn set_user(&self, py: Python<'_>, realm: &str, user: &str, ha1: BTreeMap<String, String>) -> PyResult<()> {
+    fn set_user(
+        &self,
+        py: Python<'_>,
+        realm: &str,
+        user: &str,
+        ha1: BTreeMap<String, String>,
+    ) -> PyResult<()> {
         call(py, || self.inner.set_user(realm, user, &ha1))
     }
 
@@ -265,11 +278,20 @@ impl PyRegistrarRules {
 
     /// The whole REGISTER against a Rust store, atomically: the answer.
     #[pyo3(signature = (req, store, now=None))]
-    fn save(&self, py: Python<'_>, req: PyRef<'_, PyRequest>, store: &PyStore, now: Option<f64>) -> PyResult<ReplyTuple> {
+    fn save(
+        &self,
+        py: Python<'_>,
+        req: PyRef<'_, PyRequest>,
+        store: &PyStore,
+        now: Option<f64>,
+    ) -> PyResult<ReplyTuple> {
         let now = now.unwrap_or_else(unix_now);
         let inc = req.incoming().clone();
         let store = store.inner.clone();
-        call(py, || rules::save(&inc.msg, &inc.source, &self.policy, store.as_ref(), now)).map(reply_tuple)
+        call(py, || {
+            rules::save(&inc.msg, &inc.source, &self.policy, store.as_ref(), now)
+        })
+        .map(reply_tuple)
     }
 
     /// The REGISTER against `existing` (the AoR's live bindings, loaded from
@@ -284,7 +306,13 @@ impl PyRegistrarRules {
     ) -> (ReplyTuple, Vec<PyBinding>, Vec<String>) {
         let now = now.unwrap_or_else(unix_now);
         let inc = req.incoming();
-        let (reply, upsert, delete) = rules::decide(&inc.msg, &inc.source, &self.policy, bindings_of(existing), now);
+        let (reply, upsert, delete) = rules::decide(
+            &inc.msg,
+            &inc.source,
+            &self.policy,
+            bindings_of(existing),
+            now,
+        );
         (reply_tuple(reply), py_bindings(upsert), delete)
     }
 

@@ -98,7 +98,10 @@ impl DigestRules {
             .iter()
             .filter(|h| h.id == id)
             .filter_map(|h| parse_credentials(msg.header_value(h)))
-            .find(|c| c.iter().any(|(k, v)| k == "realm" && *v == self.nonces.realm));
+            .find(|c| {
+                c.iter()
+                    .any(|(k, v)| k == "realm" && *v == self.nonces.realm)
+            });
         let Some(cred) = cred else {
             return Step::Answer(self.challenge(method, now, false));
         };
@@ -180,5 +183,11 @@ impl DigestRules {
 
 /// HA1 = H(user:realm:password).
 pub fn ha1(user: &str, realm: &str, password: &str, alg: Algorithm) -> String {
-    alg.hex(&[user.as_bytes(), b":", realm.as_bytes(), b":", password.as_bytes()])
+    alg.hex(&[
+        user.as_bytes(),
+        b":",
+        realm.as_bytes(),
+        b":",
+        password.as_bytes(),
+    ])
 }

@@ -70,11 +70,22 @@ fn nonce_of(r: &Reply) -> (u16, String, bool) {
     (r.status, nonce, www.contains("stale=true"))
 }
 
-fn credentials(method: &str, user: &str, password: &str, alg: Algorithm, nonce: &str, nc: &str) -> String {
+fn credentials(
+    method: &str,
+    user: &str,
+    password: &str,
+    alg: Algorithm,
+    nonce: &str,
+    nc: &str,
+) -> String {
     let key = ha1(user, "sipr", password, alg);
     let ha2 = alg.hex(&[format!("{method}:sip:example.com").as_bytes()]);
     let resp = alg.hex(&[format!("{key}:{nonce}:{nc}:cn:auth:{ha2}").as_bytes()]);
-    let header = if method == "REGISTER" { "Authorization" } else { "Proxy-Authorization" };
+    let header = if method == "REGISTER" {
+        "Authorization"
+    } else {
+        "Proxy-Authorization"
+    };
     format!(
         "{header}: Digest username=\"{user}\", realm=\"sipr\", nonce=\"{nonce}\", \
          uri=\"sip:example.com\", response=\"{resp}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"cn\"",
@@ -109,7 +120,10 @@ fn challenge_then_accept_then_refuse_replay() {
         assert_eq!(status(decide(&r, cseq, &["Contact: <sip:a@h>", &ok])), 200);
         // The same Authorization again: the nonce-count did not grow.
         let again = reply(decide(&r, cseq + 1, &["Contact: <sip:a@h>", &ok]));
-        assert_eq!((again.status, again.reason.as_deref()), (403, Some(auth::REPLAYED)));
+        assert_eq!(
+            (again.status, again.reason.as_deref()),
+            (403, Some(auth::REPLAYED))
+        );
     }
     assert_eq!(r.store.bindings("alice@example.com", NOW).unwrap().len(), 1);
 }
@@ -128,7 +142,11 @@ fn wrong_password_stale_identity_and_unknown_user() {
     let refused = reply(decide(&r, 1, &[&bob]));
     assert_eq!(refused.reason.as_deref(), Some(auth::IDENTITY));
     let carol = authorization("carol", "pw", Algorithm::Md5, &nonce, "00000001");
-    assert_eq!(decide(&r, 1, &[&carol]), Outcome::HandOn, "the dict may have grown");
+    assert_eq!(
+        decide(&r, 1, &[&carol]),
+        Outcome::HandOn,
+        "the dict may have grown"
+    );
     let old = rules.nonces.issue(((NOW - 400.0) * 1000.0) as u64);
     let a = authorization("alice", "secret", Algorithm::Md5, &old, "00000001");
     let (st, fresh, stale) = nonce_of(&reply(decide(&r, 1, &[&a])));
@@ -137,7 +155,11 @@ fn wrong_password_stale_identity_and_unknown_user() {
     let forged = format!("0{nonce}");
     let a = authorization("alice", "secret", Algorithm::Md5, &forged, "00000001");
     let (st, _, stale) = nonce_of(&reply(decide(&r, 1, &[&a])));
-    assert_eq!((st, stale), (401, false), "not our nonce: a fresh challenge");
+    assert_eq!(
+        (st, stale),
+        (401, false),
+        "not our nonce: a fresh challenge"
+    );
 }
 
 #[test]
@@ -181,7 +203,14 @@ fn other_methods_get_407_and_the_from_identity() {
     let (st, nonce, _) = nonce_of(&ch);
     assert_eq!((st, ch.headers[0].0.as_str()), (407, "Proxy-Authenticate"));
     // Calling bob as alice (the From), authenticated as alice: allowed.
-    let cred = credentials("INVITE", "alice", "secret", Algorithm::Md5, &nonce, "00000001");
+    let cred = credentials(
+        "INVITE",
+        "alice",
+        "secret",
+        Algorithm::Md5,
+        &nonce,
+        "00000001",
+    );
     let m = register_as("INVITE", "bob@example.com", 2, "i", &[&cred]);
     let Step::Verify(a) = rules.begin(&m, NOW) else {
         panic!("not verified")
@@ -204,11 +233,21 @@ fn users_from_a_store_and_store_errors() {
         policy: Policy::default(),
         auth: Some((Arc::new(rules(true)), Users::Store(store.clone()))),
     };
-    let nonce = r.auth.as_ref().unwrap().0.nonces.issue((NOW * 1000.0) as u64);
+    let nonce = r
+        .auth
+        .as_ref()
+        .unwrap()
+        .0
+        .nonces
+        .issue((NOW * 1000.0) as u64);
     let ok = authorization("alice", "secret", Algorithm::Md5, &nonce, "00000001");
     assert_eq!(status(decide(&r, 1, &["Contact: <sip:a@h>", &ok])), 200);
     let carol = authorization("carol", "pw", Algorithm::Md5, &nonce, "00000002");
-    assert_eq!(status(decide(&r, 2, &[&carol])), 403, "not in the store: refused");
+    assert_eq!(
+        status(decide(&r, 2, &[&carol])),
+        403,
+        "not in the store: refused"
+    );
     assert!(r.serves("anywhere.net"));
 }
 
@@ -221,7 +260,11 @@ fn recent_replies_are_bounded() {
     }
     assert!(rr.len() <= 2 && !rr.is_empty());
     assert!(rr.get(4).is_some());
-    rr.insert(9, bytes::Bytes::new(), t + std::time::Duration::from_secs(40));
+    rr.insert(
+        9,
+        bytes::Bytes::new(),
+        t + std::time::Duration::from_secs(40),
+    );
     assert_eq!(rr.len(), 1);
 }
 

@@ -318,7 +318,8 @@ impl<'m> Request<'m> {
             .map(|h| msg.header_value(h).to_string());
         for (uri, params) in &self.parsed {
             let seconds = match param(params, "expires") {
-                Some(e) => delta(e).ok_or_else(|| fail(400, "Bad Request (malformed expires parameter)"))?,
+                Some(e) => delta(e)
+                    .ok_or_else(|| fail(400, "Bad Request (malformed expires parameter)"))?,
                 None => default,
             };
             if 0 < seconds && seconds < policy.min_expires {
@@ -486,4 +487,3 @@ pub fn http_date(unix: i64) -> String {
         secs % 60
     )
 }
-

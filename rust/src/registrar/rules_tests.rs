@@ -240,13 +240,22 @@ fn not_a_register_not_sip_or_not_our_domain() {
     let r = save_msg(&loc, &m, &source());
     assert_eq!(r.status, 405);
     assert_eq!(r.headers, vec![("Allow".into(), "REGISTER".into())]);
-    let m = register_as("REGISTER", "alice@other.net", 1, "t", &["Contact: <sip:a@h>"]);
+    let m = register_as(
+        "REGISTER",
+        "alice@other.net",
+        1,
+        "t",
+        &["Contact: <sip:a@h>"],
+    );
     assert_eq!(save_msg(&loc, &m, &source()).status, 404);
     let text = String::from_utf8_lossy(register(1, "t", &[]).as_bytes())
         .replace("To: <sip:alice@Example.COM>", "To: <tel:+15551234>");
     let m = Message::parse(Bytes::from(text), Framing::Datagram, &Limits::default()).unwrap();
     let r = save_msg(&loc, &m, &source());
-    assert_eq!((r.status, r.reason.as_deref()), (404, Some("Not Found (AoR must be a SIP URI)")));
+    assert_eq!(
+        (r.status, r.reason.as_deref()),
+        (404, Some("Not Found (AoR must be a SIP URI)"))
+    );
     assert!(loc.is_empty());
     assert_eq!(aor_key(None, "EXAMPLE.com"), "example.com");
     assert!(Policy::default().serves("anything"));
@@ -255,8 +264,16 @@ fn not_a_register_not_sip_or_not_our_domain() {
 #[test]
 fn display_names_and_bare_uris_are_read() {
     let loc = MemoryStore::default();
-    let r = run(&loc, 2, "c", &["Contact: \"A, B\" <sip:a@h;transport=tcp>;expires=60;q=0.7"]);
-    assert_eq!(contacts(&r), vec!["<sip:a@h;transport=tcp>;expires=60;q=0.7"]);
+    let r = run(
+        &loc,
+        2,
+        "c",
+        &["Contact: \"A, B\" <sip:a@h;transport=tcp>;expires=60;q=0.7"],
+    );
+    assert_eq!(
+        contacts(&r),
+        vec!["<sip:a@h;transport=tcp>;expires=60;q=0.7"]
+    );
     let r = run(&loc, 3, "c", &["Contact: sip:b@h;expires=90"]);
     assert_eq!(contacts(&r)[0], "<sip:b@h>;expires=90;q=1", "best q first");
 }
@@ -264,11 +281,23 @@ fn display_names_and_bare_uris_are_read() {
 #[test]
 fn a_refresh_rewrites_and_a_query_writes_nothing() {
     let loc = MemoryStore::default();
-    run(&loc, 1, "c", &["Contact: <sip:a@h>;expires=60", "Contact: <sip:b@h>"]);
+    run(
+        &loc,
+        1,
+        "c",
+        &["Contact: <sip:a@h>;expires=60", "Contact: <sip:b@h>"],
+    );
     let m = register(2, "c", &[]);
     let (r, upsert, delete) = decide(&m, &source(), &policy(), stored(&loc), NOW);
     assert_eq!((r.status, upsert.len(), delete.len()), (200, 0, 0));
-    let m = register(3, "c", &["Contact: <sip:a@h>;expires=0", "Contact: <sip:b@h>;expires=100"]);
+    let m = register(
+        3,
+        "c",
+        &[
+            "Contact: <sip:a@h>;expires=0",
+            "Contact: <sip:b@h>;expires=100",
+        ],
+    );
     let (_, upsert, delete) = decide(&m, &source(), &policy(), stored(&loc), NOW);
     assert_eq!(delete, vec!["sip:a@h".to_string()]);
     assert_eq!((upsert.len(), upsert[0].remaining(NOW)), (1, 100));

@@ -79,7 +79,12 @@ fn read_bindings(conn: &Connection, aor: &str, now: f64) -> Result<Vec<Binding>,
     Ok(out)
 }
 
-fn write(conn: &Connection, aor: &str, upsert: &[Binding], delete: &[String]) -> Result<(), StoreError> {
+fn write(
+    conn: &Connection,
+    aor: &str,
+    upsert: &[Binding],
+    delete: &[String],
+) -> Result<(), StoreError> {
     let mut del = conn.prepare_cached("DELETE FROM location WHERE aor = ? AND contact = ?")?;
     for c in delete {
         del.execute(params![aor, c])?;

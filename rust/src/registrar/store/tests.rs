@@ -10,7 +10,11 @@ fn stores() -> Vec<(&'static str, Arc<dyn Store>, tempdir::Dir)> {
     let dir = tempdir::Dir::new();
     let url = format!("sqlite://{}/sub/location.db", dir.path.display());
     vec![
-        ("memory", open("memory:").unwrap().unwrap(), tempdir::Dir::new()),
+        (
+            "memory",
+            open("memory:").unwrap().unwrap(),
+            tempdir::Dir::new(),
+        ),
         ("sqlite", open(&url).unwrap().unwrap(), dir),
     ]
 }
@@ -59,15 +63,18 @@ fn bindings_upsert_delete_keep_position_and_every_field() {
         full.path = vec!["<sip:edge;lr>".into()];
         full.user_agent = Some("UA/1".into());
         full.instance = Some("\"<urn:uuid:1>\"".into());
-        st.update("a@h", vec![full.clone(), b("sip:2@h", 600.0)], &[]).unwrap();
+        st.update("a@h", vec![full.clone(), b("sip:2@h", 600.0)], &[])
+            .unwrap();
         st.update("a@h", vec![b("sip:3@h", 600.0)], &[]).unwrap();
         // Replacing the first keeps its place; a delete removes one.
         let mut newer = full.clone();
         newer.cseq = 8;
-        st.update("a@h", vec![newer.clone()], &["sip:2@h".into()]).unwrap();
+        st.update("a@h", vec![newer.clone()], &["sip:2@h".into()])
+            .unwrap();
         let got = st.bindings("a@h", NOW).unwrap();
         assert_eq!(got, vec![newer, b("sip:3@h", 600.0)], "{kind}");
-        st.update("a@h", vec![], &[full.contact.clone(), "sip:3@h".into()]).unwrap();
+        st.update("a@h", vec![], &[full.contact.clone(), "sip:3@h".into()])
+            .unwrap();
         assert!(st.bindings("a@h", NOW).unwrap().is_empty(), "{kind}");
         assert!(st.aors(NOW).unwrap().is_empty(), "{kind}");
         st.update("nobody@h", vec![], &["sip:x".into()]).unwrap();
@@ -78,9 +85,16 @@ fn bindings_upsert_delete_keep_position_and_every_field() {
 fn expired_bindings_are_filtered_aors_and_remove() {
     for (kind, st, _dir) in stores() {
         st.update("c@h", vec![b("sip:c@h", 60.0)], &[]).unwrap();
-        st.update("a@h", vec![b("sip:old@h", -5.0), b("sip:a@h", 60.0)], &[]).unwrap();
-        st.update("gone@h", vec![b("sip:old@h", -1.0)], &[]).unwrap();
-        let live: Vec<String> = st.bindings("a@h", NOW).unwrap().into_iter().map(|b| b.contact).collect();
+        st.update("a@h", vec![b("sip:old@h", -5.0), b("sip:a@h", 60.0)], &[])
+            .unwrap();
+        st.update("gone@h", vec![b("sip:old@h", -1.0)], &[])
+            .unwrap();
+        let live: Vec<String> = st
+            .bindings("a@h", NOW)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.contact)
+            .collect();
         assert_eq!(live, ["sip:a@h"], "{kind}");
         assert_eq!(st.aors(NOW).unwrap(), ["a@h", "c@h"], "{kind}");
         assert_eq!(st.remove("c@h").unwrap(), 1, "{kind}");
@@ -122,14 +136,24 @@ fn modify_writes_only_when_asked() {
 fn users() {
     for (kind, st, _dir) in stores() {
         let map = |pairs: &[(&str, &str)]| -> Ha1Map {
-            pairs.iter().map(|(a, h)| (a.to_string(), h.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(a, h)| (a.to_string(), h.to_string()))
+                .collect()
         };
         assert_eq!(st.user("sipr", "alice").unwrap(), None, "{kind}");
-        st.set_user("sipr", "alice", &map(&[("MD5", "m1"), ("SHA-256", "s1")])).unwrap();
+        st.set_user("sipr", "alice", &map(&[("MD5", "m1"), ("SHA-256", "s1")]))
+            .unwrap();
         st.set_user("sipr", "bob", &map(&[("MD5", "m2")])).unwrap();
-        st.set_user("other", "alice", &map(&[("MD5", "m3")])).unwrap();
-        st.set_user("sipr", "alice", &map(&[("MD5", "m4")])).unwrap(); // replaced, not merged
-        assert_eq!(st.user("sipr", "alice").unwrap(), Some(map(&[("MD5", "m4")])), "{kind}");
+        st.set_user("other", "alice", &map(&[("MD5", "m3")]))
+            .unwrap();
+        st.set_user("sipr", "alice", &map(&[("MD5", "m4")]))
+            .unwrap(); // replaced, not merged
+        assert_eq!(
+            st.user("sipr", "alice").unwrap(),
+            Some(map(&[("MD5", "m4")])),
+            "{kind}"
+        );
         let all = st.users(None).unwrap();
         assert_eq!(all.len(), 3, "{kind}");
         assert_eq!(all[0], ("other".to_string(), "alice".to_string()), "{kind}");
