@@ -124,6 +124,7 @@ mod tests {
         let (up, del) = changes(&[a.clone(), b], &[b2.clone(), c.clone()]);
         assert_eq!(up, vec![b2, c]);
         assert_eq!(del, vec!["sip:a".to_string()]);
-        assert_eq!(changes(&[a.clone()], &[a]), (vec![], vec![]));
+        let same = [a];
+        assert_eq!(changes(&same, &same), (vec![], vec![]));
     }
 }
