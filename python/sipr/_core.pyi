@@ -1,6 +1,7 @@
 """Type stubs for the native module `sipr._core` (Rust, PyO3)."""
 
 from collections.abc import Iterable, Mapping
+from typing import final
 
 __version__: str
 
@@ -157,21 +158,22 @@ def parse_listen(spec: str) -> tuple[str, str, int]: ...
 #: (status, reason or None, headers): what `Request.reply` takes.
 Reply = tuple[int, str | None, list[tuple[str, str]]]
 
+@final
 class Binding:
     """One registered contact of an address-of-record."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         contact: str,
         expires_at: float,
         q: float = 1.0,
-        call_id: str = "",
+        call_id: str = ...,
         cseq: int = 0,
         received: str | None = None,
         path: list[str] = ...,
         user_agent: str | None = None,
         instance: str | None = None,
-    ) -> None: ...
+    ) -> Binding: ...
     @property
     def contact(self) -> str: ...
     @property
@@ -197,10 +199,11 @@ class Binding:
     @staticmethod
     def from_json(text: str | bytes) -> Binding: ...
 
+@final
 class Store:
     """A Rust store: `memory:` or `sqlite:///path.db[?synchronous=...]`."""
 
-    def __init__(self, url: str) -> None: ...
+    def __new__(cls, url: str) -> Store: ...
     @property
     def url(self) -> str: ...
     def bindings(self, aor: str, now: float | None = None) -> list[Binding]: ...
@@ -212,18 +215,19 @@ class Store:
     def remove_user(self, realm: str, user: str) -> bool: ...
     def users(self, realm: str | None = None) -> list[tuple[str, str]]: ...
 
+@final
 class RegistrarRules:
     """RFC 3261 §10.3 with a registrar's limits."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         domains: list[str] | None = None,
         min_expires: int = 60,
         max_expires: int = 3600,
         default_expires: int = 3600,
         max_contacts: int = 10,
-    ) -> None: ...
+    ) -> RegistrarRules: ...
     def target(self, req: Request) -> tuple[str | None, Reply | None]: ...
     def save(self, req: Request, store: Store, now: float | None = None) -> Reply: ...
     def decide(
@@ -231,17 +235,19 @@ class RegistrarRules:
     ) -> tuple[Reply, list[Binding], list[str]]: ...
     def serves(self, host: str) -> bool: ...
 
+@final
 class DigestAttempt:
     @property
     def user(self) -> str: ...
     @property
     def algorithm(self) -> str: ...
 
+@final
 class DigestRules:
     """The digest check of a realm (RFC 7616, RFC 8760 algorithms, qop=auth)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         realm: str,
         secret: bytes,
         algorithms: list[str],
@@ -249,7 +255,7 @@ class DigestRules:
         nonce_ttl: float = 300.0,
         check_identity: bool = True,
         max_tracked_nonces: int = 100000,
-    ) -> None: ...
+    ) -> DigestRules: ...
     @property
     def realm(self) -> str: ...
     def new_nonce(self) -> str: ...

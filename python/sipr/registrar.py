@@ -12,7 +12,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
-from sipr._core import URI, RegistrarRules, Request, aor_key
+from sipr._core import URI, Core, RegistrarRules, Request, aor_key
 from sipr._core import Store as NativeHandle
 from sipr.store import NativeStore, Store, open_store
 
@@ -118,7 +118,7 @@ class Registrar:
 
         async def install() -> None:
             core = app._core
-            assert core is not None, "Registrar.serve: the app is not running"
+            assert isinstance(core, Core), "Registrar.serve: the app is not running"
             digest = (auth.rules, users) if auth is not None and users is not None else None
             core.serve_registrar(self.rules, native, digest)
             log.info(
