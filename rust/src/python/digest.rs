@@ -7,12 +7,19 @@ use std::sync::Arc;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use super::registrar::{reply_tuple, ReplyTuple};
 use super::request::PyRequest;
 use crate::registrar::auth::{self, Attempt, DigestRules, Step};
 use crate::registrar::digest::{Algorithm, NonceCounts, NonceState, Nonces};
 use crate::registrar::unix_now;
+use crate::registrar::Reply;
 use crate::sip::Method;
+
+/// (status, reason or None, [(name, value), ...]): what `req.reply` takes.
+pub type ReplyTuple = (u16, Option<String>, Vec<(String, String)>);
+
+pub fn reply_tuple(r: Reply) -> ReplyTuple {
+    (r.status, r.reason, r.headers)
+}
 
 #[pyclass(module = "sipr._core", name = "DigestRules", frozen)]
 pub struct PyDigestRules {

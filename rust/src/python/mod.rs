@@ -6,6 +6,7 @@ mod digest;
 mod message;
 mod registrar;
 mod request;
+mod shared;
 
 use pyo3::prelude::*;
 

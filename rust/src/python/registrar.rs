@@ -11,18 +11,9 @@ use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
-use super::digest::PyDigestRules;
+use super::digest::{reply_tuple, PyDigestRules, ReplyTuple};
 use super::request::PyRequest;
-use crate::registrar::{
-    rules, unix_now, Binding, Policy, Registrar, Reply, Store, StoreError, Users,
-};
-
-/// (status, reason or None, [(name, value), ...]): what `req.reply` takes.
-pub type ReplyTuple = (u16, Option<String>, Vec<(String, String)>);
-
-pub fn reply_tuple(r: Reply) -> ReplyTuple {
-    (r.status, r.reason, r.headers)
-}
+use crate::registrar::{rules, unix_now, Binding, Policy, Registrar, Store, StoreError, Users};
 
 fn store_error(e: StoreError) -> PyErr {
     match e {

@@ -24,6 +24,7 @@ pub use replies::RecentReplies;
 pub use rules::{Policy, Reply};
 pub use store::{Ha1Map, Store, StoreError};
 
+use crate::service::Node;
 use crate::sip::Message;
 use crate::transport::Source;
 
@@ -122,7 +123,7 @@ impl Registrars {
 
     /// Answers a REGISTER natively if a registrar serves its domain and can
     /// decide it; false hands it to the application.
-    pub fn handle(&self, core: &crate::core::Core, msg: &Message, source: Source) -> bool {
+    pub fn handle(&self, node: &Node, msg: &Message, source: Source) -> bool {
         let list = self.list.read();
         if list.is_empty() {
             return false;
@@ -139,8 +140,8 @@ impl Registrars {
         };
         let key = recent.key(msg, &source);
         if let Some(bytes) = recent.get(key) {
-            core.stats.count_retransmission();
-            core.send_response(msg, source, bytes);
+            node.stats.count_retransmission();
+            node.wire.send_response(msg, source, bytes);
             return true;
         }
         let Outcome::Reply(Reply {
@@ -152,8 +153,8 @@ impl Registrars {
             return false;
         };
         // As `req.reply()` does.
-        headers.push(("Server".to_string(), core.config.server_name.clone()));
-        let tag = core.stateless_tag();
+        headers.push(("Server".to_string(), node.server_name.clone()));
+        let tag = node.stateless_tag();
         let bytes: bytes::Bytes = crate::sip::write::build_response(
             msg,
             Some(source.addr),
@@ -165,10 +166,10 @@ impl Registrars {
         )
         .into();
         recent.insert(key, bytes.clone(), std::time::Instant::now());
-        core.stats
+        node.stats
             .native_registers
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        core.send_response(msg, source, bytes);
+        node.wire.send_response(msg, source, bytes);
         true
     }
 }
