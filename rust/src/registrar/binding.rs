@@ -100,6 +100,11 @@ mod tests {
         let text = b.to_json();
         assert!(text.starts_with(r#"{"contact":"sip:a@h","expires_at":1000.5,"q":1.0,"#));
         assert_eq!(Binding::from_json(&text).unwrap(), b);
+        // Every float reads back as written (serde_json's float_roundtrip).
+        for t in [1_796_600_127.315_258_3, 1_796_600_127.315_258_5, 0.1 + 0.2] {
+            let x = Binding::new("sip:t", t);
+            assert_eq!(Binding::from_json(&x.to_json()).unwrap().expires_at, t);
+        }
         // Written by an earlier (Python) sipr: same keys, q as an int.
         let old = Binding::from_json(r#"{"contact":"sip:x","expires_at":5,"q":1}"#).unwrap();
         assert_eq!((old.q, old.cseq, old.path.len()), (1.0, 0, 0));

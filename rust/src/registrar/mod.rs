@@ -76,14 +76,18 @@ impl Registrar {
                 Step::Answer(r) => return Ok(Outcome::Reply(r)),
                 Step::Verify(a) => a,
             };
-            let found = match users {
+            let name = attempt.algorithm.name();
+            let from_store;
+            let key = match users {
                 Users::Table(t) => match t.get(&attempt.user) {
-                    Some(h) => Some(h.clone()),
+                    Some(h) => h.get(name),
                     None => return Ok(Outcome::HandOn),
                 },
-                Users::Store(s) => s.user(&rules.nonces.realm, &attempt.user)?,
+                Users::Store(s) => {
+                    from_store = s.user(&rules.nonces.realm, &attempt.user)?;
+                    from_store.as_ref().and_then(|m| m.get(name))
+                }
             };
-            let key = found.as_ref().and_then(|m| m.get(attempt.algorithm.name()));
             if let Some(refusal) = rules.finish(msg, &attempt, key.map(String::as_str)) {
                 return Ok(Outcome::Reply(refusal));
             }
