@@ -40,6 +40,8 @@ pub struct Config {
     pub stream: StreamConfig,
     pub tls: TlsSettings,
     pub udp_reader: UdpReaderMode,
+    /// Nameservers and cache bounds for RFC 3263 lookups.
+    pub dns: crate::dns::DnsConfig,
 }
 
 impl Default for Config {
@@ -58,6 +60,7 @@ impl Default for Config {
             stream: StreamConfig::default(),
             tls: TlsSettings::default(),
             udp_reader: UdpReaderMode::Loop,
+            dns: crate::dns::DnsConfig::default(),
         }
     }
 }
@@ -110,7 +113,8 @@ pub struct Core {
     /// Shutting down: new transactions are refused, in-flight ones go on.
     draining: AtomicBool,
     pub stats: Stats,
-    pub resolver: crate::dns::Resolver,
+    /// RFC 3263 resolution, its cache and the destination blocklist.
+    pub dns: crate::dns::Dns,
     tag_counter: AtomicU64,
     tag_seed: u64,
     /// Prefix of the To tags of stateless answers (`stateless_tag`).
@@ -189,6 +193,11 @@ impl Core {
             ^ u64::from(std::process::id()) << 32;
         let timerfd = TimerFd::new().map_err(|e| StartError::Other(format!("timerfd: {e}")))?;
         let (max_pending, retry_after) = (config.max_pending.max(1), config.retry_after);
+        let dns_config = crate::dns::DnsConfig {
+            ipv4: config.listen.iter().any(|l| l.addr.is_ipv4()),
+            ipv6: config.listen.iter().any(|l| l.addr.is_ipv6()),
+            ..config.dns.clone()
+        };
         let core = Arc::new_cyclic(|me| Core {
             me: me.clone(),
             layer: Mutex::new(Layer::default()),
@@ -210,12 +219,18 @@ impl Core {
             retry_after: AtomicU32::new(retry_after),
             draining: AtomicBool::new(false),
             stats: Stats::default(),
-            resolver: crate::dns::Resolver::default(),
+            dns: crate::dns::Dns::new(dns_config),
             tag_counter: AtomicU64::new(1),
             tag_seed: seed,
             stateless_prefix: format!("{:x}-", mix64(seed ^ 0x5354_4154_454C_4553)),
             registrars: Default::default(),
         });
+        let waker = core.me.clone();
+        core.dns.set_waker(Box::new(move || {
+            if let Some(c) = waker.upgrade() {
+                c.wake();
+            }
+        }));
         if !stream_listeners.is_empty() || tls.is_some() {
             let sink: Arc<dyn StreamSink> = Arc::new(SinkRef(core.me.clone()));
             let streams = Streams::start(
@@ -327,6 +342,7 @@ impl Core {
         while let Some((transport, addr)) = self.transport_errors.pop() {
             stateful::on_transport_error(self, &mut layer, transport, addr, out);
         }
+        crate::proxy::dns_wait::resume(self, &mut layer, out);
         self.rearm(&layer);
     }
 

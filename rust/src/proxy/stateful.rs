@@ -10,8 +10,8 @@ use bytes::Bytes;
 
 use super::context::{best_index, Final, ProxyCtx};
 use super::fallback::congestion_controlled_hop;
-use super::route::{branch_for, creates_dialog, loop_hash, next_hop, record_route};
-use super::{fmt_hostport, resolve, via_alias, ForwardError};
+use super::route::{branch_for, creates_dialog, loop_hash, next_hop, record_route, NextHop};
+use super::{dns_wait, failover, fmt_hostport, via_alias, ForwardError};
 use crate::core::{Core, Event};
 use crate::sip::write::{build_forward, build_response, strip_top_via, ForwardEdits, HeaderEdit};
 use crate::sip::{Framing, HeaderId, Limits, Message};
@@ -36,6 +36,9 @@ pub struct RelayOptions<'a> {
     pub record_route: bool,
     /// Overall timeout of this round (the caller's Timer C).
     pub timeout: Option<Duration>,
+    /// Try the targets one after another (not in parallel), moving on when
+    /// one answers one of these codes, times out or is unreachable.
+    pub serial: Option<std::sync::Arc<[u16]>>,
 }
 
 fn parse_own(bytes: Bytes) -> Option<Message> {
@@ -51,7 +54,7 @@ fn parse_own(bytes: Bytes) -> Option<Message> {
 }
 
 /// A final answer made by the proxy itself (408, 503, ...) for `txn`.
-fn synthesize(core: &Core, layer: &mut Layer, txn: TxnId, status: u16) -> Option<Final> {
+pub(crate) fn synthesize(core: &Core, layer: &mut Layer, txn: TxnId, status: u16) -> Option<Final> {
     synthesize_with(core, layer, txn, status, &[])
 }
 
@@ -90,6 +93,20 @@ pub fn relay(
     opts: &RelayOptions<'_>,
     relay_id: u64,
     events: &mut Vec<Event>,
+) -> Result<(), ForwardError> {
+    relay_with(core, layer, txn, opts, relay_id, events, None)
+}
+
+/// `relay` with the names of its targets already resolved (`answers`), or
+/// to be looked up (None).
+pub(crate) fn relay_with(
+    core: &Core,
+    layer: &mut Layer,
+    txn: TxnId,
+    opts: &RelayOptions<'_>,
+    relay_id: u64,
+    events: &mut Vec<Event>,
+    answers: Option<dns_wait::Answers>,
 ) -> Result<(), ForwardError> {
     let Some(server_txn) = layer.servers.get(&txn) else {
         return Err(ForwardError::AlreadyHandled);
@@ -132,20 +149,31 @@ pub fn relay(
     if msg.method_str() == "INVITE" {
         server::send_trying(core, layer, txn);
     }
+    // Names are resolved off the loop thread: without every answer at hand
+    // the relay waits (parked) and continues in `dns_wait::resume`.
+    let answers = match answers {
+        Some(a) => a,
+        None => match dns_wait::prepare(core, &msg, txn, opts, relay_id) {
+            dns_wait::Prepared::Ready(a) => a,
+            dns_wait::Prepared::Parked => return Ok(()),
+        },
+    };
     let ruri = opts
         .request_uri
         .or(msg.request_uri_str())
         .unwrap_or_default()
         .to_string();
     let default_target = [Target::default()];
-    let targets: &[Target] = if opts.targets.is_empty() {
+    let targets: &[Target] = if opts.targets.is_empty() && opts.serial.is_none() {
         &default_target
     } else {
         &opts.targets
     };
     let mut started = 0;
     let mut first_error = None;
-    for target in targets {
+    // Each target's next hop and destinations (RFC 3263 order).
+    let mut usable: Vec<(usize, NextHop, Vec<super::Hop>)> = Vec::with_capacity(targets.len());
+    for (i, target) in targets.iter().enumerate() {
         if let Some(e) = &refusal {
             first_error.get_or_insert(e.clone());
             break;
@@ -158,96 +186,60 @@ pub fn relay(
             branch_ruri.unwrap_or(&ruri),
         )
         .and_then(|nh| {
-            let hop = match nh.flow {
-                Some(flow) => flow,
-                None => {
-                    let uri = crate::sip::Uri::parse(&nh.uri)
-                        .map_err(|_| ForwardError::BadTarget(nh.uri.clone()))?;
-                    resolve(core, &uri)?
-                }
-            };
-            Ok((nh, hop))
+            let hops = answers.hops(core, &nh)?;
+            Ok((nh, hops))
         });
-        let (nh, mut hop) = match result {
-            Ok(x) => x,
+        match result {
+            Ok((nh, hops)) => usable.push((i, nh, hops)),
             Err(e) => {
                 first_error.get_or_insert(e);
-                continue;
             }
-        };
-        let unique = layer.next_id();
-        let branch = branch_for(lh, unique);
-        let mut edits = opts.header_edits.to_vec();
-        edits.extend(
-            target
-                .routes
-                .iter()
-                .map(|r| HeaderEdit::Add("Route".into(), r.clone())),
-        );
-        let build = |hop: &super::Hop| {
-            let local = core.advertised(hop.transport, hop.addr);
-            let via = format!(
-                "SIP/2.0/{} {};branch={branch}{}",
-                hop.transport,
-                fmt_hostport(local),
-                via_alias(hop.transport)
-            );
-            let rr = (opts.record_route && creates_dialog(&msg)).then(|| {
-                let sips = msg
-                    .request_uri()
-                    .is_some_and(|u| u.scheme == crate::sip::Scheme::Sips);
-                record_route(core, &source, hop, sips)
-            });
-            build_forward(
-                &msg,
-                &ForwardEdits {
-                    request_uri: branch_ruri,
-                    via: &via,
-                    source: Some(source.addr),
-                    force_rport: source.transport.is_stream(),
-                    pop_routes: nh.pop_routes,
-                    record_route: rr.as_deref(),
-                    header_edits: &edits,
-                },
-            )
-        };
-        let mut bytes = build(&hop);
-        let mut udp_fallback = None;
-        if let Some(tcp) = congestion_controlled_hop(core, &nh.uri, hop, bytes.len()) {
-            let over_tcp = build(&tcp);
-            udp_fallback = Some(Bytes::from(std::mem::replace(&mut bytes, over_tcp)));
-            hop = tcp;
         }
-        let dest = Destination {
-            transport: hop.transport,
-            addr: hop.addr,
-            conn: None,
+    }
+    // Parallel targets are one branch each; serial ones (`opts.serial`)
+    // share one branch that fails over from one to the next.
+    let groups: Vec<Vec<(usize, NextHop, Vec<super::Hop>)>> = if opts.serial.is_some() {
+        vec![usable]
+    } else {
+        usable.into_iter().map(|u| vec![u]).collect()
+    };
+    for group in groups {
+        let Some(mut plan) = failover::Plan::new(
+            group
+                .into_iter()
+                .map(|(i, nh, hops)| (targets[i].clone(), nh, hops))
+                .collect(),
+            opts,
+        ) else {
+            continue;
         };
-        let bid = client::start(
+        let bid = start_branch(
             core,
             layer,
             ctx_id,
-            branch,
-            msg.method_str(),
-            Bytes::from(bytes),
-            dest,
+            &msg,
+            source,
+            lh,
+            &plan.target,
+            &plan.nh,
+            plan.hop,
+            &plan.params,
         );
-        if let Some(c) = layer.clients.get_mut(&bid) {
-            c.udp_fallback = udp_fallback;
+        if plan.has_alternatives() {
+            failover::shorten_timeout(core, layer, bid);
+            plan.shrink();
+            if let Some(c) = layer.clients.get_mut(&bid) {
+                c.failover = Some(Box::new(plan));
+            }
         }
-        core.stats
-            .requests_forwarded
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        layer
-            .ctxs
-            .get_mut(&ctx_id)
-            .expect("exists")
-            .branches
-            .push(bid);
         started += 1;
     }
     if started == 0 {
-        let err = first_error.unwrap_or(ForwardError::NoRoute);
+        let err = first_error.unwrap_or(if opts.serial.is_some() {
+            ForwardError::Unresolvable("no destination left to try".into())
+        } else {
+            ForwardError::NoRoute
+        });
         // Nothing went out: the round ends at once with the error's answer.
         let status = err.status();
         let extra = match &err {
@@ -277,6 +269,90 @@ pub fn relay(
         layer.ctxs.get_mut(&ctx_id).expect("exists").relay_timer = Some(tid);
     }
     Ok(())
+}
+
+/// Sends one branch of `msg` to `hop` and adds it to the context's round.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start_branch(
+    core: &Core,
+    layer: &mut Layer,
+    ctx_id: CtxId,
+    msg: &Message,
+    source: Source,
+    lh: u64,
+    target: &Target,
+    nh: &NextHop,
+    mut hop: super::Hop,
+    params: &failover::BranchParams,
+) -> u64 {
+    let branch_ruri = target.request_uri.as_deref().or(params.request_uri.as_deref());
+    let unique = layer.next_id();
+    let branch = branch_for(lh, unique);
+    let mut edits = params.header_edits.clone();
+    edits.extend(
+        target
+            .routes
+            .iter()
+            .map(|r| HeaderEdit::Add("Route".into(), r.clone())),
+    );
+    let build = |hop: &super::Hop| {
+        let local = core.advertised(hop.transport, hop.addr);
+        let via = format!(
+            "SIP/2.0/{} {};branch={branch}{}",
+            hop.transport,
+            fmt_hostport(local),
+            via_alias(hop.transport)
+        );
+        let rr = (params.record_route && creates_dialog(msg)).then(|| {
+            let sips = msg
+                .request_uri()
+                .is_some_and(|u| u.scheme == crate::sip::Scheme::Sips);
+            record_route(core, &source, &hop, sips)
+        });
+        build_forward(
+            msg,
+            &ForwardEdits {
+                request_uri: branch_ruri,
+                via: &via,
+                source: Some(source.addr),
+                force_rport: source.transport.is_stream(),
+                pop_routes: nh.pop_routes,
+                record_route: rr.as_deref(),
+                header_edits: &edits,
+            },
+        )
+    };
+    let mut bytes = build(&hop);
+    let mut udp_fallback = None;
+    if let Some(tcp) = congestion_controlled_hop(core, &nh.uri, hop, bytes.len()) {
+        let over_tcp = build(&tcp);
+        udp_fallback = Some(Bytes::from(std::mem::replace(&mut bytes, over_tcp)));
+        hop = tcp;
+    }
+    let dest = Destination {
+        transport: hop.transport,
+        addr: hop.addr,
+        conn: None,
+    };
+    let bid = client::start(
+        core,
+        layer,
+        ctx_id,
+        branch,
+        msg.method_str(),
+        Bytes::from(bytes),
+        dest,
+    );
+    if let Some(c) = layer.clients.get_mut(&bid) {
+        c.udp_fallback = udp_fallback;
+    }
+    core.stats
+        .requests_forwarded
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(ctx) = layer.ctxs.get_mut(&ctx_id) {
+        ctx.branches.push(bid);
+    }
+    bid
 }
 
 fn round_complete(layer: &Layer, ctx_id: CtxId) -> bool {
@@ -370,6 +446,8 @@ pub fn on_response(core: &Core, layer: &mut Layer, msg: Message, events: &mut Ve
                 for b in others {
                     client::cancel(core, layer, b);
                 }
+            } else {
+                failover::on_branch_failed(core, layer, bid, status, false);
             }
             if round_complete(layer, ctx_id) {
                 complete_round(core, layer, ctx_id, events);
@@ -575,6 +653,7 @@ pub fn route_in_core(
         header_edits: &[],
         record_route: false,
         timeout: None,
+        serial: None,
     };
     let relay_id = layer.next_id();
     if let Err(e) = relay(core, layer, txn, &opts, relay_id, events) {
@@ -725,6 +804,7 @@ fn fail_branch(core: &Core, layer: &mut Layer, bid: u64, status: u16, events: &m
     if let Some(f) = synthesize(core, layer, server_id, status) {
         layer.ctxs.get_mut(&ctx_id).expect("exists").finals.push(f);
     }
+    failover::on_branch_failed(core, layer, bid, status, true);
     if round_complete(layer, ctx_id) {
         complete_round(core, layer, ctx_id, events);
     }

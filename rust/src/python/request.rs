@@ -51,6 +51,11 @@ impl PyRequest {
         }
     }
 
+    /// The request as received (services that select on it: dispatcher).
+    pub(super) fn message(&self) -> &Message {
+        &self.inc.msg
+    }
+
     /// The handler is done with the request: free its overload slot, and let
     /// a held relay result go upstream.
     fn release(&mut self) {
@@ -467,8 +472,16 @@ impl PyRequest {
         if self.answered {
             return Err(self.closed_error("relay"));
         }
+        let mut serial = None;
         let targets: Vec<Target> = match target {
             None => Vec::new(),
+            // Serial targets (`sipr.Serial`, a dispatcher or prefix-route
+            // selection): one branch failing over from one to the next.
+            Some(t) if super::dns::is_serial(t) => {
+                let (targets, codes) = super::dns::serial_targets(t, &self.inc.msg)?;
+                serial = Some(codes);
+                targets
+            }
             Some(t)
                 if t.is_instance_of::<pyo3::types::PyList>()
                     || t.is_instance_of::<pyo3::types::PyTuple>() =>
@@ -522,6 +535,7 @@ impl PyRequest {
             header_edits: &self.edits,
             record_route: record_route.unwrap_or(self.record_route_default()),
             timeout,
+            serial,
         };
         let mut events = Vec::new();
         let result = self
@@ -565,7 +579,7 @@ impl PyRequest {
 /// A relay target: a URI / str (next hop), or a registered `sipr.Contact`
 /// (its URI becomes the branch's Request-URI, its `next_hop` the hop, its
 /// Path the branch's Route set).
-fn relay_target(t: &Bound<'_, PyAny>) -> PyResult<Target> {
+pub(super) fn relay_target(t: &Bound<'_, PyAny>) -> PyResult<Target> {
     if let Ok(hop) = t.getattr("next_hop") {
         let uri: String = t.getattr("uri")?.extract()?;
         let hop: String = hop.extract()?;

@@ -47,6 +47,8 @@ pub struct ClientTxn {
     /// The same request built for UDP, when it went over TCP only for being
     /// too large (RFC 3261 §18.1.1): sent instead if the connection fails.
     pub udp_fallback: Option<Bytes>,
+    /// The other destinations to try if this one fails (RFC 3263 §4.3).
+    pub failover: Option<Box<crate::proxy::failover::Plan>>,
 }
 
 impl ClientTxn {
@@ -99,6 +101,7 @@ pub fn start(
         timed_out: false,
         final_status: None,
         udp_fallback: None,
+        failover: None,
     };
     if !txn.reliable() {
         txn.timers[0] = Some(layer.timers.schedule(
