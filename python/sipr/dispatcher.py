@@ -236,7 +236,9 @@ class Dispatcher:
         """Sets a destination active, inactive or disabled: URI STATE [SET]."""
         changed = self.set_state(uri, state, None if set is None else int(set))
         if not changed:
-            raise ValueError(f"no destination {uri}" + (f" in set {set}" if set is not None else ""))
+            raise ValueError(
+                f"no destination {uri}" + (f" in set {set}" if set is not None else "")
+            )
         return {"uri": uri, "state": state, "changed": changed}
 
     async def _rpc_reload(self) -> dict[str, Any]:

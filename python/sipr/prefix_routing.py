@@ -191,7 +191,9 @@ class PrefixRouter:
                 window = Window.parse(when or "")
             except ValueError as e:
                 raise PrefixRoutingError(f"pr_rules id {rid}: {e}") from e
-            rules.append(Rule(str(prefix), str(gw), str(caller or ""), int(prio), int(weight), window))
+            rules.append(
+                Rule(str(prefix), str(gw), str(caller or ""), int(prio), int(weight), window)
+            )
         return gws, rules
 
     def load(self) -> int:

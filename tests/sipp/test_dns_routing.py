@@ -121,7 +121,7 @@ def _relay_many(proxy, user: str, count: int, window: int = 200) -> int:  # type
     try:
         for start in range(0, count, window):
             n = min(window, count - start)
-            for i in range(n):
+            for _ in range(n):
                 peer.sendto(
                     sip_request("OPTIONS", f"sip:{user}@{proxy.udp[0]}:{proxy.udp[1]}", port=port),
                     proxy.udp,

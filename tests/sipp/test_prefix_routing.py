@@ -4,7 +4,6 @@ gateways, one of which answers 503 (the calls fail over to the next)."""
 from __future__ import annotations
 
 import csv
-import sqlite3
 import subprocess
 import tempfile
 from pathlib import Path

@@ -20,9 +20,7 @@ def router(rules: list[Rule]) -> PrefixRouter:
 
 
 def test_longest_prefix_and_caller_prefix_win() -> None:
-    r = router(
-        [Rule("4", "a"), Rule("44", "b"), Rule("44", "c", caller_prefix="9"), Rule("", "a")]
-    )
+    r = router([Rule("4", "a"), Rule("44", "b"), Rule("44", "c", caller_prefix="9"), Rule("", "a")])
     assert [g.id for g in r.gateways_for("4420", "100")] == ["b"]
     assert [g.id for g in r.gateways_for("4420", "9100")] == ["c"]
     assert [g.id for g in r.gateways_for("4120", "")] == ["a"]
@@ -30,7 +28,9 @@ def test_longest_prefix_and_caller_prefix_win() -> None:
 
 
 def test_time_windows() -> None:
-    r = router([Rule("1", "a", window=Window.parse("mon-fri 08:00-18:00")), Rule("1", "b", priority=1)])
+    r = router(
+        [Rule("1", "a", window=Window.parse("mon-fri 08:00-18:00")), Rule("1", "b", priority=1)]
+    )
     assert [g.id for g in r.gateways_for("123", when=MONDAY_NOON)] == ["a", "b"]
     assert [g.id for g in r.gateways_for("123", when=SUNDAY_NIGHT)] == ["b"]
     night = Window.parse("22:00-06:00")
