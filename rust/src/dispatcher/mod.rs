@@ -163,8 +163,10 @@ impl Dispatcher {
                 .and_then(|s| s.dests.iter().find(|d| d.entry.uri == e.uri))
             {
                 dest.set_state(prev.state());
-                dest.fails.store(prev.fails.load(Ordering::Relaxed), Ordering::Relaxed);
-                dest.oks.store(prev.oks.load(Ordering::Relaxed), Ordering::Relaxed);
+                dest.fails
+                    .store(prev.fails.load(Ordering::Relaxed), Ordering::Relaxed);
+                dest.oks
+                    .store(prev.oks.load(Ordering::Relaxed), Ordering::Relaxed);
                 dest.last_code
                     .store(prev.last_code.load(Ordering::Relaxed), Ordering::Relaxed);
                 dest.probes
@@ -267,8 +269,7 @@ impl Dispatcher {
             }
             Algo::LeastCalls => {
                 return Err(
-                    "least-calls needs dialog tracking, which this build does not have yet"
-                        .into(),
+                    "least-calls needs dialog tracking, which this build does not have yet".into(),
                 )
             }
         };
@@ -392,7 +393,12 @@ mod tests {
         let raw = format!(
             "INVITE sip:bob@example.net SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:alice@h>;tag=1\r\nTo: <sip:bob@h>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
         );
-        Message::parse(bytes::Bytes::from(raw), Framing::Datagram, &Limits::default()).unwrap()
+        Message::parse(
+            bytes::Bytes::from(raw),
+            Framing::Datagram,
+            &Limits::default(),
+        )
+        .unwrap()
     }
 
     fn ds() -> Dispatcher {
@@ -414,8 +420,13 @@ mod tests {
     fn list_file_errors_name_the_line() {
         assert!(parse_list("x sip:a").unwrap_err().contains("line 1"));
         assert!(parse_list("1 http://a").unwrap_err().contains("sip:"));
-        assert!(parse_list("\n1 sip:a 0 0 weight=heavy").unwrap_err().contains("line 2"));
-        assert_eq!(parse_list("1 sip:a 0 0 duid=x;weight=7").unwrap()[0].weight, 7);
+        assert!(parse_list("\n1 sip:a 0 0 weight=heavy")
+            .unwrap_err()
+            .contains("line 2"));
+        assert_eq!(
+            parse_list("1 sip:a 0 0 duid=x;weight=7").unwrap()[0].weight,
+            7
+        );
     }
 
     #[test]
@@ -423,7 +434,12 @@ mod tests {
         let d = ds();
         let m = invite("a");
         let firsts: Vec<String> = (0..3)
-            .map(|_| d.select(1, Algo::RoundRobin, &m).unwrap()[0].entry.uri.clone())
+            .map(|_| {
+                d.select(1, Algo::RoundRobin, &m).unwrap()[0]
+                    .entry
+                    .uri
+                    .clone()
+            })
             .collect();
         assert_eq!(firsts.len(), 3);
         assert_ne!(firsts[0], firsts[1]);
@@ -438,7 +454,12 @@ mod tests {
     #[test]
     fn hash_keeps_a_call_on_its_destination() {
         let d = ds();
-        let first = |cid: &str| d.select(1, Algo::HashCallId, &invite(cid)).unwrap()[0].entry.uri.clone();
+        let first = |cid: &str| {
+            d.select(1, Algo::HashCallId, &invite(cid)).unwrap()[0]
+                .entry
+                .uri
+                .clone()
+        };
         let picks: Vec<String> = (0..30).map(|i| first(&format!("call-{i}"))).collect();
         for (i, p) in picks.iter().enumerate() {
             assert_eq!(&first(&format!("call-{i}")), p);
@@ -459,7 +480,11 @@ mod tests {
         let m = invite("p");
         assert_eq!(
             uris(&d.select(1, Algo::Priority, &m).unwrap()),
-            ["sip:127.0.0.1:5072", "sip:127.0.0.1:5073", "sip:127.0.0.1:5071"]
+            [
+                "sip:127.0.0.1:5072",
+                "sip:127.0.0.1:5073",
+                "sip:127.0.0.1:5071"
+            ]
         );
         let mut heavy = 0;
         for _ in 0..5000 {

@@ -123,7 +123,13 @@ fn record(dest: &Dest, code: Option<u16>, config: &ProbeConfig) {
     }
 }
 
-fn options(uri: &str, transport: Transport, local: SocketAddr, config: &ProbeConfig, seq: u64) -> (String, String) {
+fn options(
+    uri: &str,
+    transport: Transport,
+    local: SocketAddr,
+    config: &ProbeConfig,
+    seq: u64,
+) -> (String, String) {
     let branch = format!("z9hG4bKsrprobe{seq:x}");
     let host = crate::proxy::fmt_hostport(local);
     let msg = format!(
@@ -142,10 +148,16 @@ async fn probe(uri: &str, hop: Hop, config: &ProbeConfig, seq: u64) -> Option<u1
             Transport::Udp => probe_udp(uri, hop.addr, config, seq).await,
             Transport::Tcp => probe_tcp(uri, hop.addr, config, seq).await,
             // TLS / WebSocket destinations: a completed TCP connect counts.
-            _ => tokio::net::TcpStream::connect(hop.addr).await.ok().map(|_| 200),
+            _ => tokio::net::TcpStream::connect(hop.addr)
+                .await
+                .ok()
+                .map(|_| 200),
         }
     };
-    tokio::time::timeout(config.timeout, work).await.ok().flatten()
+    tokio::time::timeout(config.timeout, work)
+        .await
+        .ok()
+        .flatten()
 }
 
 fn status_of(resp: &[u8], branch: &str) -> Option<u16> {

@@ -44,8 +44,10 @@ impl Blocklist {
     }
 
     pub fn set_lifetime(&self, d: Duration) {
-        self.lifetime_ms
-            .store(d.as_millis().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+        self.lifetime_ms.store(
+            d.as_millis().min(u128::from(u64::MAX)) as u64,
+            Ordering::Relaxed,
+        );
     }
 
     pub fn add(&self, hop: Hop, reason: &'static str) {

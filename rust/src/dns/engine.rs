@@ -7,9 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hickory_resolver::config::{
-    ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts,
-};
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
@@ -140,7 +138,9 @@ fn build_resolver(config: &DnsConfig) -> Result<TokioResolver, String> {
     // sipr keeps its own cache (shown by `dns.cache`); hickory's stays small.
     opts.cache_size = 256;
     opts.ndots = 0;
-    builder.build().map_err(|e| format!("cannot build the resolver: {e}"))
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the resolver: {e}"))
 }
 
 /// A failed lookup of one record set.
@@ -313,7 +313,11 @@ async fn srv_servers(
     Some(servers)
 }
 
-async fn addresses_owned(r: &TokioResolver, name: String, config: &DnsConfig) -> (Vec<IpAddr>, Ttl) {
+async fn addresses_owned(
+    r: &TokioResolver,
+    name: String,
+    config: &DnsConfig,
+) -> (Vec<IpAddr>, Ttl) {
     let mut t = Ttl {
         min: None,
         errors: Vec::new(),

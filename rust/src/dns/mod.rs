@@ -125,8 +125,10 @@ impl Dns {
     }
 
     pub fn set_failover_timeout(&self, d: std::time::Duration) {
-        self.failover_timeout_ms
-            .store(d.as_millis().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+        self.failover_timeout_ms.store(
+            d.as_millis().min(u128::from(u64::MAX)) as u64,
+            Ordering::Relaxed,
+        );
     }
 
     pub fn next_waiter_id(&self) -> u64 {
@@ -177,7 +179,8 @@ impl Dns {
                 }));
             }
         };
-        st.inflight.insert(target.clone(), waiter.into_iter().collect());
+        st.inflight
+            .insert(target.clone(), waiter.into_iter().collect());
         st.waiters += usize::from(waiter.is_some());
         drop(st);
         self.stats.resolutions.fetch_add(1, Ordering::Relaxed);

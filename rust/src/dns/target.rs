@@ -116,7 +116,9 @@ pub struct Resolved {
 
 impl Resolved {
     pub fn is_negative(&self) -> bool {
-        self.groups.iter().all(|g| g.servers.iter().all(|s| s.addrs.is_empty()))
+        self.groups
+            .iter()
+            .all(|g| g.servers.iter().all(|s| s.addrs.is_empty()))
     }
 
     /// Every destination in the order to try them: groups in order; in each,
@@ -223,13 +225,19 @@ mod tests {
     fn targets_from_uris() {
         let t = |s: &str| SipTarget::from_uri(&Uri::parse(s).unwrap());
         let a = t("sip:bob@Svc.Test.").unwrap();
-        assert_eq!((a.host.as_str(), a.port, a.transport, a.secure), ("svc.test", None, None, false));
+        assert_eq!(
+            (a.host.as_str(), a.port, a.transport, a.secure),
+            ("svc.test", None, None, false)
+        );
         let b = t("sips:bob@svc.test:5071;transport=tcp").unwrap();
         assert_eq!(b.fixed_transport(), Transport::Tls);
         assert_eq!(b.port, Some(5071));
         let c = t("sip:bob@host;maddr=[::1];transport=udp").unwrap();
         assert_eq!(c.literal_hop().unwrap().addr, "[::1]:5060".parse().unwrap());
-        assert_eq!(t("sip:x@h;transport=carrier-pigeon"), Err(TargetError::BadTransport));
+        assert_eq!(
+            t("sip:x@h;transport=carrier-pigeon"),
+            Err(TargetError::BadTransport)
+        );
         assert_eq!(t("tel:+123"), Err(TargetError::NotSip));
         let s = t("sips:10.0.0.1").unwrap();
         assert_eq!(s.literal_hop().unwrap().addr.port(), 5061);
@@ -281,8 +289,16 @@ mod tests {
         s1.addrs = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
         let r = Resolved {
             groups: vec![
-                Group { transport: Transport::Tcp, via: "x".into(), servers: vec![s1.clone()] },
-                Group { transport: Transport::Udp, via: "y".into(), servers: vec![s1.clone(), s1] },
+                Group {
+                    transport: Transport::Tcp,
+                    via: "x".into(),
+                    servers: vec![s1.clone()],
+                },
+                Group {
+                    transport: Transport::Udp,
+                    via: "y".into(),
+                    servers: vec![s1.clone(), s1],
+                },
             ],
             expires: Instant::now(),
             error: None,

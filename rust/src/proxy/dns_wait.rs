@@ -197,8 +197,15 @@ pub fn resume(core: &Core, layer: &mut Layer, events: &mut Vec<Event>) {
     }
     for p in ready {
         let opts = p.relay.options();
-        let result =
-            stateful::relay_with(core, layer, p.txn, &opts, p.relay_id, events, Some(p.answers));
+        let result = stateful::relay_with(
+            core,
+            layer,
+            p.txn,
+            &opts,
+            p.relay_id,
+            events,
+            Some(p.answers),
+        );
         if let Err(e) = result {
             // Answered or cancelled meanwhile: the waiting relay() still
             // gets an answer, so nothing stays registered for it.

@@ -116,7 +116,11 @@ pub fn on_branch_failed(core: &Core, layer: &mut Layer, bid: u64, status: u16, l
         addr: c.dest.addr,
     };
     if local && !c.timed_out {
-        let reason = if status == 408 { "timeout" } else { "unreachable" };
+        let reason = if status == 408 {
+            "timeout"
+        } else {
+            "unreachable"
+        };
         core.dns.blocklist.add(failed, reason);
     }
     // The relay's own timeout (or Timer C) ended the round: no new branch.
@@ -184,11 +188,9 @@ pub fn shorten_timeout(core: &Core, layer: &mut Layer, bid: u64) {
     if let Some(t) = old {
         layer.timers.cancel(t);
     }
-    let id = layer.timers.schedule(
-        Instant::now() + limit,
-        FINE,
-        TimerKey::ClientTimeout(bid),
-    );
+    let id = layer
+        .timers
+        .schedule(Instant::now() + limit, FINE, TimerKey::ClientTimeout(bid));
     if let Some(c) = layer.clients.get_mut(&bid) {
         c.timers[1] = Some(id);
     }

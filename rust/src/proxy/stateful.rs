@@ -285,7 +285,10 @@ pub(crate) fn start_branch(
     mut hop: super::Hop,
     params: &failover::BranchParams,
 ) -> u64 {
-    let branch_ruri = target.request_uri.as_deref().or(params.request_uri.as_deref());
+    let branch_ruri = target
+        .request_uri
+        .as_deref()
+        .or(params.request_uri.as_deref());
     let unique = layer.next_id();
     let branch = branch_for(lh, unique);
     let mut edits = params.header_edits.clone();
@@ -307,7 +310,7 @@ pub(crate) fn start_branch(
             let sips = msg
                 .request_uri()
                 .is_some_and(|u| u.scheme == crate::sip::Scheme::Sips);
-            record_route(core, &source, &hop, sips)
+            record_route(core, &source, hop, sips)
         });
         build_forward(
             msg,

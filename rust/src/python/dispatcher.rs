@@ -19,6 +19,9 @@ use crate::dispatcher::{parse_list, weight_of, Algo, Dispatcher, Entry, State, A
 use crate::proxy::stateful::Target;
 use crate::sip::Message;
 
+/// A destination row: (set, uri, flags, priority, attrs).
+type Row = (u32, String, u32, i32, String);
+
 #[pyclass(module = "sipr._core", name = "Dispatcher")]
 pub struct PyDispatcher {
     ds: Arc<Dispatcher>,
@@ -41,7 +44,7 @@ impl PyDispatcher {
     }
 
     /// Replaces every set with `rows`: (set, uri, flags, priority, attrs).
-    fn load(&self, rows: Vec<(u32, String, u32, i32, String)>) -> PyResult<usize> {
+    fn load(&self, rows: Vec<Row>) -> PyResult<usize> {
         let mut entries = Vec::with_capacity(rows.len());
         for (set, uri, flags, priority, attrs) in rows {
             if crate::sip::Uri::parse(&uri).map_or(true, |u| !u.is_sip()) {
@@ -68,7 +71,7 @@ impl PyDispatcher {
     /// Parses a Kamailio-style list file's text into rows (ValueError names
     /// the bad line).
     #[staticmethod]
-    fn parse_list(text: &str) -> PyResult<Vec<(u32, String, u32, i32, String)>> {
+    fn parse_list(text: &str) -> PyResult<Vec<Row>> {
         let entries = parse_list(text).map_err(PyValueError::new_err)?;
         Ok(entries
             .into_iter()

@@ -85,12 +85,13 @@ impl PyDns {
     /// Removes blocklist entries (all, or those of `address` IP:PORT).
     #[pyo3(signature = (address=None))]
     fn unblock(&self, address: Option<&str>) -> PyResult<usize> {
-        let addr = match address {
-            Some(a) => Some(a.parse().map_err(|_| {
-                PyValueError::new_err(format!("{a:?} is not an IP:PORT address"))
-            })?),
-            None => None,
-        };
+        let addr =
+            match address {
+                Some(a) => Some(a.parse().map_err(|_| {
+                    PyValueError::new_err(format!("{a:?} is not an IP:PORT address"))
+                })?),
+                None => None,
+            };
         Ok(self.core.dns.blocklist.remove(addr))
     }
 
@@ -157,10 +158,7 @@ pub fn stats(core: &Core) -> Vec<(String, u64)> {
         ("dns.inflight".into(), inflight as u64),
         ("dns.waiting".into(), waiting as u64),
         ("dns.blocklisted".into(), core.dns.blocklist.len() as u64),
-        (
-            "dns.blocklist_added".into(),
-            get(&core.dns.blocklist.added),
-        ),
+        ("dns.blocklist_added".into(), get(&core.dns.blocklist.added)),
     ]
 }
 
@@ -255,7 +253,11 @@ pub fn parse_resolver(spec: &str) -> PyResult<std::net::SocketAddr> {
     if let Ok(a) = spec.parse::<std::net::SocketAddr>() {
         return Ok(a);
     }
-    if let Ok(ip) = spec.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
+    if let Ok(ip) = spec
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+    {
         return Ok(std::net::SocketAddr::new(ip, 53));
     }
     Err(PyValueError::new_err(format!(
