@@ -114,6 +114,8 @@ class DelayingRelay:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.seen: Counter[tuple[str, int]] = Counter()
+        #: Distinct queries (a UDP retransmission repeats the message id).
+        self.ids: dict[tuple[str, int], set[int]] = {}
         self.answered = 0
         self.pending = 0
         self.lock = threading.Lock()
@@ -139,6 +141,7 @@ class DelayingRelay:
             with self.lock:
                 if q is not None:
                     self.seen[q] += 1
+                    self.ids.setdefault(q, set()).add(struct.unpack("!H", packet[:2])[0])
                 self.pending += 1
             t = threading.Thread(target=self._relay, args=(packet, asker), daemon=True)
             self.threads.append(t)
@@ -162,8 +165,9 @@ class DelayingRelay:
                 self.pending -= 1
 
     def count(self, name: str, qtype: int) -> int:
+        """Distinct queries for (name, qtype), retransmissions not counted."""
         with self.lock:
-            return self.seen[(name, qtype)]
+            return len(self.ids.get((name, qtype), ()))
 
     def stop(self) -> None:
         self.stopping.set()
