@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from tests.conftest import ROOT, free_port, stop_process
@@ -30,20 +31,34 @@ class Gateway:
         )  # fmt: skip
         _wait_bound(self.port, "u1")
 
-    def stop(self) -> int:
-        """Stops SIPp; returns the calls it completed."""
-        stop_process(self.proc)
-        rows = list(csv.reader(self.stat.open(), delimiter=";")) if self.stat.exists() else []
+    def completed(self) -> int:
+        """Calls completed so far, from the statistics SIPp writes every second."""
+        try:
+            rows = list(csv.reader(self.stat.open(), delimiter=";"))
+        except OSError:
+            return 0
         if len(rows) < 2:
             return 0
         return int(rows[-1][rows[0].index("SuccessfulCall(C)")])
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def wait_counts(gws: dict[str, Gateway], want: dict[str, int], timeout: float = 20) -> dict:  # type: ignore[type-arg]
+    """The gateways' completed calls once they reach `want` (or at `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = {name: gw.completed() for name, gw in gws.items()}
+        if got == want or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)  # SIPp rewrites its statistics file once a second
 
 
 def test_thousand_calls_by_prefix_with_503_failover(sipr_factory, sipp, tmp_path):  # type: ignore[no-untyped-def]
     gw1 = Gateway(sipp, ["-sn", "uas"])
     gw2 = Gateway(sipp, ["-sf", str(SCENARIOS / "uas_503.xml")])
     gw3 = Gateway(sipp, ["-sn", "uas"])
-    counts: dict[str, int] = {}
     try:
         db = tmp_path / "routes.db"
         from sipr.prefix_routing import connect
@@ -73,7 +88,10 @@ def test_thousand_calls_by_prefix_with_503_failover(sipr_factory, sipp, tmp_path
             assert r.successful == calls and r.failed == 0, (number, r.output[-2000:])
         dump = rpc(proxy.ctl, "lcr.dump")
         assert len(dump) == 5
+        # gw2 answered 503 to every 44 call; each then completed on gw3.
+        want = {"gw1": 400, "gw2": 400, "gw3": 600}
+        counts = wait_counts({"gw1": gw1, "gw2": gw2, "gw3": gw3}, want)
+        assert counts == want, counts
     finally:
-        counts = {"gw1": gw1.stop(), "gw2": gw2.stop(), "gw3": gw3.stop()}
-    # gw2 answered 503 to every 44 call; each then completed on gw3.
-    assert counts == {"gw1": 400, "gw2": 400, "gw3": 600}, counts
+        for gw in (gw1, gw2, gw3):
+            gw.stop()
