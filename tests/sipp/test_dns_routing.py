@@ -55,6 +55,7 @@ def test_naptr_srv_failover_and_blocklist(sipr_factory, dnsmasq_factory, sipp): 
     silent = Responder(answer=False)
     uas = SippUas(sipp, free_port())
     tcp_uas = SippUas(sipp, free_port(), transport="t1")
+    refused = free_port(socket.SOCK_STREAM)  # nothing listens there
     try:
         dns = dnsmasq_factory(
             [
@@ -63,9 +64,12 @@ def test_naptr_srv_failover_and_blocklist(sipr_factory, dnsmasq_factory, sipp): 
                 f"--srv-host=_sip._udp.svc.test,p20.svc.test,{uas.port},20,0",
                 "--host-record=p10.svc.test,127.0.0.1",
                 "--host-record=p20.svc.test,127.0.0.1",
-                # tcp.test: the NAPTR says TCP (the UAS there listens on TCP only).
+                # tcp.test: the NAPTR says TCP (the UAS there listens on TCP
+                # only); its priority-10 target refuses connections.
                 "--naptr-record=tcp.test,10,50,s,SIP+D2T,,_sip._tcp.tcp.test",
-                f"--srv-host=_sip._tcp.tcp.test,t.tcp.test,{tcp_uas.port},10,0",
+                f"--srv-host=_sip._tcp.tcp.test,closed.tcp.test,{refused},10,0",
+                f"--srv-host=_sip._tcp.tcp.test,t.tcp.test,{tcp_uas.port},20,0",
+                "--host-record=closed.tcp.test,127.0.0.1",
                 "--host-record=t.tcp.test,127.0.0.1",
             ]
         )
@@ -94,9 +98,13 @@ def test_naptr_srv_failover_and_blocklist(sipr_factory, dnsmasq_factory, sipp): 
         assert second.successful == 1, second.output
         assert silent.requests["INVITE"] == tried
         assert rpc(proxy.ctl, "stats.get", "dns.")["dns.failovers"] == failovers
-        # 3. NAPTR SIP+D2T: over TCP to the SRV target.
+        # 3. NAPTR SIP+D2T: over TCP; the refused connection fails over at
+        # once to the next SRV target.
         third = run_uac(sipp, proxy.udp, calls=1, rate=1, port=free_port(), extra=("-s", "carol"))
         assert third.successful == 1, third.output
+        blocked = {b["address"]: b for b in rpc(proxy.ctl, "dst.blocklist")}
+        assert blocked[f"127.0.0.1:{refused}"]["reason"] == "unreachable", blocked
+        assert blocked[f"127.0.0.1:{refused}"]["transport"] == "tcp"
         cache = rpc(proxy.ctl, "dns.cache")
         assert {(r["host"], r["transport"]) for r in cache} >= {
             ("svc.test", "udp"),
@@ -253,3 +261,31 @@ def test_resolver_flag_errors(tmp_path):  # type: ignore[no-untyped-def]
     )
     assert out.returncode != 0
     assert "--resolver dns.example:53" in out.stderr
+
+
+def test_aaaa_only_name_over_ipv6(sipr_factory, dnsmasq_factory):  # type: ignore[no-untyped-def]
+    """A name with only an AAAA record is reached over IPv6 when sipr
+    listens there (the A lookup's "no record" does not fail it)."""
+    peer = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    peer.bind(("::1", 0))
+    port = peer.getsockname()[1]
+    peer.settimeout(10)
+    dns = dnsmasq_factory(["--host-record=v6.test,::1"])
+    proxy = sipr_factory(
+        APP,
+        listen=("udp:[::1]:0", "tcp:127.0.0.1:0"),
+        extra_args=("--resolver", dns.addr),
+        env={"SIPR_DOMAINS": f"v6=v6.test:{port}"},
+    )
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as caller:
+        caller.bind(("::1", 0))
+        caller.settimeout(10)
+        uri = f"sip:v6@[{proxy.udp[0]}]:{proxy.udp[1]}"
+        via = "SIP/2.0/UDP [::1]:{port};branch=z9hG4bK{branch};rport"
+        caller.sendto(sip_request("OPTIONS", uri, via=via, port=caller.getsockname()[1]), proxy.udp)
+        data, src = peer.recvfrom(65535)
+        assert data.startswith(b"OPTIONS sip:v6@v6.test:")
+        assert src[0] == "::1"
+        peer.sendto(sip_answer(data, 200, "OK", "v6"), src)
+        assert status_of(caller.recv(65535)) == 200
+    peer.close()
