@@ -63,6 +63,30 @@ impl SipTarget {
         }
     }
 
+    /// The destination of a URI naming an IP address, without building a
+    /// target (the common case on the relay path: no allocation).
+    pub fn literal_of(uri: &Uri<'_>) -> Option<Result<Hop, TargetError>> {
+        let host = uri.param("maddr").unwrap_or(uri.host);
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let ip: IpAddr = bare.parse().ok()?;
+        if !uri.is_sip() {
+            return Some(Err(TargetError::NotSip));
+        }
+        let transport = match uri.param("transport") {
+            Some(t) => match Transport::parse(t) {
+                Some(Transport::Tcp) if uri.scheme == Scheme::Sips => Transport::Tls,
+                Some(t) => t,
+                None => return Some(Err(TargetError::BadTransport)),
+            },
+            None if uri.scheme == Scheme::Sips => Transport::Tls,
+            None => Transport::Udp,
+        };
+        Some(Ok(Hop {
+            transport,
+            addr: SocketAddr::new(ip, uri.port.unwrap_or(default_port(transport))),
+        }))
+    }
+
     pub fn ip(&self) -> Option<IpAddr> {
         self.host.parse().ok()
     }
@@ -241,6 +265,18 @@ mod tests {
         assert_eq!(t("tel:+123"), Err(TargetError::NotSip));
         let s = t("sips:10.0.0.1").unwrap();
         assert_eq!(s.literal_hop().unwrap().addr.port(), 5061);
+        // The allocation-free path agrees with the full one.
+        for raw in [
+            "sip:10.0.0.1",
+            "sips:10.0.0.1;transport=tcp",
+            "sip:a@[::1]:5070;transport=tcp",
+            "sip:b@host;maddr=127.0.0.1",
+        ] {
+            let u = Uri::parse(raw).unwrap();
+            let full = SipTarget::from_uri(&u).unwrap().literal_hop();
+            assert_eq!(SipTarget::literal_of(&u).map(Result::unwrap), full, "{raw}");
+        }
+        assert!(SipTarget::literal_of(&Uri::parse("sip:a@svc.test").unwrap()).is_none());
     }
 
     #[test]

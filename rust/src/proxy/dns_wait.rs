@@ -30,6 +30,11 @@ impl Answers {
             return Ok(vec![flow]);
         }
         let uri = Uri::parse(&nh.uri).map_err(|_| ForwardError::BadTarget(nh.uri.clone()))?;
+        if let Some(literal) = SipTarget::literal_of(&uri) {
+            return literal
+                .map(|hop| vec![hop])
+                .map_err(|_| ForwardError::BadTarget(nh.uri.clone()));
+        }
         let target =
             SipTarget::from_uri(&uri).map_err(|_| ForwardError::BadTarget(nh.uri.clone()))?;
         if let Some(hop) = target.literal_hop() {
@@ -160,10 +165,13 @@ fn names_of(core: &Core, msg: &Message, opts: &RelayOptions<'_>) -> Vec<SipTarge
         if nh.flow.is_some() {
             continue;
         }
-        let Some(t) = Uri::parse(&nh.uri)
-            .ok()
-            .and_then(|u| SipTarget::from_uri(&u).ok())
-        else {
+        let Ok(uri) = Uri::parse(&nh.uri) else {
+            continue;
+        };
+        if SipTarget::literal_of(&uri).is_some() {
+            continue; // an IP address: nothing to look up
+        }
+        let Ok(t) = SipTarget::from_uri(&uri) else {
             continue;
         };
         if t.ip().is_none() && !names.contains(&t) {
