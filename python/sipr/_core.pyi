@@ -195,7 +195,7 @@ class Dispatcher:
     def set_state(self, uri: str, state: str, set: int | None = None) -> int: ...
     def start_probing(
         self,
-        core: Core,
+        dns: Dns,
         *,
         interval: float,
         timeout: float,

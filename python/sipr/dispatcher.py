@@ -21,13 +21,10 @@ import logging
 import sqlite3
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from sipr import _core
-
-if TYPE_CHECKING:
-    from sipr.app import App
 
 log = logging.getLogger("sipr.dispatcher")
 
@@ -59,7 +56,7 @@ class Dispatcher:
         source: str | Path | None = None,
         *,
         sets: list[Row] | None = None,
-        app: App | None = None,
+        app: Any = None,
         probe_interval: float | None = None,
         probe_timeout: float | None = None,
         fail_threshold: int = 1,
@@ -89,7 +86,7 @@ class Dispatcher:
         self.ok_threshold = max(1, int(ok_threshold))
         self.alive_codes = [int(c) for c in alive_codes]
         self.probe_from = probe_from
-        self.app = app
+        self.app = app  # a sipr.App (not imported: no import circle with sipr.app)
         self.load()
         Dispatcher.instances.add(self)
         if app is not None:
@@ -215,7 +212,7 @@ class Dispatcher:
         core = self.app._core
         assert core is not None, "Dispatcher: the app is not running"
         self.native.start_probing(
-            core,
+            core.dns(),
             interval=self.probe_interval,
             timeout=self.probe_timeout or min(self.probe_interval, 5.0),
             fail_threshold=self.fail_threshold,

@@ -24,13 +24,10 @@ import random
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from sipr import _core
-
-if TYPE_CHECKING:
-    from sipr.app import App
 
 log = logging.getLogger("sipr.prefix_routing")
 
@@ -142,7 +139,7 @@ class PrefixRouter:
         *,
         gateways: list[Gateway] | None = None,
         rules: list[Rule] | None = None,
-        app: App | None = None,
+        app: Any = None,
         codes: list[int] | None = None,
     ) -> None:
         """`source`: `sqlite:///path.db` (tables `pr_gateways`, `pr_rules`),

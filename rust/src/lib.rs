@@ -7,6 +7,7 @@ pub mod dispatcher;
 pub mod dns;
 pub mod proxy;
 pub mod registrar;
+pub mod service;
 pub mod sip;
 pub mod stats;
 pub mod timer;

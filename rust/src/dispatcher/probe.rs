@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Dest, Dispatcher, State};
-use crate::proxy::Hop;
+use crate::transport::Hop;
 use crate::transport::Transport;
 
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::proxy::Hop;
+use crate::transport::Hop;
 use crate::transport::Transport;
 
 const MAX_ENTRIES: usize = 10_000;

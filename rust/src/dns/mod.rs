@@ -24,9 +24,13 @@ pub use blocklist::Blocklist;
 pub use engine::DnsConfig;
 pub use target::{Resolved, SipTarget};
 
-use crate::proxy::Hop;
+use crate::transport::Hop;
 use engine::Engine;
 use target::Draw;
+
+/// How long a destination with alternatives may stay silent by default
+/// (OpenSIPS' `fr_timeout`).
+pub const DEFAULT_FAILOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What `lookup` found right now.
 pub enum Lookup {
@@ -76,9 +80,10 @@ pub struct Dns {
     failover_timeout_ms: AtomicU64,
     pub blocklist: Blocklist,
     pub stats: Arc<DnsStats>,
-    /// Relays waiting for names, by waiter id (`proxy::dns_wait`).
-    pub parked: Mutex<HashMap<u64, crate::proxy::dns_wait::Parked>>,
 }
+
+/// The resolver a node uses (`service::Node::resolver`).
+pub type Resolver = Dns;
 
 impl Default for Dns {
     fn default() -> Self {
@@ -99,12 +104,9 @@ impl Dns {
             waker: Arc::new(OnceLock::new()),
             draw: Mutex::new(Draw::seeded(seed)),
             next_waiter: AtomicU64::new(1),
-            failover_timeout_ms: AtomicU64::new(
-                crate::proxy::failover::DEFAULT_FAILOVER_TIMEOUT.as_millis() as u64,
-            ),
+            failover_timeout_ms: AtomicU64::new(DEFAULT_FAILOVER_TIMEOUT.as_millis() as u64),
             blocklist: Blocklist::default(),
             stats: Arc::new(DnsStats::default()),
-            parked: Mutex::new(HashMap::new()),
         }
     }
 
@@ -287,5 +289,41 @@ impl Dns {
 
     pub fn cache_len(&self) -> usize {
         self.state.lock().cache.len()
+    }
+}
+
+/// The names a relay needed and what DNS said about them.
+#[derive(Default)]
+pub struct Answers(Vec<(SipTarget, Arc<Resolved>)>);
+
+/// Why a URI has no destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoHop {
+    /// Not a SIP URI, or an unknown transport.
+    BadTarget,
+    /// No address for this host.
+    Unresolvable(String),
+}
+
+impl Answers {
+    pub fn push(&mut self, t: SipTarget, r: Arc<Resolved>) {
+        self.0.push((t, r));
+    }
+
+    /// The destinations of `uri`, in the order to try them (an IP literal
+    /// directly; a name from these answers, else the cache).
+    pub fn hops(&self, resolver: &Dns, uri: &crate::sip::Uri<'_>) -> Result<Vec<Hop>, NoHop> {
+        if let Some(literal) = SipTarget::literal_of(uri) {
+            return literal.map(|h| vec![h]).map_err(|_| NoHop::BadTarget);
+        }
+        let target = SipTarget::from_uri(uri).map_err(|_| NoHop::BadTarget)?;
+        let hops = match self.0.iter().find(|(t, _)| *t == target) {
+            Some((_, r)) => resolver.order(r),
+            None => resolver.resolve_now(&target).unwrap_or_default(),
+        };
+        if hops.is_empty() {
+            return Err(NoHop::Unresolvable(target.host));
+        }
+        Ok(hops)
     }
 }

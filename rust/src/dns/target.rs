@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use crate::proxy::Hop;
 use crate::sip::{Scheme, Uri};
+use crate::transport::Hop;
 use crate::transport::Transport;
 
 /// The part of a URI that decides where a request goes (RFC 3263 §4).

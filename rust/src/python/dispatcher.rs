@@ -11,13 +11,11 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::core::PyCore;
-use super::dns::check_codes;
+use super::dns::PyDns;
 use super::request::PyRequest;
+use super::targets::{check_codes, PySelection};
 use crate::dispatcher::probe::{self, ProbeConfig, Prober};
 use crate::dispatcher::{parse_list, weight_of, Algo, Dispatcher, Entry, State, ALGOS};
-use crate::proxy::stateful::Target;
-use crate::sip::Message;
 
 /// A destination row: (set, uri, flags, priority, attrs).
 type Row = (u32, String, u32, i32, String);
@@ -100,13 +98,13 @@ impl PyDispatcher {
         limit: Option<usize>,
         codes: Option<Vec<u16>>,
     ) -> PyResult<PySelection> {
-        Ok(PySelection {
-            ds: self.ds.clone(),
+        Ok(PySelection::new(
+            self.ds.clone(),
             set,
-            algo: self::algo(algo)?,
-            limit: limit.unwrap_or(usize::MAX).max(1),
-            codes: check_codes(codes)?,
-        })
+            self::algo(algo)?,
+            limit.unwrap_or(usize::MAX).max(1),
+            check_codes(codes)?,
+        ))
     }
 
     /// Every destination with its state and counters.
@@ -141,13 +139,13 @@ impl PyDispatcher {
         Ok(self.ds.set_state(set, uri, s))
     }
 
-    /// Starts OPTIONS probing through `core`'s resolver (replacing any
-    /// running prober).
-    #[pyo3(signature = (core, *, interval, timeout, fail_threshold, ok_threshold, alive_codes, from_uri))]
+    /// Starts OPTIONS probing, finding destinations through the resolver
+    /// of `dns` (`core.dns()`), replacing any running prober.
+    #[pyo3(signature = (dns, *, interval, timeout, fail_threshold, ok_threshold, alive_codes, from_uri))]
     #[allow(clippy::too_many_arguments)]
     fn start_probing(
         &self,
-        core: PyRef<'_, PyCore>,
+        dns: PyRef<'_, PyDns>,
         interval: f64,
         timeout: f64,
         fail_threshold: u32,
@@ -161,7 +159,7 @@ impl PyDispatcher {
                 .filter(|d| !d.is_zero())
                 .ok_or_else(|| PyValueError::new_err(format!("{name} must be positive seconds")))
         };
-        let core = core.core().clone();
+        let core = dns.core.clone();
         let t1 = core.timing().t1;
         let config = ProbeConfig {
             interval: secs(interval, "probe_interval")?,
@@ -177,7 +175,7 @@ impl PyDispatcher {
             let core = weak.upgrade()?;
             let u = crate::sip::Uri::parse(uri).ok()?;
             let t = crate::dns::SipTarget::from_uri(&u).ok()?;
-            core.dns.resolve_now(&t)?.first().copied()
+            core.node.resolver.resolve_now(&t)?.first().copied()
         });
         let prober = probe::start(self.ds.clone(), config, locate)
             .map_err(|e| PyValueError::new_err(format!("cannot start probing: {e}")))?;
@@ -200,45 +198,5 @@ impl PyDispatcher {
             self.ds.reloads.load(Ordering::Relaxed),
             self.ds.no_destination.load(Ordering::Relaxed),
         )
-    }
-}
-
-/// `ds.targets(...)`: evaluated by `req.relay()` against its request.
-#[pyclass(module = "sipr._core", name = "Selection", frozen)]
-pub struct PySelection {
-    ds: Arc<Dispatcher>,
-    set: u32,
-    algo: Algo,
-    limit: usize,
-    codes: Arc<[u16]>,
-}
-
-impl PySelection {
-    pub fn serial_for(&self, msg: &Message) -> PyResult<(Vec<Target>, Arc<[u16]>)> {
-        let order = self
-            .ds
-            .select(self.set, self.algo, msg)
-            .map_err(PyValueError::new_err)?;
-        let targets = order
-            .iter()
-            .take(self.limit)
-            .map(|d| Target {
-                hop: Some(d.entry.uri.clone()),
-                ..Target::default()
-            })
-            .collect();
-        Ok((targets, self.codes.clone()))
-    }
-}
-
-#[pymethods]
-impl PySelection {
-    #[getter]
-    fn set(&self) -> u32 {
-        self.set
-    }
-
-    fn __repr__(&self) -> String {
-        format!("Selection(set={}, algo={:?})", self.set, self.algo)
     }
 }

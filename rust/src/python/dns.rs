@@ -1,6 +1,5 @@
 //! `core.dns()`: the resolver cache, the destination blocklist and their
-//! settings, for `sipr ctl dns.cache` / `dst.blocklist` and `/metrics`; and
-//! `sipr.Serial`, targets a relay tries one after another.
+//! settings, for `sipr ctl dns.cache` / `dst.blocklist` and `/metrics`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,10 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::request::relay_target;
 use crate::core::Core;
-use crate::proxy::failover::DEFAULT_SERIAL_CODES;
-use crate::proxy::stateful::Target;
 
 #[pyclass(module = "sipr._core", name = "Dns")]
 pub struct PyDns {
@@ -25,7 +21,7 @@ impl PyDns {
     /// seconds left, error, and the servers found in RFC 3263 order).
     fn entries(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
         let mut out = Vec::new();
-        for (t, r, ttl) in self.core.dns.entries() {
+        for (t, r, ttl) in self.core.node.resolver.entries() {
             let d = PyDict::new(py);
             d.set_item("host", &t.host)?;
             d.set_item("port", t.port)?;
@@ -60,13 +56,14 @@ impl PyDns {
     /// Drops cached entries (all, or those of `host`); returns how many.
     #[pyo3(signature = (host=None))]
     fn flush(&self, host: Option<&str>) -> usize {
-        self.core.dns.flush(host)
+        self.core.node.resolver.flush(host)
     }
 
     /// Live blocklist entries: (transport, address, seconds left, reason, hits).
     fn blocklist(&self) -> Vec<(String, String, f64, String, u64)> {
         self.core
-            .dns
+            .node
+            .resolver
             .blocklist
             .entries()
             .into_iter()
@@ -92,20 +89,20 @@ impl PyDns {
                 })?),
                 None => None,
             };
-        Ok(self.core.dns.blocklist.remove(addr))
+        Ok(self.core.node.resolver.blocklist.remove(addr))
     }
 
     /// Seconds a failed destination stays blocklisted (0: never).
     #[getter]
     fn get_blocklist_time(&self) -> f64 {
-        self.core.dns.blocklist.lifetime().as_secs_f64()
+        self.core.node.resolver.blocklist.lifetime().as_secs_f64()
     }
 
     #[setter]
     fn set_blocklist_time(&self, seconds: f64) -> PyResult<()> {
         let d = std::time::Duration::try_from_secs_f64(seconds)
             .map_err(|_| PyValueError::new_err("blocklist_time must be >= 0 seconds"))?;
-        self.core.dns.blocklist.set_lifetime(d);
+        self.core.node.resolver.blocklist.set_lifetime(d);
         Ok(())
     }
 
@@ -113,14 +110,14 @@ impl PyDns {
     /// next is tried (0: Timer B/F, 64*T1).
     #[getter]
     fn get_failover_timeout(&self) -> f64 {
-        self.core.dns.failover_timeout().as_secs_f64()
+        self.core.node.resolver.failover_timeout().as_secs_f64()
     }
 
     #[setter]
     fn set_failover_timeout(&self, seconds: f64) -> PyResult<()> {
         let d = std::time::Duration::try_from_secs_f64(seconds)
             .map_err(|_| PyValueError::new_err("failover_timeout must be >= 0 seconds"))?;
-        self.core.dns.set_failover_timeout(d);
+        self.core.node.resolver.set_failover_timeout(d);
         Ok(())
     }
 
@@ -132,7 +129,8 @@ impl PyDns {
     /// Nameservers given with `--resolver` (empty: the system's).
     fn nameservers(&self) -> Vec<String> {
         self.core
-            .dns
+            .node
+            .resolver
             .config()
             .nameservers
             .iter()
@@ -143,8 +141,8 @@ impl PyDns {
 
 /// `dns.*` statistics for `stats.get` and `/metrics`.
 pub fn stats(core: &Core) -> Vec<(String, u64)> {
-    let s = &core.dns.stats;
-    let (inflight, waiting) = core.dns.inflight();
+    let s = &core.node.resolver.stats;
+    let (inflight, waiting) = core.node.resolver.inflight();
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     vec![
         ("dns.lookups".into(), get(&s.lookups)),
@@ -154,98 +152,21 @@ pub fn stats(core: &Core) -> Vec<(String, u64)> {
         ("dns.negative".into(), get(&s.negative)),
         ("dns.refused".into(), get(&s.refused)),
         ("dns.failovers".into(), get(&s.failovers)),
-        ("dns.cache_entries".into(), core.dns.cache_len() as u64),
+        (
+            "dns.cache_entries".into(),
+            core.node.resolver.cache_len() as u64,
+        ),
         ("dns.inflight".into(), inflight as u64),
         ("dns.waiting".into(), waiting as u64),
-        ("dns.blocklisted".into(), core.dns.blocklist.len() as u64),
-        ("dns.blocklist_added".into(), get(&core.dns.blocklist.added)),
+        (
+            "dns.blocklisted".into(),
+            core.node.resolver.blocklist.len() as u64,
+        ),
+        (
+            "dns.blocklist_added".into(),
+            get(&core.node.resolver.blocklist.added),
+        ),
     ]
-}
-
-/// `sipr.Serial(targets, codes=...)`: a relay target list tried one after
-/// another — the next when one answers one of `codes`, times out or cannot
-/// be reached — instead of in parallel.
-#[pyclass(module = "sipr._core", name = "Serial", frozen)]
-pub struct PySerial {
-    pub targets: Vec<Target>,
-    pub codes: Arc<[u16]>,
-    uris: Vec<String>,
-}
-
-impl PySerial {
-    pub fn from_targets(targets: Vec<Target>, codes: Arc<[u16]>) -> PySerial {
-        let uris = targets
-            .iter()
-            .map(|t| t.hop.clone().or(t.request_uri.clone()).unwrap_or_default())
-            .collect();
-        PySerial {
-            targets,
-            codes,
-            uris,
-        }
-    }
-}
-
-pub fn check_codes(codes: Option<Vec<u16>>) -> PyResult<Arc<[u16]>> {
-    let codes = codes.unwrap_or_else(|| DEFAULT_SERIAL_CODES.to_vec());
-    if let Some(c) = codes.iter().find(|c| !(300..600).contains(*c)) {
-        return Err(PyValueError::new_err(format!(
-            "failover codes must be 300-599 (a 2xx ends the call, a 6xx is final everywhere), got {c}"
-        )));
-    }
-    Ok(codes.into())
-}
-
-#[pymethods]
-impl PySerial {
-    #[new]
-    #[pyo3(signature = (targets, *, codes=None))]
-    fn new(targets: &Bound<'_, PyAny>, codes: Option<Vec<u16>>) -> PyResult<PySerial> {
-        let mut v = Vec::new();
-        for item in targets.try_iter()? {
-            v.push(relay_target(&item?)?);
-        }
-        Ok(PySerial::from_targets(v, check_codes(codes)?))
-    }
-
-    /// The next-hop URIs, in the order they will be tried.
-    #[getter]
-    fn targets(&self) -> Vec<String> {
-        self.uris.clone()
-    }
-
-    /// Answers that move on to the next target.
-    #[getter]
-    fn codes(&self) -> Vec<u16> {
-        self.codes.to_vec()
-    }
-
-    fn __len__(&self) -> usize {
-        self.targets.len()
-    }
-
-    fn __repr__(&self) -> String {
-        format!("Serial({:?}, codes={:?})", self.uris, self.codes)
-    }
-}
-
-/// Whether `t` is a serial target list (`Serial`, or a dispatcher
-/// selection that becomes one against the request).
-pub fn is_serial(t: &Bound<'_, PyAny>) -> bool {
-    t.is_instance_of::<PySerial>() || t.is_instance_of::<super::dispatcher::PySelection>()
-}
-
-/// The targets and failover codes of a serial target list for `msg`.
-pub fn serial_targets(
-    t: &Bound<'_, PyAny>,
-    msg: &crate::sip::Message,
-) -> PyResult<(Vec<Target>, Arc<[u16]>)> {
-    if let Ok(s) = t.cast::<PySerial>() {
-        let s = s.get();
-        return Ok((s.targets.clone(), s.codes.clone()));
-    }
-    let sel = t.cast::<super::dispatcher::PySelection>()?;
-    sel.get().serial_for(msg)
 }
 
 /// `--resolver HOST:PORT` (an IP; port 53 when left out).

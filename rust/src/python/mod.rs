@@ -7,6 +7,8 @@ mod dns;
 mod message;
 mod registrar;
 mod request;
+mod shared;
+mod targets;
 
 use pyo3::prelude::*;
 
@@ -38,9 +40,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<message::PySource>()?;
     m.add_class::<registrar::PyLocation>()?;
     m.add_class::<dns::PyDns>()?;
-    m.add_class::<dns::PySerial>()?;
+    m.add_class::<targets::PySerial>()?;
     m.add_class::<dispatcher::PyDispatcher>()?;
-    m.add_class::<dispatcher::PySelection>()?;
+    m.add_class::<targets::PySelection>()?;
     m.add_class::<registrar::PyNonceCounts>()?;
     m.add_function(wrap_pyfunction!(message::parse_uri, m)?)?;
     m.add_function(wrap_pyfunction!(core::parse_listen, m)?)?;
