@@ -3,10 +3,13 @@
 
 mod core;
 mod digest;
+mod dispatcher;
+mod dns;
 mod message;
 mod registrar;
 mod request;
 mod shared;
+mod targets;
 
 use pyo3::prelude::*;
 
@@ -43,6 +46,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<digest::PyAttempt>()?;
     m.add_function(wrap_pyfunction!(registrar::aor_key, m)?)?;
     m.add_function(wrap_pyfunction!(digest::digest_ha1, m)?)?;
+    m.add_class::<dns::PyDns>()?;
+    m.add_class::<targets::PySerial>()?;
+    m.add_class::<dispatcher::PyDispatcher>()?;
+    m.add_class::<targets::PySelection>()?;
     m.add_function(wrap_pyfunction!(message::parse_uri, m)?)?;
     m.add_function(wrap_pyfunction!(core::parse_listen, m)?)?;
     Ok(())
