@@ -17,6 +17,7 @@ from sipr._core import (
     Headers,
     Request,
     Response,
+    Serial,
     SiprError,
     Source,
     TransactionError,
@@ -25,6 +26,8 @@ from sipr._core import (
 from sipr.acl import AddressGroups
 from sipr.app import App
 from sipr.auth import DigestAuth
+from sipr.dispatcher import Dispatcher
+from sipr.prefix_routing import Gateway, PrefixRouter, Rule
 from sipr.registrar import Contact, Registrar, by_q
 from sipr.security import AuthBans, Blocklist, FloodGuard, Security
 from sipr.topology import TopologyHiding
@@ -40,13 +43,18 @@ __all__ = [
     "CSeq",
     "Contact",
     "DigestAuth",
+    "Dispatcher",
     "FloodGuard",
+    "Gateway",
     "Headers",
+    "PrefixRouter",
     "QueueFull",
     "Registrar",
     "Request",
     "Response",
+    "Rule",
     "Security",
+    "Serial",
     "SiprError",
     "Source",
     "TopologyHiding",
