@@ -1,39 +1,65 @@
-"""Type stubs for the native module `sipr._core` (Rust, PyO3)."""
+"""Type stubs for the native module `sipr._core` (Rust, PyO3: rust/src/python/).
 
-from collections.abc import Iterable, Mapping
+Every name the module exports is described here; `python -m mypy.stubtest
+sipr._core` checks that in CI (.ci/run)."""
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TypedDict, final
 
 __version__: str
 
 class SiprError(Exception): ...
 class TransactionError(SiprError): ...
 
+@final
 class URI:
-    scheme: str
-    user: str | None
-    password: str | None
-    host: str
-    port: int | None
-    headers: str | None
+    @property
+    def scheme(self) -> str: ...
+    @property
+    def user(self) -> str | None: ...
+    @property
+    def password(self) -> str | None: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int | None: ...
+    @property
+    def headers(self) -> str | None: ...
     def __init__(self, uri: str) -> None: ...
     @property
     def params(self) -> list[tuple[str, str]]: ...
     def param(self, name: str) -> str | None: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
 
+@final
 class Address:
-    uri: URI
-    display: str | None
-    tag: str | None
+    @property
+    def uri(self) -> URI: ...
+    @property
+    def display(self) -> str | None: ...
+    @property
+    def tag(self) -> str | None: ...
     def param(self, name: str) -> str | None: ...
 
+@final
 class CSeq:
-    number: int
-    method: str
+    @property
+    def number(self) -> int: ...
+    @property
+    def method(self) -> str: ...
 
+@final
 class Source:
-    transport: str
-    host: str
-    port: int
+    @property
+    def transport(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
 
+@final
 class Headers:
     def get(self, name: str, default: str | None = None) -> str | None: ...
     def getall(self, name: str) -> list[str]: ...
@@ -47,8 +73,24 @@ class Headers:
     def set(self, name: str, value: object) -> None: ...
     def remove(self, name: str) -> None: ...
 
-HeadersArg = Mapping[str, object] | Iterable[tuple[str, object]] | None
+_HeadersArg = Mapping[str, object] | Iterable[tuple[str, object]] | None
 
+@final
+class Response:
+    """The final answer a `relay()` resolved to."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def headers(self) -> Headers: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def raw(self) -> bytes: ...
+
+@final
 class Request:
     @property
     def method(self) -> str: ...
@@ -78,49 +120,103 @@ class Request:
     def raw(self) -> bytes: ...
     @property
     def handled(self) -> bool: ...
+    @property
+    def deadline(self) -> float | None:
+        """This request's route deadline in seconds (None: the app's)."""
+    @deadline.setter
+    def deadline(self, seconds: float | None) -> None: ...
+    @property
+    def _txn(self) -> int | None: ...
     def reply(
         self,
         status: int,
         reason: str | None = None,
         *,
-        headers: HeadersArg = None,
+        headers: _HeadersArg = None,
         body: bytes | None = None,
     ) -> None: ...
     def forward(self, target: URI | str | None = None) -> bool: ...
+    def relay(
+        self,
+        target: URI | str | Sequence[URI | str] | None = None,
+        *,
+        timeout: float | None = None,
+        record_route: bool | None = None,
+    ) -> asyncio.Future[Response | None]:
+        """Relays statefully; the future resolves to the final response
+        (None for an ACK, which is relayed statelessly and has none)."""
     def _finish(self) -> None: ...
 
+class _AuthSpec(TypedDict):
+    realm: str
+    secret: bytes
+    algorithms: list[str]
+    nonce_ttl: float
+    check_identity: bool
+    ha1: Mapping[str, Mapping[str, str]]
+
+#: A binding as the native location table holds it: (contact, expires_at, q,
+#: call_id, cseq, received, path, user_agent, instance).
+_BindingTuple = tuple[str, float, float, str, int, str | None, list[str], str | None, str | None]
+
+@final
+class Location:
+    """The native location table behind the `memory:` store."""
+
+    def __init__(self) -> None: ...
+    def bindings(self, aor: str, now: float) -> list[_BindingTuple]: ...
+    def update(self, aor: str, upsert: Sequence[_BindingTuple], delete: Sequence[str]) -> None: ...
+    def remove(self, aor: str) -> int: ...
+    def aors(self, now: float) -> list[str]: ...
+    def __len__(self) -> int: ...
+
+@final
+class NonceCounts:
+    """The highest nonce-count seen per digest nonce (bounded), against replays."""
+
+    def __init__(self, max: int) -> None: ...
+    def fresh(self, nonce: str, nc: int) -> bool: ...
+    def __len__(self) -> int: ...
+
+@final
 class Core:
     def __init__(
         self,
-        listen: list[str],
+        listen: Sequence[str],
         *,
-        max_pending: int = 10000,
-        retry_after: int = 5,
-        max_message_size: int = 65535,
-        aliases: list[str] = ...,
+        max_pending: int | None = None,
+        retry_after: int | None = None,
+        max_message_size: int | None = None,
+        aliases: Sequence[str] = ...,
         in_dialog_to_app: bool = False,
         record_route: bool = True,
         tls_cert: str | None = None,
         tls_key: str | None = None,
-        tls_sni: list[tuple[str, str, str]] = ...,
+        tls_sni: Sequence[tuple[str, str, str]] = ...,
         tls_client_ca: str | None = None,
         tls_verify_client: bool = False,
-        tls_verify_client_on: list[str] = ...,
+        tls_verify_client_on: Sequence[str] = ...,
         tls_ca: str | None = None,
         connect_timeout: float | None = None,
         connection_lifetime: float | None = None,
         max_connections: int | None = None,
+        udp_reader: str = "loop",
     ) -> None: ...
     def udp_fds(self) -> list[int]: ...
     def wake_fd(self) -> int: ...
+    def timer_fd(self) -> int: ...
     def poll_udp(self, index: int) -> list[Request]: ...
     def drain_streams(self) -> list[Request]: ...
+    def on_timer(self) -> list[Request]: ...
+    @property
+    def has_cancelled(self) -> bool: ...
+    def take_cancelled(self) -> list[int]: ...
     def local_addrs(self) -> list[tuple[str, str, int]]: ...
     @property
     def pending(self) -> int: ...
     def stats(self) -> list[tuple[str, int]]: ...
-    def timer_fd(self) -> int: ...
-    def on_timer(self) -> list[Request]: ...
+    def reset_stats(self) -> None: ...
+    def dns_cache(self) -> list[tuple[str, int, str, int]]: ...
     def set_timers(
         self,
         *,
@@ -130,18 +226,58 @@ class Core:
         timer_c: float | None = None,
     ) -> None: ...
     def timers(self) -> tuple[float, float, float, float]: ...
-    max_pending: int
-    retry_after: int
+    @property
+    def max_pending(self) -> int: ...
+    @max_pending.setter
+    def max_pending(self, n: int) -> None: ...
+    @property
+    def retry_after(self) -> int: ...
+    @retry_after.setter
+    def retry_after(self, seconds: int) -> None: ...
     def set_in_dialog_to_app(self, on: bool) -> None: ...
     def start_drain(self) -> None: ...
     @property
     def draining(self) -> bool: ...
     def open_transactions(self) -> tuple[int, int]: ...
-    def reset_stats(self) -> None: ...
-    def dns_cache(self) -> list[tuple[str, int, str, int]]: ...
     def reload_tls(self) -> None: ...
     def tls_info(self) -> dict[str, object]: ...
     def stop(self) -> None: ...
+    def serve_registrar(
+        self,
+        location: Location,
+        *,
+        domains: Sequence[str] | None,
+        min_expires: int,
+        max_expires: int,
+        default_expires: int,
+        max_contacts: int,
+        auth: _AuthSpec | None = None,
+        nonce_counts: NonceCounts | None = None,
+    ) -> None: ...
+
+class _CoreDefaults(TypedDict):
+    max_pending: int
+    retry_after: int
+    max_message_size: int
+    connect_timeout: float
+    connection_lifetime: float
+    max_connections: int
+    t1: float
+    t2: float
+    t4: float
+    timer_c: float
 
 def parse_uri(uri: str) -> URI: ...
 def parse_listen(spec: str) -> tuple[str, str, int]: ...
+def core_defaults() -> _CoreDefaults:
+    """The Rust core's default settings (rust/src/python/defaults.rs)."""
+
+def log_fd() -> int:
+    """Installs the tracing → logging bridge; the eventfd readable when
+    core log records wait (rust/src/python/logbridge.rs)."""
+
+def drain_logs() -> list[tuple[int, str, str, str | None]]:
+    """Waiting core log records: (logging level, logger name, message, Call-ID)."""
+
+def set_log_level(level: int) -> None:
+    """Passes core events at this Python `logging` level and above."""

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sipr.cli import CliError, cli
+from sipr.cli_base import CliError, cli
 
 #: How long to wait for an answer (a reload or a large ul.dump takes a while).
 TIMEOUT_SECONDS = 30.0
@@ -30,7 +30,9 @@ class RpcFailed(CliError):
         self.code = code
 
 
-def call(path: Path, requests: list[tuple[str, list[Any]]], timeout: float = TIMEOUT_SECONDS):  # type: ignore[no-untyped-def]
+def call(
+    path: Path, requests: list[tuple[str, list[Any]]], timeout: float = TIMEOUT_SECONDS
+) -> list[Any]:
     """Sends the calls over one connection; returns their results in order
     (raises RpcFailed for the first that failed)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -43,7 +45,7 @@ def call(path: Path, requests: list[tuple[str, list[Any]]], timeout: float = TIM
     except PermissionError:
         sock.close()
         raise CliError(f"control socket {path}: permission denied (run as sipr's user)") from None
-    results = []
+    results: list[Any] = []
     try:
         with sock, sock.makefile("rwb") as stream:
             for method, params in requests:

@@ -9,6 +9,7 @@ import logging
 import re
 import time
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
@@ -16,7 +17,7 @@ from sipr._core import URI, Request
 from sipr.store import Binding, MemoryStore, Store, open_store
 
 if TYPE_CHECKING:
-    from sipr.app import App
+    from sipr._protocols import AppLike as App
     from sipr.auth import DigestAuth
 
 log = logging.getLogger("sipr")
@@ -58,7 +59,9 @@ def by_q(contacts: list[Contact]) -> list[list[Contact]]:
 
 
 class RegistrarError(Exception):
-    def __init__(self, status: int, reason: str | None = None, headers=()) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self, status: int, reason: str | None = None, headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
         super().__init__(reason or str(status))
         self.status, self.reason, self.headers = status, reason, list(headers)
 
@@ -123,7 +126,7 @@ class Registrar:
                     "check_identity": auth.check_identity,
                     "ha1": auth.native_ha1(),
                 }
-            core.serve_registrar(  # type: ignore[attr-defined]
+            core.serve_registrar(
                 store.location,
                 domains=sorted(self.domains) if self.domains is not None else None,
                 min_expires=self.min_expires,

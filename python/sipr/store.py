@@ -15,7 +15,7 @@ import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -44,16 +44,21 @@ class Binding:
         return Binding(**json.loads(text))
 
 
-def _binding(row: tuple) -> Binding:  # type: ignore[type-arg]
+def _binding(row: tuple[Any, ...]) -> Binding:
     c, exp, q, call_id, cseq, received, path, ua, instance = row
     return Binding(c, exp, q, call_id, cseq, received, path, ua, instance)
 
 
-def _row(b: Binding) -> tuple:  # type: ignore[type-arg]
+def _row(b: Binding) -> tuple[Any, ...]:
     return (
         b.contact, float(b.expires_at), float(b.q), b.call_id, int(b.cseq),
         b.received, list(b.path), b.user_agent, b.instance,
     )  # fmt: skip
+
+
+class MissingExtra(ImportError):
+    """A store needs an optional dependency that is not installed; the
+    message names the extra to install (`sipr[redis]`)."""
 
 
 class Store(Protocol):
@@ -211,8 +216,10 @@ class RedisStore:
     def __init__(self, url: str) -> None:
         try:
             import redis.asyncio as aioredis
-        except ImportError as e:  # pragma: no cover - the dependency is declared
-            raise RuntimeError("redis:// stores need the 'redis' package") from e
+        except ImportError:
+            raise MissingExtra(
+                "redis:// stores need the redis client: pip install 'sipr[redis]'"
+            ) from None
         self.r = aioredis.from_url(url)
         self.prefix = "sipr:"
 

@@ -2,6 +2,8 @@
 //! builds and tests without Python. Exposed as the private `sipr._core`.
 
 mod core;
+mod defaults;
+mod logbridge;
 mod message;
 mod registrar;
 mod request;
@@ -38,5 +40,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<registrar::PyNonceCounts>()?;
     m.add_function(wrap_pyfunction!(message::parse_uri, m)?)?;
     m.add_function(wrap_pyfunction!(core::parse_listen, m)?)?;
+    m.add_function(wrap_pyfunction!(defaults::core_defaults, m)?)?;
+    m.add_function(wrap_pyfunction!(logbridge::log_fd, m)?)?;
+    m.add_function(wrap_pyfunction!(logbridge::drain_logs, m)?)?;
+    m.add_function(wrap_pyfunction!(logbridge::set_log_level, m)?)?;
     Ok(())
 }

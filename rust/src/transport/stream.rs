@@ -368,7 +368,7 @@ async fn accept_loop(
                     match handshake.await {
                         Ok(Ok(tls_stream)) => spawn_connection(tls_stream, meta, pending, shared),
                         Ok(Err(e)) => {
-                            tracing::info!(%peer, error = %e, "TLS handshake failed");
+                            tracing::warn!(%peer, error = %e, "TLS handshake failed");
                             shared.unregister(id);
                         }
                         Err(_) => {

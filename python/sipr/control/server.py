@@ -1,0 +1,48 @@
+"""`ControlServer`: the method registry and the listeners of one running server."""
+
+from __future__ import annotations
+
+import time
+
+from sipr._protocols import ServerView
+from sipr.control.commands import register_builtins
+from sipr.control.http import HttpListener
+from sipr.control.listener import Listener
+from sipr.control.rpc import Registry
+from sipr.control.unix import UnixListener
+from sipr.settings import ControlSettings
+
+
+class ControlServer:
+    """Owns the registry and the listeners for one running `Server`."""
+
+    def __init__(self, server: ServerView, settings: ControlSettings) -> None:
+        self.server = server
+        self.settings = settings
+        self.started = time.monotonic()
+        self.registry = Registry(lambda: server.app.rpc_methods)
+        register_builtins(self.registry, server, self.started)
+        self.listeners: list[Listener] = []
+
+    async def start(self) -> None:
+        settings = self.settings
+        try:
+            if settings.ctl_socket is not None:
+                unix = UnixListener(self.registry, settings.ctl_socket)
+                await unix.start()
+                self.listeners.append(unix)
+            if settings.http is not None:
+                host, port = settings.http
+                http = HttpListener(
+                    self.registry, self.server, self.started, host, port, settings.http_token
+                )
+                await http.start()
+                self.listeners.append(http)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        for listener in reversed(self.listeners):
+            await listener.stop()
+        self.listeners.clear()
