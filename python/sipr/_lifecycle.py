@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from sipr._core import Core
-from sipr._protocols import AppLike, Job, ServerView
+from sipr._protocols import AppLike, Job, Running, ServerView
 from sipr.loader import AppLoadError, ReloadError, describe, load_app
 
 log = logging.getLogger("sipr")
@@ -30,6 +30,7 @@ log = logging.getLogger("sipr")
 #: the ACK and BYE that follow a call's answer still get through.
 DRAIN_QUIET = 0.5
 _POLL = 0.05
+
 
 def _changed_settings(old: AppLike, new: AppLike) -> list[str]:
     """App settings a reload does not take from the new script (they are
@@ -114,7 +115,7 @@ class _Retiring:
     """An app replaced by a reload, waiting for its handler tasks to end."""
 
     app: AppLike
-    services: Services
+    services: Running
     handlers: set[asyncio.Task[None]]
     waiter: asyncio.Task[None] | None = field(default=None)
 

@@ -11,14 +11,15 @@ every import points one way (no import circles: docs/architecture.md).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 from sipr._core import Core, Request
 from sipr.settings import CoreSettings, RouteSettings, TimerSettings
 from sipr.workqueue import WorkQueue
 
-Handler = Callable[[Request], Awaitable[None]]
+#: An `async def` route handler: called, it returns the coroutine the server drives.
+Handler = Callable[[Request], Coroutine[Any, Any, None]]
 Job = Callable[[], Awaitable[None]]
 RpcMethod = Callable[..., Awaitable[Any]]
 F = TypeVar("F", bound=Callable[..., Any])

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sipr._core import Core, Request
+from sipr._core import Core
 from sipr._protocols import Handler, Job, RpcMethod, ServerView, Settings
 from sipr.settings import (
     CoreSettings,

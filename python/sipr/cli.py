@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import sys
-from pathlib import Path
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -51,13 +51,10 @@ def _option(settings: type[Any], name: str, *aliases: str) -> Any:
     return typer.Option(m["flag"], *aliases, help=m["help"], envvar=m["env"])
 
 
-
 @cli.command()
 def run(
     app: Annotated[str, typer.Argument(help="path/to/app.py (attribute `app`) or module:attr")],
-    listen: Annotated[
-        list[str] | None, _option(RunSettings, "listen", "-l")
-    ] = None,
+    listen: Annotated[list[str] | None, _option(RunSettings, "listen", "-l")] = None,
     log_level: Annotated[str, _option(RunSettings, "log_level")] = default(
         RunSettings, "log_level"
     ),
@@ -189,13 +186,13 @@ def tls_settings(
     sni: list[tuple[str, Path, Path]] = []
     for spec in tls_sni:
         domain, sep, files = spec.partition("=")
-        cert, comma, key = files.partition(",")
-        if not (sep and comma and domain and cert and key):
+        cert_file, comma, key_file = files.partition(",")
+        if not (sep and comma and domain and cert_file and key_file):
             raise CliError(f"--tls-sni {spec}: expected DOMAIN=CERT.pem,KEY.pem")
-        for path in (cert, key):
-            if not Path(path).is_file():
-                raise CliError(f"--tls-sni {spec}: file not found: {path}")
-        sni.append((domain, Path(cert), Path(key)))
+        for name in (cert_file, key_file):
+            if not Path(name).is_file():
+                raise CliError(f"--tls-sni {spec}: file not found: {name}")
+        sni.append((domain, Path(cert_file), Path(key_file)))
     try:
         return TlsSettings(
             cert=tls_cert,

@@ -25,7 +25,7 @@ def forward() -> None:
         logger = logging.getLogger(name)
         if logger.isEnabledFor(level):
             record = logger.makeRecord(
-                name, level, "rust", 0, message, None, None, extra={"call_id": call_id}
+                name, level, "rust", 0, message, (), None, extra={"call_id": call_id}
             )
             logger.handle(record)
 

@@ -17,6 +17,7 @@ from sipr._core import URI, Request
 from sipr.store import Binding, MemoryStore, Store, open_store
 
 if TYPE_CHECKING:
+    from sipr._core import _AuthSpec
     from sipr._protocols import AppLike as App
     from sipr.auth import DigestAuth
 
@@ -116,7 +117,7 @@ class Registrar:
         async def install() -> None:
             core = app._core
             assert core is not None, "Registrar.serve: the app is not running"
-            spec = None
+            spec: _AuthSpec | None = None
             if auth is not None:
                 spec = {
                     "realm": auth.realm,
@@ -124,7 +125,7 @@ class Registrar:
                     "algorithms": list(auth.algorithms),
                     "nonce_ttl": float(auth.nonce_ttl),
                     "check_identity": auth.check_identity,
-                    "ha1": auth.native_ha1(),
+                    "ha1": auth.native_ha1() or {},
                 }
             core.serve_registrar(
                 store.location,

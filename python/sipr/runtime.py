@@ -45,14 +45,14 @@ class Setting:
         try:
             if self.type is bool:
                 return _as_bool(value)
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
                 raise ValueError
             if self.type is int:
                 if isinstance(value, float) and not value.is_integer():
                     raise ValueError
                 return int(value) if not isinstance(value, str) else int(value.strip())
             if self.type is float:
-                number = float(value)  # type: ignore[arg-type]  # any other type is refused below
+                number = float(value)
                 if number != number or number in (float("inf"), float("-inf")):
                     raise ValueError
                 return number

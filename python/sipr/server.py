@@ -80,7 +80,7 @@ class Server:
         self.core: _core.Core | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         # Handler tasks of requests a CANCEL can end, by transaction id.
-        self.cancellable: dict[int, asyncio.Task[None]] = {}
+        self.cancellable: dict[int | None, asyncio.Task[None]] = {}
         self.stopping = asyncio.Event()
         # Handlers that suspended (awaited something) and have not finished.
         self.suspended = 0
@@ -137,9 +137,10 @@ class Server:
         )
         self.busy = self.watchdog.busy
         self.watchdog.start()
-        if hasattr(asyncio, "eager_task_factory"):
+        eager_factory = getattr(asyncio, "eager_task_factory", None)
+        if eager_factory is not None:
             # Python 3.12+: a handler runs its first step inside create_task.
-            loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined,unused-ignore]  # Python 3.12+ only
+            loop.set_task_factory(eager_factory)
         services = _lifecycle.Services(self.app)
         await services.start()
         self.services = services
@@ -359,7 +360,7 @@ class Server:
         current_request.set(req)
         try:
             started = coro is not None
-            if not started:
+            if coro is None:
                 coro = handler(req)
                 # The first step runs inline: most handlers act without
                 # awaiting and never need a deadline.

@@ -3,9 +3,9 @@
 The core's own defaults (the pending bound, the RFC 3261 timers, the
 connection limits) are read from the Rust core (`_core.core_defaults()`);
 the others are written here. `App(...)`'s signature, `sipr run --help`,
-`cfg.list` and docs/settings.md all read these classes: `python -m
-sipr.settings` prints the docs tables and a test checks that
-docs/settings.md holds them (docs/decisions/0025-settings-objects.md).
+`cfg.list` and docs/settings.md all read these classes:
+`scripts/settings-doc` writes the docs page and a test checks that
+docs/settings.md holds `markdown()` (docs/decisions/0025-settings-objects.md).
 """
 
 from __future__ import annotations
@@ -71,11 +71,12 @@ def check_value(label: str, value: Any, meta: Mapping[str, Any]) -> None:
         raise ValueError(f"{label} must be at least {low:g}, got {value:g}")
 
 
+@dataclass(frozen=True)
 class _Checked:
     """Checks every field against its bounds and choices when made."""
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]  # mixed into dataclasses only
+        for f in dataclasses.fields(self):
             check_value(f.metadata.get("flag") or f.name, getattr(self, f.name), f.metadata)
 
 
@@ -369,7 +370,10 @@ def markdown() -> str:
     for cls in ALL:
         doc = (cls.__doc__ or "").strip().replace("\n    ", " ")
         out += [f"## `{cls.__name__}`", "", doc, ""]
-        out += ["| setting | default | `sipr run` | `cfg.set` | description |", "|---|---|---|---|---|"]
+        out += [
+            "| setting | default | `sipr run` | `cfg.set` | description |",
+            "|---|---|---|---|---|",
+        ]
         for f in dataclasses.fields(cls):
             m = f.metadata
             unit = f" {m['unit']}" if m["unit"] and f.default is not None else ""
@@ -389,6 +393,3 @@ def markdown() -> str:
         out.append("")
     return "\n".join(out)
 
-
-if __name__ == "__main__":
-    print(markdown(), end="")

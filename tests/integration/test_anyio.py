@@ -9,7 +9,7 @@ from pathlib import Path
 from tests.conftest import header, status_of
 from tests.integration.runtime_kit import ask, wait_for, wait_for_log
 
-ANYIO_APP = '''
+ANYIO_APP = """
 import logging
 import threading
 
@@ -84,7 +84,7 @@ async def route(req: sipr.Request) -> None:
                 await anyio.sleep(0.01)
         return req.reply(200, headers={"X-Seen": str(len(seen))})
     req.reply(404)
-'''
+"""
 
 
 def test_handlers_use_anyio_primitives(sipr_factory, tmp_path: Path) -> None:

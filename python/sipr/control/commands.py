@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sipr._core import Core, __version__
-from sipr._protocols import ServerView, Settings
+from sipr._protocols import RpcMethod, ServerView, Settings
 from sipr.control import stats
 from sipr.control.rpc import APP_ERROR, Registry, RpcError
 from sipr.loader import ReloadError
@@ -240,7 +240,7 @@ def register_builtins(registry: Registry, server: ServerView, started: float) ->
             raise RpcError(APP_ERROR, f"reload refused, the running app stays: {e}") from e
         return {"reloaded": True, **result}
 
-    for name, fn in {
+    methods: dict[str, RpcMethod] = {
         "system.listMethods": list_methods,
         "system.methodHelp": method_help,
         "core.version": version,
@@ -259,5 +259,6 @@ def register_builtins(registry: Registry, server: ServerView, started: float) ->
         "dns.view": dns_view,
         "tls.list": tls_list,
         "app.reload": app_reload,
-    }.items():
+    }
+    for name, fn in methods.items():
         registry.add(name, fn)

@@ -203,7 +203,9 @@ async def _respond(
     if status == 401:
         headers.append(("WWW-Authenticate", 'Bearer realm="sipr"'))
     try:
-        head = conn.send(h11.Response(status_code=status, headers=headers, reason=REASONS.get(status, "")))
+        head = conn.send(
+            h11.Response(status_code=status, headers=headers, reason=REASONS.get(status, ""))
+        )
         data = conn.send(h11.Data(data=body)) if body else b""
         end = conn.send(h11.EndOfMessage())
     except h11.LocalProtocolError:
