@@ -392,4 +392,3 @@ def markdown() -> str:
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
-

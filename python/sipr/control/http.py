@@ -149,20 +149,37 @@ class HttpListener(Listener):
         raise HttpError(404)
 
 
-async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> object:
-    while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as e:
-            status = e.error_status_hint if e.error_status_hint in REASONS else 400
-            raise HttpError(status, f"{REASONS[status]}: {e}") from None
-        if event is not h11.NEED_DATA:
-            return event
-        conn.receive_data(await reader.read(READ_CHUNK))
+class _Reader:
+    """Feeds h11 from the stream. Until the request head is complete it
+    reads no more than the head bound allows, so an oversized head is
+    h11's 431 however the bytes arrive."""
+
+    def __init__(self, conn: h11.Connection, reader: asyncio.StreamReader) -> None:
+        self.conn, self.reader = conn, reader
+        self.head_read = 0
+        self.in_head = True
+
+    async def next_event(self) -> object:
+        while True:
+            try:
+                event = self.conn.next_event()
+            except h11.RemoteProtocolError as e:
+                status = e.error_status_hint if e.error_status_hint in REASONS else 400
+                raise HttpError(status, f"{REASONS[status]}: {e}") from None
+            if event is not h11.NEED_DATA:
+                return event
+            size = READ_CHUNK
+            if self.in_head:
+                size = min(size, MAX_HEAD_BYTES + 1 - self.head_read)
+            data = await self.reader.read(size)
+            self.head_read += len(data)
+            self.conn.receive_data(data)
 
 
 async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader) -> Request:
-    event = await _next_event(conn, reader)
+    feed = _Reader(conn, reader)
+    event = await feed.next_event()
+    feed.in_head = False
     if isinstance(event, h11.ConnectionClosed):
         raise HttpError(400, "incomplete request")
     if not isinstance(event, h11.Request):
@@ -171,13 +188,13 @@ async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader) -> R
     headers = {
         name.decode("latin-1").lower(): value.decode("latin-1") for name, value in event.headers
     }
-    if method == "POST" and "content-length" not in headers:
+    if method == "POST" and not {"content-length", "transfer-encoding"} & headers.keys():
         raise HttpError(411)
     if int(headers.get("content-length", "0")) > MAX_BODY_BYTES:
         raise HttpError(413, f"body larger than {MAX_BODY_BYTES} bytes")
     body = bytearray()
     while True:
-        part = await _next_event(conn, reader)
+        part = await feed.next_event()
         if isinstance(part, h11.Data):
             body += part.data
             if len(body) > MAX_BODY_BYTES:

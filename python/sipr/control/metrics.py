@@ -19,13 +19,15 @@ from prometheus_client.core import (
     Metric,
     UnknownMetricFamily,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 Family = CounterMetricFamily | GaugeMetricFamily | UnknownMetricFamily
 
-#: The Content-Type of `render()`'s output.
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+#: The Content-Type of `render()`'s output: every metric and label name here
+#: is a classic (ASCII) one, so the text is format 0.0.4, which every
+#: Prometheus version reads (prometheus_client's newest default, 1.0.0, only
+#: adds UTF-8 names).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 COUNTER, GAUGE = "counter", "gauge"
 
