@@ -48,7 +48,8 @@ def _option(settings: type[Any], name: str, *aliases: str) -> Any:
     """The `sipr run` option of a settings field: flag, help and
     environment variable from its documentation (sipr.settings)."""
     m = meta(settings, name)
-    return typer.Option(m["flag"], *aliases, help=m["help"], envvar=m["env"])
+    shown = m["help"] + (f": {', '.join(m['choices'])}" if m["choices"] else "")
+    return typer.Option(m["flag"], *aliases, help=shown, envvar=m["env"])
 
 
 @cli.command()
