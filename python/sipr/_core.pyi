@@ -24,6 +24,7 @@ __all__ = [
     "core_defaults",
     "drain_logs",
     "log_fd",
+    "log_rate_limit",
     "parse_listen",
     "parse_uri",
     "set_log_level",
@@ -321,8 +322,12 @@ def log_fd() -> int:
     """Installs the tracing → logging bridge; the eventfd readable when
     core log records wait (rust/src/python/logbridge.rs)."""
 
-def drain_logs() -> list[tuple[int, str, str, str | None]]:
-    """Waiting core log records: (logging level, logger name, message, Call-ID)."""
+def drain_logs() -> tuple[list[tuple[int, str, str, str | None]], int]:
+    """Waiting core log records: (logging level, logger name, message,
+    Call-ID), and how many were suppressed since the last call."""
+
+def log_rate_limit() -> int:
+    """Core log records a second that pass the rate limit."""
 
 def set_log_level(level: int) -> None:
     """Passes core events at this Python `logging` level and above."""

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from pathlib import Path
 
 from tests.conftest import EXAMPLES, ROOT, sip_request, status_of
-from tests.integration.runtime_kit import wait_for_log
+from tests.integration.runtime_kit import wait_for, wait_for_log
 from tests.tls_peers import CertAuthority
 
 PROXY = ROOT / "tests" / "apps" / "stateful_proxy.py"
@@ -82,3 +83,35 @@ def test_the_core_logs_at_the_level_asked_for(sipr_factory, tmp_path: Path) -> N
             pass
     assert proxy.stop() == 0
     assert "TLS handshake failed" not in proxy.log()
+
+
+def test_core_logs_are_rate_limited_and_counted(sipr_factory, tmp_path: Path) -> None:
+    """A flood of bad TLS clients: at most 100 core records a second reach
+    the log, and every other one is counted in a 'suppressed' line."""
+    files = CertAuthority(tmp_path).issue("sipr", dns=("sipr.test",), stem="sipr")
+    proxy = sipr_factory(
+        PROXY,
+        listen=("tcp:127.0.0.1:0", "tls:127.0.0.1:0"),
+        extra_args=("--tls-cert", str(files.cert), "--tls-key", str(files.key),
+                    "--log-format", "json"),
+    )  # fmt: skip
+    clients = 1000
+    started = time.monotonic()
+    for _ in range(clients):
+        with socket.create_connection(proxy.addrs["tls"], timeout=10) as bad:
+            bad.sendall(b"not TLS\r\n\r\n")
+
+    def accounted() -> tuple[int, int] | None:
+        passed = len(_records(proxy.output, "TLS handshake failed"))
+        suppressed = sum(
+            int(str(r["msg"]).split()[0])
+            for r in _records(proxy.output, "core log record(s) suppressed")
+        )
+        return (passed, suppressed) if passed + suppressed >= clients else None
+
+    passed, suppressed = wait_for(accounted, 30, "every handshake failure logged or counted")
+    seconds = time.monotonic() - started
+    assert passed + suppressed == clients
+    assert suppressed > 0
+    assert passed <= 100 * (int(seconds) + 2), (passed, seconds)
+    assert proxy.alive()

@@ -4,9 +4,11 @@
 //! Tokio threads never take the GIL, so an event becomes a small record in a
 //! bounded queue and an eventfd wakes the serving loop, which hands the
 //! records to `logging` on its own thread. Rate-limited: at most
-//! `RECORDS_PER_SECOND` records a second pass; the others are counted and
-//! reported as one warning when the next ones are drained. A peer that makes
-//! the core log (a TLS port scanner) therefore costs a bounded amount.
+//! `RECORDS_PER_SECOND` records a second pass; the others are counted, and
+//! the count is handed over with the records. A peer that makes the core log
+//! (a TLS port scanner) therefore costs a bounded amount: the first
+//! suppression wakes the loop once, after which python/sipr/corelog.py
+//! collects the count once a second until a second passes without any.
 
 use std::fmt::Write as _;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -36,6 +38,9 @@ struct Bridge {
     wake: OwnedFd,
     /// Set once the loop has been woken and not drained since.
     signalled: AtomicBool,
+    /// Set while the loop knows records are being suppressed (it then
+    /// collects the count on its own schedule): no wake-up per suppression.
+    suppressing: AtomicBool,
     /// The most verbose level passed, as a `level_rank` (0 = nothing).
     max_rank: AtomicUsize,
     started: Instant,
@@ -135,6 +140,7 @@ impl Bridge {
             // SAFETY: `fd` is a new descriptor that nothing else owns.
             wake: unsafe { OwnedFd::from_raw_fd(fd) },
             signalled: AtomicBool::new(false),
+            suppressing: AtomicBool::new(false),
             max_rank: AtomicUsize::new(level_rank(&Level::INFO)),
             started: Instant::now(),
             window: AtomicU64::new(0),
@@ -158,11 +164,7 @@ impl Bridge {
         self.in_window.fetch_add(1, Ordering::Relaxed) < RECORDS_PER_SECOND
     }
 
-    fn push(&self, record: PyRecord) {
-        if self.queue.push(record).is_err() {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
+    fn wake(&self) {
         if !self.signalled.swap(true, Ordering::AcqRel) {
             let one: u64 = 1;
             // SAFETY: writing 8 bytes to our own eventfd.
@@ -170,28 +172,43 @@ impl Bridge {
         }
     }
 
-    fn drain(&self) -> Vec<PyRecord> {
+    fn push(&self, record: PyRecord) {
+        if self.queue.push(record).is_err() {
+            self.suppress();
+            return;
+        }
+        self.wake();
+    }
+
+    fn suppress(&self) {
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        if !self.suppressing.swap(true, Ordering::AcqRel) {
+            self.wake();
+        }
+    }
+
+    /// The queued records and how many were suppressed since the last call.
+    fn drain(&self) -> (Vec<PyRecord>, u64) {
         self.signalled.store(false, Ordering::Release);
         let mut counter = [0u8; 8];
         // SAFETY: reading 8 bytes from our own non-blocking eventfd.
         unsafe { libc::read(self.wake.as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
-        let mut out = Vec::with_capacity(self.queue.len() + 1);
-        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
-        if suppressed > 0 {
-            out.push((
-                python_level(&Level::WARN),
-                "sipr.core".to_string(),
-                format!(
-                    "{suppressed} core log record(s) suppressed (more than \
-                     {RECORDS_PER_SECOND} a second)"
-                ),
-                None,
-            ));
-        }
+        let mut out = Vec::with_capacity(self.queue.len());
         while let Some(record) = self.queue.pop() {
             out.push(record);
         }
-        out
+        let suppressed = self.suppressed.swap(0, Ordering::AcqRel);
+        if suppressed == 0 {
+            // The loop stops collecting; the next suppression wakes it. One
+            // that slipped in meanwhile wakes it now.
+            self.suppressing.store(false, Ordering::Release);
+            if self.suppressed.load(Ordering::Acquire) > 0
+                && !self.suppressing.swap(true, Ordering::AcqRel)
+            {
+                self.wake();
+            }
+        }
+        (out, suppressed)
     }
 }
 
@@ -230,7 +247,7 @@ impl Subscriber for BridgeSubscriber {
     fn event(&self, event: &Event<'_>) {
         let bridge = self.0;
         if !bridge.admit() {
-            bridge.suppressed.fetch_add(1, Ordering::Relaxed);
+            bridge.suppress();
             return;
         }
         let metadata = event.metadata();
@@ -270,11 +287,17 @@ pub fn log_fd() -> PyResult<i32> {
     Ok(bridge()?.wake.as_raw_fd())
 }
 
-/// The waiting core log records as (level, logger, message, call_id), a
-/// suppression notice first when the rate limit dropped some.
+/// The waiting core log records as (level, logger, message, call_id), and
+/// how many the rate limit (or a full queue) suppressed since the last call.
 #[pyfunction]
-pub fn drain_logs() -> PyResult<Vec<PyRecord>> {
+pub fn drain_logs() -> PyResult<(Vec<PyRecord>, u64)> {
     Ok(bridge()?.drain())
+}
+
+/// Records a second that pass the rate limit.
+#[pyfunction]
+pub fn log_rate_limit() -> u64 {
+    RECORDS_PER_SECOND
 }
 
 /// Passes core events at Python `logging` level `level` and above.

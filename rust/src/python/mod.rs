@@ -44,5 +44,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(logbridge::log_fd, m)?)?;
     m.add_function(wrap_pyfunction!(logbridge::drain_logs, m)?)?;
     m.add_function(wrap_pyfunction!(logbridge::set_log_level, m)?)?;
+    m.add_function(wrap_pyfunction!(logbridge::log_rate_limit, m)?)?;
     Ok(())
 }
