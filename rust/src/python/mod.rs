@@ -7,6 +7,7 @@ mod logbridge;
 mod message;
 mod registrar;
 mod request;
+mod shared;
 
 use pyo3::prelude::*;
 
