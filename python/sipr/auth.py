@@ -158,8 +158,8 @@ class DigestAuth:
             return None
         if isinstance(found, str):
             return ha1(user, self.realm, found, algorithm)
-        value = found.get(algorithm)
-        return value if isinstance(value, str) else None
+        key = found.get(algorithm)
+        return key if isinstance(key, str) else None
 
     async def check(self, req: Request) -> bool:
         header = "Authorization" if req.method == "REGISTER" else "Proxy-Authorization"
