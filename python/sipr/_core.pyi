@@ -5,18 +5,22 @@ sipr._core` checks that in CI (.ci/run)."""
 
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Protocol, TypedDict, final
+from typing import Any, Protocol, TypedDict, final
 
 __all__ = [
     "URI",
     "Address",
     "CSeq",
     "Core",
+    "Dispatcher",
+    "Dns",
     "Headers",
     "Location",
     "NonceCounts",
     "Request",
     "Response",
+    "Selection",
+    "Serial",
     "SiprError",
     "Source",
     "TransactionError",
@@ -235,7 +239,9 @@ class Core:
         connection_lifetime: float | None = None,
         max_connections: int | None = None,
         udp_reader: str = "loop",
+        resolvers: Sequence[str] = ...,
     ) -> Core: ...
+    def dns(self) -> Dns: ...
     def udp_fds(self) -> list[int]: ...
     def wake_fd(self) -> int: ...
     def timer_fd(self) -> int: ...
@@ -312,6 +318,68 @@ class _CoreDefaults(TypedDict):
     t2: float
     t4: float
     timer_c: float
+
+class Dns:
+    """The core's RFC 3263 cache, destination blocklist and their settings."""
+
+    blocklist_time: float
+    failover_timeout: float
+    def entries(self) -> list[dict[str, Any]]: ...
+    def flush(self, host: str | None = None) -> int: ...
+    def blocklist(self) -> list[tuple[str, str, float, str, int]]: ...
+    def unblock(self, address: str | None = None) -> int: ...
+    def stats(self) -> list[tuple[str, int]]: ...
+    def nameservers(self) -> list[str]: ...
+
+class Serial:
+    """Relay targets tried one after another (failover on `codes`)."""
+
+    def __init__(self, targets: Iterable[object], *, codes: list[int] | None = None) -> None: ...
+    @property
+    def targets(self) -> list[str]: ...
+    @property
+    def codes(self) -> list[int]: ...
+    def __len__(self) -> int: ...
+
+class Selection:
+    """A dispatcher selection, evaluated by `Request.relay()` for its request."""
+
+    @property
+    def set(self) -> int: ...
+
+class Dispatcher:
+    """The native half of `sipr.Dispatcher`."""
+
+    def __init__(self) -> None: ...
+    def load(self, rows: list[tuple[int, str, int, int, str]]) -> int: ...
+    @staticmethod
+    def parse_list(text: str) -> list[tuple[int, str, int, int, str]]: ...
+    def select(self, req: Request, set: int, algo: str = "round-robin") -> list[str]: ...
+    def targets(
+        self,
+        set: int,
+        algo: str = "round-robin",
+        *,
+        limit: int | None = None,
+        codes: list[int] | None = None,
+    ) -> Selection: ...
+    def list(self) -> list[dict[str, Any]]: ...
+    def set_state(self, uri: str, state: str, set: int | None = None) -> int: ...
+    def start_probing(
+        self,
+        dns: Dns,
+        *,
+        interval: float,
+        timeout: float,
+        fail_threshold: int,
+        ok_threshold: int,
+        alive_codes: list[int],
+        from_uri: str,
+    ) -> None: ...
+    def stop_probing(self) -> None: ...
+    @property
+    def probing(self) -> bool: ...
+    def counters(self) -> tuple[int, int]: ...
 
 def parse_uri(uri: str) -> URI: ...
 def parse_listen(spec: str) -> tuple[str, str, int]: ...

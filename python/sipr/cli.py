@@ -19,6 +19,7 @@ from sipr.cli_base import CliError, cli
 from sipr.settings import (
     ConnectionSettings,
     ControlSettings,
+    DnsSettings,
     RunSettings,
     TlsSettings,
     default,
@@ -87,6 +88,7 @@ def run(
     max_connections: Annotated[int, _option(ConnectionSettings, "max_connections")] = default(
         ConnectionSettings, "max_connections"
     ),
+    resolver: Annotated[list[str] | None, _option(DnsSettings, "resolvers")] = None,
 ) -> None:
     """Serve APP. SIGHUP reloads APP; SIGTERM/SIGINT drains, then exits."""
     from sipr import _core
@@ -105,6 +107,7 @@ def run(
             connection_lifetime=connection_lifetime,
             max_connections=max_connections,
         )
+        dns = DnsSettings(resolvers=tuple(_resolver(r) for r in resolver or []))
     except ValueError as e:
         raise CliError(str(e)) from e
     for spec in settings.listen:
@@ -131,6 +134,7 @@ def run(
             control=control,
             tls=tls,
             connections=connections,
+            dns=dns,
         )
     except (OSError, ControlError) as e:
         raise CliError(str(e)) from e
@@ -138,6 +142,22 @@ def run(
         status = 1
     if status:
         sys.exit(status)
+
+
+def _resolver(spec: str) -> str:
+    """`--resolver HOST:PORT` checked: an IP address (port 53 when left out)."""
+    host, sep, port = spec.rpartition(":")
+    if not sep or (spec.count(":") > 1 and not spec.startswith("[")):
+        host, port = spec, "53"
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        valid = 0 < int(port) < 65536
+    except ValueError:
+        valid = False
+    if not valid:
+        raise CliError(f"--resolver {spec}: expected IP:PORT of a DNS server, e.g. 127.0.0.1:53")
+    ip = host.strip("[]")
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def _control_settings(

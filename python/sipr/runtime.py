@@ -16,6 +16,7 @@ from sipr._protocols import ServerView
 from sipr.loader import AppLoadError, ReloadError
 from sipr.settings import (
     CoreSettings,
+    DnsSettings,
     RouteSettings,
     RunSettings,
     TimerSettings,
@@ -131,6 +132,20 @@ class RuntimeConfig:
             lambda v: setattr(server, "default_reply", (v, None)),
             low=200,
             high=699,
+        )
+        self._add(
+            DnsSettings,
+            "blocklist_time",
+            float,
+            lambda: server.dns_setting("blocklist_time"),
+            lambda v: server.set_dns_setting("blocklist_time", v),
+        )
+        self._add(
+            DnsSettings,
+            "failover_timeout",
+            float,
+            lambda: server.dns_setting("failover_timeout"),
+            lambda v: server.set_dns_setting("failover_timeout", v),
         )
         self._add(
             RunSettings,

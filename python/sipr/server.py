@@ -22,6 +22,7 @@ from sipr.runtime import ReloadError, RuntimeConfig
 from sipr.settings import (
     ConnectionSettings,
     ControlSettings,
+    DnsSettings,
     RunSettings,
     TlsSettings,
     default,
@@ -43,6 +44,7 @@ class Server:
         drain_timeout: float = default(RunSettings, "drain_timeout"),
         tls: TlsSettings | None = None,
         connections: ConnectionSettings | None = None,
+        dns: DnsSettings | None = None,
     ) -> None:
         if app.route_handler is None:
             raise RuntimeError("the app has no @app.route handler")
@@ -64,6 +66,8 @@ class Server:
             "max_pending": app.core_settings.max_pending,
             "retry_after": app.core_settings.retry_after,
         }
+        # `dns.*` settings changed with cfg.set before the core runs.
+        self._dns_settings: dict[str, float] = {}
         self.config = RuntimeConfig(self)
         self.reloads = 0
         #: Apps replaced by reloads whose handler tasks are still running.
@@ -77,6 +81,7 @@ class Server:
         self.control: ControlServer | None = None
         self.tls = tls or TlsSettings()
         self.connections = connections or ConnectionSettings()
+        self.dns = dns or DnsSettings()
         self.core: _core.Core | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         # Handler tasks of requests a CANCEL can end, by transaction id.
@@ -121,6 +126,7 @@ class Server:
             connect_timeout=conn.connect_timeout,
             connection_lifetime=conn.connection_lifetime,
             max_connections=conn.max_connections,
+            resolvers=list(self.dns.resolvers),
         )
 
     async def serve(self) -> None:
@@ -128,6 +134,8 @@ class Server:
         close_logs = corelog.attach(loop)
         self.core = core = self._start_core()
         core.set_timers(**self._timers)
+        for name, value in self._dns_settings.items():
+            setattr(core.dns(), name, value)
         self.app._core = core
         self.app._server = self
         self.deadlines = Deadlines(loop, self._expire)
@@ -232,6 +240,17 @@ class Server:
         self._core_settings[name] = value
         if self.core is not None:
             setattr(self.core, name, value)
+
+    def dns_setting(self, name: str) -> float:
+        """`dns.*` settings: the core's once it runs, else what will be applied."""
+        if self.core is not None:
+            return float(getattr(self.core.dns(), name))
+        return float(self._dns_settings.get(name, default(DnsSettings, name)))
+
+    def set_dns_setting(self, name: str, value: float) -> None:
+        self._dns_settings[name] = value
+        if self.core is not None:
+            setattr(self.core.dns(), name, value)
 
     def set_stall_threshold(self, seconds: float) -> None:
         self.stall_threshold = seconds
@@ -454,13 +473,14 @@ def run(
     control: ControlSettings | None = None,
     tls: TlsSettings | None = None,
     connections: ConnectionSettings | None = None,
+    dns: DnsSettings | None = None,
 ) -> int:
     """Serves until SIGINT/SIGTERM; returns the exit status (0 after a
     drain, 1 when a second signal cut it short)."""
     from sipr import logs
 
     logs.setup(settings.log_level, settings.log_format)
-    return asyncio.run(_main(app, settings, source, control, tls, connections))
+    return asyncio.run(_main(app, settings, source, control, tls, connections, dns))
 
 
 async def _main(
@@ -470,6 +490,7 @@ async def _main(
     control: ControlSettings | None,
     tls: TlsSettings | None,
     connections: ConnectionSettings | None,
+    dns: DnsSettings | None,
 ) -> int:
     server = Server(
         app,
@@ -479,6 +500,7 @@ async def _main(
         drain_timeout=settings.drain_timeout,
         tls=tls,
         connections=connections,
+        dns=dns,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

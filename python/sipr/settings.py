@@ -257,6 +257,33 @@ class ConnectionSettings(_Checked):
 
 
 @dataclass(frozen=True)
+class DnsSettings(_Checked):
+    """RFC 3263 resolution: name servers, destination blocklist, failover (docs/dns.md)."""
+
+    resolvers: tuple[str, ...] = setting(
+        (),
+        "DNS server for RFC 3263 lookups, repeatable: HOST:PORT (default: resolv.conf)",
+        flag="--resolver",
+    )
+    blocklist_time: float = setting(
+        60.0,
+        "seconds a destination that timed out or was unreachable is tried last (0: off)",
+        cfg="dns.blocklist_time",
+        low=0,
+        high=86_400,
+        unit="s",
+    )
+    failover_timeout: float = setting(
+        5.0,
+        "seconds a destination with alternatives may stay silent before the next is tried",
+        cfg="dns.failover_timeout",
+        low=0,
+        high=86_400,
+        unit="s",
+    )
+
+
+@dataclass(frozen=True)
 class TlsSettings(_Checked):
     """Certificates for tls: and wss: listeners and outgoing TLS
     (docs/decisions/0010-tls-transport-and-options.md)."""
@@ -323,6 +350,7 @@ ALL: tuple[type[Any], ...] = (
     TimerSettings,
     RouteSettings,
     ConnectionSettings,
+    DnsSettings,
     TlsSettings,
     ControlSettings,
 )
