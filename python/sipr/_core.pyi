@@ -4,6 +4,7 @@ Every name the module exports is described here; `python -m mypy.stubtest
 sipr._core` checks that in CI (.ci/run)."""
 
 import asyncio
+import builtins
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypedDict, final
 
@@ -373,7 +374,7 @@ class Dispatcher:
         timeout: float,
         fail_threshold: int,
         ok_threshold: int,
-        alive_codes: list[int],
+        alive_codes: builtins.list[int],
         from_uri: str,
     ) -> None: ...
     def stop_probing(self) -> None: ...
