@@ -320,6 +320,7 @@ class _CoreDefaults(TypedDict):
     t4: float
     timer_c: float
 
+@final
 class Dns:
     """The core's RFC 3263 cache, destination blocklist and their settings."""
 
@@ -332,22 +333,25 @@ class Dns:
     def stats(self) -> list[tuple[str, int]]: ...
     def nameservers(self) -> list[str]: ...
 
+@final
 class Serial:
     """Relay targets tried one after another (failover on `codes`)."""
 
-    def __init__(self, targets: Iterable[object], *, codes: list[int] | None = None) -> None: ...
+    def __new__(cls, targets: Iterable[object], *, codes: list[int] | None = None) -> Serial: ...
     @property
     def targets(self) -> list[str]: ...
     @property
     def codes(self) -> list[int]: ...
     def __len__(self) -> int: ...
 
+@final
 class Selection:
     """A dispatcher selection, evaluated by `Request.relay()` for its request."""
 
     @property
     def set(self) -> int: ...
 
+@final
 class Dispatcher:
     """The native half of `sipr.Dispatcher`."""
 
