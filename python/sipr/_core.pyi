@@ -11,22 +11,27 @@ from typing import Any, Protocol, TypedDict, final
 __all__ = [
     "URI",
     "Address",
+    "Binding",
     "CSeq",
     "Core",
+    "DigestAttempt",
+    "DigestRules",
     "Dispatcher",
     "Dns",
     "Headers",
-    "Location",
-    "NonceCounts",
+    "RegistrarRules",
     "Request",
     "Response",
     "Selection",
     "Serial",
     "SiprError",
     "Source",
+    "Store",
     "TransactionError",
     "__version__",
+    "aor_key",
     "core_defaults",
+    "digest_ha1",
     "drain_logs",
     "log_fd",
     "log_rate_limit",
@@ -186,37 +191,6 @@ class Request:
         (None for an ACK, which is relayed statelessly and has none)."""
     def _finish(self) -> None: ...
 
-class _AuthSpec(TypedDict):
-    realm: str
-    secret: bytes
-    algorithms: list[str]
-    nonce_ttl: float
-    check_identity: bool
-    ha1: Mapping[str, Mapping[str, str]]
-
-#: A binding as the native location table holds it: (contact, expires_at, q,
-#: call_id, cseq, received, path, user_agent, instance).
-_BindingTuple = tuple[str, float, float, str, int, str | None, list[str], str | None, str | None]
-
-@final
-class Location:
-    """The native location table behind the `memory:` store."""
-
-    def __new__(cls) -> Location: ...
-    def bindings(self, aor: str, now: float) -> list[_BindingTuple]: ...
-    def update(self, aor: str, upsert: Sequence[_BindingTuple], delete: Sequence[str]) -> None: ...
-    def remove(self, aor: str) -> int: ...
-    def aors(self, now: float) -> list[str]: ...
-    def __len__(self) -> int: ...
-
-@final
-class NonceCounts:
-    """The highest nonce-count seen per digest nonce (bounded), against replays."""
-
-    def __new__(cls, max: int) -> NonceCounts: ...
-    def fresh(self, nonce: str, nc: int) -> bool: ...
-    def __len__(self) -> int: ...
-
 @final
 class Core:
     def __new__(
@@ -285,15 +259,9 @@ class Core:
     def stop(self) -> None: ...
     def serve_registrar(
         self,
-        location: Location,
-        *,
-        domains: Sequence[str] | None,
-        min_expires: int,
-        max_expires: int,
-        default_expires: int,
-        max_contacts: int,
-        auth: _AuthSpec | None = None,
-        nonce_counts: NonceCounts | None = None,
+        rules: RegistrarRules,
+        store: Store,
+        auth: tuple[DigestRules, dict[str, dict[str, str]] | Store] | None = None,
     ) -> None: ...
 
 class _Certificate(TypedDict):
@@ -404,3 +372,117 @@ def log_rate_limit() -> int:
 
 def set_log_level(level: int) -> None:
     """Passes core events at this Python `logging` level and above."""
+
+# -- registrar and digest (rust/src/python/registrar.rs, digest.rs) ----------
+
+#: (status, reason or None, headers): what `Request.reply` takes.
+Reply = tuple[int, str | None, list[tuple[str, str]]]
+
+@final
+class Binding:
+    """One registered contact of an address-of-record."""
+
+    def __new__(
+        cls,
+        contact: str,
+        expires_at: float,
+        q: float = 1.0,
+        call_id: str = ...,
+        cseq: int = 0,
+        received: str | None = None,
+        path: list[str] = ...,
+        user_agent: str | None = None,
+        instance: str | None = None,
+    ) -> Binding: ...
+    @property
+    def contact(self) -> str: ...
+    @property
+    def expires_at(self) -> float: ...
+    @expires_at.setter
+    def expires_at(self, value: float) -> None: ...
+    @property
+    def q(self) -> float: ...
+    @property
+    def call_id(self) -> str: ...
+    @property
+    def cseq(self) -> int: ...
+    @property
+    def received(self) -> str | None: ...
+    @property
+    def path(self) -> list[str]: ...
+    @property
+    def user_agent(self) -> str | None: ...
+    @property
+    def instance(self) -> str | None: ...
+    def remaining(self, now: float | None = None) -> int: ...
+    def to_json(self) -> str: ...
+    @staticmethod
+    def from_json(text: str | bytes) -> Binding: ...
+
+@final
+class Store:
+    """A Rust store: `memory:` or `sqlite:///path.db[?synchronous=...]`."""
+
+    def __new__(cls, url: str) -> Store: ...
+    @property
+    def url(self) -> str: ...
+    def bindings(self, aor: str, now: float | None = None) -> list[Binding]: ...
+    def update(self, aor: str, upsert: list[Binding], delete: list[str]) -> None: ...
+    def remove(self, aor: str) -> int: ...
+    def aors(self, now: float | None = None) -> list[str]: ...
+    def get_user(self, realm: str, user: str) -> dict[str, str] | None: ...
+    def set_user(self, realm: str, user: str, ha1: Mapping[str, str]) -> None: ...
+    def remove_user(self, realm: str, user: str) -> bool: ...
+    def users(self, realm: str | None = None) -> list[tuple[str, str]]: ...
+
+@final
+class RegistrarRules:
+    """RFC 3261 §10.3 with a registrar's limits."""
+
+    def __new__(
+        cls,
+        *,
+        domains: list[str] | None = None,
+        min_expires: int = 60,
+        max_expires: int = 3600,
+        default_expires: int = 3600,
+        max_contacts: int = 10,
+    ) -> RegistrarRules: ...
+    def target(self, req: Request) -> tuple[str | None, Reply | None]: ...
+    def save(self, req: Request, store: Store, now: float | None = None) -> Reply: ...
+    def decide(
+        self, req: Request, existing: list[Binding], now: float | None = None
+    ) -> tuple[Reply, list[Binding], list[str]]: ...
+    def serves(self, host: str) -> bool: ...
+
+@final
+class DigestAttempt:
+    @property
+    def user(self) -> str: ...
+    @property
+    def algorithm(self) -> str: ...
+
+@final
+class DigestRules:
+    """The digest check of a realm (RFC 7616, RFC 8760 algorithms, qop=auth)."""
+
+    def __new__(
+        cls,
+        realm: str,
+        secret: bytes,
+        algorithms: list[str],
+        *,
+        nonce_ttl: float = 300.0,
+        check_identity: bool = True,
+        max_tracked_nonces: int = 100000,
+    ) -> DigestRules: ...
+    @property
+    def realm(self) -> str: ...
+    def new_nonce(self) -> str: ...
+    def nonce_state(self, nonce: str) -> str: ...
+    def challenge(self, method: str, *, stale: bool = False) -> Reply: ...
+    def begin(self, req: Request) -> Reply | DigestAttempt: ...
+    def finish(self, req: Request, attempt: DigestAttempt, ha1: str | None) -> Reply | None: ...
+
+def aor_key(user: str | None, host: str) -> str: ...
+def digest_ha1(user: str, realm: str, password: str, algorithm: str = "MD5") -> str: ...
