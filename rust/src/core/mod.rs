@@ -135,7 +135,7 @@ impl Core {
             )));
         }
         let timerfd = TimerFd::new().map_err(|e| StartError::Other(format!("timerfd: {e}")))?;
-        let node = Node::new(wire, stats.clone(), config.server_name.clone());
+        let node = Node::new(wire, config.server_name.clone());
         let admission = Admission::new(config.max_pending, config.retry_after);
         let core = Arc::new_cyclic(|me| Core {
             me: me.clone(),
@@ -273,7 +273,8 @@ impl Core {
     pub fn on_timer(&self, out: &mut Vec<Event>) {
         self.timerfd.lock().clear();
         let mut stack = self.stack.lock();
-        let due = stack.txns.timers.pop_due(std::time::Instant::now());
+        let now = stack.txns.timers.now();
+        let due = stack.txns.timers.pop_due(now);
         for (_, key) in due {
             self.fire(&mut stack, key, out);
         }

@@ -4,7 +4,6 @@
 //! (§16.10), Timer C (§16.8) and transport failures in `failures`.
 
 use std::time::Duration;
-use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -13,7 +12,7 @@ use super::fallback::congestion_controlled_hop;
 use super::round::{synthesize, synthesize_with};
 use super::route::{branch_for, creates_dialog, loop_hash, next_hop, record_route};
 use super::{fmt_hostport, resolve, via_alias, ForwardError, Hop, Proxy, SERVICE};
-use crate::service::{BranchPlan, Ctx, Event};
+use crate::service::{BranchPlan, Ctx};
 use crate::sip::write::{build_forward, ForwardEdits, HeaderEdit};
 use crate::sip::{HeaderId, Message};
 use crate::transaction::{client, server, Owner, TimerKey, TxnId, FINE};
@@ -38,8 +37,9 @@ pub struct RelayOptions<'a> {
     pub timeout: Option<Duration>,
 }
 
-/// The relay id of a round nobody awaits (in-core routing). The application
-/// layer numbers its `relay()` calls from 1.
+/// The relay id of a round nobody awaits (in-core routing): it produces no
+/// `Event::RelayDone`. The application layer numbers its `relay()` calls
+/// from 1.
 pub const UNAWAITED: u64 = 0;
 
 impl Proxy {
@@ -230,21 +230,26 @@ impl Proxy {
             };
             if let Some(f) = synthesize_with(node, cx.txns, txn, status, &extra) {
                 let ctx = self.ctxs.get_mut(&ctx_id).expect("exists");
-                ctx.waiting.push(relay_id);
+                if relay_id != UNAWAITED {
+                    ctx.waiting.push(relay_id);
+                }
                 ctx.finals.push(f);
                 self.complete_round(cx, ctx_id);
             }
             return Ok(());
         }
         let ctx = self.ctxs.get_mut(&ctx_id).expect("exists");
-        ctx.waiting.push(relay_id);
+        if relay_id != UNAWAITED {
+            ctx.waiting.push(relay_id);
+        }
         if let Some(t) = opts.timeout {
             let old = ctx.relay_timer.take();
             let key = TimerKey::Service(Owner {
                 service: SERVICE,
                 id: ctx_id,
             });
-            let tid = cx.txns.timers.schedule(Instant::now() + t, FINE, key);
+            let at = cx.txns.timers.now() + t;
+            let tid = cx.txns.timers.schedule(at, FINE, key);
             if let Some(o) = old {
                 cx.txns.timers.cancel(o);
             }
@@ -275,7 +280,5 @@ impl Proxy {
                 self.send_final_upstream(cx, ctx_id, f);
             }
         }
-        cx.events
-            .retain(|e| !matches!(e, Event::RelayDone { relay, .. } if *relay == UNAWAITED));
     }
 }
