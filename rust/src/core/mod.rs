@@ -7,6 +7,7 @@
 
 mod actions;
 mod admission;
+mod held;
 mod inbound;
 mod udp_reader;
 
@@ -23,6 +24,7 @@ pub use crate::service::{Event, Incoming};
 pub use crate::transport::StartError;
 pub use actions::Reply;
 use admission::Admission;
+pub use held::{ActionError, HeldRequest, Relayed};
 
 use crate::proxy::Proxy;
 use crate::registrar::Registrars;
