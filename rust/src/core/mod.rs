@@ -434,3 +434,6 @@ impl StreamSink for SinkRef {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -56,6 +56,10 @@ impl Peer {
         Peer { socket, addr }
     }
 
+    pub fn send_to(&self, bytes: &[u8], to: SocketAddr) {
+        self.socket.send_to(bytes, to).expect("send");
+    }
+
     /// Every datagram received so far, as text, oldest first.
     pub fn take(&self) -> Vec<String> {
         let mut out = Vec::new();
