@@ -43,7 +43,7 @@ pub struct Config {
     pub listen: Vec<ListenSpec>,
     pub limits: Limits,
     /// Requests handed to the application and not yet acted on; beyond this
-    /// the core answers new requests 503 itself (DESIGN §1, overload), and
+    /// the core answers new requests 503 itself (docs/architecture.md), and
     /// in-dialog ones beyond twice this.
     pub max_pending: usize,
     /// Requests read from streams waiting for the loop thread.
