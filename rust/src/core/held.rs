@@ -3,6 +3,7 @@
 //! for failover), or let it go. `python/request.rs` wraps one per
 //! `sipr.Request` and translates `ActionError` into Python exceptions.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Core, Event, Incoming, Reply};
@@ -120,13 +121,16 @@ impl HeldRequest {
         Ok(refused.is_none())
     }
 
-    /// Relays statefully to `targets` (empty: by Route / Request-URI); a
+    /// Relays statefully to `targets` (empty: by Route / Request-URI; in
+    /// turn when `serial` names the codes that move on to the next); a
     /// request without a transaction (ACK) is forwarded statelessly to the
     /// first one. May be called again after a round ends (serial failover).
+    #[allow(clippy::too_many_arguments)]
     pub fn relay(
         &mut self,
         core: &Core,
         targets: Vec<Target>,
+        serial: Option<Arc<[u16]>>,
         timeout: Option<Duration>,
         record_route: bool,
         relay_id: u64,
@@ -155,6 +159,7 @@ impl HeldRequest {
             header_edits: self.headers.as_slice(),
             record_route,
             timeout,
+            serial,
         };
         let (result, events) = core.relay(txn, &opts, relay_id);
         if result.is_err() {

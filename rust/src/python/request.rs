@@ -9,6 +9,7 @@ use pyo3::types::{PyDict, PyString};
 
 use super::message::{PyAddress, PyCSeq, PySource, PyUri};
 use super::shared::Shared;
+use super::targets::{relay_target, target_string};
 use super::TransactionError;
 use crate::core::{ActionError, Event, HeldRequest, Incoming, Relayed};
 use crate::proxy::stateful::Target;
@@ -62,6 +63,17 @@ impl PyRequest {
         self.shared
             .record_route
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The request as received and where from (the registrar and digest
+    /// rules read it directly).
+    pub(crate) fn incoming(&self) -> &Incoming {
+        &self.held.inc
+    }
+
+    /// The request as received (services that select on it: dispatcher).
+    pub(super) fn message(&self) -> &Message {
+        &self.held.inc.msg
     }
 }
 
@@ -259,8 +271,16 @@ impl PyRequest {
         let fut = asyncio
             .call_method0("get_running_loop")?
             .call_method0("create_future")?;
+        let mut serial = None;
         let targets: Vec<Target> = match target {
             None => Vec::new(),
+            // Serial targets (`sipr.Serial`, a dispatcher or prefix-route
+            // selection): one branch failing over from one to the next.
+            Some(t) if super::targets::is_serial(t) => {
+                let (targets, codes) = super::targets::serial_targets(t, &self.held.inc.msg)?;
+                serial = Some(codes);
+                targets
+            }
             Some(t)
                 if t.is_instance_of::<pyo3::types::PyList>()
                     || t.is_instance_of::<pyo3::types::PyTuple>() =>
@@ -287,7 +307,7 @@ impl PyRequest {
         let core = &self.shared.core;
         match self
             .held
-            .relay(core, targets, timeout, record_route, relay_id)
+            .relay(core, targets, serial, timeout, record_route, relay_id)
             .map_err(to_py)?
         {
             Relayed::Stateless => {
@@ -320,38 +340,6 @@ impl PyRequest {
             msg.call_id()
         )
     }
-}
-
-/// A relay target: a URI / str (next hop), or a registered `sipr.Contact`
-/// (its URI becomes the branch's Request-URI, its `next_hop` the hop, its
-/// Path the branch's Route set).
-fn relay_target(t: &Bound<'_, PyAny>) -> PyResult<Target> {
-    if let Ok(hop) = t.getattr("next_hop") {
-        let uri: String = t.getattr("uri")?.extract()?;
-        let hop: String = hop.extract()?;
-        let routes: Vec<String> = t
-            .getattr("path")
-            .and_then(|p| p.extract())
-            .unwrap_or_default();
-        return Ok(Target {
-            hop: Some(PyUri::parse_str(&hop)?.as_str().to_string()),
-            request_uri: Some(PyUri::parse_str(&uri)?.as_str().to_string()),
-            routes,
-        });
-    }
-    Ok(Target {
-        hop: Some(target_string(t)?),
-        ..Target::default()
-    })
-}
-
-fn target_string(t: &Bound<'_, PyAny>) -> PyResult<String> {
-    Ok(match t.cast::<PyUri>() {
-        Ok(u) => u.get().as_str().to_string(),
-        Err(_) => PyUri::parse_str(&t.extract::<String>()?)?
-            .as_str()
-            .to_string(),
-    })
 }
 
 impl Drop for PyRequest {

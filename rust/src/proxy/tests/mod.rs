@@ -71,6 +71,7 @@ impl Rig {
             header_edits: &[],
             record_route: true,
             timeout: None,
+            serial: None,
         };
         self.with(|cx, proxy| proxy.relay(cx, txn, &opts, relay_id))
     }

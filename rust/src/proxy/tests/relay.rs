@@ -238,6 +238,7 @@ fn refusals_answer_at_once() {
         header_edits: &[],
         record_route: false,
         timeout: None,
+        serial: None,
     };
     rig.with(|cx, proxy| proxy.relay(cx, bad, &opts, 5))
         .unwrap();
@@ -251,6 +252,7 @@ fn refusals_answer_at_once() {
         header_edits: &[],
         record_route: false,
         timeout: None,
+        serial: None,
     };
     rig.with(|cx, proxy| proxy.relay(cx, mine, &opts, 6))
         .unwrap();
@@ -276,6 +278,7 @@ fn branches_carry_their_own_request_uri_routes_and_edits() {
         header_edits: &edits,
         record_route: true,
         timeout: None,
+        serial: None,
     };
     rig.with(|cx, proxy| proxy.relay(cx, txn, &opts, 1))
         .unwrap();

@@ -76,6 +76,7 @@ fn the_relay_timeout_ends_every_open_branch() {
         header_edits: &[],
         record_route: false,
         timeout: Some(secs(2)),
+        serial: None,
     };
     rig.with(|cx, proxy| proxy.relay(cx, txn, &opts, 1))
         .unwrap();
@@ -114,6 +115,7 @@ fn a_failed_transport_counts_as_503_and_goes_up_as_500() {
         header_edits: &[],
         record_route: false,
         timeout: None,
+        serial: None,
     };
     rig.with(|cx, proxy| proxy.relay(cx, txn, &opts, 1))
         .unwrap();
