@@ -7,6 +7,7 @@
 
 mod actions;
 mod admission;
+mod held;
 mod inbound;
 mod udp_reader;
 
@@ -23,6 +24,7 @@ pub use crate::service::{Event, Incoming};
 pub use crate::transport::StartError;
 pub use actions::Reply;
 use admission::Admission;
+pub use held::{ActionError, HeldRequest, Relayed};
 
 use crate::proxy::Proxy;
 use crate::registrar::Registrars;
@@ -41,7 +43,7 @@ pub struct Config {
     pub listen: Vec<ListenSpec>,
     pub limits: Limits,
     /// Requests handed to the application and not yet acted on; beyond this
-    /// the core answers new requests 503 itself (DESIGN §1, overload), and
+    /// the core answers new requests 503 itself (docs/architecture.md), and
     /// in-dialog ones beyond twice this.
     pub max_pending: usize,
     /// Requests read from streams waiting for the loop thread.
@@ -138,7 +140,7 @@ impl Core {
             )));
         }
         let timerfd = TimerFd::new().map_err(|e| StartError::Other(format!("timerfd: {e}")))?;
-        let mut node = Node::new(wire, stats.clone(), config.server_name.clone());
+        let mut node = Node::new(wire, config.server_name.clone());
         node.resolver = crate::dns::Resolver::new(crate::dns::DnsConfig {
             ipv4: config.listen.iter().any(|l| l.addr.is_ipv4()),
             ipv6: config.listen.iter().any(|l| l.addr.is_ipv6()),
@@ -290,7 +292,8 @@ impl Core {
     pub fn on_timer(&self, out: &mut Vec<Event>) {
         self.timerfd.lock().clear();
         let mut stack = self.stack.lock();
-        let due = stack.txns.timers.pop_due(std::time::Instant::now());
+        let now = stack.txns.timers.now();
+        let due = stack.txns.timers.pop_due(now);
         for (_, key) in due {
             self.fire(&mut stack, key, out);
         }
@@ -448,3 +451,6 @@ impl StreamSink for SinkRef {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -304,3 +304,6 @@ pub fn relay_response_stateless(node: &Node, msg: &Message) {
         Bytes::from(strip_top_via(msg)),
     );
 }
+
+#[cfg(test)]
+mod tests;

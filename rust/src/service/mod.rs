@@ -12,6 +12,8 @@
 
 mod event;
 mod hooks;
+#[cfg(test)]
+pub mod testkit;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -57,7 +59,9 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(wire: Wire, stats: Arc<Stats>, server_name: String) -> Node {
+    /// A node around `wire`, sharing its counters.
+    pub fn new(wire: Wire, server_name: String) -> Node {
+        let stats = wire.shared_stats();
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
