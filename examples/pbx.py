@@ -21,9 +21,10 @@ from sipr.paths import default_realm, default_store_url
 registrar = sipr.Registrar(
     default_store_url(), min_expires=int(os.environ.get("SIPR_MIN_EXPIRES", "60"))
 )
-# Offered strongest first (RFC 8760); SIPp only speaks MD5: "MD5,SHA-256".
+# MD5 by default: phones that see a SHA-256 challenge in the 401 often give up
+# (docs/routing.md#digest-algorithms). "SHA-256,MD5" offers both, strongest first.
 ALGORITHMS = tuple(
-    a.strip() for a in os.environ.get("SIPR_DIGEST_ALGORITHMS", "SHA-256,MD5").split(",")
+    a.strip() for a in os.environ.get("SIPR_DIGEST_ALGORITHMS", "MD5").split(",")
 )
 USERS = dict(
     u.strip().split(":", 1) for u in os.environ.get("SIPR_USERS", "").split(",") if ":" in u
