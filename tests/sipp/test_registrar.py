@@ -140,9 +140,7 @@ def pbx_default(sipr_factory, tmp_path: Path, sqlite_url: str, path: str):  # ty
 @pytest.fixture
 def pbx_sha256(sipr_factory, tmp_path: Path, sqlite_url: str, path: str):  # type: ignore[no-untyped-def]
     """The pbx configured for SHA-256: offered first, MD5 next (RFC 8760)."""
-    return start_pbx(
-        sipr_factory, tmp_path, sqlite_url, path, SIPR_DIGEST_ALGORITHMS="SHA-256,MD5"
-    )
+    return start_pbx(sipr_factory, tmp_path, sqlite_url, path, SIPR_DIGEST_ALGORITHMS="SHA-256,MD5")
 
 
 def call_alice(sipp: str, pbx_addr: tuple[str, int], tmp: Path):  # type: ignore[no-untyped-def]
