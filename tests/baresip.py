@@ -14,7 +14,8 @@ connection is up (`uanew`), so no event is missed, not even the first
 REGISTER's. Events (`REGISTER_OK`, `REGISTER_FAIL`, `CALL_INCOMING`,
 `CALL_ESTABLISHED`, `CALL_CLOSED`, ...) are queued and awaited with
 `wait_event`; `-s` SIP tracing goes to `trace()` and `sip_messages()` (awaited
-with `wait_sip`), to check what went over the wire. `stop()` quits baresip (killed if it does not exit) and is idempotent.
+with `wait_sip`), to check what went over the wire. `stop()` quits baresip
+(killed if it does not exit) and is idempotent.
 Only 127.0.0.1 is used: SIP, RTP and the control port.
 """
 
@@ -43,7 +44,7 @@ ausrc_srate		48000
 ausrc_channels		2
 audio_alert		aubridge,{name}
 net_interface		127.0.0.1
-rtp_ports		{rtp_ports}
+rtp_ports		20000-40000
 module_path		{modules}
 module			g711.so
 module			ausine.so
@@ -121,19 +122,17 @@ class Baresip:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.sip_port = _free_port(socket.SOCK_DGRAM)
         ctrl_port = _free_port(socket.SOCK_STREAM)
-        rtp = _free_port(socket.SOCK_DGRAM) & ~1
         (self.workdir / "config").write_text(
             _CONFIG.format(
                 sip_port=self.sip_port,
                 name=f"{self.user}{self.sip_port}",
-                rtp_ports=f"{rtp}-{rtp + 9}",
                 modules=MODULES,
                 ctrl_port=ctrl_port,
-            )  # fmt: skip
+            )
         )
         (self.workdir / "accounts").write_text("")
         (self.workdir / "contacts").write_text("")
-        self._trace = open(self.workdir / "trace.log", "wb")  # noqa: SIM115
+        self._trace = open(self.workdir / "trace.log", "wb")
         self.proc = subprocess.Popen(
             ["baresip", "-f", str(self.workdir), "-s"],
             stdin=subprocess.DEVNULL, stdout=self._trace, stderr=subprocess.STDOUT,
