@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 
 use crate::proxy::context::Final;
 use crate::proxy::stateful;
-use crate::sip::{write, Framing, Limits, Message, Method, ParseError, Scheme};
+use crate::sip::{write, Framing, HeaderId, Limits, Message, Method, ParseError, Scheme};
 use crate::stats::Stats;
 use crate::timer::TimerFd;
 use crate::tls::{CertInfo, TlsContext, TlsError, TlsSettings};
@@ -380,6 +380,16 @@ impl Core {
             Framing::Datagram
         };
         match Message::parse(bytes.clone(), framing, &self.config.limits) {
+            Ok(m) if framing == Framing::Stream && m.header(HeaderId::ContentLength).is_none() => {
+                // RFC 3261 §18.3; the stream layer closes the connection.
+                if m.is_request() && m.method() != Method::Ack {
+                    let e = ParseError::bad("Missing Content-Length on a stream");
+                    self.reject_unparsable(&bytes, &e, source);
+                } else {
+                    self.stats.parse_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                None
+            }
             Ok(m) => Some(m),
             Err(e) => {
                 self.reject_unparsable(&bytes, &e, source);
