@@ -21,6 +21,10 @@ class App:
     so a caller is never left retransmitting into silence. `timers` overrides
     the RFC 3261 timer values in seconds (keys `t1`, `t2`, `t4`, `timer_c`),
     e.g. `App(timers={"t1": 0.05})` in tests, so transactions expire quickly.
+    `force_rport` answers every UDP request at its source address and port,
+    as if its top Via had `rport` (RFC 3581 §4, Kamailio's `force_rport()`):
+    for an edge proxy facing phones behind NAT. Per request:
+    `req.force_rport()`.
     """
 
     def __init__(
@@ -36,8 +40,10 @@ class App:
         stall_threshold: float = 0.2,
         eager: bool | None = None,
         udp_reader: str | None = None,
+        force_rport: bool = False,
     ) -> None:
         self.record_route = record_route
+        self.force_rport = force_rport
         self.default_reply = default_reply
         self.max_pending = max_pending
         self.retry_after = retry_after

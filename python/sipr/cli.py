@@ -73,7 +73,10 @@ def run(
     ] = 10.0,
     ctl: Annotated[
         Path | None,
-        typer.Option("--ctl", help="control socket path (default: <run dir>/sipr.ctl)"),
+        typer.Option(
+            "--ctl",
+            help="control socket path (default: <run dir>/sipr-<first listener>.ctl)",
+        ),
     ] = None,
     no_ctl: Annotated[bool, typer.Option("--no-ctl", help="no control socket")] = False,
     http: Annotated[
@@ -198,7 +201,6 @@ def run(
 
 def _control_config(ctl: Path | None, no_ctl: bool, http: str | None, token: str | None):  # type: ignore[no-untyped-def]
     from sipr.control import ControlConfig, ControlError, parse_http_bind
-    from sipr.paths import default_ctl_socket
 
     if ctl is not None and no_ctl:
         raise CliError("--ctl and --no-ctl exclude each other")
@@ -206,8 +208,12 @@ def _control_config(ctl: Path | None, no_ctl: bool, http: str | None, token: str
         bind = parse_http_bind(http, token) if http is not None else None
     except ControlError as e:
         raise CliError(str(e)) from e
-    socket_path = None if no_ctl else (ctl or default_ctl_socket())
-    return ControlConfig(ctl_socket=socket_path, http=bind, http_token=token or None)
+    return ControlConfig(
+        ctl_socket=None if no_ctl else ctl,
+        http=bind,
+        http_token=token or None,
+        default_socket=not no_ctl and ctl is None,
+    )
 
 
 def core_options(

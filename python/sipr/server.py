@@ -14,6 +14,7 @@ from typing import Any
 
 from sipr import _core, _lifecycle
 from sipr._deadlines import Deadlines
+from sipr._secret import branch_secret
 from sipr._watchdog import Watchdog
 from sipr.app import App
 from sipr.control import ControlConfig, ControlServer
@@ -96,8 +97,10 @@ class Server:
             in_dialog_to_app=self.app.in_dialog_handler is not None,
             record_route=self.app.record_route,
             udp_reader=self.app.udp_reader,
+            branch_secret=branch_secret(),
             **self.core_options,
         )
+        core.set_force_rport(self.app.force_rport)
         core.set_timers(**self._timers)
         self.app._core = core
         self.app._server = self

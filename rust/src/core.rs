@@ -12,6 +12,7 @@ use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use parking_lot::Mutex;
 
+use crate::proxy::branch::BranchKey;
 use crate::proxy::context::Final;
 use crate::proxy::stateful;
 use crate::sip::{write, Framing, HeaderId, Limits, Message, Method, ParseError, Scheme};
@@ -40,6 +41,9 @@ pub struct Config {
     pub stream: StreamConfig,
     pub tls: TlsSettings,
     pub udp_reader: UdpReaderMode,
+    /// Key of the MAC in the branches we mint (proxy/branch.rs); None: a
+    /// random key for this run only.
+    pub branch_secret: Option<Vec<u8>>,
 }
 
 impl Default for Config {
@@ -58,6 +62,7 @@ impl Default for Config {
             stream: StreamConfig::default(),
             tls: TlsSettings::default(),
             udp_reader: UdpReaderMode::Loop,
+            branch_secret: None,
         }
     }
 }
@@ -102,6 +107,8 @@ pub struct Core {
     timerfd: Mutex<TimerFd>,
     /// The application handles in-dialog requests itself (`@app.in_dialog`).
     in_dialog_to_app: AtomicBool,
+    /// `App(force_rport=True)` (core_rport.rs).
+    force_rport: AtomicBool,
     wake: OwnedFd,
     pending: AtomicUsize,
     /// `Config::max_pending` and `retry_after`, changeable while running.
@@ -117,6 +124,8 @@ pub struct Core {
     stateless_prefix: String,
     /// REGISTERs answered before Python (`registrar.serve(app)`).
     pub registrars: crate::registrar::Registrars,
+    /// Seals the branches we mint, so stray responses can be checked.
+    pub branch_mac: crate::proxy::branch::BranchKey,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,11 +198,16 @@ impl Core {
             ^ u64::from(std::process::id()) << 32;
         let timerfd = TimerFd::new().map_err(|e| StartError::Other(format!("timerfd: {e}")))?;
         let (max_pending, retry_after) = (config.max_pending.max(1), config.retry_after);
+        let branch_mac = config
+            .branch_secret
+            .as_deref()
+            .map_or_else(BranchKey::random, BranchKey::new);
         let core = Arc::new_cyclic(|me| Core {
             me: me.clone(),
             layer: Mutex::new(Layer::default()),
             timerfd: Mutex::new(timerfd),
             in_dialog_to_app: AtomicBool::new(false),
+            force_rport: AtomicBool::new(false),
             ingress: ArrayQueue::new(config.ingress_capacity.max(1)),
             transport_errors: ArrayQueue::new(1024),
             config,
@@ -215,6 +229,7 @@ impl Core {
             tag_seed: seed,
             stateless_prefix: format!("{:x}-", mix64(seed ^ 0x5354_4154_454C_4553)),
             registrars: Default::default(),
+            branch_mac,
         });
         if !stream_listeners.is_empty() || tls.is_some() {
             let sink: Arc<dyn StreamSink> = Arc::new(SinkRef(core.me.clone()));
@@ -390,7 +405,7 @@ impl Core {
                 }
                 None
             }
-            Ok(m) => Some(m),
+            Ok(m) => Some(self.apply_force_rport(m, source)),
             Err(e) => {
                 self.reject_unparsable(&bytes, &e, source);
                 None
@@ -889,6 +904,9 @@ pub fn mix64(mut z: u64) -> u64 {
 
 #[path = "core_udp_reader.rs"]
 mod udp_reader;
+
+#[path = "core_rport.rs"]
+pub mod rport;
 
 /// The stream thread's way back into the core without keeping it alive.
 struct SinkRef(std::sync::Weak<Core>);

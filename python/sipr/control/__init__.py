@@ -19,11 +19,16 @@ class ControlError(Exception):
 
 @dataclass(frozen=True)
 class ControlConfig:
-    #: The Unix socket path, or None for no socket.
+    #: The Unix socket path, or None for no socket (or for the per-instance
+    #: default, with `default_socket`).
     ctl_socket: Path | None
     #: (host, port) of the HTTP listener, or None.
     http: tuple[str, int] | None = None
     http_token: str | None = None
+    #: No path given: a socket in the run directory named after the first
+    #: listener (`sipr.paths.instance_ctl_socket`), so instances with
+    #: different listeners coexist under one account.
+    default_socket: bool = False
 
 
 def parse_http_bind(spec: str, token: str | None) -> tuple[str, int]:
@@ -60,11 +65,18 @@ class ControlServer:
         from sipr.control.http import HttpListener
         from sipr.control.unix import UnixListener
 
+        from sipr import _lifecycle
+        from sipr.paths import instance_ctl_socket
+
+        path = self.config.ctl_socket
+        if path is None and self.config.default_socket:
+            path = instance_ctl_socket(self.server.core.local_addrs()[0])
         try:
-            if self.config.ctl_socket is not None:
-                unix = UnixListener(self.registry, self.config.ctl_socket)
+            if path is not None:
+                unix = UnixListener(self.registry, path)
                 await unix.start()
                 self.listeners.append(unix)
+                _lifecycle.announce(f"sipr: control socket {path}")
             if self.config.http is not None:
                 host, port = self.config.http
                 http = HttpListener(self, host, port, self.config.http_token)

@@ -1,6 +1,7 @@
 //! Proxy behaviour: stateless forwarding and response relay (RFC 3261
 //! §16.11) here; the stateful proxy in `stateful`, routing rules in `route`.
 
+pub mod branch;
 pub mod context;
 pub mod fallback;
 pub mod route;
@@ -13,6 +14,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use crate::core::{Core, Incoming};
+use crate::transport::Source;
 use crate::sip::write::{build_forward, strip_top_via, ForwardEdits, HeaderEdit};
 use crate::sip::{HeaderId, Message, NameAddr, Scheme, Uri};
 use crate::transport::{Destination, Transport};
@@ -132,9 +134,14 @@ pub fn forward_stateless(
         }
     };
     let local = core.advertised(hop.transport, hop.addr);
-    let branch = stateless_branch(core, msg, hop);
+    let branch = seal_branch(
+        core,
+        format!("z9hG4bK{:016x}", stateless_branch(core, msg, hop)),
+        msg,
+        &inc.source,
+    );
     let via = format!(
-        "SIP/2.0/{} {};branch=z9hG4bK{branch:016x}{}",
+        "SIP/2.0/{} {};branch={branch}{}",
         hop.transport,
         fmt_hostport(local),
         via_alias(hop.transport)
@@ -174,6 +181,13 @@ pub fn route_set(msg: &Message) -> Result<Vec<NameAddr<'_>>, ForwardError> {
     Ok(out)
 }
 
+/// `branch` with the MAC that lets a response to `msg` (received from
+/// `source`) be relayed back without state (branch.rs).
+pub fn seal_branch(core: &Core, branch: String, msg: &Message, source: &Source) -> String {
+    let up = branch::Upstream::of_request(&msg.top_via(), source);
+    core.branch_mac.seal(branch, &up)
+}
+
 fn stateless_branch(core: &Core, msg: &Message, hop: Hop) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     core.branch_key().hash(&mut h);
@@ -209,40 +223,32 @@ fn is_unicast(a: &SocketAddr) -> bool {
     }
 }
 
-/// Relays a response whose top Via is ours to the next Via (RFC 3261 §16.7
-/// step 9, §18.2.2). Anything else is dropped: it matches nothing we sent.
+/// Relays a response that matches no client transaction to the next Via
+/// (RFC 3261 §16.7 step 9, §18.2.2), if its top Via is ours and carries a
+/// branch we minted for exactly that next hop (branch.rs). Anything else is
+/// dropped silently and counted: it answers nothing we sent, and relaying it
+/// would let anyone bounce responses off us.
 pub fn relay_response_stateless(core: &Core, msg: &Message) {
     let top = msg.top_via();
-    if !core.is_local(top.host, top.port, Transport::parse(top.transport)) {
-        core.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    let vias = msg.vias();
-    let Some(next) = vias.get(1) else {
+    let ours = core.is_local(top.host, top.port, Transport::parse(top.transport));
+    let up = branch::Upstream::of_response(msg)
+        .filter(|up| ours && core.branch_mac.verify(top.branch().unwrap_or_default(), up));
+    let Some(up) = up else {
+        core.stats.stray_responses.fetch_add(1, Ordering::Relaxed);
         core.stats.dropped.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    let transport = Transport::parse(next.transport).unwrap_or(Transport::Udp);
-    let port = match next.rport() {
-        Some(Some(p)) => p,
-        _ => next.port.unwrap_or(if transport == Transport::Tls {
-            5061
-        } else {
-            5060
-        }),
-    };
-    let host = next.received().unwrap_or(next.host);
-    let Some(addr) = core.resolver.resolve(host, port, false).filter(is_unicast) else {
+    if !is_unicast(&up.addr) {
         // RFC 4475 bcast: never relay towards broadcast, multicast
         // or unspecified addresses, whatever a Via claims.
         core.stats.dropped.fetch_add(1, Ordering::Relaxed);
         return;
-    };
+    }
     core.stats.responses_relayed.fetch_add(1, Ordering::Relaxed);
     core.send(
         Destination {
-            transport,
-            addr,
+            transport: up.transport,
+            addr: up.addr,
             conn: None,
         },
         Bytes::from(strip_top_via(msg)),

@@ -176,7 +176,7 @@ pub fn relay(
             }
         };
         let unique = layer.next_id();
-        let branch = branch_for(lh, unique);
+        let branch = super::seal_branch(core, branch_for(lh, unique), &msg, &source);
         let mut edits = opts.header_edits.to_vec();
         edits.extend(
             target

@@ -409,6 +409,28 @@ impl PyRequest {
         self.send_reply(status, reason, extra, body.unwrap_or_default())
     }
 
+    /// Kamailio's force_rport(): answer this UDP request at its source
+    /// address and port, and relay it with `received`/`rport` stamped, as if
+    /// its top Via had `rport` (RFC 3581 §4). Call it before replying or
+    /// relaying; a no-op over TCP/TLS/WS (answered over the connection).
+    fn force_rport(&mut self) {
+        if self.inc.source.transport.is_stream() {
+            return;
+        }
+        let core = &self.shared.core;
+        let Some(msg) = crate::core::rport::with_rport(&self.inc.msg, &core.config.limits) else {
+            return;
+        };
+        if let Some(txn) = self.inc.txn {
+            core.with_layer(|_, l| {
+                if let Some(t) = l.servers.get_mut(&txn) {
+                    t.request = msg.clone();
+                }
+            });
+        }
+        self.inc.msg = msg;
+    }
+
     /// Forwards statelessly to `target` (a next-hop URI, like Kamailio's $du),
     /// else by Route, else to the Request-URI. Returns False when the core had
     /// to answer instead (e.g. 483 Too Many Hops).
