@@ -62,10 +62,9 @@ class ControlServer:
         self.listeners: list[Any] = []
 
     async def start(self) -> None:
+        from sipr import _lifecycle
         from sipr.control.http import HttpListener
         from sipr.control.unix import UnixListener
-
-        from sipr import _lifecycle
         from sipr.paths import instance_ctl_socket
 
         path = self.config.ctl_socket
