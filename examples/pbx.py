@@ -32,7 +32,9 @@ USERS = dict(
 auth = sipr.DigestAuth(default_realm(), credentials=USERS or registrar.store, algorithms=ALGORITHMS)
 AUTH_CALLS = os.environ.get("SIPR_AUTH_CALLS", "1") != "0"
 
-app = sipr.App()
+# An edge proxy faces phones behind NAT that do not ask for rport: answer
+# them at the address and port they sent from (RFC 3581 §4).
+app = sipr.App(force_rport=True)
 # Native REGISTER handling when the store and credentials allow it (memory:
 # store, users in a dict); otherwise a no-op and the route below does it all.
 registrar.serve(app, auth=auth)
