@@ -184,7 +184,10 @@ mod tests {
         let b = k.seal("z9hG4bKsr0123.7".to_string(), &a);
         assert!(b.starts_with("z9hG4bKsr0123.7."));
         assert!(k.verify(&b, &a));
-        assert!(k.verify(&b.to_ascii_uppercase().replace("Z9HG4BKSR", "z9hG4bKsr"), &a));
+        assert!(k.verify(
+            &b.to_ascii_uppercase().replace("Z9HG4BKSR", "z9hG4bKsr"),
+            &a
+        ));
         assert!(!k.verify(&b, &up("192.0.2.1:5061")));
         assert!(!k.verify(&b, &up("192.0.2.2:5060")));
         let tcp = Upstream {
@@ -194,7 +197,13 @@ mod tests {
         assert!(!k.verify(&b, &tcp));
         assert!(!BranchKey::new(b"other").verify(&b, &a));
         assert!(BranchKey::new(b"k").verify(&b, &a)); // same secret, e.g. after a restart
-        for forged in ["z9hG4bKsr0123.7", "z9hG4bK1", "", ".", "z9hG4bK.0000000000000000"] {
+        for forged in [
+            "z9hG4bKsr0123.7",
+            "z9hG4bK1",
+            "",
+            ".",
+            "z9hG4bK.0000000000000000",
+        ] {
             assert!(!k.verify(forged, &a), "{forged}");
         }
         let random = BranchKey::random();
@@ -213,7 +222,10 @@ mod tests {
 
     #[test]
     fn upstream_of_a_request_matches_the_response_to_its_stamped_via() {
-        let src = Source::udp("203.0.113.9:40000".parse().unwrap(), "192.0.2.1:5060".parse().unwrap());
+        let src = Source::udp(
+            "203.0.113.9:40000".parse().unwrap(),
+            "192.0.2.1:5060".parse().unwrap(),
+        );
         let req = |via: &str| {
             parse(&format!(
                 "OPTIONS sip:b@x SIP/2.0\nVia: {via}\nFrom: <sip:a@x>;tag=1\nTo: <sip:b@x>\n\
@@ -231,7 +243,8 @@ mod tests {
         let r = req("SIP/2.0/UDP 10.0.0.7:5070;rport;branch=z9hG4bK1");
         let u = Upstream::of_request(&r.top_via(), &src);
         assert_eq!(u, up("203.0.113.9:40000"));
-        let back = resp("SIP/2.0/UDP 10.0.0.7:5070;rport=40000;branch=z9hG4bK1;received=203.0.113.9");
+        let back =
+            resp("SIP/2.0/UDP 10.0.0.7:5070;rport=40000;branch=z9hG4bK1;received=203.0.113.9");
         assert_eq!(Upstream::of_response(&back), Some(u));
         // No rport: the sent-by port, at the received IP.
         let r = req("SIP/2.0/UDP 10.0.0.7:5070;branch=z9hG4bK1");
@@ -240,7 +253,10 @@ mod tests {
         let back = resp("SIP/2.0/UDP 10.0.0.7:5070;branch=z9hG4bK1;received=203.0.113.9");
         assert_eq!(Upstream::of_response(&back), Some(u));
         // A name without received is never ours: not resolved.
-        assert_eq!(Upstream::of_response(&resp("SIP/2.0/UDP victim.example;branch=z9hG4bK1")), None);
+        assert_eq!(
+            Upstream::of_response(&resp("SIP/2.0/UDP victim.example;branch=z9hG4bK1")),
+            None
+        );
         assert_eq!(Upstream::of_response(&parse(
             "SIP/2.0 200 OK\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa\nFrom: <sip:a@x>;tag=1\n\
              To: <sip:b@x>;tag=2\nCall-ID: c\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n")), None);

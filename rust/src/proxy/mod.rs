@@ -14,9 +14,9 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use crate::core::{Core, Incoming};
-use crate::transport::Source;
 use crate::sip::write::{build_forward, strip_top_via, ForwardEdits, HeaderEdit};
 use crate::sip::{HeaderId, Message, NameAddr, Scheme, Uri};
+use crate::transport::Source;
 use crate::transport::{Destination, Transport};
 
 /// Why a request could not be forwarded; each maps to the answer the

@@ -167,7 +167,10 @@ mod tests {
         let two = b"A: b\r\nContent-Length: 3\r\nl: 3\r\n\r\nabc";
         assert!(matches!(frame_stream(two, &l), StreamFrame::Invalid(_)));
         let bare = b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\nrest";
-        assert_eq!(frame_stream(bare, &l), StreamFrame::Unframed(bare.len() - 4));
+        assert_eq!(
+            frame_stream(bare, &l),
+            StreamFrame::Unframed(bare.len() - 4)
+        );
         let huge = vec![b'a'; 70_000];
         assert!(matches!(frame_stream(&huge, &l), StreamFrame::Invalid(_)));
     }
