@@ -23,9 +23,7 @@ registrar = sipr.Registrar(
 )
 # MD5 by default: phones that see a SHA-256 challenge in the 401 often give up
 # (docs/routing.md#digest-algorithms). "SHA-256,MD5" offers both, strongest first.
-ALGORITHMS = tuple(
-    a.strip() for a in os.environ.get("SIPR_DIGEST_ALGORITHMS", "MD5").split(",")
-)
+ALGORITHMS = tuple(a.strip() for a in os.environ.get("SIPR_DIGEST_ALGORITHMS", "MD5").split(","))
 USERS = dict(
     u.strip().split(":", 1) for u in os.environ.get("SIPR_USERS", "").split(",") if ":" in u
 )
