@@ -45,7 +45,8 @@ def test_two_instances_with_default_options_share_a_run_directory(
         both = sipr_ctl("stats.get")
         assert both.returncode == 1 and both.stdout == ""
         assert both.stderr.strip().splitlines() == [
-            f"sipr: error: 2 sipr instances are running; choose one with --ctl: {a.ctl}, {b.ctl}"
+            "sipr: error: 2 sipr instances are running; choose one with --ctl: "
+            + ", ".join(sorted(str(s.ctl) for s in instances))
         ]
         for s in (a, b):
             picked = sipr_ctl("--ctl", str(s.ctl), "--json", "core.ps")
