@@ -12,6 +12,9 @@
 //! a genuine exchange cannot send responses anywhere else. With a key that
 //! outlives the process (`Config::branch_secret`), it still verifies after a
 //! restart.
+//!
+//! Part of the node's identity (`Node::branch_mac`), like tags: every
+//! service that mints a branch seals it here.
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use super::Core;
+use super::{Core, Incoming};
 use crate::sip::{Framing, Limits, Message};
 use crate::transport::Source;
 
@@ -31,6 +31,26 @@ impl Core {
             return msg;
         }
         with_rport(&msg, &self.config.limits).unwrap_or(msg)
+    }
+
+    /// `req.force_rport()`: the held request `inc`, and its server
+    /// transaction's copy (what answers and relays are built from), get
+    /// `rport`. UDP only: streams answer over their connection.
+    pub fn force_rport_of(&self, inc: &mut Incoming) {
+        if inc.source.transport.is_stream() {
+            return;
+        }
+        let Some(msg) = with_rport(&inc.msg, &self.config.limits) else {
+            return;
+        };
+        if let Some(txn) = inc.txn {
+            self.with_services(|cx, _| {
+                if let Some(t) = cx.txns.servers.get_mut(&txn) {
+                    t.request = msg.clone();
+                }
+            });
+        }
+        inc.msg = msg;
     }
 }
 
