@@ -60,19 +60,29 @@ class BaresipError(RuntimeError):
     """baresip refused a command, exited, or an awaited event did not come."""
 
 
-def _free_port(kind: int) -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (SIP listens on both)."""
+def _bindable(port: int, kind: int) -> bool:
+    try:
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
+
+
+def _free_port(kind: int, span: int = 1) -> int:
+    """A port P on 127.0.0.1 with P .. P+span-1 free for UDP and TCP."""
     for _ in range(50):
         with socket.socket(socket.AF_INET, kind) as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
-        try:
-            with socket.socket(socket.AF_INET, other) as s2:
-                s2.bind(("127.0.0.1", port))
-        except OSError:
+        if port + span > 65536:
             continue
-        return port
+        if all(
+            _bindable(p, k)
+            for p in range(port, port + span)
+            for k in (socket.SOCK_DGRAM, socket.SOCK_STREAM)
+        ):
+            return port
     raise BaresipError("no free port")
 
 
@@ -120,8 +130,12 @@ class Baresip:
         if shutil.which("baresip") is None:
             raise BaresipError("baresip is not installed (scripts/install-deps)")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.sip_port = _free_port(socket.SOCK_DGRAM)
-        ctrl_port = _free_port(socket.SOCK_STREAM)
+        # SIP on UDP and TCP at sip_port, and TLS at sip_port + 1 (baresip
+        # always opens it).
+        self.sip_port = _free_port(socket.SOCK_DGRAM, span=2)
+        ctrl_port = self.sip_port
+        while ctrl_port in (self.sip_port, self.sip_port + 1):  # ports come in sequence
+            ctrl_port = _free_port(socket.SOCK_STREAM)
         (self.workdir / "config").write_text(
             _CONFIG.format(
                 sip_port=self.sip_port,
