@@ -32,12 +32,6 @@ def run_dir() -> Path:
     return Path(f"/tmp/sipr-{os.getuid()}")
 
 
-def default_ctl_socket() -> Path:
-    """The control socket of releases before per-instance names (still
-    found by `sipr ctl`, still usable with `--ctl`)."""
-    return run_dir() / "sipr.ctl"
-
-
 def instance_ctl_socket(listener: tuple[str, str, int]) -> Path:
     """The default control socket of an instance whose first listener is
     (transport, host, port): `<run dir>/sipr-udp-127.0.0.1-5060.ctl`."""
