@@ -57,6 +57,8 @@ pub struct Config {
     /// Key of the MAC in the branches we mint (service/branch.rs); None: a
     /// random key for this run only.
     pub branch_secret: Option<Vec<u8>>,
+    /// Nameservers and cache bounds for RFC 3263 lookups.
+    pub dns: crate::dns::DnsConfig,
 }
 
 impl Default for Config {
@@ -76,6 +78,7 @@ impl Default for Config {
             tls: TlsSettings::default(),
             udp_reader: UdpReaderMode::Loop,
             branch_secret: None,
+            dns: crate::dns::DnsConfig::default(),
         }
     }
 }
@@ -146,6 +149,11 @@ impl Core {
         if let Some(secret) = &config.branch_secret {
             node.branch_mac = crate::service::branch::BranchKey::new(secret);
         }
+        node.resolver = crate::dns::Resolver::new(crate::dns::DnsConfig {
+            ipv4: config.listen.iter().any(|l| l.addr.is_ipv4()),
+            ipv6: config.listen.iter().any(|l| l.addr.is_ipv6()),
+            ..config.dns.clone()
+        });
         let admission = Admission::new(config.max_pending, config.retry_after);
         let core = Arc::new_cyclic(|me| Core {
             me: me.clone(),
@@ -165,6 +173,13 @@ impl Core {
             registrars: Default::default(),
             config,
         });
+        // Finished DNS lookups wake the loop thread (`drain_streams`).
+        let waker = core.me.clone();
+        core.node.resolver.set_waker(Box::new(move || {
+            if let Some(c) = waker.upgrade() {
+                c.wake();
+            }
+        }));
         let sink: Arc<dyn StreamSink> = Arc::new(SinkRef(core.me.clone()));
         core.node.wire.start_streams(
             stream_listeners,
@@ -272,6 +287,8 @@ impl Core {
         while let Some((transport, addr)) = self.transport_errors.pop() {
             self.on_transport_error(&mut stack, transport, addr, out);
         }
+        let Stack { txns, proxy } = &mut *stack;
+        proxy.resume_dns_waits(&mut Ctx::new(&self.node, txns, out));
         self.rearm(&stack.txns);
     }
 
