@@ -28,6 +28,10 @@ class App:
     so a caller is never left retransmitting into silence. `timers` overrides
     the RFC 3261 timer values in seconds (keys `t1`, `t2`, `t4`, `timer_c`),
     e.g. `App(timers={"t1": 0.05})` in tests, so transactions expire quickly.
+    `force_rport` answers every UDP request at its source address and port,
+    as if its top Via had `rport` (RFC 3581 §4, Kamailio's `force_rport()`):
+    for an edge proxy facing phones behind NAT. Per request:
+    `req.force_rport()`.
     Every argument and its default: docs/settings.md (`CoreSettings`,
     `TimerSettings`, `RouteSettings`).
     """
@@ -45,6 +49,7 @@ class App:
         stall_threshold: float = default(RouteSettings, "stall_threshold"),
         eager: bool | None = None,
         udp_reader: str | None = None,
+        force_rport: bool = default(CoreSettings, "force_rport"),
     ) -> None:
         if route_deadline <= 0 or stall_threshold <= 0:
             raise ValueError("route_deadline and stall_threshold must be positive seconds")
@@ -55,6 +60,7 @@ class App:
             max_pending=max_pending,
             retry_after=retry_after,
             record_route=record_route,
+            force_rport=force_rport,
             # "thread": a Rust thread per UDP socket answers native REGISTERs
             # itself and queues the rest for the loop (docs/decisions/0019).
             udp_reader=reader,
@@ -89,6 +95,10 @@ class App:
     @property
     def record_route(self) -> bool:
         return self.core_settings.record_route
+
+    @property
+    def force_rport(self) -> bool:
+        return self.core_settings.force_rport
 
     @property
     def max_pending(self) -> int:

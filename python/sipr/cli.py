@@ -164,7 +164,6 @@ def _control_settings(
     ctl: Path | None, no_ctl: bool, http: str | None, token: str | None
 ) -> ControlSettings:
     from sipr.control.config import ControlError, parse_http_bind
-    from sipr.paths import default_ctl_socket
 
     if ctl is not None and no_ctl:
         raise CliError("--ctl and --no-ctl exclude each other")
@@ -172,8 +171,12 @@ def _control_settings(
         bind = parse_http_bind(http, token) if http is not None else None
     except ControlError as e:
         raise CliError(str(e)) from e
-    socket_path = None if no_ctl else (ctl or default_ctl_socket())
-    return ControlSettings(ctl_socket=socket_path, http=bind, http_token=token or None)
+    return ControlSettings(
+        ctl_socket=None if no_ctl else ctl,
+        http=bind,
+        http_token=token or None,
+        default_socket=not no_ctl and ctl is None,
+    )
 
 
 def tls_settings(

@@ -76,9 +76,21 @@ def parse_arg(text: str) -> Any:
 
 
 def _socket_path(ctl: Path | None) -> Path:
-    from sipr.paths import default_ctl_socket
+    """`--ctl`, else the control socket of the one sipr running under this
+    account (in the run directory); several running must be chosen from."""
+    from sipr.paths import run_dir, running_ctl_sockets
 
-    return ctl or default_ctl_socket()
+    if ctl is not None:
+        return ctl
+    live = running_ctl_sockets()
+    if len(live) == 1:
+        return live[0]
+    if not live:
+        raise CliError(f"no sipr control socket in {run_dir()}: is sipr running? (or --ctl PATH)")
+    raise CliError(
+        f"{len(live)} sipr instances are running; choose one with --ctl: "
+        + ", ".join(map(str, live))
+    )
 
 
 def _complete_method(ctx: typer.Context, incomplete: str) -> list[str]:
@@ -101,7 +113,9 @@ def ctl(
     args: Annotated[list[str] | None, typer.Argument(help="params: JSON or strings")] = None,
     ctl: Annotated[
         Path | None,
-        typer.Option("--ctl", help="control socket (default: $SIPR_RUN_DIR/sipr.ctl …)"),
+        typer.Option(
+            "--ctl", help="control socket (default: the only sipr running, in the run dir)"
+        ),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:

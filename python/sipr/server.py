@@ -15,6 +15,7 @@ from typing import Any
 from sipr import _core, _lifecycle, _protocols, corelog
 from sipr._deadlines import Deadlines
 from sipr._protocols import AppLike, Handler
+from sipr._secret import branch_secret
 from sipr._watchdog import Watchdog
 from sipr.control.server import ControlServer
 from sipr.logs import announce, current_request
@@ -127,12 +128,14 @@ class Server:
             connection_lifetime=conn.connection_lifetime,
             max_connections=conn.max_connections,
             resolvers=list(self.dns.resolvers),
+            branch_secret=branch_secret(),
         )
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         close_logs = corelog.attach(loop)
         self.core = core = self._start_core()
+        core.set_force_rport(self.app.core_settings.force_rport)
         core.set_timers(**self._timers)
         for name, value in self._dns_settings.items():
             setattr(core.dns(), name, value)

@@ -106,6 +106,11 @@ class CoreSettings(_Checked):
         high=1 << 24,
     )
     record_route: bool = setting(True, "relay() adds Record-Route to dialog-creating requests")
+    force_rport: bool = setting(
+        False,
+        "answer every UDP request at its source address and port, as if its top Via had "
+        "rport (RFC 3581 §4); for an edge facing phones behind NAT",
+    )
     udp_reader: str = setting(
         "loop",
         'who reads UDP: the event loop, or a Rust "thread" per socket (docs/decisions/0019)',
@@ -330,7 +335,13 @@ class ControlSettings(_Checked):
     """The control plane: `sipr ctl` socket and the HTTP listener (docs/operations.md)."""
 
     ctl_socket: Path | None = setting(
-        None, "control socket path (default: <run dir>/sipr.ctl; --no-ctl: none)", flag="--ctl"
+        None,
+        "control socket path (default: <run dir>/sipr-<first listener>.ctl; --no-ctl: none)",
+        flag="--ctl",
+    )
+    default_socket: bool = setting(
+        False,
+        "no path given: a socket named after the first listener, so instances coexist",
     )
     http: tuple[str, int] | None = setting(
         None, "HTTP control listener HOST:PORT: /rpc, /metrics, status page", flag="--http"

@@ -97,6 +97,11 @@ SINGLES: dict[str, tuple[str, str, str]] = {
     ),
     "core.send_errors": ("sipr_send_errors_total", COUNTER, "Messages that could not be sent"),
     "core.dropped": ("sipr_dropped_total", COUNTER, "Messages dropped"),
+    "core.stray_responses": (
+        "sipr_stray_responses_dropped_total",
+        COUNTER,
+        "Responses matching no transaction and no branch this instance minted, dropped",
+    ),
     "core.retransmissions": (
         "sipr_retransmissions_total",
         COUNTER,

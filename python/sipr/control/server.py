@@ -10,6 +10,8 @@ from sipr.control.http import HttpListener
 from sipr.control.listener import Listener
 from sipr.control.rpc import Registry
 from sipr.control.unix import UnixListener
+from sipr.logs import announce
+from sipr.paths import instance_ctl_socket
 from sipr.settings import ControlSettings
 
 
@@ -26,11 +28,15 @@ class ControlServer:
 
     async def start(self) -> None:
         settings = self.settings
+        path = settings.ctl_socket
+        if path is None and settings.default_socket and self.server.core is not None:
+            path = instance_ctl_socket(self.server.core.local_addrs()[0])
         try:
-            if settings.ctl_socket is not None:
-                unix = UnixListener(self.registry, settings.ctl_socket)
+            if path is not None:
+                unix = UnixListener(self.registry, path)
                 await unix.start()
                 self.listeners.append(unix)
+                announce(f"sipr: control socket {path}")
             if settings.http is not None:
                 host, port = settings.http
                 http = HttpListener(

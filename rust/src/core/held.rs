@@ -61,6 +61,13 @@ impl HeldRequest {
         self.handled
     }
 
+    /// Kamailio's force_rport(): answers and relays of this UDP request go
+    /// to its source address and port, as if its top Via had `rport`
+    /// (RFC 3581 §4). A no-op over streams.
+    pub fn force_rport(&mut self, core: &Core) {
+        core.force_rport_of(&mut self.inc);
+    }
+
     /// Answers the request; a status below 200 may be followed by another.
     pub fn reply(
         &mut self,

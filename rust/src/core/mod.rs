@@ -9,6 +9,7 @@ mod actions;
 mod admission;
 mod held;
 mod inbound;
+pub mod rport;
 mod udp_reader;
 
 use std::net::SocketAddr;
@@ -55,6 +56,9 @@ pub struct Config {
     pub stream: StreamConfig,
     pub tls: TlsSettings,
     pub udp_reader: UdpReaderMode,
+    /// Key of the MAC in the branches we mint (service/branch.rs); None: a
+    /// random key for this run only.
+    pub branch_secret: Option<Vec<u8>>,
     /// Nameservers and cache bounds for RFC 3263 lookups.
     pub dns: crate::dns::DnsConfig,
 }
@@ -75,6 +79,7 @@ impl Default for Config {
             stream: StreamConfig::default(),
             tls: TlsSettings::default(),
             udp_reader: UdpReaderMode::Loop,
+            branch_secret: None,
             dns: crate::dns::DnsConfig::default(),
         }
     }
@@ -114,6 +119,8 @@ pub struct Core {
     timerfd: Mutex<TimerFd>,
     /// The application handles in-dialog requests itself (`@app.in_dialog`).
     in_dialog_to_app: AtomicBool,
+    /// `App(force_rport=True)` (rport.rs).
+    force_rport: AtomicBool,
     wake: OwnedFd,
     admission: Admission,
     /// REGISTERs answered before Python (`registrar.serve(app)`).
@@ -141,6 +148,9 @@ impl Core {
         }
         let timerfd = TimerFd::new().map_err(|e| StartError::Other(format!("timerfd: {e}")))?;
         let mut node = Node::new(wire, config.server_name.clone());
+        if let Some(secret) = &config.branch_secret {
+            node.branch_mac = crate::service::branch::BranchKey::new(secret);
+        }
         node.resolver = crate::dns::Resolver::new(crate::dns::DnsConfig {
             ipv4: config.listen.iter().any(|l| l.addr.is_ipv4()),
             ipv6: config.listen.iter().any(|l| l.addr.is_ipv6()),
@@ -154,6 +164,7 @@ impl Core {
             stack: Mutex::new(Stack::default()),
             timerfd: Mutex::new(timerfd),
             in_dialog_to_app: AtomicBool::new(false),
+            force_rport: AtomicBool::new(false),
             ingress: ArrayQueue::new(config.ingress_capacity.max(1)),
             transport_errors: ArrayQueue::new(1024),
             recv: Mutex::new(RecvBatch::default()),

@@ -274,7 +274,7 @@ impl Proxy {
             .as_deref()
             .or(params.request_uri.as_deref());
         let unique = cx.txns.next_id();
-        let branch = branch_for(lh, unique);
+        let branch = super::seal_branch(node, branch_for(lh, unique), msg, &source);
         let mut edits = params.header_edits.clone();
         edits.extend(
             target

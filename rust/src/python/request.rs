@@ -245,6 +245,14 @@ impl PyRequest {
             .map_err(to_py)
     }
 
+    /// Kamailio's force_rport(): answer this UDP request at its source
+    /// address and port, and relay it with `received`/`rport` stamped, as if
+    /// its top Via had `rport` (RFC 3581 §4). Call it before replying or
+    /// relaying; a no-op over TCP/TLS/WS (answered over the connection).
+    fn force_rport(&mut self) {
+        self.held.force_rport(&self.shared.core);
+    }
+
     /// Forwards statelessly to `target` (a next-hop URI, like Kamailio's $du),
     /// else by Route, else to the Request-URI. Returns False when the core had
     /// to answer instead (e.g. 483 Too Many Hops).

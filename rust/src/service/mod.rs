@@ -10,6 +10,7 @@
 //! - [`Service`]: the hook points a service implements.
 //! - [`Event`]: what the services tell the application.
 
+pub mod branch;
 mod event;
 mod hooks;
 #[cfg(test)]
@@ -56,6 +57,9 @@ pub struct Node {
     tag_seed: u64,
     /// Prefix of the To tags of stateless answers (`stateless_tag`).
     stateless_prefix: String,
+    /// Seals the branches we mint, so stray responses can be checked
+    /// (branch.rs); a per-run key unless the core is given a persisted one.
+    pub branch_mac: branch::BranchKey,
 }
 
 impl Node {
@@ -75,6 +79,7 @@ impl Node {
             tag_counter: AtomicU64::new(1),
             tag_seed: seed,
             stateless_prefix: format!("{:x}-", mix64(seed ^ 0x5354_4154_454C_4553)),
+            branch_mac: branch::BranchKey::random(),
         }
     }
 

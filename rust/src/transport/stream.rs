@@ -576,6 +576,13 @@ where
                         let msg = buf.split_to(len).freeze();
                         shared.sink.on_message(msg, source);
                     }
+                    StreamFrame::Unframed(len) => {
+                        // The core answers it 400 (queued before we close).
+                        let msg = buf.split_to(len).freeze();
+                        shared.sink.on_message(msg, source);
+                        tracing::info!(peer = %meta.peer, "no Content-Length on a stream: closing");
+                        break 'read;
+                    }
                     StreamFrame::Invalid(why) => {
                         tracing::info!(peer = %meta.peer, why, "closing stream connection");
                         break 'read;
