@@ -152,7 +152,7 @@ async def reload(server: ServerView) -> dict[str, object]:
     server.app = new
     if server.core is not None:
         server.core.set_in_dialog_to_app(new.in_dialog_handler is not None)
-        server.core.set_force_rport(new.force_rport)
+        server.core.set_force_rport(new.core_settings.force_rport)
     server.reloads += 1
     retiring.waiter = server.loop.create_task(_retire(server, retiring))
     server.retiring.append(retiring)
