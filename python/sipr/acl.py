@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from sipr._core import Security
+
 Row = tuple[str, str, str, str, str]
 
 #: Redis key of the rule list (JSON rows).
@@ -62,7 +64,7 @@ class AddressGroups:
         self.rules = [_row(r) for r in rules]
         self.loaded = 0
         #: The running core's security services, once the rules are loaded there.
-        self._native: Any = None
+        self._native: Security | None = None
 
     async def read(self) -> tuple[str, list[Row]]:
         """(rules-file text, store rows) as they are now."""
@@ -83,7 +85,7 @@ class AddressGroups:
                 raise ValueError(f"address rules {src}: {e.strerror or e}") from None
         return text, rows
 
-    async def reload(self, native: Any) -> int:
+    async def reload(self, native: Security) -> int:
         """Reads the rules again and puts them in force; returns how many.
         ValueError (naming the line) leaves the rules in force unchanged."""
         text, rows = await self.read()

@@ -26,6 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sipr.settings import AuthBanSettings, FloodSettings
+
 if TYPE_CHECKING:
     from sipr._core import Request
     from sipr.acl import AddressGroups
@@ -56,34 +58,10 @@ HOUSEKEEPING_SECONDS = 0.25
 SWEEP_EVERY = 4
 
 
-@dataclass
-class FloodGuard:
-    """Per-source request rate over a sliding window (IPv4 address or IPv6
-    /64). A source above `limit` requests per `window` seconds is banned for
-    `ban` seconds: its packets are dropped unparsed, unanswered."""
-
-    enabled: bool = True
-    limit: int = 400
-    window: float = 2.0
-    ban: float = 300.0
-    #: Sources tracked at once (memory bound, ~40 bytes each).
-    max_sources: int = 100_000
-
-
-@dataclass
-class AuthBans:
-    """Failed digest authentications: `source_failures` from one source
-    within `window` seconds ban it for `source_ban`; `user_failures` for one
-    user from anywhere lock that user for `user_lock` seconds against every
-    source that has not authenticated as it within `known_for`."""
-
-    enabled: bool = True
-    source_failures: int = 10
-    window: float = 60.0
-    source_ban: float = 600.0
-    user_failures: int = 30
-    user_lock: float = 300.0
-    known_for: float = 7 * 24 * 3600.0
+#: Flood detection settings (`sipr.FloodGuard(limit=, window=, ban=)`; sipr.settings).
+FloodGuard = FloodSettings
+#: Authentication-failure ban settings (`sipr.AuthBans(...)`; sipr.settings).
+AuthBans = AuthBanSettings
 
 
 @dataclass
@@ -160,7 +138,7 @@ def _method_limit(method: str, spec: MethodLimit) -> tuple[float, float, float |
     if isinstance(spec, (int, float)):
         return float(spec), 1.0, None
     if isinstance(spec, tuple) and len(spec) in (2, 3):
-        burst = float(spec[2]) if len(spec) == 3 else None  # type: ignore[misc]
+        burst = float(spec[2]) if len(spec) == 3 else None
         return float(spec[0]), float(spec[1]), burst
     raise ValueError(f"method_limits[{method!r}]: use RATE, (RATE, PER) or (RATE, PER, BURST)")
 

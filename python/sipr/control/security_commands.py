@@ -4,21 +4,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sipr import limits
+from sipr._protocols import RpcMethod, ServerView
 from sipr.control.rpc import APP_ERROR, Registry, RpcError
 from sipr.security import ban_rows
-
-if TYPE_CHECKING:
-    from sipr.control import ControlServer
 
 #: `ban.add` without SECONDS.
 DEFAULT_MANUAL_BAN = 3600.0
 
 
-def register_security(registry: Registry, ctl: ControlServer) -> None:
-    server = ctl.server
+def register_security(registry: Registry, server: ServerView) -> None:
 
     def native() -> Any:
         if server.core is None:
@@ -114,7 +111,7 @@ def register_security(registry: Registry, ctl: ControlServer) -> None:
         """Hidden dialogs (topology hiding): id, both Call-IDs, age, expiry."""
         return [dict(r) for r in native().topology_list(int(limit))]
 
-    for name, fn in {
+    methods: dict[str, RpcMethod] = {
         "ban.list": ban_list,
         "ban.add": ban_add,
         "ban.remove": ban_remove,
@@ -129,5 +126,6 @@ def register_security(registry: Registry, ctl: ControlServer) -> None:
         "limits.set_method": limits_set_method,
         "security.show": security_show,
         "topos.list": topos_list,
-    }.items():
+    }
+    for name, fn in methods.items():
         registry.add(name, fn)

@@ -398,17 +398,11 @@ impl Service for TopologyService {
 mod tests {
     use super::*;
     use crate::sip::{Framing, Limits};
-    use crate::stats::Stats;
-    use crate::tls::TlsSettings;
-    use crate::transport::{Hop, ListenSpec, Wire};
+    use crate::transport::Hop;
     use bytes::Bytes;
 
     fn node() -> Node {
-        let listen = [ListenSpec::parse("udp:127.0.0.1:0").unwrap()];
-        let stats = Arc::new(Stats::default());
-        let (wire, _) = Wire::bind(&listen, &TlsSettings::default(), Vec::new(), stats.clone())
-            .expect("a UDP socket on loopback");
-        Node::new(wire, stats, "sipr-test".into())
+        crate::service::testkit::node()
     }
 
     fn parse(s: &str) -> Message {
