@@ -5,7 +5,8 @@ configured by the JSON in SIPR_SECURITY:
     target        next hop of INVITEs (the SIPp UAS)
     acl           address rules file (sipr.AddressGroups), "carriers" skip auth
     calls_per_s   per-From-user limit on INVITEs and MESSAGEs (sipr.limits), 503
-                  beyond; MESSAGEs within it are answered 200
+                  beyond; MESSAGEs within it are answered 200; `sipr ctl test.takes`
+                  lists each take as [monotonic seconds, taken]
     limits        the sipr.limits backend URL (default memory:)
     native_reg    REGISTERs answered by the core (Registrar.serve) instead of Python
     topology      store URL of topology hiding (sipr.TopologyHiding)
@@ -17,6 +18,8 @@ authenticated as configured, then relayed to `target`.
 
 import json
 import os
+import time
+from collections import deque
 
 import sipr
 
@@ -54,6 +57,15 @@ if "limits" in CFG:
     sipr.limits.use(CFG["limits"])
 
 
+#: Each rate-limit take as the app saw it (bounded).
+TAKES: deque[tuple[float, bool]] = deque(maxlen=10_000)
+
+
+@app.rpc("test.takes")
+async def takes() -> list[tuple[float, bool]]:
+    return list(TAKES)
+
+
 def carrier(req: sipr.Request) -> bool:
     """From a carrier's address, or (X-Real-IP) relayed for one by a trusted SBC."""
     if req.source_in("carriers"):
@@ -75,6 +87,7 @@ async def route(req: sipr.Request) -> None:
         return req.reply(405)
     if CALLS_PER_S is not None:
         taken = await sipr.limits.take("calls:" + (req.from_.uri.user or ""), CALLS_PER_S, 1.0)
+        TAKES.append((time.monotonic(), bool(taken)))
         if not taken:
             return sipr.limits.reject(req, taken)
     if req.method == "MESSAGE":

@@ -8,6 +8,7 @@ import csv
 import time
 
 from tests.conftest import free_port, header, status_of
+from tests.integration.ctlkit import rpc
 from tests.sipp.regkit import RedisServer
 from tests.sipp.securitykit import UdpFrom, sipp_at, start, stats
 
@@ -39,13 +40,26 @@ def test_five_calls_per_second_per_user(sipp: str, sipr_factory) -> None:
     counts = _counts(uac.workdir)
     limited = counts.get("3_503_Recv", 0)
     passed = counts.get("4_200_Recv", 0)
-    print(f"\n50 INVITEs at 25/s from alice: {passed} through, {limited} 503 in {spent:.1f} s")
+    takes = rpc(sipr.ctl, "test.takes")
+    first, last = takes[0][0], takes[-1][0]
+    span = last - first
+    per_second = [
+        sum(ok for t, ok in takes if first + k <= t < first + k + 1) for k in range(int(span) + 1)
+    ]
+    print(
+        f"\n50 INVITEs at 25/s from alice: {passed} through, {limited} 503 in {spent:.1f} s; "
+        f"arrivals over {span:.2f} s; through per second {per_second}"
+    )
     # Every call ends well: completed, or 503 with a Retry-After (checked by SIPp).
     assert result.successful == 50 and result.failed == 0, result.summary()
-    assert passed + limited == 50
-    # A full bucket of 5, then 5 a second over the ~2 s the INVITEs took.
-    assert RATE <= passed <= RATE + RATE * spent + 1, (passed, spent)
-    assert limited >= 50 - (RATE + RATE * spent + 1)
+    assert passed + limited == 50 and len(takes) == 50
+    assert sum(ok for _, ok in takes) == passed
+    # A full bucket of 5, then 5 a second over the span the INVITEs arrived in.
+    assert abs(passed - (RATE + RATE * span)) <= 1.5, (passed, span)
+    # Second by second: the bucket plus a second's refill in the first, then 5.
+    assert per_second[0] <= 2 * RATE + 1, per_second
+    assert all(n <= RATE + 1 for n in per_second[1:]), per_second
+    assert all(n >= RATE - 1 for n in per_second[1:-1]), per_second
 
 
 def test_limits_in_redis_are_shared(sipr_factory) -> None:
