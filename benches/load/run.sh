@@ -45,7 +45,10 @@
 # executable, default `sipr` on PATH; PYTHONPATH is passed through, so a snapshot build can be
 # measured), SIPR_ARGS (extra `sipr run` args), KAMAILIO_ARGS (extra kamailio args, e.g.
 # "-m 4096": run-kamailio.sh gives 1024 MB of shm, which tm exhausts at 8000 cps stateful), IDLE_S (bench.sh -I), PORT_WAIT (seconds to wait
-# for 5060/5070/5090 to be free before each run, default 300).
+# for 5060/5070/5090 to be free before each run, default 300), SAMPLE_S (sample the proxy's CPU,
+# RSS and PSS every SAMPLE_S seconds during each run into runs/LABEL-rRATE-repN.samples.tsv, with
+# sample.py, outside the measured tree; soak.sh uses it), DRAIN_S (bench.sh's drain, default 40).
+# compare.sh, soak.sh and sweep.sh are the issue-14 targets built on this script.
 # Runs alternate sipr / kamailio (and the order flips every repetition) so that slow drift in
 # the machine's load spreads over both. Every run is one bench.sh invocation; their TSV rows are
 # merged into OUTDIR/results.tsv, then ratio.py and summarize.py print the tables.
@@ -56,7 +59,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 RATE=${RATE:-1000}; DURATION=${DURATION:-10}; REPS=${REPS:-3}; MODES=${MODES:-"default rr"}
 SWEEP=${SWEEP:-}; OUTDIR=${OUTDIR:-}; PROXIES=${PROXIES:-"sipr kamailio"}; IDLE_S=${IDLE_S:-2}
-PORT_WAIT=${PORT_WAIT:-300}
+PORT_WAIT=${PORT_WAIT:-300}; SAMPLE_S=${SAMPLE_S:-}
 
 usage() { sed -n '2,/^set -u/p' "$0" | grep '^#'; exit 2; }
 while getopts "r:d:n:m:s:o:p:h" opt; do
@@ -68,6 +71,8 @@ done
 OUTDIR=${OUTDIR:-/tmp/sipr-load-$(date +%Y%m%d-%H%M%S)}
 
 SRC_BENCH=${BENCH_DIR:-$REPO/../shared/bench}
+# a git worktree one level deeper (/work/wt/NAME) finds the same shared harness
+[ -n "${BENCH_DIR:-}" ] || [ -x "$SRC_BENCH/bench.sh" ] || SRC_BENCH=$REPO/../../shared/bench
 [ -x "$SRC_BENCH/bench.sh" ] || { echo "no bench harness at $SRC_BENCH (set BENCH_DIR)" >&2; exit 2; }
 SIPR=${SIPR:-$(command -v sipr || true)}
 case " $PROXIES " in *" sipr "*)
@@ -96,8 +101,10 @@ case " $MODES " in *" tls "*) "$HERE/make_certs.sh" "$WORK/certs" ;; esac
 mkdir -p "$OUTDIR/runs"
 TSV="$OUTDIR/results.tsv"
 CHILD=""
+SAMPLER=""
 
 cleanup() {
+  if [ -n "$SAMPLER" ]; then kill -TERM "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null; fi
   # bench.sh traps TERM and stops the proxy and SIPp it started, by PID.
   if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then
     kill -TERM "$CHILD" 2>/dev/null
@@ -176,12 +183,20 @@ run_one() { # $1 proxy $2 mode $3 rate $4 label $5 rep
     *)              uac="-sf $WORK/scenarios/uac_reorder_tolerant.xml"; uas="-sn uas" ;;
   esac
   wait_ports || { echo no; return; }
-  echo "== $label rate=$rate rep=$rep (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+  local load; load=$(cut -d' ' -f1 /proc/loadavg)
+  echo "== $label rate=$rate rep=$rep (load $load)" >&2
+  [ -s "$OUTDIR/loads.tsv" ] || printf 'label\trate\trep\tload1_before\n' > "$OUTDIR/loads.tsv"
+  printf '%s\t%s\t%s\t%s\n' "$label" "$rate" "$rep" "$load" >> "$OUTDIR/loads.tsv"
   UAC_SCENARIO_ARGS="$uac" UAS_SCENARIO_ARGS="$uas" \
     "$WORK/bench.sh" -m "$(bench_mode "$mode")" -c "$(proxy_cmd "$proxy" "$mode")" -r "$rate" -d "$DURATION" \
     -n 1 -I "$IDLE_S" -o "$out" -L "$label" >"$out.log" 2>&1 &
   CHILD=$!
+  if [ -n "$SAMPLE_S" ]; then
+    python3 "$HERE/sample.py" "$CHILD" 5060 "$SAMPLE_S" "$out.samples.tsv" &
+    SAMPLER=$!
+  fi
   wait "$CHILD"; CHILD=""
+  if [ -n "$SAMPLER" ]; then wait "$SAMPLER" 2>/dev/null; SAMPLER=""; fi
   # run-kamailio.sh leaves an empty runtime dir per start; remove the ones no live kamailio uses
   local d
   for d in /tmp/kamailio-bench.*; do
