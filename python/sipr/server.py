@@ -341,14 +341,15 @@ class Server:
             if started:
                 suspended = True
                 self.suspended += 1
-                task = asyncio.current_task()
+                # With the loop given, 3.11 skips the getpid() of get_running_loop().
+                task = asyncio.current_task(self.loop)
                 assert task is not None and self.deadlines is not None
                 seconds = req.deadline or self.route_deadline
                 self.deadlines.add(task, self.loop.time() + seconds)
                 await _Resume(coro, first)
             self._answer_if_silent(req)
         except asyncio.CancelledError:
-            task = asyncio.current_task()
+            task = asyncio.current_task(self.loop)
             if task in self.expired:
                 self.expired.discard(task)  # type: ignore[arg-type]
                 self.deadline_expired += 1
