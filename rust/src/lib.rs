@@ -6,6 +6,7 @@ pub mod core;
 pub mod dns;
 pub mod proxy;
 pub mod registrar;
+pub mod service;
 pub mod sip;
 pub mod stats;
 pub mod timer;

@@ -1,21 +1,55 @@
-//! Proxy behaviour: stateless forwarding and response relay (RFC 3261
-//! §16.11) here; the stateful proxy in `stateful`, routing rules in `route`.
+//! Proxy behaviour (RFC 3261 §16): stateless forwarding and response relay
+//! (§16.11) here; the stateful proxy ([`Proxy`]: relay rounds in `stateful`,
+//! the best response in `round` and `responses`, CANCEL, timeouts and
+//! transport failures in `failures`); routing rules in `route`.
+//!
+//! The proxy is the first service: it uses the node and the transaction
+//! layer through [`Ctx`](crate::service::Ctx) and calls the hooks of the
+//! other services at its hook points (`on_relay`, `on_response`).
 
 pub mod context;
+mod failures;
 pub mod fallback;
+mod responses;
+mod round;
 pub mod route;
 pub mod stateful;
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use crate::core::{Core, Incoming};
+use crate::service::{BranchPlan, Incoming, Node};
 use crate::sip::write::{build_forward, strip_top_via, ForwardEdits, HeaderEdit};
 use crate::sip::{HeaderId, Message, NameAddr, Scheme, Uri};
+use crate::transaction::CtxId;
+pub use crate::transport::Hop;
 use crate::transport::{Destination, Transport};
+use context::ProxyCtx;
+
+/// The owner name of the proxy's client transactions and timers.
+pub const SERVICE: &str = crate::service::PROXY;
+
+/// The stateful proxy's own state: the response context of every request it
+/// relays (by context id; a server transaction names its own in `ctx`).
+#[derive(Default)]
+pub struct Proxy {
+    ctxs: HashMap<CtxId, ProxyCtx>,
+}
+
+impl Proxy {
+    /// Response contexts alive (for `tm.stats`).
+    pub fn contexts(&self) -> usize {
+        self.ctxs.len()
+    }
+
+    pub fn context(&self, id: CtxId) -> Option<&ProxyCtx> {
+        self.ctxs.get(&id)
+    }
+}
 
 /// Why a request could not be forwarded; each maps to the answer the
 /// application gets by default.
@@ -51,13 +85,6 @@ impl ForwardError {
     }
 }
 
-/// A resolved next hop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hop {
-    pub transport: Transport,
-    pub addr: SocketAddr,
-}
-
 /// RFC 5923: on a connection we open, `;alias` in our Via lets the peer send
 /// its requests for our listener back over that same connection.
 pub fn via_alias(transport: Transport) -> &'static str {
@@ -70,7 +97,7 @@ pub fn via_alias(transport: Transport) -> &'static str {
 
 /// Resolves a URI to a next hop (RFC 3263 simplified: transport param or
 /// scheme, maddr, host, port).
-pub fn resolve(core: &Core, uri: &Uri<'_>) -> Result<Hop, ForwardError> {
+pub fn resolve(node: &Node, uri: &Uri<'_>) -> Result<Hop, ForwardError> {
     if !uri.is_sip() {
         return Err(ForwardError::BadTarget(uri.raw.to_string()));
     }
@@ -87,7 +114,7 @@ pub fn resolve(core: &Core, uri: &Uri<'_>) -> Result<Hop, ForwardError> {
     } else {
         5060
     });
-    let addr = core
+    let addr = node
         .resolver
         .resolve(host, port, false)
         .ok_or_else(|| ForwardError::Unresolvable(host.to_string()))?;
@@ -106,7 +133,7 @@ pub struct ForwardRequest<'a> {
 /// Forwards `inc` statelessly. Retransmissions produce the same branch, so the
 /// next hop's transaction layer sees them as retransmissions (§16.11).
 pub fn forward_stateless(
-    core: &Core,
+    node: &Node,
     inc: &Incoming,
     fwd: &ForwardRequest<'_>,
 ) -> Result<Hop, ForwardError> {
@@ -122,17 +149,30 @@ pub fn forward_stateless(
         .or(msg.request_uri_str())
         .unwrap_or_default();
     // Our Record-Route may be in the Route set twice (a transport change).
-    let next = route::next_hop(core, msg, fwd.target, ruri_text)?;
-    let hop = match next.flow {
+    let next = route::next_hop(node, msg, fwd.target, ruri_text)?;
+    let mut hop = match next.flow {
         Some(flow) => flow,
         None => {
             let uri =
                 Uri::parse(&next.uri).map_err(|_| ForwardError::BadTarget(next.uri.clone()))?;
-            resolve(core, &uri)?
+            resolve(node, &uri)?
         }
     };
-    let local = core.advertised(hop.transport, hop.addr);
-    let branch = stateless_branch(core, msg, hop);
+    let mut hooked_edits;
+    let mut header_edits = fwd.header_edits;
+    if !node.hooks.is_empty() {
+        hooked_edits = fwd.header_edits.to_vec();
+        let mut plan = BranchPlan {
+            request: msg,
+            hop,
+            edits: &mut hooked_edits,
+        };
+        node.hooks.on_relay(node, &mut plan);
+        hop = plan.hop;
+        header_edits = &hooked_edits;
+    }
+    let local = node.wire.advertised(hop.transport, hop.addr);
+    let branch = stateless_branch(node, msg, hop);
     let via = format!(
         "SIP/2.0/{} {};branch=z9hG4bK{branch:016x}{}",
         hop.transport,
@@ -148,13 +188,13 @@ pub fn forward_stateless(
             force_rport: inc.source.transport.is_stream(),
             pop_routes: next.pop_routes,
             record_route: None,
-            header_edits: fwd.header_edits,
+            header_edits,
         },
     );
-    core.stats
+    node.stats
         .requests_forwarded
         .fetch_add(1, Ordering::Relaxed);
-    core.send(
+    node.wire.send(
         Destination {
             transport: hop.transport,
             addr: hop.addr,
@@ -174,9 +214,9 @@ pub fn route_set(msg: &Message) -> Result<Vec<NameAddr<'_>>, ForwardError> {
     Ok(out)
 }
 
-fn stateless_branch(core: &Core, msg: &Message, hop: Hop) -> u64 {
+fn stateless_branch(node: &Node, msg: &Message, hop: Hop) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    core.branch_key().hash(&mut h);
+    node.branch_key().hash(&mut h);
     match msg.rfc3261_branch() {
         // CANCEL and non-2xx ACK share the INVITE's branch, so they hash alike.
         Some(b) => b.hash(&mut h),
@@ -211,15 +251,18 @@ fn is_unicast(a: &SocketAddr) -> bool {
 
 /// Relays a response whose top Via is ours to the next Via (RFC 3261 §16.7
 /// step 9, §18.2.2). Anything else is dropped: it matches nothing we sent.
-pub fn relay_response_stateless(core: &Core, msg: &Message) {
+pub fn relay_response_stateless(node: &Node, msg: &Message) {
     let top = msg.top_via();
-    if !core.is_local(top.host, top.port, Transport::parse(top.transport)) {
-        core.stats.dropped.fetch_add(1, Ordering::Relaxed);
+    if !node
+        .wire
+        .is_local(top.host, top.port, Transport::parse(top.transport))
+    {
+        node.stats.dropped.fetch_add(1, Ordering::Relaxed);
         return;
     }
     let vias = msg.vias();
     let Some(next) = vias.get(1) else {
-        core.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        node.stats.dropped.fetch_add(1, Ordering::Relaxed);
         return;
     };
     let transport = Transport::parse(next.transport).unwrap_or(Transport::Udp);
@@ -232,14 +275,14 @@ pub fn relay_response_stateless(core: &Core, msg: &Message) {
         }),
     };
     let host = next.received().unwrap_or(next.host);
-    let Some(addr) = core.resolver.resolve(host, port, false).filter(is_unicast) else {
+    let Some(addr) = node.resolver.resolve(host, port, false).filter(is_unicast) else {
         // RFC 4475 bcast: never relay towards broadcast, multicast
         // or unspecified addresses, whatever a Via claims.
-        core.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        node.stats.dropped.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    core.stats.responses_relayed.fetch_add(1, Ordering::Relaxed);
-    core.send(
+    node.stats.responses_relayed.fetch_add(1, Ordering::Relaxed);
+    node.wire.send(
         Destination {
             transport,
             addr,

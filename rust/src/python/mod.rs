@@ -5,6 +5,7 @@ mod core;
 mod message;
 mod registrar;
 mod request;
+mod shared;
 
 use pyo3::prelude::*;
 
