@@ -99,6 +99,7 @@ class Server:
             **self.core_options,
         )
         core.set_timers(**self._timers)
+        core.set_loop(loop)  # relay() futures without a getpid() each (decision 0039)
         self.app._core = core
         self.app._server = self
         self.deadlines = Deadlines(loop, self._expire)

@@ -432,10 +432,7 @@ impl PyRequest {
         timeout: Option<f64>,
         record_route: Option<bool>,
     ) -> PyResult<Py<PyAny>> {
-        let asyncio = py.import("asyncio")?;
-        let fut = asyncio
-            .call_method0("get_running_loop")?
-            .call_method0("create_future")?;
+        let fut = self.shared.create_future(py)?;
         if self.answered {
             return Err(self.closed_error("relay"));
         }
@@ -532,6 +529,15 @@ impl PyRequest {
 /// (its URI becomes the branch's Request-URI, its `next_hop` the hop, its
 /// Path the branch's Route set).
 fn relay_target(t: &Bound<'_, PyAny>) -> PyResult<Target> {
+    // The common target, a str or URI, has no `next_hop`: probing it would
+    // raise (and build) an AttributeError per relay.
+    let plain = t.is_instance_of::<PyString>() || t.cast::<PyUri>().is_ok();
+    if plain {
+        return Ok(Target {
+            hop: Some(target_string(t)?),
+            ..Target::default()
+        });
+    }
     if let Ok(hop) = t.getattr("next_hop") {
         let uri: String = t.getattr("uri")?.extract()?;
         let hop: String = hop.extract()?;
