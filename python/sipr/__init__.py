@@ -16,6 +16,7 @@ from sipr._core import (
     Headers,
     Request,
     Response,
+    Serial,
     SiprError,
     Source,
     TransactionError,
@@ -23,6 +24,8 @@ from sipr._core import (
 )
 from sipr.app import App
 from sipr.auth import DigestAuth
+from sipr.dispatcher import Dispatcher
+from sipr.prefix_routing import Gateway, PrefixRouter, Rule
 from sipr.registrar import Contact, Registrar, by_q
 from sipr.workqueue import QueueFull, WorkQueue
 
@@ -33,11 +36,16 @@ __all__ = [
     "CSeq",
     "Contact",
     "DigestAuth",
+    "Dispatcher",
+    "Gateway",
     "Headers",
+    "PrefixRouter",
     "QueueFull",
     "Registrar",
     "Request",
     "Response",
+    "Rule",
+    "Serial",
     "SiprError",
     "Source",
     "TransactionError",

@@ -53,6 +53,8 @@ pub struct Config {
     pub stream: StreamConfig,
     pub tls: TlsSettings,
     pub udp_reader: UdpReaderMode,
+    /// Nameservers and cache bounds for RFC 3263 lookups.
+    pub dns: crate::dns::DnsConfig,
 }
 
 impl Default for Config {
@@ -71,6 +73,7 @@ impl Default for Config {
             stream: StreamConfig::default(),
             tls: TlsSettings::default(),
             udp_reader: UdpReaderMode::Loop,
+            dns: crate::dns::DnsConfig::default(),
         }
     }
 }
@@ -135,7 +138,12 @@ impl Core {
             )));
         }
         let timerfd = TimerFd::new().map_err(|e| StartError::Other(format!("timerfd: {e}")))?;
-        let node = Node::new(wire, stats.clone(), config.server_name.clone());
+        let mut node = Node::new(wire, stats.clone(), config.server_name.clone());
+        node.resolver = crate::dns::Resolver::new(crate::dns::DnsConfig {
+            ipv4: config.listen.iter().any(|l| l.addr.is_ipv4()),
+            ipv6: config.listen.iter().any(|l| l.addr.is_ipv6()),
+            ..config.dns.clone()
+        });
         let admission = Admission::new(config.max_pending, config.retry_after);
         let core = Arc::new_cyclic(|me| Core {
             me: me.clone(),
@@ -154,6 +162,13 @@ impl Core {
             registrars: Default::default(),
             config,
         });
+        // Finished DNS lookups wake the loop thread (`drain_streams`).
+        let waker = core.me.clone();
+        core.node.resolver.set_waker(Box::new(move || {
+            if let Some(c) = waker.upgrade() {
+                c.wake();
+            }
+        }));
         let sink: Arc<dyn StreamSink> = Arc::new(SinkRef(core.me.clone()));
         core.node.wire.start_streams(
             stream_listeners,
@@ -261,6 +276,8 @@ impl Core {
         while let Some((transport, addr)) = self.transport_errors.pop() {
             self.on_transport_error(&mut stack, transport, addr, out);
         }
+        let Stack { txns, proxy } = &mut *stack;
+        proxy.resume_dns_waits(&mut Ctx::new(&self.node, txns, out));
         self.rearm(&stack.txns);
     }
 

@@ -130,6 +130,7 @@ impl Proxy {
     pub fn on_server_end(&mut self, ctx: Option<CtxId>) {
         if let Some(c) = ctx {
             self.ctxs.remove(&c);
+            self.plans.remove(&c);
         }
     }
 
@@ -145,6 +146,7 @@ impl Proxy {
         if let Some(f) = synthesize(cx.node, cx.txns, server_id, status) {
             self.ctxs.get_mut(&ctx_id).expect("exists").finals.push(f);
         }
+        self.on_branch_failed(cx, bid, status, true);
         if self.round_complete(cx.txns, ctx_id) {
             self.complete_round(cx, ctx_id);
         }

@@ -8,6 +8,8 @@
 //! other services at its hook points (`on_relay`, `on_response`).
 
 pub mod context;
+pub mod dns_wait;
+pub mod failover;
 mod failures;
 pub mod fallback;
 mod responses;
@@ -24,7 +26,7 @@ use bytes::Bytes;
 
 use crate::service::{BranchPlan, Incoming, Node};
 use crate::sip::write::{build_forward, strip_top_via, ForwardEdits, HeaderEdit};
-use crate::sip::{HeaderId, Message, NameAddr, Scheme, Uri};
+use crate::sip::{HeaderId, Message, NameAddr, Uri};
 use crate::transaction::CtxId;
 pub use crate::transport::Hop;
 use crate::transport::{Destination, Transport};
@@ -38,6 +40,11 @@ pub const SERVICE: &str = crate::service::PROXY;
 #[derive(Default)]
 pub struct Proxy {
     ctxs: HashMap<CtxId, ProxyCtx>,
+    /// Relays waiting for DNS answers, by resolver waiter id (`dns_wait`).
+    parked: HashMap<u64, dns_wait::Parked>,
+    /// Per context, the branches with destinations left to fail over to
+    /// (RFC 3263 §4.3, serial targets); dropped with the context.
+    plans: HashMap<CtxId, Vec<(crate::transaction::BranchId, Box<stateful::Plan>)>>,
 }
 
 impl Proxy {
@@ -95,30 +102,20 @@ pub fn via_alias(transport: Transport) -> &'static str {
     }
 }
 
-/// Resolves a URI to a next hop (RFC 3263 simplified: transport param or
-/// scheme, maddr, host, port).
+/// The first destination of a URI known right now (RFC 3263: an IP literal,
+/// or a name in the cache). A stateless send has nobody to wait for DNS: an
+/// uncached name starts its lookup and this request gets 503 (its
+/// retransmission finds the answer).
 pub fn resolve(node: &Node, uri: &Uri<'_>) -> Result<Hop, ForwardError> {
-    if !uri.is_sip() {
-        return Err(ForwardError::BadTarget(uri.raw.to_string()));
+    if let Some(literal) = crate::dns::SipTarget::literal_of(uri) {
+        return literal.map_err(|_| ForwardError::BadTarget(uri.raw.to_string()));
     }
-    let transport = match uri.param("transport") {
-        Some(t) => {
-            Transport::parse(t).ok_or_else(|| ForwardError::BadTarget(uri.raw.to_string()))?
-        }
-        None if uri.scheme == Scheme::Sips => Transport::Tls,
-        None => Transport::Udp,
-    };
-    let host = uri.param("maddr").unwrap_or(uri.host);
-    let port = uri.port.unwrap_or(if transport == Transport::Tls {
-        5061
-    } else {
-        5060
-    });
-    let addr = node
-        .resolver
-        .resolve(host, port, false)
-        .ok_or_else(|| ForwardError::Unresolvable(host.to_string()))?;
-    Ok(Hop { transport, addr })
+    let target = crate::dns::SipTarget::from_uri(uri)
+        .map_err(|_| ForwardError::BadTarget(uri.raw.to_string()))?;
+    node.resolver
+        .resolve_now(&target)
+        .and_then(|h| h.first().copied())
+        .ok_or(ForwardError::Unresolvable(target.host))
 }
 
 /// What the application asked for when forwarding.
@@ -275,7 +272,23 @@ pub fn relay_response_stateless(node: &Node, msg: &Message) {
         }),
     };
     let host = next.received().unwrap_or(next.host);
-    let Some(addr) = node.resolver.resolve(host, port, false).filter(is_unicast) else {
+    // RFC 3263 §5: a sent-by name is looked up as A/AAAA (no NAPTR/SRV with
+    // a port); not cached yet, this response is dropped and the next
+    // retransmission goes.
+    let target = crate::dns::SipTarget {
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase(),
+        port: Some(port),
+        transport: Some(transport),
+        secure: false,
+    };
+    let addr = node
+        .resolver
+        .resolve_now(&target)
+        .and_then(|h| h.first().map(|h| h.addr));
+    let Some(addr) = addr.filter(is_unicast) else {
         // RFC 4475 bcast: never relay towards broadcast, multicast
         // or unspecified addresses, whatever a Via claims.
         node.stats.dropped.fetch_add(1, Ordering::Relaxed);

@@ -124,6 +124,8 @@ impl Proxy {
                     for b in others {
                         client::cancel(&node.wire, cx.txns, b);
                     }
+                } else {
+                    self.on_branch_failed(cx, bid, status, false);
                 }
                 if self.round_complete(cx.txns, ctx_id) {
                     self.complete_round(cx, ctx_id);

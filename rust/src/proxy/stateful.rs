@@ -11,13 +11,15 @@ use bytes::Bytes;
 use super::context::ProxyCtx;
 use super::fallback::congestion_controlled_hop;
 use super::round::{synthesize, synthesize_with};
-use super::route::{branch_for, creates_dialog, loop_hash, next_hop, record_route};
-use super::{fmt_hostport, resolve, via_alias, ForwardError, Hop, Proxy, SERVICE};
+use super::route::{branch_for, creates_dialog, loop_hash, next_hop, record_route, NextHop};
+use super::{fmt_hostport, via_alias, ForwardError, Hop, Proxy, SERVICE};
 use crate::service::{BranchPlan, Ctx, Event};
 use crate::sip::write::{build_forward, ForwardEdits, HeaderEdit};
 use crate::sip::{HeaderId, Message};
-use crate::transaction::{client, server, Owner, TimerKey, TxnId, FINE};
+use crate::transaction::{client, server, BranchId, CtxId, Owner, TimerKey, TxnId, FINE};
 use crate::transport::{Destination, Source};
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// One branch to start: a next hop, optionally with its own Request-URI and
 /// Route set (a registered contact: its URI, its NAT address, its Path).
@@ -36,6 +38,9 @@ pub struct RelayOptions<'a> {
     pub record_route: bool,
     /// Overall timeout of this round (the caller's Timer C).
     pub timeout: Option<Duration>,
+    /// Try the targets one after another (not in parallel), moving on when
+    /// one answers one of these codes, times out or is unreachable.
+    pub serial: Option<std::sync::Arc<[u16]>>,
 }
 
 /// The relay id of a round nobody awaits (in-core routing). The application
@@ -51,6 +56,20 @@ impl Proxy {
         txn: TxnId,
         opts: &RelayOptions<'_>,
         relay_id: u64,
+    ) -> Result<(), ForwardError> {
+        self.relay_with(cx, txn, opts, relay_id, None)
+    }
+
+    /// `relay` with the names of its targets already resolved (`answers`),
+    /// or to be looked up (None): a relay waiting for DNS is parked and
+    /// comes back here from `resume_dns_waits`.
+    pub(crate) fn relay_with(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        txn: TxnId,
+        opts: &RelayOptions<'_>,
+        relay_id: u64,
+        answers: Option<crate::dns::Answers>,
     ) -> Result<(), ForwardError> {
         let node = cx.node;
         let Some(server_txn) = cx.txns.servers.get(&txn) else {
@@ -94,20 +113,31 @@ impl Proxy {
         if msg.method_str() == "INVITE" {
             server::send_trying(&node.wire, cx.txns, txn);
         }
+        // Names are resolved off the loop thread: without every answer at
+        // hand the relay waits (parked) and continues in `resume_dns_waits`.
+        let answers = match answers {
+            Some(a) => a,
+            None => match self.prepare_dns(node, &msg, txn, opts, relay_id) {
+                Some(a) => a,
+                None => return Ok(()),
+            },
+        };
         let ruri = opts
             .request_uri
             .or(msg.request_uri_str())
             .unwrap_or_default()
             .to_string();
         let default_target = [Target::default()];
-        let targets: &[Target] = if opts.targets.is_empty() {
+        let targets: &[Target] = if opts.targets.is_empty() && opts.serial.is_none() {
             &default_target
         } else {
             &opts.targets
         };
         let mut started = 0;
         let mut first_error = None;
-        for target in targets {
+        // Each target's next hop and destinations (RFC 3263 order).
+        let mut usable: Vec<(usize, NextHop, Vec<Hop>)> = Vec::with_capacity(targets.len());
+        for (i, target) in targets.iter().enumerate() {
             if let Some(e) = &refusal {
                 first_error.get_or_insert(e.clone());
                 break;
@@ -120,108 +150,52 @@ impl Proxy {
                 branch_ruri.unwrap_or(&ruri),
             )
             .and_then(|nh| {
-                let hop = match nh.flow {
-                    Some(flow) => flow,
+                let hops = match nh.flow {
+                    Some(flow) => vec![flow],
                     None => {
-                        let uri = crate::sip::Uri::parse(&nh.uri)
-                            .map_err(|_| ForwardError::BadTarget(nh.uri.clone()))?;
-                        resolve(node, &uri)?
+                        let bad = || ForwardError::BadTarget(nh.uri.clone());
+                        let uri = crate::sip::Uri::parse(&nh.uri).map_err(|_| bad())?;
+                        answers.hops(&node.resolver, &uri).map_err(|e| match e {
+                            crate::dns::NoHop::BadTarget => bad(),
+                            crate::dns::NoHop::Unresolvable(h) => ForwardError::Unresolvable(h),
+                        })?
                     }
                 };
-                Ok((nh, hop))
+                Ok((nh, hops))
             });
-            let (nh, mut hop) = match result {
-                Ok(x) => x,
+            match result {
+                Ok((nh, hops)) => usable.push((i, nh, hops)),
                 Err(e) => {
                     first_error.get_or_insert(e);
-                    continue;
                 }
-            };
-            let unique = cx.txns.next_id();
-            let branch = branch_for(lh, unique);
-            let mut edits = opts.header_edits.to_vec();
-            edits.extend(
-                target
-                    .routes
-                    .iter()
-                    .map(|r| HeaderEdit::Add("Route".into(), r.clone())),
-            );
-            if !node.hooks.is_empty() {
-                let mut plan = BranchPlan {
-                    request: &msg,
-                    hop,
-                    edits: &mut edits,
-                };
-                node.hooks.on_relay(node, &mut plan);
-                hop = plan.hop;
             }
-            let build = |hop: &Hop| {
-                let local = node.wire.advertised(hop.transport, hop.addr);
-                let via = format!(
-                    "SIP/2.0/{} {};branch={branch}{}",
-                    hop.transport,
-                    fmt_hostport(local),
-                    via_alias(hop.transport)
-                );
-                let rr = (opts.record_route && creates_dialog(&msg)).then(|| {
-                    let sips = msg
-                        .request_uri()
-                        .is_some_and(|u| u.scheme == crate::sip::Scheme::Sips);
-                    record_route(node, &source, hop, sips)
-                });
-                build_forward(
-                    &msg,
-                    &ForwardEdits {
-                        request_uri: branch_ruri,
-                        via: &via,
-                        source: Some(source.addr),
-                        force_rport: source.transport.is_stream(),
-                        pop_routes: nh.pop_routes,
-                        record_route: rr.as_deref(),
-                        header_edits: &edits,
-                    },
-                )
+        }
+        // Parallel targets are one branch each; serial ones (`opts.serial`)
+        // share one branch that fails over from one to the next.
+        let groups: Vec<Vec<(usize, NextHop, Vec<Hop>)>> = if opts.serial.is_some() {
+            vec![usable]
+        } else {
+            usable.into_iter().map(|u| vec![u]).collect()
+        };
+        for group in groups {
+            let Some(plan) = Plan::new(
+                group
+                    .into_iter()
+                    .map(|(i, nh, hops)| (targets[i].clone(), nh, hops))
+                    .collect(),
+                opts,
+            ) else {
+                continue;
             };
-            let mut bytes = build(&hop);
-            let mut udp_fallback = None;
-            if let Some(tcp) = congestion_controlled_hop(node, &nh.uri, hop, bytes.len()) {
-                let over_tcp = build(&tcp);
-                udp_fallback = Some(Bytes::from(std::mem::replace(&mut bytes, over_tcp)));
-                hop = tcp;
-            }
-            let dest = Destination {
-                transport: hop.transport,
-                addr: hop.addr,
-                conn: None,
-            };
-            let owner = Owner {
-                service: SERVICE,
-                id: ctx_id,
-            };
-            let bid = client::start(
-                &node.wire,
-                cx.txns,
-                owner,
-                branch,
-                msg.method_str(),
-                Bytes::from(bytes),
-                dest,
-            );
-            if let Some(c) = cx.txns.clients.get_mut(&bid) {
-                c.udp_fallback = udp_fallback;
-            }
-            node.stats
-                .requests_forwarded
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.ctxs
-                .get_mut(&ctx_id)
-                .expect("exists")
-                .branches
-                .push(bid);
+            self.start_planned(cx, ctx_id, &msg, source, lh, plan);
             started += 1;
         }
         if started == 0 {
-            let err = first_error.unwrap_or(ForwardError::NoRoute);
+            let err = first_error.unwrap_or(if opts.serial.is_some() {
+                ForwardError::Unresolvable("no destination left to try".into())
+            } else {
+                ForwardError::NoRoute
+            });
             // Nothing went out: the round ends at once with the error's answer.
             let status = err.status();
             let extra = match &err {
@@ -253,6 +227,129 @@ impl Proxy {
         Ok(())
     }
 
+    /// Starts the first attempt of `plan`; keeps the plan beside its branch
+    /// when there are destinations left to fail over to.
+    pub(crate) fn start_planned(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        ctx_id: CtxId,
+        msg: &Message,
+        source: Source,
+        lh: u64,
+        mut plan: Plan,
+    ) -> u64 {
+        let bid = self.start_branch(cx, ctx_id, msg, source, lh, &plan);
+        if plan.has_alternatives() {
+            shorten_timeout(cx, bid);
+            plan.shrink();
+            self.plans
+                .entry(ctx_id)
+                .or_default()
+                .push((bid, Box::new(plan)));
+        }
+        bid
+    }
+
+    /// Sends one branch of `msg` to the plan's current destination and adds
+    /// it to the context's round.
+    fn start_branch(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        ctx_id: CtxId,
+        msg: &Message,
+        source: Source,
+        lh: u64,
+        plan: &Plan,
+    ) -> u64 {
+        let node = cx.node;
+        let (target, nh, params) = (&plan.target, &plan.nh, &plan.params);
+        let mut hop = plan.hop;
+        let branch_ruri = target
+            .request_uri
+            .as_deref()
+            .or(params.request_uri.as_deref());
+        let unique = cx.txns.next_id();
+        let branch = branch_for(lh, unique);
+        let mut edits = params.header_edits.clone();
+        edits.extend(
+            target
+                .routes
+                .iter()
+                .map(|r| HeaderEdit::Add("Route".into(), r.clone())),
+        );
+        if !node.hooks.is_empty() {
+            let mut bp = BranchPlan {
+                request: msg,
+                hop,
+                edits: &mut edits,
+            };
+            node.hooks.on_relay(node, &mut bp);
+            hop = bp.hop;
+        }
+        let build = |hop: &Hop| {
+            let local = node.wire.advertised(hop.transport, hop.addr);
+            let via = format!(
+                "SIP/2.0/{} {};branch={branch}{}",
+                hop.transport,
+                fmt_hostport(local),
+                via_alias(hop.transport)
+            );
+            let rr = (params.record_route && creates_dialog(msg)).then(|| {
+                let sips = msg
+                    .request_uri()
+                    .is_some_and(|u| u.scheme == crate::sip::Scheme::Sips);
+                record_route(node, &source, hop, sips)
+            });
+            build_forward(
+                msg,
+                &ForwardEdits {
+                    request_uri: branch_ruri,
+                    via: &via,
+                    source: Some(source.addr),
+                    force_rport: source.transport.is_stream(),
+                    pop_routes: nh.pop_routes,
+                    record_route: rr.as_deref(),
+                    header_edits: &edits,
+                },
+            )
+        };
+        let mut bytes = build(&hop);
+        let mut udp_fallback = None;
+        if let Some(tcp) = congestion_controlled_hop(node, &nh.uri, hop, bytes.len()) {
+            let over_tcp = build(&tcp);
+            udp_fallback = Some(Bytes::from(std::mem::replace(&mut bytes, over_tcp)));
+            hop = tcp;
+        }
+        let dest = Destination {
+            transport: hop.transport,
+            addr: hop.addr,
+            conn: None,
+        };
+        let owner = Owner {
+            service: SERVICE,
+            id: ctx_id,
+        };
+        let bid = client::start(
+            &node.wire,
+            cx.txns,
+            owner,
+            branch,
+            msg.method_str(),
+            Bytes::from(bytes),
+            dest,
+        );
+        if let Some(c) = cx.txns.clients.get_mut(&bid) {
+            c.udp_fallback = udp_fallback;
+        }
+        node.stats
+            .requests_forwarded
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(ctx) = self.ctxs.get_mut(&ctx_id) {
+            ctx.branches.push(bid);
+        }
+        bid
+    }
+
     /// Routes an in-dialog request that carries our Route entirely in Rust.
     pub fn route_in_core(&mut self, cx: &mut Ctx<'_>, msg: Message, source: Source) {
         let txn = server::create(cx.txns, msg, source);
@@ -269,6 +366,7 @@ impl Proxy {
             header_edits: &[],
             record_route: false,
             timeout: None,
+            serial: None,
         };
         if let Err(e) = self.relay(cx, txn, &opts, UNAWAITED) {
             if let Some(f) = synthesize(cx.node, cx.txns, txn, e.status()) {
@@ -277,5 +375,116 @@ impl Proxy {
         }
         cx.events
             .retain(|e| !matches!(e, Event::RelayDone { relay, .. } if *relay == UNAWAITED));
+    }
+}
+
+/// What every branch of one relay shares.
+#[derive(Debug, Default)]
+pub struct BranchParams {
+    pub request_uri: Option<String>,
+    pub header_edits: Vec<HeaderEdit>,
+    pub record_route: bool,
+}
+
+/// The choices left for one branch.
+pub struct Plan {
+    pub params: Arc<BranchParams>,
+    pub target: Target,
+    pub nh: NextHop,
+    /// Where the current attempt went.
+    pub hop: Hop,
+    /// The other destinations of the current target, in order.
+    hops: VecDeque<Hop>,
+    /// Serial targets not tried yet, with their destinations.
+    next: VecDeque<(Target, NextHop, Vec<Hop>)>,
+    codes: Option<Arc<[u16]>>,
+}
+
+impl Plan {
+    /// The plan for a branch over `targets` (one, or several in series);
+    /// None when none of them has a destination.
+    pub fn new(targets: Vec<(Target, NextHop, Vec<Hop>)>, opts: &RelayOptions<'_>) -> Option<Plan> {
+        let mut next: VecDeque<_> = targets.into();
+        let (target, nh, hops) = loop {
+            let (t, nh, hops) = next.pop_front()?;
+            if !hops.is_empty() {
+                break (t, nh, hops);
+            }
+        };
+        let mut hops: VecDeque<Hop> = hops.into();
+        let hop = hops.pop_front()?;
+        Some(Plan {
+            params: Arc::new(BranchParams {
+                request_uri: opts.request_uri.map(str::to_string),
+                header_edits: opts.header_edits.to_vec(),
+                record_route: opts.record_route,
+            }),
+            target,
+            nh,
+            hop,
+            hops,
+            next,
+            codes: opts.serial.clone(),
+        })
+    }
+
+    pub fn has_alternatives(&self) -> bool {
+        !self.hops.is_empty() || self.next.iter().any(|(_, _, h)| !h.is_empty())
+    }
+
+    pub fn shrink(&mut self) {
+        self.hops.shrink_to_fit();
+    }
+
+    /// The next destination after a failure with `status` (`local`: a
+    /// timeout 408 or an unreachable 503 made here), if any.
+    pub(super) fn advance(&mut self, status: u16, local: bool) -> bool {
+        // RFC 3263 §4.3: the next address of the same URI on a timeout, a
+        // transport failure or a 503.
+        if (local || status == 503) && !self.hops.is_empty() {
+            if let Some(h) = self.hops.pop_front() {
+                self.hop = h;
+                return true;
+            }
+        }
+        let serial_code = self.codes.as_ref().is_some_and(|c| c.contains(&status));
+        if !serial_code {
+            return false;
+        }
+        while let Some((t, nh, hops)) = self.next.pop_front() {
+            let mut hops: VecDeque<Hop> = hops.into();
+            if let Some(h) = hops.pop_front() {
+                self.target = t;
+                self.nh = nh;
+                self.hop = h;
+                self.hops = hops;
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// A destination with alternatives behind it gets `failover_timeout` to
+/// answer at all (instead of Timer B/F's 64*T1) before the next is tried.
+pub fn shorten_timeout(cx: &mut Ctx<'_>, bid: BranchId) {
+    let limit = cx.node.resolver.failover_timeout();
+    if limit.is_zero() || limit >= cx.txns.timing.t1x64() {
+        return;
+    }
+    let old = cx
+        .txns
+        .clients
+        .get_mut(&bid)
+        .and_then(|c| c.timers[1].take());
+    if let Some(t) = old {
+        cx.txns.timers.cancel(t);
+    }
+    let id = cx
+        .txns
+        .timers
+        .schedule(Instant::now() + limit, FINE, TimerKey::ClientTimeout(bid));
+    if let Some(c) = cx.txns.clients.get_mut(&bid) {
+        c.timers[1] = Some(id);
     }
 }

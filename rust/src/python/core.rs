@@ -19,10 +19,17 @@ pub struct PyCore {
     shared: Arc<Shared>,
 }
 
+impl PyCore {
+    /// The running core, for the services' native halves (dispatcher).
+    pub fn core(&self) -> &Arc<Core> {
+        &self.shared.core
+    }
+}
+
 #[pymethods]
 impl PyCore {
     #[new]
-    #[pyo3(signature = (listen, *, max_pending=10_000, retry_after=5, max_message_size=65_535, aliases=Vec::new(), in_dialog_to_app=false, record_route=true, tls_cert=None, tls_key=None, tls_sni=Vec::new(), tls_client_ca=None, tls_verify_client=false, tls_verify_client_on=Vec::new(), tls_ca=None, connect_timeout=None, connection_lifetime=None, max_connections=None, udp_reader="loop"))]
+    #[pyo3(signature = (listen, *, max_pending=10_000, retry_after=5, max_message_size=65_535, aliases=Vec::new(), in_dialog_to_app=false, record_route=true, tls_cert=None, tls_key=None, tls_sni=Vec::new(), tls_client_ca=None, tls_verify_client=false, tls_verify_client_on=Vec::new(), tls_ca=None, connect_timeout=None, connection_lifetime=None, max_connections=None, udp_reader="loop", resolvers=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         listen: Vec<String>,
@@ -43,6 +50,7 @@ impl PyCore {
         connection_lifetime: Option<f64>,
         max_connections: Option<usize>,
         udp_reader: &str,
+        resolvers: Vec<String>,
     ) -> PyResult<PyCore> {
         let udp_reader = udp_reader.parse().map_err(PyValueError::new_err)?;
         let listen: Vec<ListenSpec> = listen
@@ -76,7 +84,15 @@ impl PyCore {
         if let Some(v) = max_connections {
             stream.max_connections = v.max(1);
         }
+        let nameservers = resolvers
+            .iter()
+            .map(|r| super::dns::parse_resolver(r))
+            .collect::<PyResult<Vec<_>>>()?;
         let config = Config {
+            dns: crate::dns::DnsConfig {
+                nameservers,
+                ..defaults.dns.clone()
+            },
             stream,
             tls: TlsSettings {
                 cert: tls_cert,
@@ -103,6 +119,13 @@ impl PyCore {
         Ok(PyCore {
             shared: Arc::new(Shared::new(core, record_route)),
         })
+    }
+
+    /// The resolver cache, the destination blocklist and their settings.
+    fn dns(&self) -> super::dns::PyDns {
+        super::dns::PyDns {
+            core: self.shared.core.clone(),
+        }
     }
 
     fn udp_fds(&self) -> Vec<i32> {
@@ -197,6 +220,7 @@ impl PyCore {
             "relays_waiting".into(),
             self.shared.futures.lock().len() as u64,
         ));
+        s.extend(super::dns::stats(core));
         s
     }
 
@@ -207,16 +231,20 @@ impl PyCore {
         core.reset_created();
     }
 
-    /// The resolver cache: `[(host, port, address, seconds left)]`.
+    /// The resolver cache, one row per address: `[(host, port, address,
+    /// seconds left)]` (`dns.view`).
     fn dns_cache(&self) -> Vec<(String, u16, String, u64)> {
-        self.shared
-            .core
-            .node
-            .resolver
-            .entries()
-            .into_iter()
-            .map(|(host, port, addr, ttl)| (host, port, addr.ip().to_string(), ttl))
-            .collect()
+        let mut rows = Vec::new();
+        for (t, r, ttl) in self.shared.core.node.resolver.entries() {
+            for g in &r.groups {
+                for srv in &g.servers {
+                    for a in &srv.addrs {
+                        rows.push((t.host.clone(), srv.port, a.to_string(), ttl as u64));
+                    }
+                }
+            }
+        }
+        rows
     }
 
     /// RFC 3261 timer values in seconds: T1, T2, T4 and Timer C.

@@ -9,6 +9,7 @@ use pyo3::types::{PyDict, PyString};
 
 use super::message::{PyAddress, PyCSeq, PySource, PyUri};
 use super::shared::Shared;
+use super::targets::{relay_target, target_string};
 use super::TransactionError;
 use crate::core::{Event, Incoming, Reply};
 use crate::proxy::stateful::{RelayOptions, Target};
@@ -73,6 +74,11 @@ impl PyRequest {
             released: false,
             deadline: None,
         }
+    }
+
+    /// The request as received (services that select on it: dispatcher).
+    pub(super) fn message(&self) -> &Message {
+        &self.inc.msg
     }
 
     /// The handler is done with the request: free its overload slot, and let
@@ -436,8 +442,16 @@ impl PyRequest {
         if self.answered {
             return Err(self.closed_error("relay"));
         }
+        let mut serial = None;
         let targets: Vec<Target> = match target {
             None => Vec::new(),
+            // Serial targets (`sipr.Serial`, a dispatcher or prefix-route
+            // selection): one branch failing over from one to the next.
+            Some(t) if super::targets::is_serial(t) => {
+                let (targets, codes) = super::targets::serial_targets(t, &self.inc.msg)?;
+                serial = Some(codes);
+                targets
+            }
             Some(t)
                 if t.is_instance_of::<pyo3::types::PyList>()
                     || t.is_instance_of::<pyo3::types::PyTuple>() =>
@@ -489,6 +503,7 @@ impl PyRequest {
             header_edits: &self.edits,
             record_route: record_route.unwrap_or(self.record_route_default()),
             timeout,
+            serial,
         };
         let (result, events) = self.shared.core.relay(txn, &opts, relay_id);
         if result.is_err() {
@@ -523,47 +538,6 @@ impl PyRequest {
             .record_route
             .load(std::sync::atomic::Ordering::Relaxed)
     }
-}
-
-/// A relay target: a URI / str (next hop), or a registered `sipr.Contact`
-/// (its URI becomes the branch's Request-URI, its `next_hop` the hop, its
-/// Path the branch's Route set).
-fn relay_target(t: &Bound<'_, PyAny>) -> PyResult<Target> {
-    // The common target, a str or URI, has no `next_hop`: probing it would
-    // raise (and build) an AttributeError per relay.
-    let plain = t.is_instance_of::<PyString>() || t.cast::<PyUri>().is_ok();
-    if plain {
-        return Ok(Target {
-            hop: Some(target_string(t)?),
-            ..Target::default()
-        });
-    }
-    if let Ok(hop) = t.getattr("next_hop") {
-        let uri: String = t.getattr("uri")?.extract()?;
-        let hop: String = hop.extract()?;
-        let routes: Vec<String> = t
-            .getattr("path")
-            .and_then(|p| p.extract())
-            .unwrap_or_default();
-        return Ok(Target {
-            hop: Some(PyUri::parse_str(&hop)?.as_str().to_string()),
-            request_uri: Some(PyUri::parse_str(&uri)?.as_str().to_string()),
-            routes,
-        });
-    }
-    Ok(Target {
-        hop: Some(target_string(t)?),
-        ..Target::default()
-    })
-}
-
-fn target_string(t: &Bound<'_, PyAny>) -> PyResult<String> {
-    Ok(match t.cast::<PyUri>() {
-        Ok(u) => u.get().as_str().to_string(),
-        Err(_) => PyUri::parse_str(&t.extract::<String>()?)?
-            .as_str()
-            .to_string(),
-    })
 }
 
 impl Drop for PyRequest {

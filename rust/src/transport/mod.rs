@@ -85,7 +85,7 @@ impl Source {
 }
 
 /// A resolved next hop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Hop {
     pub transport: Transport,
     pub addr: SocketAddr,
