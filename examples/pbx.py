@@ -9,8 +9,9 @@ parallel). The store is SQLite in ~/.local/share/sipr/ unless SIPR_STORE names
 another (memory:, sqlite:///path.db, redis://host:port/db).
 SIPR_AUTH_CALLS=0 lets unauthenticated callers place calls (tests, labs).
 SIPR_USERS="alice:secret,bob:pw" keeps the users in memory instead of the
-store's; with SIPR_STORE=memory: as well, REGISTERs are then answered in the
-core without entering Python (`registrar.serve`, docs/decisions/0013).
+store's. REGISTERs are answered in the core without entering Python
+(`registrar.serve`, docs/decisions/0013, 0028) on the memory: and SQLite
+stores; SIPR_NATIVE=0 sends every REGISTER through the route below instead.
 """
 
 import os
@@ -32,9 +33,11 @@ auth = sipr.DigestAuth(default_realm(), credentials=USERS or registrar.store, al
 AUTH_CALLS = os.environ.get("SIPR_AUTH_CALLS", "1") != "0"
 
 app = sipr.App()
-# Native REGISTER handling when the store and credentials allow it (memory:
-# store, users in a dict); otherwise a no-op and the route below does it all.
-registrar.serve(app, auth=auth)
+# Native REGISTER handling when the store and credentials allow it (memory: or
+# SQLite store; users in a dict or that store); otherwise a no-op and the
+# route below does it all.
+if os.environ.get("SIPR_NATIVE", "1") != "0":
+    registrar.serve(app, auth=auth)
 
 
 @app.route

@@ -81,11 +81,13 @@ NATIVE_USERS = "alice:secret,bob:bobpw"
 NATIVE_LOG = "answered in the core"
 
 
-@pytest.fixture(params=["python", "native"])
+@pytest.fixture(params=["python", "native", "native-sqlite"])
 def path(request) -> str:  # type: ignore[no-untyped-def]
     """python: SQLite store, REGISTER through the app's route (auth.check +
-    save); native: memory: store and users in a dict, REGISTER answered by
-    the core (`registrar.serve`), everything else through Python as before.
+    save; SIPR_NATIVE=0); native: memory: store and users in a dict, REGISTER
+    answered by the core (`registrar.serve`), everything else through Python
+    as before; native-sqlite: the pbx as shipped, SQLite store with its users
+    (`sipr user add`), REGISTER answered by the core.
     native-thread (set per test): native with SIPR_UDP_READER=thread, the UDP
     socket read by a Rust thread that answers REGISTERs itself and queues the
     rest for the event loop (docs/decisions/0019)."""
@@ -93,7 +95,7 @@ def path(request) -> str:  # type: ignore[no-untyped-def]
 
 
 #: The paths, with the UDP reader thread, for the tests that cover it.
-ALL_PATHS = ["python", "native", "native-thread"]
+ALL_PATHS = ["python", "native", "native-sqlite", "native-thread"]
 
 
 def udp_reader_threads(pid: int) -> list[str]:
@@ -108,10 +110,12 @@ def start_pbx(sipr_factory, tmp_path: Path, sqlite_url: str, path: str, **extra:
     native = path.startswith("native")
     if path == "native-thread":
         extra = {**extra, "SIPR_UDP_READER": "thread"}
-    if native:
+    if path == "native-sqlite":
+        env = pbx_env(tmp_path, sqlite_url, **extra)
+    elif native:
         env = pbx_env(tmp_path, "memory:", SIPR_USERS=NATIVE_USERS, **extra)
     else:
-        env = pbx_env(tmp_path, sqlite_url, **extra)
+        env = pbx_env(tmp_path, sqlite_url, SIPR_NATIVE="0", **extra)
     s = sipr_factory(PBX, env=env)
     assert (NATIVE_LOG in s.log()) == native, s.log()
     expected = [f"sipr-udp-{s.udp[1]}"] if path == "native-thread" else []
@@ -304,6 +308,8 @@ def test_expired_nonce_is_stale(sipr_factory, tmp_path: Path, sqlite_url: str, p
             tmp_path, "memory:", SIPR_AUTH="1", SIPR_NONCE_TTL="1", SIPR_NATIVE="1",
             SIPR_USERS=NATIVE_USERS,
         )  # fmt: skip
+    elif path == "native-sqlite":
+        env = pbx_env(tmp_path, sqlite_url, SIPR_AUTH="1", SIPR_NONCE_TTL="1", SIPR_NATIVE="1")
     else:
         env = pbx_env(tmp_path, sqlite_url, SIPR_AUTH="1", SIPR_NONCE_TTL="1")
     app = sipr_factory(REGISTRAR_APP, env=env)

@@ -372,37 +372,22 @@ impl PyCore {
         self.shared.core.stop();
     }
 
-    /// Answers REGISTERs for `domains` (None: all) in the core from now on,
-    /// against `location`, with digest `auth` when given (see
-    /// `sipr.Registrar.serve`). Registrars are tried in the order added.
-    #[pyo3(signature = (location, *, domains, min_expires, max_expires, default_expires, max_contacts, auth=None, nonce_counts=None))]
-    #[allow(clippy::too_many_arguments)]
+    /// Answers REGISTERs for the domains of `rules` in the core from now on,
+    /// against `store`, with digest `auth` (its rules and where to find
+    /// users' HA1s) when given (see `sipr.Registrar.serve`). Registrars are
+    /// tried in the order added.
+    #[pyo3(signature = (rules, store, auth=None))]
     fn serve_registrar(
         &self,
-        location: PyRef<'_, super::registrar::PyLocation>,
-        domains: Option<Vec<String>>,
-        min_expires: u64,
-        max_expires: u64,
-        default_expires: u64,
-        max_contacts: usize,
-        auth: Option<super::registrar::AuthSpec>,
-        nonce_counts: Option<PyRef<'_, super::registrar::PyNonceCounts>>,
-    ) -> PyResult<()> {
-        let policy = crate::registrar::Policy {
-            min_expires,
-            max_expires,
-            default_expires,
-            max_contacts,
-        };
-        let r = super::registrar::fast_registrar(
-            &location,
-            domains,
-            policy,
-            auth,
-            nonce_counts.as_deref(),
-        )?;
+        rules: PyRef<'_, super::registrar::PyRegistrarRules>,
+        store: PyRef<'_, super::registrar::PyStore>,
+        auth: Option<(
+            PyRef<'_, super::digest::PyDigestRules>,
+            super::registrar::UsersSpec<'_>,
+        )>,
+    ) {
+        let r = super::registrar::served(&rules, &store, auth);
         self.shared.core.registrars.add(Arc::new(r));
-        Ok(())
     }
 }
 

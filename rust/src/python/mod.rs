@@ -2,6 +2,7 @@
 //! builds and tests without Python. Exposed as the private `sipr._core`.
 
 mod core;
+mod digest;
 mod dispatcher;
 mod dns;
 mod message;
@@ -38,12 +39,17 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<message::PyAddress>()?;
     m.add_class::<message::PyCSeq>()?;
     m.add_class::<message::PySource>()?;
-    m.add_class::<registrar::PyLocation>()?;
+    m.add_class::<registrar::PyBinding>()?;
+    m.add_class::<registrar::PyStore>()?;
+    m.add_class::<registrar::PyRegistrarRules>()?;
+    m.add_class::<digest::PyDigestRules>()?;
+    m.add_class::<digest::PyAttempt>()?;
+    m.add_function(wrap_pyfunction!(registrar::aor_key, m)?)?;
+    m.add_function(wrap_pyfunction!(digest::digest_ha1, m)?)?;
     m.add_class::<dns::PyDns>()?;
     m.add_class::<targets::PySerial>()?;
     m.add_class::<dispatcher::PyDispatcher>()?;
     m.add_class::<targets::PySelection>()?;
-    m.add_class::<registrar::PyNonceCounts>()?;
     m.add_function(wrap_pyfunction!(message::parse_uri, m)?)?;
     m.add_function(wrap_pyfunction!(core::parse_listen, m)?)?;
     Ok(())

@@ -76,6 +76,12 @@ impl PyRequest {
         }
     }
 
+    /// The request as received and where from (the registrar and digest
+    /// rules read it directly).
+    pub(crate) fn incoming(&self) -> &Incoming {
+        &self.inc
+    }
+
     /// The request as received (services that select on it: dispatcher).
     pub(super) fn message(&self) -> &Message {
         &self.inc.msg
