@@ -102,12 +102,9 @@ class Server:
             **self.core_options,
         )
         core.set_timers(**self._timers)
-<<<<<<< HEAD
         core.set_loop(loop)  # relay() futures without a getpid() each (decision 0039)
-=======
         for name, value in self._dns_settings.items():
             setattr(core.dns(), name, value)
->>>>>>> main
         self.app._core = core
         self.app._server = self
         self.deadlines = Deadlines(loop, self._expire)
