@@ -14,6 +14,7 @@ pub use fd::TimerFd;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Handle to a scheduled timer, used to cancel it. 16 bytes (an `Option` of
@@ -51,11 +52,22 @@ pub struct TimerQueue<K> {
     free: Vec<u32>,
     live: usize,
     epoch: Instant,
+    /// Unit tests move this queue's clock forward instead of sleeping.
+    #[cfg(test)]
+    skew: Duration,
+}
+
+/// One epoch for every queue of the process, so a `TimerId` alone tells its
+/// deadline (it holds ticks since the epoch, not an `Instant`).
+fn process_epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 impl TimerId {
-    pub fn deadline_since(&self, epoch: Instant) -> Instant {
-        epoch + Duration::from_nanos(self.tick)
+    /// The instant this timer is (or was) due.
+    pub fn deadline(&self) -> Instant {
+        process_epoch() + Duration::from_nanos(self.tick)
     }
 }
 
@@ -66,12 +78,34 @@ impl<K> Default for TimerQueue<K> {
             slots: Vec::new(),
             free: Vec::new(),
             live: 0,
-            epoch: Instant::now(),
+            epoch: process_epoch(),
+            #[cfg(test)]
+            skew: Duration::ZERO,
         }
     }
 }
 
 impl<K> TimerQueue<K> {
+    /// The time timers are set from: the clock, which unit tests can move
+    /// forward (`advance_to`).
+    pub fn now(&self) -> Instant {
+        #[cfg(test)]
+        {
+            Instant::now() + self.skew
+        }
+        #[cfg(not(test))]
+        {
+            Instant::now()
+        }
+    }
+
+    /// Moves this queue's clock forward to at least `at` (unit tests).
+    #[cfg(test)]
+    pub fn advance_to(&mut self, at: Instant) {
+        let real = Instant::now();
+        self.skew = self.skew.max(at.saturating_duration_since(real));
+    }
+
     /// Schedules `key` at `at`, rounded up to a multiple of `granularity`
     /// (measured from the queue's epoch) so nearby timers coalesce.
     pub fn schedule(&mut self, at: Instant, granularity: Duration, key: K) -> TimerId {
@@ -132,7 +166,7 @@ impl<K> TimerQueue<K> {
 
     /// The instant a timer of this queue is due.
     pub fn deadline(&self, id: TimerId) -> Instant {
-        id.deadline_since(self.epoch)
+        id.deadline()
     }
 
     /// Removes and returns every timer due at `now`, earliest first.
