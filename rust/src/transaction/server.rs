@@ -176,6 +176,8 @@ pub fn send_response(
     let first_final = txn.final_status.is_none();
     txn.final_status = Some(status);
     txn.last_response = Some(bytes);
+    // Held until Timer L/H/J: keep what absorbing retransmissions needs.
+    txn.request.drop_header_index();
     let reliable = txn.reliable();
     let mut schedule: Vec<(Duration, Duration, TimerKey, usize)> = Vec::new();
     if txn.invite && status < 300 {
@@ -187,6 +189,10 @@ pub fn send_response(
                 // RFC 3261 §13.3.1.4: the UAS core retransmits its 2xx until the ACK.
                 txn.uas_2xx = true;
                 schedule.push((timing.t1, FINE, TimerKey::ServerRetransmit(id), 0));
+            } else {
+                // Accepted absorbs INVITE retransmissions without answering
+                // them (RFC 6026): a relayed 2xx is not kept for 32 s.
+                txn.last_response = None;
             }
             if local {
                 if let Some(tag) = txn
