@@ -41,7 +41,10 @@ STACK_RULES: list[tuple[str, str]] = [
 # Phase 2: otherwise the frame nearest the leaf that matches one of these decides.
 LEAF_RULES: list[tuple[str, str]] = [
     ("bridge: PyO3 objects and calls", r"sipr::python::|pyo3::"),
-    ("Python: route handler", r"\((stateful_app|stateless|stateless_rr|async_app|registrar_app)\.py"),
+    (
+        "Python: route handler",
+        r"\((stateful_app|stateless|stateless_rr|async_app|registrar_app)\.py",
+    ),
     ("Python: server dispatch", r"\(sipr/(server|_deadlines|logs)\.py"),
     (
         "asyncio: tasks, futures, loop",
@@ -94,8 +97,14 @@ PY_FRAME = re.compile(r"^(?P<fn>[^ ]+) \((?P<file>[^:]+\.py):\d+\)$")
 def python_split(path: str) -> int:
     """Which Python code the interpreter's time goes to (py-spy --native samples)."""
     groups = [
-        ("route handler (the app)", re.compile(r"(stateful_app|stateless|async_app|registrar_app)\.py$")),
-        ("server dispatch (_dispatch, _run, deadlines)", re.compile(r"sipr/(server|_deadlines|logs)\.py$")),
+        (
+            "route handler (the app)",
+            re.compile(r"(stateful_app|stateless|async_app|registrar_app)\.py$"),
+        ),
+        (
+            "server dispatch (_dispatch, _run, deadlines)",
+            re.compile(r"sipr/(server|_deadlines|logs)\.py$"),
+        ),
         ("asyncio loop, tasks, futures", re.compile(r"(asyncio/|selectors\.py)")),
     ]
     counts: Counter[str] = Counter()
