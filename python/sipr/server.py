@@ -14,6 +14,7 @@ from typing import Any
 
 from sipr import _core, _lifecycle, _protocols, corelog
 from sipr._deadlines import Deadlines
+from sipr._eager import EagerTasks
 from sipr._protocols import AppLike, Handler
 from sipr._secret import branch_secret
 from sipr._watchdog import Watchdog
@@ -100,6 +101,8 @@ class Server:
         # Python 3.12+ runs first steps eagerly inside real tasks (set below);
         # on 3.11 App(eager=True) runs them outside a task.
         self.eager = route.eager and not hasattr(asyncio, "eager_task_factory")
+        #: 3.11 without App(eager=True): Tasks whose first step runs at once.
+        self.eager_tasks: EagerTasks | None = None
         #: The running app's background work (`@app.every`, queues), once started.
         self.services: _protocols.Running = _lifecycle.Services(app)
         # Bound once: a new bound method per task would cost an allocation.
@@ -153,6 +156,8 @@ class Server:
         if eager_factory is not None:
             # Python 3.12+: a handler runs its first step inside create_task.
             loop.set_task_factory(eager_factory)
+        elif EagerTasks.usable(loop):
+            self.eager_tasks = EagerTasks(loop)
         services = _lifecycle.Services(self.app)
         await services.start()
         self.services = services
@@ -331,9 +336,15 @@ class Server:
                 self.inline -= 1
                 current_request.reset(token)
             task = self.loop.create_task(self._run(handler, req, coro, first))
+        elif self.eager_tasks is not None:
+            self.inline += 1  # visible to the watchdog while the first step runs
+            try:
+                task = self.eager_tasks.start(self._run(handler, req))
+            finally:
+                self.inline -= 1
         else:
             task = self.loop.create_task(self._run(handler, req))
-        if task.done():  # ran to completion eagerly (Python 3.12+)
+        if task.done():  # ran to completion in its first step
             return
         self.tasks.add(task)
         task.add_done_callback(self._on_task_done)

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{BranchId, Layer, Owner, TimerKey, COARSE, FINE};
+use super::{end_granularity, BranchId, Layer, Owner, TimerKey, COARSE, FINE};
 use crate::sip::{Framing, HeaderId, Message};
 use crate::timer::TimerId;
 use crate::transport::{Destination, Wire};
@@ -199,11 +199,11 @@ pub fn on_response(wire: &Wire, layer: &mut Layer, id: BranchId, resp: &Message)
                 } else {
                     Duration::from_secs(32)
                 };
-                schedule.push((d, COARSE, TimerKey::ClientEnd(id), 3));
+                schedule.push((d, end_granularity(d), TimerKey::ClientEnd(id), 3));
             } else {
                 txn.forget_request();
                 let k = if reliable { Duration::ZERO } else { timing.t4 };
-                schedule.push((k, COARSE, TimerKey::ClientEnd(id), 3));
+                schedule.push((k, end_granularity(k), TimerKey::ClientEnd(id), 3));
             }
             if status < 300 {
                 Outcome::Success

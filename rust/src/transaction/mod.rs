@@ -91,6 +91,18 @@ pub struct Owner {
 pub const FINE: Duration = Duration::from_millis(10);
 pub const COARSE: Duration = Duration::from_secs(1);
 
+/// Granularity of an end-of-transaction timer set `after` from now: a zero
+/// wait (Timers I, J, D, K over reliable transports) has nothing to absorb,
+/// so it ends at the next fine tick instead of holding the transaction (and
+/// its memory) until the next whole second.
+pub fn end_granularity(after: Duration) -> Duration {
+    if after.is_zero() {
+        FINE
+    } else {
+        COARSE
+    }
+}
+
 pub struct Layer {
     pub timing: Timing,
     /// Boxed: a `ServerTxn` is ~500 bytes; inline, every empty slot of the

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{CtxId, Layer, TimerKey, TxnId, COARSE, FINE};
+use super::{end_granularity, CtxId, Layer, TimerKey, TxnId, COARSE, FINE};
 use crate::sip::{Message, Method};
 use crate::timer::TimerId;
 use crate::transport::{Source, Wire};
@@ -226,7 +226,7 @@ pub fn send_response(
         } else {
             timing.t1x64()
         };
-        schedule.push((j, COARSE, TimerKey::ServerEnd(id), 1));
+        schedule.push((j, end_granularity(j), TimerKey::ServerEnd(id), 1));
     }
     if let Some(key) = ack_to_index {
         layer.index_ack(key, id);
@@ -260,7 +260,7 @@ pub fn on_ack(layer: &mut Layer, id: TxnId) {
         }
         let tid = layer
             .timers
-            .schedule(now + i, COARSE, TimerKey::ServerEnd(id));
+            .schedule(now + i, end_granularity(i), TimerKey::ServerEnd(id));
         if let Some(txn) = layer.servers.get_mut(&id) {
             txn.timers[1] = Some(tid);
         }
