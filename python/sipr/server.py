@@ -347,7 +347,10 @@ class Server:
         if task.done():  # ran to completion in its first step
             return
         self.tasks.add(task)
-        task.add_done_callback(self._on_task_done)
+        if self.eager_tasks is None:
+            task.add_done_callback(self._on_task_done)
+        # else: its first step ran, so _run's `finally` untracks it (no
+        # done-callback Handle and loop pass per suspended handler).
         if req.method == "INVITE":
             # Removed by _run when the handler ends, or by _cancel_tasks. (A
             # per-task closure as a second done callback cost ~400 bytes per
@@ -389,6 +392,7 @@ class Server:
         first: Any = None,
     ) -> None:
         suspended = False
+        own_task: asyncio.Task[Any] | None = None
         txn = req._txn  # read now: forward() drops it from the request
         # Task-local: log lines of this handler (the app's too) get the Call-ID.
         current_request.set(req)
@@ -408,7 +412,7 @@ class Server:
                 suspended = True
                 self.suspended += 1
                 # With the loop given, 3.11 skips the getpid() of get_running_loop().
-                task = asyncio.current_task(self.loop)
+                task = own_task = asyncio.current_task(self.loop)
                 assert task is not None and self.deadlines is not None
                 seconds = req.deadline or self.route_deadline
                 self.deadlines.add(task, self.loop.time() + seconds)
@@ -435,6 +439,8 @@ class Server:
             if suspended and self.deadlines is not None:
                 self.suspended -= 1
                 self.deadlines.finished()
+            if own_task is not None and self.eager_tasks is not None:
+                self.tasks.discard(own_task)
             self.cancellable.pop(txn, None)
             req._finish()
 
