@@ -47,7 +47,12 @@
 # executable, default `sipr` on PATH; PYTHONPATH is passed through, so a snapshot build can be
 # measured), SIPR_ARGS (extra `sipr run` args), KAMAILIO_ARGS (extra kamailio args, e.g.
 # "-m 4096": run-kamailio.sh gives 1024 MB of shm, which tm exhausts at 8000 cps stateful), IDLE_S (bench.sh -I), PORT_WAIT (seconds to wait
-# for 5060/5070/5090 to be free before each run, default 300).
+# for 5060/5070/5090 to be free before each run, default 300), SAMPLE_S (sample the proxy's CPU,
+# RSS and PSS every SAMPLE_S seconds during each run into runs/LABEL-rRATE-repN.samples.tsv, with
+# sample.py, outside the measured tree; soak.sh uses it), DRAIN_S (bench.sh's drain, default 40),
+# PROXY_PORT / UAS_PORT / UAC_PORT (default 5060 / 5090 / 5070: other ports let a sipr-only run
+# share the machine with tests that use the defaults; Kamailio's configs listen on 5060 only).
+# compare.sh, soak.sh and sweep.sh are the issue-14 targets built on this script.
 # Runs alternate sipr / kamailio (and the order flips every repetition) so that slow drift in
 # the machine's load spreads over both. Every run is one bench.sh invocation; their TSV rows are
 # merged into OUTDIR/results.tsv, then ratio.py and summarize.py print the tables.
@@ -58,7 +63,9 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 RATE=${RATE:-1000}; DURATION=${DURATION:-10}; REPS=${REPS:-3}; MODES=${MODES:-"default rr"}
 SWEEP=${SWEEP:-}; OUTDIR=${OUTDIR:-}; PROXIES=${PROXIES:-"sipr kamailio"}; IDLE_S=${IDLE_S:-2}
-PORT_WAIT=${PORT_WAIT:-300}
+PORT_WAIT=${PORT_WAIT:-300}; SAMPLE_S=${SAMPLE_S:-}
+PROXY_PORT=${PROXY_PORT:-5060}; UAS_PORT=${UAS_PORT:-5090}; UAC_PORT=${UAC_PORT:-5070}
+export PROXY=127.0.0.1:$PROXY_PORT UAS_PORT UAC_PORT   # bench.sh reads these
 
 usage() { sed -n '2,/^set -u/p' "$0" | grep '^#'; exit 2; }
 while getopts "r:d:n:m:s:o:p:h" opt; do
@@ -70,6 +77,8 @@ done
 OUTDIR=${OUTDIR:-/tmp/sipr-load-$(date +%Y%m%d-%H%M%S)}
 
 SRC_BENCH=${BENCH_DIR:-$REPO/../shared/bench}
+# a git worktree one level deeper (/work/wt/NAME) finds the same shared harness
+[ -n "${BENCH_DIR:-}" ] || [ -x "$SRC_BENCH/bench.sh" ] || SRC_BENCH=$REPO/../../shared/bench
 [ -x "$SRC_BENCH/bench.sh" ] || { echo "no bench harness at $SRC_BENCH (set BENCH_DIR)" >&2; exit 2; }
 SIPR=${SIPR:-$(command -v sipr || true)}
 case " $PROXIES " in *" sipr "*)
@@ -79,6 +88,10 @@ case " $PROXIES " in *" kamailio "*)
   command -v kamailio >/dev/null || { echo "kamailio not installed" >&2; exit 2; } ;;
 esac
 command -v sipp >/dev/null || { echo "sipp not installed" >&2; exit 2; }
+if [ "$PROXY_PORT:$UAS_PORT:$UAC_PORT" != 5060:5090:5070 ]; then
+  case " $PROXIES $MODES " in *" kamailio "*|*" tls "*)
+    echo "Kamailio and mode tls use the default ports 5060/5090/5070 only" >&2; exit 2 ;; esac
+fi
 for m in $MODES; do
   case $m in default|rr|sf|sf_rr|async|reg|reg_auth|tls|ds) ;;
     *) echo "unknown mode $m (default|rr|sf|sf_rr|async|reg|reg_auth|tls|ds)" >&2; exit 2 ;; esac
@@ -101,8 +114,10 @@ case " $MODES " in *" tls "*) "$HERE/make_certs.sh" "$WORK/certs" ;; esac
 mkdir -p "$OUTDIR/runs"
 TSV="$OUTDIR/results.tsv"
 CHILD=""
+SAMPLER=""
 
 cleanup() {
+  if [ -n "$SAMPLER" ]; then kill -TERM "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null; fi
   # bench.sh traps TERM and stops the proxy and SIPp it started, by PID.
   if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then
     kill -TERM "$CHILD" 2>/dev/null
@@ -115,7 +130,7 @@ trap 'exit 130' INT TERM
 
 proxy_cmd() { # $1 proxy $2 mode
   # SIPR_RUN_DIR: the control socket of this run, not the user's default one.
-  local env="SIPR_NEXT_HOP=sip:127.0.0.1:5090 SIPR_RUN_DIR=$WORK" app
+  local env="SIPR_NEXT_HOP=sip:127.0.0.1:$UAS_PORT SIPR_RUN_DIR=$WORK" app
   [ "$1" = sipr-eager ] && env="$env SIPR_EAGER=1"
   [ "$1" = sipr-py ] && env="$env SIPR_REG_PYTHON=1"
   [ "$1" = sipr-thr ] && env="$env SIPR_UDP_READER=thread"
@@ -137,7 +152,7 @@ proxy_cmd() { # $1 proxy $2 mode
     return
   fi
   case $1 in
-    sipr|sipr-eager|sipr-py|sipr-thr) echo "env $env $SIPR run $app --listen udp:127.0.0.1:5060 ${SIPR_ARGS:-}" ;;
+    sipr|sipr-eager|sipr-py|sipr-thr) echo "env $env $SIPR run $app --listen udp:127.0.0.1:$PROXY_PORT ${SIPR_ARGS:-}" ;;
     kamailio)
       case $2 in
         default|rr) echo "$WORK/kamailio/run-kamailio.sh stateless ${KAMAILIO_ARGS:-}" ;;
@@ -162,7 +177,7 @@ bench_mode() { # bench.sh -m for a run.sh mode (bench.sh uses it for the traffic
 wait_ports() {
   local t=0 busy
   while :; do
-    busy=$( { ss -H -uln 2>/dev/null | awk '{ print $4 }' | grep -E ':(5060|5070|5080|5090)$'
+    busy=$( { ss -H -uln 2>/dev/null | awk '{ print $4 }' | grep -E ":($PROXY_PORT|$UAC_PORT|5080|$UAS_PORT)\$"
               ss -H -ltn 2>/dev/null | awk '{ print $4 }' | grep -E ':(5061|5062|5081|5082)$'; } | tr '\n' ' ')
     [ -z "$busy" ] && return 0
     if [ "$t" -ge "$PORT_WAIT" ]; then echo "ports still busy after ${PORT_WAIT}s: $busy" >&2; return 1; fi
@@ -183,12 +198,20 @@ run_one() { # $1 proxy $2 mode $3 rate $4 label $5 rep
     *)              uac="-sf $WORK/scenarios/uac_reorder_tolerant.xml"; uas="-sn uas" ;;
   esac
   wait_ports || { echo no; return; }
-  echo "== $label rate=$rate rep=$rep (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+  local load; load=$(cut -d' ' -f1 /proc/loadavg)
+  echo "== $label rate=$rate rep=$rep (load $load)" >&2
+  [ -s "$OUTDIR/loads.tsv" ] || printf 'label\trate\trep\tload1_before\n' > "$OUTDIR/loads.tsv"
+  printf '%s\t%s\t%s\t%s\n' "$label" "$rate" "$rep" "$load" >> "$OUTDIR/loads.tsv"
   UAC_SCENARIO_ARGS="$uac" UAS_SCENARIO_ARGS="$uas" \
     "$WORK/bench.sh" -m "$(bench_mode "$mode")" -c "$(proxy_cmd "$proxy" "$mode")" -r "$rate" -d "$DURATION" \
     -n 1 -I "$IDLE_S" -o "$out" -L "$label" >"$out.log" 2>&1 &
   CHILD=$!
+  if [ -n "$SAMPLE_S" ]; then
+    python3 "$HERE/sample.py" "$CHILD" "$PROXY_PORT" "$SAMPLE_S" "$out.samples.tsv" &
+    SAMPLER=$!
+  fi
   wait "$CHILD"; CHILD=""
+  if [ -n "$SAMPLER" ]; then wait "$SAMPLER" 2>/dev/null; SAMPLER=""; fi
   # run-kamailio.sh leaves an empty runtime dir per start; remove the ones no live kamailio uses
   local d
   for d in /tmp/kamailio-bench.*; do

@@ -206,7 +206,8 @@ class App:
         if server is None or server.core is None:
             return {}
         out = dict(server.core.stats())
-        out["handlers.running"] = len(server.tasks)
+        # A handler in its first step (eager) is not in `tasks` yet.
+        out["handlers.running"] = len(server.tasks) + server.inline
         out["handlers.suspended"] = server.suspended
         out["handlers.deadline_expired"] = server.deadline_expired
         out["loop.stalls"] = server.watchdog.stalls if server.watchdog is not None else 0

@@ -14,6 +14,7 @@ from typing import Any
 
 from sipr import _core, _lifecycle, _protocols, corelog
 from sipr._deadlines import Deadlines
+from sipr._eager import EagerTasks
 from sipr._protocols import AppLike, Handler
 from sipr._secret import branch_secret
 from sipr._watchdog import Watchdog
@@ -103,6 +104,8 @@ class Server:
         # Python 3.12+ runs first steps eagerly inside real tasks (set below);
         # on 3.11 App(eager=True) runs them outside a task.
         self.eager = route.eager and not hasattr(asyncio, "eager_task_factory")
+        #: 3.11 without App(eager=True): Tasks whose first step runs at once.
+        self.eager_tasks: EagerTasks | None = None
         #: The running app's background work (`@app.every`, queues), once started.
         self.services: _protocols.Running = _lifecycle.Services(app)
         # Bound once: a new bound method per task would cost an allocation.
@@ -140,6 +143,7 @@ class Server:
         self.core = core = self._start_core()
         core.set_force_rport(self.app.core_settings.force_rport)
         core.set_timers(**self._timers)
+        core.set_loop(loop)  # relay() futures without a getpid() each (decision 0039)
         for name, value in self._dns_settings.items():
             setattr(core.dns(), name, value)
         self.app._core = core
@@ -156,6 +160,8 @@ class Server:
         if eager_factory is not None:
             # Python 3.12+: a handler runs its first step inside create_task.
             loop.set_task_factory(eager_factory)
+        elif EagerTasks.usable(loop):
+            self.eager_tasks = EagerTasks(loop)
         services = _lifecycle.Services(self.app)
         await services.start()
         self.services = services
@@ -335,12 +341,21 @@ class Server:
                 self.inline -= 1
                 current_request.reset(token)
             task = self.loop.create_task(self._run(handler, req, coro, first))
+        elif self.eager_tasks is not None:
+            self.inline += 1  # visible to the watchdog while the first step runs
+            try:
+                task = self.eager_tasks.start(self._run(handler, req))
+            finally:
+                self.inline -= 1
         else:
             task = self.loop.create_task(self._run(handler, req))
-        if task.done():  # ran to completion eagerly (Python 3.12+)
+        if task.done():  # ran to completion in its first step
             return
         self.tasks.add(task)
-        task.add_done_callback(self._on_task_done)
+        if self.eager_tasks is None:
+            task.add_done_callback(self._on_task_done)
+        # else: its first step ran, so _run's `finally` untracks it (no
+        # done-callback Handle and loop pass per suspended handler).
         if req.method == "INVITE":
             # Removed by _run when the handler ends, or by _cancel_tasks. (A
             # per-task closure as a second done callback cost ~400 bytes per
@@ -382,6 +397,7 @@ class Server:
         first: Any = None,
     ) -> None:
         suspended = False
+        own_task: asyncio.Task[Any] | None = None
         txn = req._txn  # read now: forward() drops it from the request
         # Task-local: log lines of this handler (the app's too) get the Call-ID.
         current_request.set(req)
@@ -400,14 +416,15 @@ class Server:
             if started:
                 suspended = True
                 self.suspended += 1
-                task = asyncio.current_task()
+                # With the loop given, 3.11 skips the getpid() of get_running_loop().
+                task = own_task = asyncio.current_task(self.loop)
                 assert task is not None and self.deadlines is not None
                 seconds = req.deadline or self.route_deadline
                 self.deadlines.add(task, self.loop.time() + seconds)
                 await _Resume(coro, first)
             self._answer_if_silent(req)
         except asyncio.CancelledError:
-            task = asyncio.current_task()
+            task = asyncio.current_task(self.loop)
             if task is not None and task in self.expired:
                 self.expired.discard(task)
                 self.deadline_expired += 1
@@ -427,6 +444,8 @@ class Server:
             if suspended and self.deadlines is not None:
                 self.suspended -= 1
                 self.deadlines.finished()
+            if own_task is not None and self.eager_tasks is not None:
+                self.tasks.discard(own_task)
             self.cancellable.pop(txn, None)
             req._finish()
 

@@ -19,7 +19,9 @@ pub struct ProxyCtx {
     /// `relay()` calls waiting for this round's result.
     pub waiting: Vec<u64>,
     /// This round's chosen non-2xx, sent upstream when the handler returns.
-    pub held: Option<Final>,
+    /// Boxed: a context lives as long as its server transaction (32 s after
+    /// a 2xx) and is rarely holding one.
+    pub held: Option<Box<Final>>,
     pub relay_timer: Option<TimerId>,
     pub cancelled: bool,
 }

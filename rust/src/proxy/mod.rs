@@ -40,7 +40,9 @@ pub const SERVICE: &str = crate::service::PROXY;
 /// relays (by context id; a server transaction names its own in `ctx`).
 #[derive(Default)]
 pub struct Proxy {
-    ctxs: HashMap<CtxId, ProxyCtx>,
+    /// Boxed: a context is ~300 bytes and lives as long as its server
+    /// transaction; inline, every spare slot of the table would cost that.
+    ctxs: HashMap<CtxId, Box<ProxyCtx>>,
     /// Relays waiting for DNS answers, by resolver waiter id (`dns_wait`).
     parked: HashMap<u64, dns_wait::Parked>,
     /// Per context, the branches with destinations left to fail over to
@@ -55,7 +57,7 @@ impl Proxy {
     }
 
     pub fn context(&self, id: CtxId) -> Option<&ProxyCtx> {
-        self.ctxs.get(&id)
+        self.ctxs.get(&id).map(|c| &**c)
     }
 }
 

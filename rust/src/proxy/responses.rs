@@ -150,7 +150,7 @@ impl Proxy {
         ctx.handler_active = false;
         if let Some(f) = ctx.held.take() {
             if !ctx.final_sent {
-                self.send_final_upstream(cx, ctx_id, f);
+                self.send_final_upstream(cx, ctx_id, *f);
             }
         }
     }

@@ -98,7 +98,7 @@ impl Proxy {
             });
         }
         if ctx.handler_active {
-            ctx.held = Some(best);
+            ctx.held = Some(Box::new(best));
         } else {
             self.send_final_upstream(cx, ctx_id, best);
         }

@@ -91,7 +91,8 @@ impl Proxy {
             None => {
                 let id = cx.txns.next_id();
                 let lh = loop_hash(node, &msg);
-                self.ctxs.insert(id, ProxyCtx::new(id, txn, lh, true));
+                self.ctxs
+                    .insert(id, Box::new(ProxyCtx::new(id, txn, lh, true)));
                 if let Some(t) = cx.txns.servers.get_mut(&txn) {
                     t.ctx = Some(id);
                 }
@@ -387,7 +388,7 @@ impl Proxy {
         let ctx_id = cx.txns.next_id();
         let lh = loop_hash(cx.node, &cx.txns.servers[&txn].request);
         self.ctxs
-            .insert(ctx_id, ProxyCtx::new(ctx_id, txn, lh, false));
+            .insert(ctx_id, Box::new(ProxyCtx::new(ctx_id, txn, lh, false)));
         if let Some(t) = cx.txns.servers.get_mut(&txn) {
             t.ctx = Some(ctx_id);
         }

@@ -142,6 +142,11 @@ impl PyCore {
         self.shared.core.timer_fd()
     }
 
+    /// The event loop serving this core: `relay()` futures are made on it.
+    fn set_loop(&self, event_loop: Py<PyAny>) {
+        *self.shared.event_loop.lock() = Some(event_loop);
+    }
+
     /// Reads UDP listener `index`; returns the requests for the application.
     fn poll_udp(&self, py: Python<'_>, index: usize) -> PyResult<Vec<Py<PyRequest>>> {
         let mut events = Vec::new();

@@ -287,10 +287,7 @@ impl PyRequest {
         timeout: Option<f64>,
         record_route: Option<bool>,
     ) -> PyResult<Py<PyAny>> {
-        let asyncio = py.import("asyncio")?;
-        let fut = asyncio
-            .call_method0("get_running_loop")?
-            .call_method0("create_future")?;
+        let fut = self.shared.create_future(py)?;
         let mut serial = None;
         let targets: Vec<Target> = match target {
             None => Vec::new(),

@@ -24,6 +24,10 @@ pub struct Shared {
     /// `App(record_route=...)`: the default of `relay(record_route=None)`.
     pub record_route: AtomicBool,
     next_relay: AtomicU64,
+    /// The server's event loop (`Core.set_loop`): `relay()` makes its future
+    /// there without `asyncio.get_running_loop()`, which costs a `getpid`
+    /// syscall per call on Python 3.11 (decision 0039).
+    pub event_loop: Mutex<Option<Py<PyAny>>>,
 }
 
 impl Shared {
@@ -43,6 +47,21 @@ impl Shared {
             record_route: AtomicBool::new(record_route),
             // 0 is `proxy::stateful::UNAWAITED`.
             next_relay: AtomicU64::new(1),
+            event_loop: Mutex::new(None),
+        }
+    }
+
+    /// A new future on the server's loop (or, before `set_loop`, the running one).
+    pub fn create_future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let event_loop = self.event_loop.lock().as_ref().map(|l| l.clone_ref(py));
+        match event_loop {
+            Some(l) => l
+                .into_bound(py)
+                .call_method0(pyo3::intern!(py, "create_future")),
+            None => py
+                .import("asyncio")?
+                .call_method0("get_running_loop")?
+                .call_method0("create_future"),
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 
 use super::message::PyUri;
 use crate::dispatcher::{Algo, Dispatcher};
@@ -17,6 +18,14 @@ use crate::sip::Message;
 /// (its URI becomes the branch's Request-URI, its `next_hop` the hop, its
 /// Path the branch's Route set).
 pub fn relay_target(t: &Bound<'_, PyAny>) -> PyResult<Target> {
+    // The common target, a str or URI, has no `next_hop`: probing it would
+    // raise (and build) an AttributeError per relay.
+    if t.is_instance_of::<PyString>() || t.cast::<PyUri>().is_ok() {
+        return Ok(Target {
+            hop: Some(target_string(t)?),
+            ..Target::default()
+        });
+    }
     if let Ok(hop) = t.getattr("next_hop") {
         let uri: String = t.getattr("uri")?.extract()?;
         let hop: String = hop.extract()?;

@@ -274,6 +274,13 @@ impl Message {
     pub fn headers(&self) -> &[HeaderField] {
         &self.headers
     }
+    /// Frees the header index of a message kept only to be matched and
+    /// answered by its fixed fields (a completed server transaction): the
+    /// start line, Call-ID, CSeq, tags, top Via and branch stay readable,
+    /// `header()` and `headers()` see nothing afterwards. ~30 bytes per header.
+    pub fn drop_header_index(&mut self) {
+        self.headers = Vec::new();
+    }
     pub fn header_name(&self, h: &HeaderField) -> &str {
         self.str_at(h.name)
     }

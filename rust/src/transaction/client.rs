@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{BranchId, Layer, Owner, TimerKey, COARSE, FINE};
+use super::{end_granularity, BranchId, Layer, Owner, TimerKey, COARSE, FINE};
 use crate::sip::{Framing, HeaderId, Message};
 use crate::timer::TimerId;
 use crate::transport::{Destination, Wire};
@@ -61,6 +61,13 @@ impl ClientTxn {
     }
     fn reliable(&self) -> bool {
         self.dest.transport.is_stream()
+    }
+    /// Once a 2xx (INVITE) or any final (non-INVITE) arrived, nothing is
+    /// derived from the request any more (no retransmission, CANCEL or
+    /// non-2xx ACK): only the keys stay for the rest of Timer M / K.
+    fn forget_request(&mut self) {
+        self.request = Bytes::new();
+        self.udp_fallback = None;
     }
 }
 
@@ -174,6 +181,7 @@ pub fn on_response(wire: &Wire, layer: &mut Layer, id: BranchId, resp: &Message)
         (ClientState::Calling | ClientState::Proceeding, 200..=299) if txn.invite => {
             txn.state = ClientState::Accepted;
             txn.final_status = Some(status);
+            txn.forget_request();
             cancel.extend(txn.timers.iter_mut().map(Option::take));
             schedule.push((timing.t1x64(), COARSE, TimerKey::ClientEnd(id), 3));
             Outcome::Success
@@ -191,10 +199,11 @@ pub fn on_response(wire: &Wire, layer: &mut Layer, id: BranchId, resp: &Message)
                 } else {
                     Duration::from_secs(32)
                 };
-                schedule.push((d, COARSE, TimerKey::ClientEnd(id), 3));
+                schedule.push((d, end_granularity(d), TimerKey::ClientEnd(id), 3));
             } else {
+                txn.forget_request();
                 let k = if reliable { Duration::ZERO } else { timing.t4 };
-                schedule.push((k, COARSE, TimerKey::ClientEnd(id), 3));
+                schedule.push((k, end_granularity(k), TimerKey::ClientEnd(id), 3));
             }
             if status < 300 {
                 Outcome::Success

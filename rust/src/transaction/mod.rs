@@ -91,6 +91,18 @@ pub struct Owner {
 pub const FINE: Duration = Duration::from_millis(10);
 pub const COARSE: Duration = Duration::from_secs(1);
 
+/// Granularity of an end-of-transaction timer set `after` from now: a zero
+/// wait (Timers I, J, D, K over reliable transports) has nothing to absorb,
+/// so it ends at the next fine tick instead of holding the transaction (and
+/// its memory) until the next whole second.
+pub fn end_granularity(after: Duration) -> Duration {
+    if after.is_zero() {
+        FINE
+    } else {
+        COARSE
+    }
+}
+
 pub struct Layer {
     pub timing: Timing,
     /// Boxed: a `ServerTxn` is ~500 bytes; inline, every empty slot of the
@@ -101,7 +113,8 @@ pub struct Layer {
     server_index: HashMap<u64, TxnId>,
     /// UAS-generated 2xx to INVITE awaiting their ACK, by dialog-ish key.
     ack_index: HashMap<u64, TxnId>,
-    pub clients: HashMap<BranchId, ClientTxn>,
+    /// Boxed, as `servers`: a `ClientTxn` is ~300 bytes.
+    pub clients: HashMap<BranchId, Box<ClientTxn>>,
     client_index: HashMap<u64, BranchId>,
     pub timers: TimerQueue<TimerKey>,
     /// Transactions created since start (for `tm.stats`).
@@ -181,7 +194,7 @@ impl Layer {
         self.clients_created += 1;
         let key = self.client_key(&txn.branch, txn.method_str());
         self.client_index.insert(key, txn.id);
-        self.clients.insert(txn.id, txn);
+        self.clients.insert(txn.id, Box::new(txn));
     }
 
     pub fn find_client(&self, branch: &str, cseq_method: &str) -> Option<BranchId> {
@@ -195,7 +208,7 @@ impl Layer {
             .map(|c| c.id)
     }
 
-    pub fn remove_client(&mut self, id: BranchId) -> Option<ClientTxn> {
+    pub fn remove_client(&mut self, id: BranchId) -> Option<Box<ClientTxn>> {
         let txn = self.clients.remove(&id)?;
         let key = self.client_key(&txn.branch, txn.method_str());
         if self.client_index.get(&key) == Some(&id) {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{CtxId, Layer, TimerKey, TxnId, COARSE, FINE};
+use super::{end_granularity, CtxId, Layer, TimerKey, TxnId, COARSE, FINE};
 use crate::sip::{Message, Method};
 use crate::timer::TimerId;
 use crate::transport::{Source, Wire};
@@ -176,6 +176,8 @@ pub fn send_response(
     let first_final = txn.final_status.is_none();
     txn.final_status = Some(status);
     txn.last_response = Some(bytes);
+    // Held until Timer L/H/J: keep what absorbing retransmissions needs.
+    txn.request.drop_header_index();
     let reliable = txn.reliable();
     let mut schedule: Vec<(Duration, Duration, TimerKey, usize)> = Vec::new();
     if txn.invite && status < 300 {
@@ -187,6 +189,10 @@ pub fn send_response(
                 // RFC 3261 §13.3.1.4: the UAS core retransmits its 2xx until the ACK.
                 txn.uas_2xx = true;
                 schedule.push((timing.t1, FINE, TimerKey::ServerRetransmit(id), 0));
+            } else {
+                // Accepted absorbs INVITE retransmissions without answering
+                // them (RFC 6026): a relayed 2xx is not kept for 32 s.
+                txn.last_response = None;
             }
             if local {
                 if let Some(tag) = txn
@@ -220,7 +226,7 @@ pub fn send_response(
         } else {
             timing.t1x64()
         };
-        schedule.push((j, COARSE, TimerKey::ServerEnd(id), 1));
+        schedule.push((j, end_granularity(j), TimerKey::ServerEnd(id), 1));
     }
     if let Some(key) = ack_to_index {
         layer.index_ack(key, id);
@@ -254,7 +260,7 @@ pub fn on_ack(layer: &mut Layer, id: TxnId) {
         }
         let tid = layer
             .timers
-            .schedule(now + i, COARSE, TimerKey::ServerEnd(id));
+            .schedule(now + i, end_granularity(i), TimerKey::ServerEnd(id));
         if let Some(txn) = layer.servers.get_mut(&id) {
             txn.timers[1] = Some(tid);
         }

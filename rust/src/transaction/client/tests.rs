@@ -20,6 +20,8 @@ struct Rig {
     wire: Wire,
     layer: Layer,
     peer: Peer,
+    /// What each transaction sent: a final answer frees the transaction's copy.
+    sent: std::collections::HashMap<BranchId, Bytes>,
 }
 
 impl Rig {
@@ -28,6 +30,7 @@ impl Rig {
             wire: udp_wire(),
             layer: Layer::default(),
             peer: Peer::new(),
+            sent: Default::default(),
         }
     }
 
@@ -52,20 +55,26 @@ impl Rig {
 
     fn start_to(&mut self, method: &str, branch: &str, dest: Destination) -> BranchId {
         let bytes = self.request(method, branch);
-        start(
+        let id = start(
             &self.wire,
             &mut self.layer,
             OWNER,
             branch.to_string(),
             method,
-            bytes,
+            bytes.clone(),
             dest,
-        )
+        );
+        self.sent.insert(id, bytes);
+        id
     }
 
     /// The downstream peer answers the request it received with `status`.
     fn answer(&mut self, id: BranchId, status: u16) -> Outcome {
-        let sent = parse(std::str::from_utf8(&self.layer.clients[&id].request).unwrap());
+        let sent = match self.sent.get(&id) {
+            Some(b) => b.clone(),
+            None => self.layer.clients[&id].request.clone(), // one the layer started (CANCEL)
+        };
+        let sent = parse(std::str::from_utf8(&sent).unwrap());
         let tag = (status > 100).then_some("b2");
         let resp = parse(
             std::str::from_utf8(&build_response(&sent, None, status, None, tag, &[], b"")).unwrap(),
@@ -509,4 +518,28 @@ fn timers_of_a_vanished_transaction_do_nothing() {
     rig.peer.nothing();
     let key = TimerKey::Service(OWNER);
     assert!(matches!(on_timer(&rig.wire, &mut rig.layer, key), Expiry::Service(o) if o == OWNER));
+}
+
+#[test]
+fn a_final_answer_frees_the_request_copy_unless_a_non_2xx_ack_needs_it() {
+    let mut rig = Rig::new();
+    let invite = rig.start("INVITE", "z9hG4bKm3");
+    assert!(!rig.layer.clients[&invite].request.is_empty());
+    assert_eq!(rig.answer(invite, 200), Outcome::Success);
+    assert!(
+        rig.layer.clients[&invite].request.is_empty(),
+        "Timer M needs the keys only"
+    );
+    let bye = rig.start("BYE", "z9hG4bKm4");
+    assert_eq!(rig.answer(bye, 200), Outcome::Success);
+    assert!(
+        rig.layer.clients[&bye].request.is_empty(),
+        "Timer K needs the keys only"
+    );
+    let refused = rig.start("INVITE", "z9hG4bKm5");
+    assert_eq!(rig.answer(refused, 486), Outcome::Failure);
+    assert!(
+        !rig.layer.clients[&refused].request.is_empty(),
+        "a retransmitted 486 is ACKed again"
+    );
 }

@@ -1,0 +1,55 @@
+"""A real asyncio Task whose first step runs at once, on Python 3.11
+(decision 0048; 3.12+ has `asyncio.eager_task_factory` for this).
+
+`create_task` schedules a Task's first step with `loop.call_soon`: one loop
+pass later, and a handler that never awaits then needs another pass for the
+task's done callbacks. Here the Task's constructor is handed a `call_soon`
+that keeps the step instead of scheduling it, and the step runs at once in
+the task's own context, with the task entered as the current one: the
+handler is inside its Task from its first line (`current_task()`,
+`asyncio.timeout()`, anyio cancel scopes and CANCEL work as before), and one
+that finishes without awaiting is done before `start` returns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+
+class EagerTasks:
+    """Starts Tasks on `loop` with their first step run inline.
+
+    Only for a loop whose instance attributes shadow its methods (the
+    standard library loops); `usable` says whether this one does."""
+
+    __slots__ = ("_context", "_step", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._step: Callable[[], Any] | None = None
+        self._context: contextvars.Context | None = None
+
+    @staticmethod
+    def usable(loop: asyncio.AbstractEventLoop) -> bool:
+        return hasattr(loop, "__dict__") and not hasattr(asyncio, "eager_task_factory")
+
+    def _keep_step(
+        self, callback: Callable[[], Any], *args: Any, context: contextvars.Context | None = None
+    ) -> None:
+        self._step = callback
+        self._context = context
+
+    def start(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        loop = self.loop
+        loop.call_soon = self._keep_step  # type: ignore[method-assign,assignment]
+        try:
+            task = asyncio.Task(coro, loop=loop)
+        finally:
+            del loop.call_soon
+        step, context = self._step, self._context
+        self._step = self._context = None
+        assert step is not None and context is not None
+        context.run(step)
+        return task
