@@ -117,6 +117,8 @@ pub struct Core {
     stateless_prefix: String,
     /// REGISTERs answered before Python (`registrar.serve(app)`).
     pub registrars: crate::registrar::Registrars,
+    /// Dialogs the routes track, their profiles and accounting records.
+    pub dialogs: crate::dialog::Dialogs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +217,7 @@ impl Core {
             tag_seed: seed,
             stateless_prefix: format!("{:x}-", mix64(seed ^ 0x5354_4154_454C_4553)),
             registrars: Default::default(),
+            dialogs: Default::default(),
         });
         if !stream_listeners.is_empty() || tls.is_some() {
             let sink: Arc<dyn StreamSink> = Arc::new(SinkRef(core.me.clone()));
@@ -425,6 +428,9 @@ impl Core {
                     // absorbed here, never passed to Python or relayed on.
                     return;
                 }
+                if self.dialogs.observing() {
+                    crate::dialog::on_ack(self, layer, &msg);
+                }
                 if routed_by_us(&msg) {
                     // ACK for a 2xx: no transaction, loose-routed statelessly.
                     let inc = Incoming {
@@ -457,6 +463,9 @@ impl Core {
                 if crate::proxy::route::is_loop(self, &msg) {
                     self.reply_to(&msg, source, 482, None, &[]);
                     return;
+                }
+                if self.dialogs.observing() && msg.to_tag().is_some() {
+                    crate::dialog::on_in_dialog_request(self, layer, &msg);
                 }
                 if routed_by_us(&msg) {
                     stateful::route_in_core(self, layer, msg, source, out);

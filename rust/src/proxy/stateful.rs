@@ -309,6 +309,10 @@ pub fn on_response(core: &Core, layer: &mut Layer, msg: Message, events: &mut Ve
         return;
     }
     let Some(ctx) = layer.ctxs.get(&ctx_id) else {
+        // A request the dialog module sent itself (BYE, keepalive OPTIONS).
+        if matches!(outcome, Outcome::Success | Outcome::Failure) {
+            crate::dialog::on_local_response(core, layer, ctx_id, msg.status().unwrap_or(0));
+        }
         return;
     };
     let server_id = ctx.server;
@@ -637,6 +641,7 @@ pub fn on_timer(core: &Core, layer: &mut Layer, key: TimerKey, events: &mut Vec<
         TimerKey::ClientEnd(id) => {
             layer.remove_client(id);
         }
+        TimerKey::Dialog(id) => crate::dialog::on_timer(core, layer, id),
         TimerKey::Relay(ctx_id) => {
             let Some(ctx) = layer.ctxs.get_mut(&ctx_id) else {
                 return;
@@ -720,6 +725,7 @@ fn fail_branch(core: &Core, layer: &mut Layer, bid: u64, status: u16, events: &m
     c.timers[3] = Some(end);
     let ctx_id = c.ctx;
     let Some(server_id) = layer.ctxs.get(&ctx_id).map(|c| c.server) else {
+        crate::dialog::on_local_response(core, layer, ctx_id, status);
         return;
     };
     if let Some(f) = synthesize(core, layer, server_id, status) {

@@ -402,6 +402,11 @@ impl PyCore {
         self.shared.core.stop();
     }
 
+    /// The tracked dialogs, their profiles and accounting records.
+    fn dialogs(&self) -> super::dialogs::PyDialogTable {
+        super::dialogs::PyDialogTable::new(self.shared.clone())
+    }
+
     /// Answers REGISTERs for `domains` (None: all) in the core from now on,
     /// against `location`, with digest `auth` when given (see
     /// `sipr.Registrar.serve`). Registrars are tried in the order added.

@@ -2,6 +2,7 @@
 //! builds and tests without Python. Exposed as the private `sipr._core`.
 
 mod core;
+mod dialogs;
 mod message;
 mod registrar;
 mod request;
@@ -38,5 +39,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<registrar::PyNonceCounts>()?;
     m.add_function(wrap_pyfunction!(message::parse_uri, m)?)?;
     m.add_function(wrap_pyfunction!(core::parse_listen, m)?)?;
+    dialogs::register(m)?;
     Ok(())
 }

@@ -64,6 +64,8 @@ pub enum TimerKey {
     ClientEnd(BranchId),
     /// The overall timeout of one `relay()` round.
     Relay(CtxId),
+    /// A tracked dialog's setup bound, lifetime or keepalive (`dialog`).
+    Dialog(u64),
 }
 
 /// Retransmission timers need ~10 ms precision; clean-up timers need none and

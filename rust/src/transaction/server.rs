@@ -152,6 +152,23 @@ pub fn send_response(
     bytes: Bytes,
     local: bool,
 ) -> bool {
+    // Tracked dialogs and accounting see what went upstream.
+    let observed = core.dialogs.observing().then(|| bytes.clone());
+    let sent = send_response_through(core, layer, id, status, bytes, local);
+    if let (true, Some(b)) = (sent, observed) {
+        crate::dialog::on_response_sent(core, layer, id, status, &b);
+    }
+    sent
+}
+
+fn send_response_through(
+    core: &Core,
+    layer: &mut Layer,
+    id: TxnId,
+    status: u16,
+    bytes: Bytes,
+    local: bool,
+) -> bool {
     let timing = layer.timing.clone();
     let hasher = layer.hasher();
     let mut ack_to_index = None;
