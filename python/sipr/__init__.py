@@ -13,6 +13,7 @@ from sipr._core import (
     URI,
     Address,
     CSeq,
+    DialogError,
     Headers,
     Request,
     Response,
@@ -21,6 +22,7 @@ from sipr._core import (
     TransactionError,
     __version__,
 )
+from sipr.acc import Accounting, AccountingError
 from sipr.app import App
 from sipr.auth import DigestAuth
 from sipr.registrar import Contact, Registrar, by_q
@@ -28,10 +30,13 @@ from sipr.workqueue import QueueFull, WorkQueue
 
 __all__ = [
     "URI",
+    "Accounting",
+    "AccountingError",
     "Address",
     "App",
     "CSeq",
     "Contact",
+    "DialogError",
     "DigestAuth",
     "Headers",
     "QueueFull",

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from sipr._core import Request
+from sipr.dialogs import Dialogs
 from sipr.workqueue import WorkQueue
 
 Handler = Callable[[Request], Awaitable[None]]
@@ -72,6 +73,13 @@ class App:
         self.rpc_methods: dict[str, Callable[..., Awaitable[object]]] = {}
         self.startup: list[Callable[[], Awaitable[None]]] = []
         self.shutdown: list[Callable[[], Awaitable[None]]] = []
+        #: Services' work still in flight (calls up, records unwritten): a
+        #: shutdown drain waits, within its bound, while any returns non-zero.
+        self.drain_checks: list[Callable[[], int]] = []
+        #: Services' statistics, merged into `stats()`.
+        self.stat_hooks: list[Callable[[], dict[str, float]]] = []
+        #: Tracked dialogs and their profiles (`req.track_dialog()`).
+        self.dialogs = Dialogs(self)
 
     def route(self, fn: H) -> H:
         """Register the handler for initial requests (Kamailio's request_route)."""
@@ -146,6 +154,9 @@ class App:
             out[f"queue.{name}.size"] = q.qsize()
             out[f"queue.{name}.processed"] = q.processed
             out[f"queue.{name}.dropped"] = q.dropped
+        out.update(self.dialogs.stats())
+        for hook in self.stat_hooks:
+            out.update(hook())
         return out
 
     def run(

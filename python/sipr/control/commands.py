@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sipr.control import stats
+from sipr.control.dialogs import register as register_dialog_commands
 from sipr.control.rpc import APP_ERROR, Registry, RpcError
 from sipr.registrar import aor_of
 
@@ -269,3 +270,4 @@ def register_builtins(registry: Registry, ctl: ControlServer) -> None:
         "app.reload": app_reload,
     }.items():
         registry.add(name, fn)
+    register_dialog_commands(registry, server)

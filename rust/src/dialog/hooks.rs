@@ -615,8 +615,7 @@ fn source_text(s: &Source) -> String {
 }
 
 fn record_id(core: &Core, layer: &mut Layer) -> String {
-    format!(
-        "{:016x}",
-        crate::core::mix64(core.branch_key().rotate_left(29) ^ layer.next_id())
-    )
+    super::format_id(crate::core::mix64(
+        core.branch_key().rotate_left(29) ^ layer.next_id(),
+    ))
 }

@@ -42,6 +42,22 @@ use crate::transaction::CtxId;
 
 pub type DialogId = u64;
 
+/// A dialog's id as people and scripts see it: 16 hex digits in groups of
+/// four (never a JSON number, so `sipr ctl dlg.end ID` passes it as text).
+pub fn format_id(id: DialogId) -> String {
+    let h = format!("{id:016x}");
+    format!("{}-{}-{}-{}", &h[..4], &h[4..8], &h[8..12], &h[12..])
+}
+
+/// The id `format_id` wrote (dashes optional).
+pub fn parse_id(text: &str) -> Option<DialogId> {
+    let hex: String = text.trim().chars().filter(|c| *c != '-').collect();
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(&hex, 16).ok()
+}
+
 /// Limits and defaults; `Settings::default()` suits real phones.
 #[derive(Debug, Clone)]
 pub struct Settings {

@@ -175,7 +175,7 @@ impl Cdr {
             d.final_status
         };
         Cdr {
-            id: format!("{:016x}", d.id),
+            id: super::format_id(d.id),
             call_id: d.call_id.to_string(),
             caller: d.caller_uri.to_string(),
             callee: d.callee_uri.to_string(),

@@ -218,3 +218,15 @@ fn reason_phrase_of_a_serialized_response() {
     assert_eq!(reason_of(b"SIP/2.0 200 OK\r\n"), "OK");
     assert_eq!(reason_of(b"SIP/2.0 200"), "");
 }
+
+#[test]
+fn ids_round_trip_and_are_never_json_numbers() {
+    for id in [0u64, 1, 0x1234_e567_8901_2345, u64::MAX] {
+        let text = super::format_id(id);
+        assert_eq!(text.len(), 19);
+        assert!(serde_json::from_str::<serde_json::Value>(&text).is_err(), "{text}");
+        assert_eq!(super::parse_id(&text), Some(id));
+        assert_eq!(super::parse_id(&text.replace('-', "")), Some(id));
+    }
+    assert_eq!(super::parse_id("xyz"), None);
+}

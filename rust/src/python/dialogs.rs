@@ -54,7 +54,7 @@ pub fn track(
         .core
         .with_layer(|c, l| dialog::track(c, l, txn, spec))
         .map_err(|e| DialogError::new_err(e.to_string()))?;
-    Ok(format!("{id:016x}"))
+    Ok(dialog::format_id(id))
 }
 
 /// `req.account(...)`.
@@ -140,8 +140,9 @@ fn extract_fields(obj: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Vec<(B
 }
 
 fn parse_id(id: &str) -> PyResult<u64> {
-    u64::from_str_radix(id.trim(), 16)
-        .map_err(|_| PyValueError::new_err(format!("bad dialog id {id:?}: expected 16 hex digits")))
+    dialog::parse_id(id).ok_or_else(|| {
+        PyValueError::new_err(format!("bad dialog id {id:?}: expected xxxx-xxxx-xxxx-xxxx (hex)"))
+    })
 }
 
 /// The running core's dialogs.
@@ -158,7 +159,7 @@ impl PyDialogTable {
 
 fn dialog_dict<'py>(py: Python<'py>, d: &Dialog, now: Instant) -> PyResult<Bound<'py, PyDict>> {
     let out = PyDict::new(py);
-    out.set_item("id", format!("{:016x}", d.id))?;
+    out.set_item("id", dialog::format_id(d.id))?;
     out.set_item("state", d.state.as_str())?;
     out.set_item("caller", d.caller_uri.as_ref())?;
     out.set_item("callee", d.callee_uri.as_ref())?;
@@ -365,6 +366,11 @@ impl PyDialogTable {
             out.append(record_dict(py, &r)?)?;
         }
         Ok(out)
+    }
+
+    /// Records waiting for `take_records`.
+    fn queued_records(&self) -> usize {
+        self.shared.core.dialogs.queued_records()
     }
 
     fn __repr__(&self) -> String {
