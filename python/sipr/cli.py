@@ -404,10 +404,8 @@ def version() -> None:
     typer.echo(f"sipr {__version__}")
 
 
-from sipr import (
-    cli_cdr,  # noqa: F401  (registers `sipr cdr` on `cli`)
-    cli_ctl,  # noqa: F401  (registers `sipr ctl` on `cli`)
-)
+# Register `sipr ctl` and `sipr cdr` on `cli`.
+from sipr import cli_cdr, cli_ctl  # noqa: E402, F401
 
 
 def main(argv: list[str] | None = None) -> None:
