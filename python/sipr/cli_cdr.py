@@ -146,13 +146,18 @@ def _rows_jsonl(path: Path, kind: str, since: float, until: float) -> list[dict[
 
 
 def read_rows(url: str, kind: str, since: float, until: float) -> list[dict[str, Any]]:
+    from sipr.acc.writers import AccountingError, file_path
+
     scheme = urlsplit(url).scheme.lower()
-    if scheme == "sqlite":
-        return _rows_sqlite(Path(urlsplit(url).path), kind, since, until)
+    try:
+        if scheme == "sqlite":
+            return _rows_sqlite(file_path(url), kind, since, until)
+        if scheme == "jsonl":
+            return _rows_jsonl(file_path(url), kind, since, until)
+    except AccountingError as e:
+        raise CliError(str(e)) from None
     if scheme in ("postgresql", "postgres"):
         return _rows_postgres(url, kind, since, until)
-    if scheme == "jsonl":
-        return _rows_jsonl(Path(urlsplit(url).path), kind, since, until)
     if url.endswith(".jsonl"):
         return _rows_jsonl(Path(url), kind, since, until)
     raise CliError(f"--db {url}: use sqlite:///path.db, postgresql://... or jsonl:///path.jsonl")

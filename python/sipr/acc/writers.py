@@ -45,11 +45,11 @@ def open_writer(url: str | None = None) -> Writer:
     url = url or default_url()
     scheme = urlsplit(url).scheme.lower()
     if scheme == "sqlite":
-        return SqliteWriter(url, sqlite_path(url))
+        return SqliteWriter(url, file_path(url))
     if scheme in ("postgresql", "postgres"):
         return PostgresWriter(url)
     if scheme == "jsonl":
-        return JsonLinesWriter(url, Path(urlsplit(url).path))
+        return JsonLinesWriter(url, file_path(url))
     if url.endswith(".jsonl") and "://" not in url:
         return JsonLinesWriter(url, Path(url))
     raise AccountingError(
@@ -58,11 +58,14 @@ def open_writer(url: str | None = None) -> Writer:
     )
 
 
-def sqlite_path(url: str) -> Path:
-    path = urlsplit(url).path
+def file_path(url: str) -> Path:
+    """The file of `sqlite:///abs/path.db` (also `sqlite:////abs`, as
+    `sqlite:///{absolute path}` gives) or `sqlite://rel/path.db`; same for jsonl."""
+    parts = urlsplit(url)
+    path = (parts.netloc + parts.path) if parts.netloc else parts.path
     if not path:
         raise AccountingError(f"accounting URL {url!r} names no file (sqlite:///path/acc.db)")
-    return Path(path)
+    return Path("/" + path.lstrip("/")) if path.startswith("/") else Path(path)
 
 
 def _split(records: list[dict[str, Any]]) -> dict[str, list[tuple[Any, ...]]]:
