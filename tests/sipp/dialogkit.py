@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -207,6 +208,35 @@ class Caller:
 
     def close(self) -> None:
         self.peer.close()
+
+
+def sipp_pauses(workdir: Path) -> dict[str, float]:
+    """Per Call-ID, the seconds from the ACK a SIPp UAC sent to its BYE, read
+    from its message trace (`-trace_msg`): the pause SIPp actually made."""
+    sent: dict[tuple[str, str], float] = {}
+    for log in workdir.glob("*_messages.log"):
+        for block in log.read_text(errors="replace").split("-" * 47 + " ")[1:]:
+            stamp, _, rest = block.partition("\n")
+            if not rest.startswith("UDP message sent"):
+                continue
+            body = rest.split("\n\n", 1)[-1]
+            method = body.split(" ", 1)[0]
+            call_id = next(
+                (
+                    ln.split(":", 1)[1].strip()
+                    for ln in body.splitlines()
+                    if ln.startswith("Call-ID:")
+                ),
+                "",
+            )
+            if method in ("ACK", "BYE") and call_id:
+                t = datetime.strptime(stamp.strip(), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+                sent.setdefault((call_id, method), t)
+    return {
+        cid: sent[(cid, "BYE")] - t
+        for (cid, method), t in sent.items()
+        if method == "ACK" and (cid, "BYE") in sent
+    }
 
 
 # -- the accounting database ----------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import ROOT, free_port, header
 from tests.integration.ctlkit import rpc, sipr_ctl
-from tests.sipp.dialogkit import Caller, sqlite_rows, wait_for
+from tests.sipp.dialogkit import Caller, sipp_pauses, sqlite_rows, wait_for
 from tests.sipp.peers import Sipp
 
 APP = ROOT / "tests" / "apps" / "dialog_proxy.py"
@@ -59,7 +59,7 @@ def test_thousand_calls_give_cdrs_request_records_and_missed_calls(
         proxy, db = _proxy(sipr_factory, tmp_path, uas_port)
         uac = Sipp(
             sipp, "uac_rr.xml", free_port(), calls=calls, remote=proxy.udp, rate=rate,
-            timeout_s=60, extra=("-d", str(talk_ms)),
+            timeout_s=60, extra=("-d", str(talk_ms), "-trace_msg"),
         )  # fmt: skip
         r = uac.wait()
         assert (r.successful, r.failed, r.returncode) == (calls, 0, 0), r.summary()
@@ -86,14 +86,26 @@ def test_thousand_calls_give_cdrs_request_records_and_missed_calls(
             p.kill()
 
     answered = sqlite_rows(
-        db, "SELECT duration, code, end_reason, extra FROM cdr WHERE disposition = 'answered'"
+        db,
+        "SELECT duration, code, end_reason, extra, call_id FROM cdr WHERE disposition = 'answered'",
     )
     assert len(answered) == calls
-    worst = max(abs(d - talk_ms / 1000) for d, *_ in answered)
-    print(f"\nCDR duration vs SIPp pause: worst deviation {worst * 1000:.1f} ms over {calls} calls")
-    assert worst < 0.1, worst
-    assert {(code, reason) for _, code, reason, _ in answered} == {(200, "caller_bye")}
-    assert {extra for *_, extra in answered} == {'{"customer":"acme","user":"sipp"}'}
+    # Each duration against the pause SIPp made on that call (its ACK to its
+    # BYE, from its message trace; on a loaded machine SIPp's own timer runs
+    # late now and then) and against the nominal pause.
+    pauses = sipp_pauses(uac.workdir)
+    assert len(pauses) == calls
+    off = sorted(abs(d - pauses[cid]) for d, *_, cid in answered)
+    nominal = sorted(abs(d - talk_ms / 1000) for d, *_ in answered)
+    print(
+        f"\nCDR duration - SIPp's pause: median {off[calls // 2] * 1000:.1f} ms, worst "
+        f"{off[-1] * 1000:.1f} ms; - nominal {talk_ms} ms: median "
+        f"{nominal[calls // 2] * 1000:.1f} ms, worst {nominal[-1] * 1000:.1f} ms"
+    )
+    assert off[-1] < 0.1, off[-10:]
+    assert nominal[calls // 2] < 0.1, nominal[calls // 2]
+    assert {(code, reason) for _, code, reason, *_ in answered} == {(200, "caller_bye")}
+    assert {extra for *_, extra, _ in answered} == {'{"customer":"acme","user":"sipp"}'}
     assert _count(db, "SELECT count(DISTINCT call_id) FROM cdr") == calls + 2
 
     records = dict(
