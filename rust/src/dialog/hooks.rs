@@ -389,7 +389,11 @@ pub fn on_ack(core: &Core, layer: &mut Layer, msg: &Message) {
     d.acked_cseq = msg.cseq();
     if d.account {
         let (code, reason) = (d.final_status, d.final_reason.to_string());
-        let source = format!("{}:{}", d.source.0.as_str().to_ascii_lowercase(), d.source.1);
+        let source = format!(
+            "{}:{}",
+            d.source.0.as_str().to_ascii_lowercase(),
+            d.source.1
+        );
         let rec = RequestRecord::of(
             record_id(core, layer),
             msg,
@@ -481,7 +485,14 @@ pub fn on_local_response(core: &Core, layer: &mut Layer, ctx: CtxId, status: u16
     }
     // Kamailio dlg_keepalive: no answer, or "no such dialog", ends the call.
     if matches!(status, 408 | 481) {
-        finish(core, layer, &mut table, lr.dialog, EndReason::Keepalive, true);
+        finish(
+            core,
+            layer,
+            &mut table,
+            lr.dialog,
+            EndReason::Keepalive,
+            true,
+        );
     }
 }
 

@@ -165,7 +165,9 @@ impl Cdr {
         let end_at = unix(SystemTime::now());
         // Wall-clock times from the monotonic clock, so the duration is exact
         // even when the system clock steps during a call.
-        let answer = d.answered.map(|a| end_at - now.saturating_duration_since(a).as_secs_f64());
+        let answer = d
+            .answered
+            .map(|a| end_at - now.saturating_duration_since(a).as_secs_f64());
         let duration = d
             .answered
             .map_or(0.0, |a| now.saturating_duration_since(a).as_secs_f64());
@@ -179,7 +181,11 @@ impl Cdr {
             call_id: d.call_id.to_string(),
             caller: d.caller_uri.to_string(),
             callee: d.callee_uri.to_string(),
-            source: format!("{}:{}", d.source.0.as_str().to_ascii_lowercase(), d.source.1),
+            source: format!(
+                "{}:{}",
+                d.source.0.as_str().to_ascii_lowercase(),
+                d.source.1
+            ),
             destination: d.destination.map_or_else(String::new, |a| a.to_string()),
             start: end_at - now.saturating_duration_since(d.started).as_secs_f64(),
             answer,

@@ -51,7 +51,16 @@ pub fn send(
         crate::core::mix64(d.id ^ unique)
     );
     let local = core.advertised(dest.transport, dest.addr);
-    let bytes = build(method, from, to, &d.call_id, cseq, &branch, &fmt_hostport(local), dest.transport.as_str());
+    let bytes = build(
+        method,
+        from,
+        to,
+        &d.call_id,
+        cseq,
+        &branch,
+        &fmt_hostport(local),
+        dest.transport.as_str(),
+    );
     let ctx = layer.next_id();
     table.local.insert(
         ctx,
@@ -118,8 +127,21 @@ mod tests {
             cseq: 0,
             keepalive_pending: false,
         };
-        let bye = String::from_utf8(build("BYE", &caller, &callee, "c1", 2, "z9hG4bKdlg1", "127.0.0.1:5060", "UDP")).unwrap();
-        assert!(bye.starts_with("BYE sip:bob@10.0.0.2:5090 SIP/2.0\r\n"), "{bye}");
+        let bye = String::from_utf8(build(
+            "BYE",
+            &caller,
+            &callee,
+            "c1",
+            2,
+            "z9hG4bKdlg1",
+            "127.0.0.1:5060",
+            "UDP",
+        ))
+        .unwrap();
+        assert!(
+            bye.starts_with("BYE sip:bob@10.0.0.2:5090 SIP/2.0\r\n"),
+            "{bye}"
+        );
         assert!(bye.contains("\r\nRoute: <sip:p2.example;lr>\r\n"));
         assert!(bye.contains("\r\nFrom: <sip:alice@h>;tag=a\r\nTo: <sip:bob@h>;tag=b\r\n"));
         assert!(bye.contains("\r\nCSeq: 2 BYE\r\n"));

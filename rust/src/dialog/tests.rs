@@ -118,8 +118,26 @@ fn failure_terminates_early_dialogs() {
 fn dispositions() {
     let d = |s| Disposition::of(s).as_str();
     assert_eq!(
-        [d(200), d(486), d(600), d(487), d(408), d(480), d(404), d(503)],
-        ["answered", "busy", "busy", "cancelled", "no_answer", "no_answer", "failed", "failed"]
+        [
+            d(200),
+            d(486),
+            d(600),
+            d(487),
+            d(408),
+            d(480),
+            d(404),
+            d(503)
+        ],
+        [
+            "answered",
+            "busy",
+            "busy",
+            "cancelled",
+            "no_answer",
+            "no_answer",
+            "failed",
+            "failed"
+        ]
     );
     assert!(!Disposition::Answered.missed() && !Disposition::Failed.missed());
 }
@@ -157,7 +175,10 @@ fn profiles_count_live_by_name_and_value() {
     assert_eq!(p.count("user", Some("bob")), 0);
     p.remove(&a);
     assert_eq!(p.count("user", None), 0);
-    assert_eq!(p.entries(), vec![("trunk".into(), "sip:gw1.example.com".into(), 1)]);
+    assert_eq!(
+        p.entries(),
+        vec![("trunk".into(), "sip:gw1.example.com".into(), 1)]
+    );
     // Removing what is not there never goes negative.
     p.remove(&a);
     assert_eq!(p.count("user", None), 0);
@@ -175,7 +196,11 @@ fn table_finds_requests_from_both_sides_and_frees_profiles() {
     assert_eq!(t.find("call-1", "bob", "alice"), Some((1, false)));
     assert_eq!(t.find("call-1", "mallory", "alice"), None);
     assert_eq!(t.find("call-9", "alice", "bob"), None);
-    assert_eq!(t.by_invite.len(), 1, "the confirmed one left the setup index");
+    assert_eq!(
+        t.by_invite.len(),
+        1,
+        "the confirmed one left the setup index"
+    );
     t.remove(1);
     assert_eq!(t.find("call-1", "alice", "bob"), None);
     assert_eq!(t.profiles.count("user", Some("alice")), 1);
@@ -203,18 +228,29 @@ fn records_queue_only_with_a_writer_and_within_bound() {
 
 #[test]
 fn memory_per_dialog_is_bounded() {
-    let mut d = dialog(1, "a84b4c76e66710@pc33.atlanta.example.com", &[("user", "alice")]);
+    let mut d = dialog(
+        1,
+        "a84b4c76e66710@pc33.atlanta.example.com",
+        &[("user", "alice")],
+    );
     d.on_answer(leg("bob"), 200, "OK", Instant::now());
     let bytes = d.heap_bytes();
     // A typical call: well under 2 KB (Kamailio's dlg_cell with its legs is
     // of the same order).
     assert!(bytes < 2048, "{bytes}");
-    assert!(std::mem::size_of::<Dialog>() <= 512, "{}", std::mem::size_of::<Dialog>());
+    assert!(
+        std::mem::size_of::<Dialog>() <= 512,
+        "{}",
+        std::mem::size_of::<Dialog>()
+    );
 }
 
 #[test]
 fn reason_phrase_of_a_serialized_response() {
-    assert_eq!(reason_of(b"SIP/2.0 486 Busy Here\r\nVia: x\r\n"), "Busy Here");
+    assert_eq!(
+        reason_of(b"SIP/2.0 486 Busy Here\r\nVia: x\r\n"),
+        "Busy Here"
+    );
     assert_eq!(reason_of(b"SIP/2.0 200 OK\r\n"), "OK");
     assert_eq!(reason_of(b"SIP/2.0 200"), "");
 }
@@ -224,7 +260,10 @@ fn ids_round_trip_and_are_never_json_numbers() {
     for id in [0u64, 1, 0x1234_e567_8901_2345, u64::MAX] {
         let text = super::format_id(id);
         assert_eq!(text.len(), 19);
-        assert!(serde_json::from_str::<serde_json::Value>(&text).is_err(), "{text}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&text).is_err(),
+            "{text}"
+        );
         assert_eq!(super::parse_id(&text), Some(id));
         assert_eq!(super::parse_id(&text.replace('-', "")), Some(id));
     }

@@ -58,7 +58,11 @@ pub fn track(
 }
 
 /// `req.account(...)`.
-pub fn account(shared: &Arc<Shared>, inc: &Incoming, extra: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+pub fn account(
+    shared: &Arc<Shared>,
+    inc: &Incoming,
+    extra: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
     let extra = extract_fields(extra, "extra")?;
     shared
         .core
@@ -70,7 +74,9 @@ fn seconds(v: f64, name: &str) -> PyResult<Duration> {
     Duration::try_from_secs_f64(v)
         .ok()
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| PyValueError::new_err(format!("{name} must be a positive number of seconds")))
+        .ok_or_else(|| {
+            PyValueError::new_err(format!("{name} must be a positive number of seconds"))
+        })
 }
 
 /// Profiles as `[("user", "alice"), "trunk:gw1", "calls"]`.
@@ -114,18 +120,25 @@ fn extract_profiles(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Profile>> {
 }
 
 /// Custom record fields: a dict of name → value (values become strings).
-fn extract_fields(obj: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Vec<(Box<str>, Box<str>)>> {
+fn extract_fields(
+    obj: Option<&Bound<'_, PyAny>>,
+    what: &str,
+) -> PyResult<Vec<(Box<str>, Box<str>)>> {
     let Some(obj) = obj else {
         return Ok(Vec::new());
     };
-    let d = obj
-        .cast::<PyDict>()
-        .map_err(|_| PyTypeError::new_err(format!("{what} must be a dict of field name to value")))?;
+    let d = obj.cast::<PyDict>().map_err(|_| {
+        PyTypeError::new_err(format!("{what} must be a dict of field name to value"))
+    })?;
     let mut out = Vec::with_capacity(d.len());
     let mut size = 0;
     for (k, v) in d.iter() {
         let k: String = k.extract()?;
-        let v = if v.is_none() { String::new() } else { v.str()?.to_string() };
+        let v = if v.is_none() {
+            String::new()
+        } else {
+            v.str()?.to_string()
+        };
         size += k.len() + v.len();
         out.push((k.into_boxed_str(), v.into_boxed_str()));
     }
@@ -141,7 +154,9 @@ fn extract_fields(obj: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Vec<(B
 
 fn parse_id(id: &str) -> PyResult<u64> {
     dialog::parse_id(id).ok_or_else(|| {
-        PyValueError::new_err(format!("bad dialog id {id:?}: expected xxxx-xxxx-xxxx-xxxx (hex)"))
+        PyValueError::new_err(format!(
+            "bad dialog id {id:?}: expected xxxx-xxxx-xxxx-xxxx (hex)"
+        ))
     })
 }
 
@@ -168,19 +183,34 @@ fn dialog_dict<'py>(py: Python<'py>, d: &Dialog, now: Instant) -> PyResult<Bound
     out.set_item("from_tag", d.caller.tag.as_ref())?;
     let to_tag = d.callee.as_ref().map(|c| c.tag.to_string());
     out.set_item("to_tag", to_tag)?;
-    out.set_item("forks", d.forks.iter().map(|f| f.to_string()).collect::<Vec<_>>())?;
+    out.set_item(
+        "forks",
+        d.forks.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
+    )?;
     out.set_item(
         "source",
-        format!("{}:{}", d.source.0.as_str().to_ascii_lowercase(), d.source.1),
+        format!(
+            "{}:{}",
+            d.source.0.as_str().to_ascii_lowercase(),
+            d.source.1
+        ),
     )?;
     out.set_item("destination", d.destination.map(|a| a.to_string()))?;
     let profiles: Vec<String> = d
         .profiles
         .iter()
-        .map(|p| if p.value.is_empty() { p.name.to_string() } else { format!("{}:{}", p.name, p.value) })
+        .map(|p| {
+            if p.value.is_empty() {
+                p.name.to_string()
+            } else {
+                format!("{}:{}", p.name, p.value)
+            }
+        })
         .collect();
     out.set_item("profiles", profiles)?;
-    let duration = d.answered.map(|a| now.saturating_duration_since(a).as_secs_f64());
+    let duration = d
+        .answered
+        .map(|a| now.saturating_duration_since(a).as_secs_f64());
     out.set_item("duration", duration.map(|s| (s * 10.0).round() / 10.0))?;
     let left = d
         .answered

@@ -552,7 +552,15 @@ impl PyRequest {
         cdr: Option<&Bound<'_, PyAny>>,
         account: bool,
     ) -> PyResult<String> {
-        super::dialogs::track(&self.shared, &self.inc, profiles, timeout, keepalive, cdr, account)
+        super::dialogs::track(
+            &self.shared,
+            &self.inc,
+            profiles,
+            timeout,
+            keepalive,
+            cdr,
+            account,
+        )
     }
 
     /// Writes an accounting record for this request when its final answer
