@@ -25,6 +25,10 @@
 #                 reg_auth the same with MD5 digest auth (register_auth.xml: 401 then
 #                          REGISTER with Authorization): registrar_app.py SIPR_AUTH=1,
 #                          Kamailio kamailio_registrar_auth.cfg (pv_auth_check)
+#                 dlg      stateful with dialogs and accounting, Record-Route flow (uac_rr /
+#                          uas_rr): sipr dialog_app.py (track_dialog + account, sipr.Accounting
+#                          to SQLite), Kamailio kamailio_dialog_acc.cfg (dialog + acc to
+#                          db_sqlite, created per run from Kamailio's acc schema)
 #                 tls      two proxies in one measured tree (tls_pair.sh): SIPp UAC -> A (UDP
 #                          5060) -> TLS -> B (TLS 5081) -> UDP -> SIPp UAS, Record-Route flow
 #                          (uac_rr.xml / uas_rr.xml); sipr stateful_app.py as A and B, Kamailio
@@ -78,8 +82,8 @@ case " $PROXIES " in *" kamailio "*)
 esac
 command -v sipp >/dev/null || { echo "sipp not installed" >&2; exit 2; }
 for m in $MODES; do
-  case $m in default|rr|sf|sf_rr|async|reg|reg_auth|tls) ;;
-    *) echo "unknown mode $m (default|rr|sf|sf_rr|async|reg|reg_auth|tls)" >&2; exit 2 ;; esac
+  case $m in default|rr|sf|sf_rr|async|reg|reg_auth|tls|dlg) ;;
+    *) echo "unknown mode $m (default|rr|sf|sf_rr|async|reg|reg_auth|tls|dlg)" >&2; exit 2 ;; esac
 done
 
 WORK=$(mktemp -d /tmp/sipr-load-bench.XXXXXX)
@@ -87,6 +91,7 @@ cp -r "$SRC_BENCH/." "$WORK/"
 chmod -R u+w "$WORK"
 # the auth registrar config next to the reference ones (run-kamailio.sh takes a name from there)
 cp "$HERE/kamailio_registrar_auth.cfg" "$WORK/kamailio/registrar_auth.cfg"
+cp "$HERE/kamailio_dialog_acc.cfg" "$WORK/kamailio/dialog_acc.cfg"
 # register_auth.xml's injection file: one user and its [authentication] keyword per line
 # (SIPp expands keywords in injected fields, not nested inside [authentication ...])
 awk 'BEGIN { print "SEQUENTIAL"; for (i = 1; i <= 200000; i++)
@@ -122,6 +127,7 @@ proxy_cmd() { # $1 proxy $2 mode
     async)    app=$HERE/async_app.py ;;
     reg)      app=$HERE/registrar_app.py ;;
     reg_auth) app=$HERE/registrar_app.py; env="$env SIPR_AUTH=1" ;;
+    dlg)      app=$HERE/dialog_app.py; fresh_acc_db sipr; env="$env SIPR_ACC=sqlite:///$WORK/acc-sipr.db XDG_DATA_HOME=$WORK/data" ;;
   esac
   if [ "$2" = tls ]; then
     case $1 in
@@ -139,12 +145,22 @@ proxy_cmd() { # $1 proxy $2 mode
         async)      echo "$WORK/kamailio/run-kamailio.sh async ${KAMAILIO_ARGS:-}" ;;
         reg)        echo "$WORK/kamailio/run-kamailio.sh registrar ${KAMAILIO_ARGS:-}" ;;
         reg_auth)   echo "$WORK/kamailio/run-kamailio.sh registrar_auth ${KAMAILIO_ARGS:-}" ;;
+        dlg)        fresh_acc_db kamailio
+                    echo "$WORK/kamailio/run-kamailio.sh dialog_acc -A 'DBURL=\"sqlite://$WORK/acc-kamailio.db\"' ${KAMAILIO_ARGS:-}" ;;
       esac ;;
   esac
 }
+# an empty accounting database per run: sipr creates its tables; Kamailio gets its acc schema
+fresh_acc_db() { # $1 sipr|kamailio
+  rm -f "$WORK/acc-$1.db" "$WORK/acc-$1.db-wal" "$WORK/acc-$1.db-shm"
+  if [ "$1" = kamailio ]; then
+    { echo "CREATE TABLE version (table_name VARCHAR(32) NOT NULL, table_version INTEGER DEFAULT 0 NOT NULL);"
+      cat /usr/share/kamailio/db_sqlite/acc-create.sql; } | sqlite3 "$WORK/acc-kamailio.db"
+  fi
+}
 bench_mode() { # bench.sh -m for a run.sh mode (bench.sh uses it for the traffic kind and the label)
   case $1 in
-    default|rr) echo stateless ;; sf|sf_rr|tls) echo stateful ;; async) echo async ;;
+    default|rr) echo stateless ;; sf|sf_rr|tls|dlg) echo stateful ;; async) echo async ;;
     reg|reg_auth) echo registrar ;;
   esac
 }
@@ -170,7 +186,7 @@ run_one() { # $1 proxy $2 mode $3 rate $4 label $5 rep
   out="$OUTDIR/runs/$label-r$rate-rep$rep"
   rm -rf "$out"
   case $mode in
-    rr|sf_rr|async|tls) uac="-sf $WORK/scenarios/uac_rr.xml"; uas="-sf $WORK/scenarios/uas_rr.xml" ;;
+    rr|sf_rr|async|tls|dlg) uac="-sf $WORK/scenarios/uac_rr.xml"; uas="-sf $WORK/scenarios/uas_rr.xml" ;;
     reg)            uac="-sf $WORK/scenarios/register.xml"; uas="" ;;
     reg_auth)       uac="-sf $HERE/register_auth.xml -inf $WORK/users.csv"; uas="" ;;
     *)              uac="-sf $WORK/scenarios/uac_reorder_tolerant.xml"; uas="-sn uas" ;;
