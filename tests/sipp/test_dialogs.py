@@ -166,6 +166,28 @@ def test_concurrent_call_limit_per_user(sipp: str, sipr_factory, tmp_path: Path)
             c.close()
 
 
+def test_full_dialog_table_refuses_new_dialogs(sipp: str, sipr_factory, tmp_path: Path) -> None:
+    """`app.dialogs.max_dialogs` bounds the table: track_dialog raises
+    DialogError beyond it (the app answers 503), and room comes back."""
+    uas_port = free_port()
+    uas = Sipp(sipp, "uas_rr.xml", uas_port, calls=2, timeout_s=30)
+    callers = [Caller(None, user=u) for u in ("alice", "bob", "carol")]  # type: ignore[arg-type]
+    try:
+        proxy, _db = _proxy(sipr_factory, tmp_path, uas_port, SIPR_MAX_DIALOGS="1")
+        for c in callers:
+            c.proxy = proxy.udp
+        assert callers[0].invite() == 200
+        assert callers[1].invite() == 503
+        assert rpc(proxy.ctl, "dlg.stats")["refused"] == 1
+        assert callers[0].bye() == 200
+        assert callers[2].invite() == 200
+        assert callers[2].bye() == 200
+    finally:
+        uas.kill()
+        for c in callers:
+            c.close()
+
+
 # 3 ---------------------------------------------------------------------------
 
 
@@ -260,6 +282,38 @@ def test_reinvite_refreshes_the_lifetime_and_is_accounted(
         ], methods  # fmt: skip
     finally:
         uas.kill()
+        if caller is not None:
+            caller.close()
+
+
+def test_forked_call_confirms_the_answering_fork(sipp: str, sipr_factory, tmp_path: Path) -> None:
+    """A parallel fork to two UASes that both ring: two early dialogs; the one
+    that answers confirms the dialog (its tag, its address in the CDR), the
+    other is cancelled."""
+    answering, ringing = free_port(), free_port()
+    a = Sipp(sipp, "uas_rr.xml", answering, calls=1, timeout_s=30)
+    b = Sipp(sipp, "uas_cancelled.xml", ringing, calls=1, timeout_s=30)
+    caller = None
+    try:
+        proxy, db = _proxy(sipr_factory, tmp_path, answering)
+        caller = Caller(proxy.udp, user="alice")
+        targets = f"sip:127.0.0.1:{ringing},sip:127.0.0.1:{answering}"
+        assert caller.invite(extra=f"X-Target: {targets}\r\n") == 200
+        assert b.wait().successful == 1  # it got its CANCEL and answered 487
+        (d,) = rpc(proxy.ctl, "dlg.list")
+        assert d["state"] == "confirmed"
+        assert caller.bye() == 200
+        assert a.wait().successful == 1
+        row = wait_for(
+            lambda: sqlite_rows(db, "SELECT to_tag, destination, disposition FROM cdr"),
+            10,
+            "the CDR",
+        )
+        callee_tag = caller.to.split("tag=", 1)[1]
+        assert row == [(callee_tag, f"127.0.0.1:{answering}", "answered")], row
+    finally:
+        for p in (a, b):
+            p.kill()
         if caller is not None:
             caller.close()
 
