@@ -115,12 +115,17 @@ class Accounting:
         table = self._table()
         if table is None or not self._tasks:
             return
+        # Stopped by a reload (the app is retired, the server goes on), the
+        # new app's Accounting takes over: calls stay up and records flow.
+        server = getattr(self._app, "_server", None)
+        final = server is None or server.stopping.is_set()
         collector, writer = self._tasks
         collector.cancel()
         await asyncio.gather(collector, return_exceptions=True)
-        left = table.end_all()
-        if left:
-            log.info("accounting: %d dialog(s) still up at shutdown get a CDR", left)
+        if final:
+            left = table.end_all()
+            if left:
+                log.info("accounting: %d dialog(s) still up at shutdown get a CDR", left)
         self._take()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.flush_timeout
@@ -140,7 +145,8 @@ class Accounting:
                     self.writer.url,
                     self.spool.dir,
                 )
-        table.configure(accounting=False)
+        if final:
+            table.configure(accounting=False)
         self._tasks = []
         await self.writer.close()
 
