@@ -22,6 +22,7 @@ Redis for several workers and hosts). See docs/dialogs.md.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,9 @@ class Dialogs:
     async def _configure(self) -> None:
         table = self.table()
         if table is None:
+            # A reload starts the new app's services before handing it the
+            # core; the running table keeps its settings until then.
+            asyncio.get_running_loop().call_soon(self._configure_when_served)
             return
         if self.max_dialogs < 1 or self.default_timeout <= 0 or self.setup_timeout <= 0:
             raise ValueError("dialogs: max_dialogs, default_timeout and setup_timeout must be > 0")
@@ -64,6 +68,15 @@ class Dialogs:
             default_timeout=float(self.default_timeout),
             setup_timeout=float(self.setup_timeout),
         )
+
+    def _configure_when_served(self) -> None:
+        table = self.table()
+        if table is not None:
+            table.configure(
+                max_dialogs=int(self.max_dialogs),
+                default_timeout=float(self.default_timeout),
+                setup_timeout=float(self.setup_timeout),
+            )
 
     def table(self) -> DialogTable | None:
         """The native table of the running core (None while not served)."""

@@ -79,6 +79,7 @@ class Accounting:
         self._inflight: list[dict[str, Any]] = []
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._starting: asyncio.Task[None] | None = None
         self._app: App | None = None
 
     def serve(self, app: App) -> Accounting:
@@ -99,6 +100,9 @@ class Accounting:
     async def _start(self) -> None:
         table = self._table()
         if table is None:
+            # A reload starts the new app's services before handing it the
+            # core: start once it has it.
+            asyncio.get_running_loop().call_soon(self._start_when_served)
             return
         table.configure(accounting=True)
         self._wake = asyncio.Event()
@@ -110,6 +114,12 @@ class Accounting:
             loop.create_task(self._collect(), name="sipr-acc-collect"),
             loop.create_task(self._write_loop(), name="sipr-acc-write"),
         ]
+
+    def _start_when_served(self) -> None:
+        app = self._app
+        if app is not None and app._core is not None and not self._tasks:
+            task = asyncio.get_running_loop().create_task(self._start())
+            self._starting = task  # keep a reference until it ran
 
     async def _stop(self) -> None:
         table = self._table()
