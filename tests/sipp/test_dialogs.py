@@ -188,6 +188,29 @@ def test_full_dialog_table_refuses_new_dialogs(sipp: str, sipr_factory, tmp_path
             c.close()
 
 
+def test_reload_keeps_calls_and_accounting(sipp: str, sipr_factory, tmp_path: Path) -> None:
+    """A route-script reload keeps the dialogs (they live in the core) and the
+    new app's Accounting takes over from the old one's."""
+    uas_port = free_port()
+    uas = Sipp(sipp, "uas_rr.xml", uas_port, calls=2, timeout_s=30)
+    first, second = Caller(None, user="alice"), Caller(None, user="bob")  # type: ignore[arg-type]
+    try:
+        proxy, db = _proxy(sipr_factory, tmp_path, uas_port, SIPR_LIMIT="5")
+        first.proxy = second.proxy = proxy.udp
+        assert first.invite() == 200
+        assert rpc(proxy.ctl, "app.reload")["reloaded"] is True
+        assert [d["call_id"] for d in rpc(proxy.ctl, "dlg.list")] == [first.call_id]
+        assert first.bye() == 200
+        assert second.invite() == 200
+        assert second.bye() == 200
+        wait_for(lambda: _count(db, "SELECT count(*) FROM cdr") == 2, 10, "both CDRs")
+        assert _count(db, "SELECT count(*) FROM acc") == 6
+    finally:
+        uas.kill()
+        first.close()
+        second.close()
+
+
 # 3 ---------------------------------------------------------------------------
 
 
