@@ -15,12 +15,14 @@
 //! read counts without the layer.
 
 mod hooks;
+mod msg;
 mod profiles;
 mod records;
 mod requests;
 mod state;
 #[cfg(test)]
 mod tests;
+mod track;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,14 +31,14 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, MutexGuard};
 
 pub use hooks::{
-    account, end, end_all, on_ack, on_in_dialog_request, on_local_response, on_response_sent,
-    on_timer, track, TrackError,
+    end, end_all, on_ack, on_in_dialog_request, on_local_response, on_response_sent, on_timer,
 };
 pub use profiles::{Profile, Profiles};
 pub use records::{AccMark, Cdr, Disposition, Record, RequestRecord};
 pub use state::{
     Dialog, EndReason, Leg, State, TrackSpec, MAX_EXTRA, MAX_EXTRA_BYTES, MAX_PROFILES,
 };
+pub use track::{account, track, TrackError};
 
 use crate::transaction::CtxId;
 
