@@ -13,8 +13,10 @@ async def route(req):
     await req.relay(...)
 ```
 
-The core queues records as transactions and dialogs finish; a collector
-takes them every `interval` seconds and a writer task sends them in batches.
+The core queues records as transactions and dialogs finish and signals a
+descriptor when the queue fills from empty; a collector then waits `interval`
+seconds for a batch to gather, takes them all, and a writer task sends them
+in batches (no wake-up at all while idle).
 While the database is unreachable the writer retries with back-off, keeps up
 to `max_pending` records in memory and moves the rest to a bounded on-disk
 spool; at shutdown (SIGTERM) what is unwritten goes to the spool too, and
@@ -38,6 +40,35 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sipr.acc")
 
+#: Collectors waiting on the core's records descriptor. Two apps' Accounting
+#: overlap during a reload; asyncio keeps one reader per descriptor.
+_watchers: dict[int, set[asyncio.Event]] = {}
+
+
+def _watch(fd: int, table: Any, ready: asyncio.Event) -> None:
+    events = _watchers.get(fd)
+    if events is None:
+        events = _watchers[fd] = set()
+
+        def on_records() -> None:
+            table.clear_records_signal()
+            for e in events:
+                e.set()
+
+        asyncio.get_running_loop().add_reader(fd, on_records)
+    events.add(ready)
+
+
+def _unwatch(fd: int, ready: asyncio.Event) -> None:
+    events = _watchers.get(fd)
+    if events is None:
+        return
+    events.discard(ready)
+    if not events:
+        del _watchers[fd]
+        asyncio.get_running_loop().remove_reader(fd)
+
+
 __all__ = ["Accounting", "AccountingError", "default_url"]
 
 
@@ -49,7 +80,7 @@ class Accounting:
         url: str | None = None,
         *,
         batch_size: int = 500,
-        interval: float = 0.05,
+        interval: float = 0.1,
         max_pending: int = 20_000,
         spool_dir: str | Path | None = None,
         spool_max_bytes: int = 256 << 20,
@@ -180,12 +211,26 @@ class Accounting:
             self._wake.set()
 
     async def _collect(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                self._take()
-            except Exception:
-                log.exception("accounting: collecting records failed")
+        """Wakes when the core signals records (nothing runs while idle),
+        lets a batch gather for `interval`, then takes them all."""
+        table = self._table()
+        fd = table.records_fd()
+        ready = asyncio.Event()
+        if fd is not None:
+            _watch(fd, table, ready)
+        try:
+            while True:
+                if fd is not None:
+                    await ready.wait()
+                    ready.clear()
+                await asyncio.sleep(self.interval)
+                try:
+                    self._take()
+                except Exception:
+                    log.exception("accounting: collecting records failed")
+        finally:
+            if fd is not None:
+                _unwatch(fd, ready)
 
     async def _write_loop(self) -> None:
         assert self._wake is not None

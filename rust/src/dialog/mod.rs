@@ -25,6 +25,7 @@ mod tests;
 mod track;
 
 use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -121,13 +122,23 @@ pub struct Dialogs {
     /// Something to observe (dialogs or accounting marks exist): lets the
     /// hot path skip the lock when nothing is tracked.
     observing: AtomicBool,
+    /// Readable when records wait (see `records_fd`); None if the kernel
+    /// refused an eventfd (the writer then polls).
+    signal: Option<OwnedFd>,
 }
 
 impl Default for Dialogs {
     fn default() -> Self {
+        // SAFETY: eventfd returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        // SAFETY: a fresh descriptor we own.
+        let signal = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) });
+        let mut table = Table::new(Settings::default());
+        table.signal_fd = signal.as_ref().map_or(-1, |f| f.as_raw_fd());
         Dialogs {
-            table: Mutex::new(Table::new(Settings::default())),
+            table: Mutex::new(table),
             observing: AtomicBool::new(false),
+            signal,
         }
     }
 }
@@ -202,6 +213,23 @@ impl Dialogs {
         self.table.lock().profiles.entries()
     }
 
+    /// An eventfd that becomes readable when the first record is queued after
+    /// a `take_records` that emptied the queue: the writer wakes only when
+    /// there is something to write (no polling while idle).
+    pub fn records_fd(&self) -> Option<i32> {
+        self.signal.as_ref().map(|f| f.as_raw_fd())
+    }
+
+    /// Clears the signal of `records_fd` (the reader then takes the records
+    /// when it chooses; new ones do not signal again until the queue empties).
+    pub fn clear_signal(&self) {
+        if let Some(f) = &self.signal {
+            let mut counter = [0u8; 8];
+            // SAFETY: reading 8 bytes from our own non-blocking eventfd.
+            unsafe { libc::read(f.as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
+        }
+    }
+
     /// Takes up to `max` queued accounting records.
     pub fn take_records(&self, max: usize) -> Vec<Record> {
         let mut t = self.table.lock();
@@ -271,6 +299,8 @@ pub(crate) struct Table {
     pub records: VecDeque<Record>,
     pub stats: DialogStats,
     hasher: ahash::RandomState,
+    /// `Dialogs::signal`'s descriptor (-1: none).
+    signal_fd: i32,
 }
 
 /// Marks older than this lost their transaction without a final answer
@@ -293,6 +323,7 @@ impl Table {
             records: VecDeque::new(),
             stats: DialogStats::default(),
             hasher: ahash::RandomState::new(),
+            signal_fd: -1,
         }
     }
 
@@ -359,6 +390,11 @@ impl Table {
             return;
         }
         self.stats.records += 1;
+        if self.records.is_empty() && self.signal_fd >= 0 {
+            let one: u64 = 1;
+            // SAFETY: writing 8 bytes to the eventfd `Dialogs` owns.
+            unsafe { libc::write(self.signal_fd, (&one as *const u64).cast(), 8) };
+        }
         self.records.push_back(r);
     }
 

@@ -398,6 +398,16 @@ impl PyDialogTable {
         Ok(out)
     }
 
+    /// A descriptor readable when records wait (None: poll instead).
+    fn records_fd(&self) -> Option<i32> {
+        self.shared.core.dialogs.records_fd()
+    }
+
+    /// Clears the readiness of `records_fd`.
+    fn clear_records_signal(&self) {
+        self.shared.core.dialogs.clear_signal();
+    }
+
     /// Records waiting for `take_records`.
     fn queued_records(&self) -> usize {
         self.shared.core.dialogs.queued_records()
