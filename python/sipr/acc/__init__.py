@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sipr.acc")
 
+#: The collector's fallback poll when no signal came.
+POLL_SECONDS = 1.0
+
 #: Collectors waiting on the core's records descriptor. Two apps' Accounting
 #: overlap during a reload; asyncio keeps one reader per descriptor.
 _watchers: dict[int, set[asyncio.Event]] = {}
@@ -136,6 +139,7 @@ class Accounting:
             asyncio.get_running_loop().call_soon(self._start_when_served)
             return
         table.configure(accounting=True)
+        log.info("accounting: records go to %s", self.writer.url)
         self._wake = asyncio.Event()
         if self.spool.files():
             log.info("accounting: spooled records from an earlier run to write")
@@ -221,7 +225,12 @@ class Accounting:
         try:
             while True:
                 if fd is not None:
-                    await ready.wait()
+                    # A slow poll as well, so no record can wait on a lost
+                    # wake-up (one Python wake a second while idle).
+                    try:
+                        await asyncio.wait_for(ready.wait(), POLL_SECONDS)
+                    except TimeoutError:
+                        pass
                     ready.clear()
                 await asyncio.sleep(self.interval)
                 try:
