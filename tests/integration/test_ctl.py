@@ -100,7 +100,7 @@ def test_every_command_answers_with_sipp_traffic(sipp: str, sipr_factory) -> Non
         for name in [m for m in methods if m not in last] + list(last):
             if name in ("dlg.get", "dlg.end"):
                 # The ops app tracks no dialog: a clear refusal is the answer.
-                with pytest.raises(RpcFault, match="no (confirmed )?dialog"):
+                with pytest.raises(RpcFault, match=r"no (confirmed )?dialog"):
                     rpc(proxy.ctl, name, "0000-0000-0000-0001")
                 continue
             answers[name] = rpc(proxy.ctl, name, *_call_args(name, proxy.ctl))
