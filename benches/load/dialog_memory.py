@@ -9,8 +9,8 @@ confirmed and their INVITE transactions have ended (Timer L / wt_timer).
     benches/load/dialog_memory.py sipr -n 50000 -r 1000
     benches/load/dialog_memory.py kamailio -n 50000 -r 1000
 
-Uses 127.0.0.1 ports 5060 (proxy), 5070 (SIPp UAC), 5090 (SIPp UAS); stops
-everything it started. Needs `sipr` (or SIPR=...), sipp, kamailio, sqlite3.
+Uses 127.0.0.1 ports 35060 (proxy, --port), 35070 (SIPp UAC), 35090 (SIPp
+UAS); stops everything it started. Needs `sipr` (or SIPR=...), sipp, kamailio, sqlite3.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=50_000, help="dialogs held open")
     ap.add_argument("-r", type=int, default=1000, help="call rate")
     ap.add_argument("--settle", type=float, default=40.0, help="seconds for transactions to end")
+    ap.add_argument("--port", type=int, default=35060, help="proxy port (UAC +10, UAS +30)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sipr-dlgmem-"))
     procs: list[subprocess.Popen[bytes]] = []
@@ -83,9 +84,15 @@ def main() -> int:
                 "SIPR_ACC": f"sqlite:///{work / 'acc.db'}",
                 "XDG_DATA_HOME": str(work / "data"),
                 "SIPR_RUN_DIR": str(work),
-                "SIPR_NEXT_HOP": "sip:127.0.0.1:5090",
+                "SIPR_NEXT_HOP": f"sip:127.0.0.1:{args.port + 30}",
             }
-            cmd = [sipr, "run", str(HERE / "dialog_app.py"), "--listen", "udp:127.0.0.1:5060"]
+            cmd = [
+                sipr,
+                "run",
+                str(HERE / "dialog_app.py"),
+                "--listen",
+                f"udp:127.0.0.1:{args.port}",
+            ]
         else:
             db = work / "acc.db"
             schema = "CREATE TABLE version (table_name VARCHAR(32), table_version INTEGER);\n"
@@ -105,7 +112,7 @@ def main() -> int:
         procs.append(proxy)
         uas = subprocess.Popen(
             ["sipp", "-sf", str(SHARED / "scenarios" / "uas_rr.xml"), "-i", "127.0.0.1",
-             "-p", "5090", "-nostdin", "-bind_local", "-buff_size", "8388608"],
+             "-p", str(args.port + 30), "-nostdin", "-bind_local", "-buff_size", "8388608"],
             cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         procs.append(uas)
@@ -114,8 +121,8 @@ def main() -> int:
         before = rss_kb(proxy.pid) if args.proxy == "sipr" else pss_kb(pids)
         stat = work / "uac.csv"
         uac = subprocess.Popen(
-            ["sipp", "-sf", str(SHARED / "scenarios" / "uac_rr.xml"), "127.0.0.1:5060",
-             "-i", "127.0.0.1", "-p", "5070", "-m", str(args.n), "-r", str(args.r),
+            ["sipp", "-sf", str(SHARED / "scenarios" / "uac_rr.xml"), f"127.0.0.1:{args.port}",
+             "-i", "127.0.0.1", "-p", str(args.port + 10), "-m", str(args.n), "-r", str(args.r),
              "-l", str(args.n + 10), "-d", "1200000", "-nostdin", "-trace_stat", "-stf",
              str(stat), "-fd", "1", "-buff_size", "8388608"],
             cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
