@@ -113,7 +113,6 @@ class Accounting:
         self._inflight: list[dict[str, Any]] = []
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._starting: asyncio.Task[None] | None = None
         self._app: App | None = None
 
     def serve(self, app: App) -> Accounting:
@@ -132,33 +131,22 @@ class Accounting:
         return self._app.dialogs.table()
 
     async def _start(self) -> None:
-        table = self._table()
-        if table is None:
-            # A reload starts the new app's services before handing it the
-            # core: start once it has it.
-            asyncio.get_running_loop().call_soon(self._start_when_served)
-            return
-        table.configure(accounting=True)
-        log.info("accounting: records go to %s", self.writer.url)
-        self._wake = asyncio.Event()
-        if self.spool.files():
-            log.info("accounting: spooled records from an earlier run to write")
-            self._wake.set()
         loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
         self._tasks = [
             loop.create_task(self._collect(), name="sipr-acc-collect"),
             loop.create_task(self._write_loop(), name="sipr-acc-write"),
         ]
 
-    def _start_when_served(self) -> None:
-        app = self._app
-        if app is not None and app._core is not None and not self._tasks:
-            task = asyncio.get_running_loop().create_task(self._start())
-            self._starting = task  # keep a reference until it ran
-
     async def _stop(self) -> None:
         table = self._table()
-        if table is None or not self._tasks:
+        if not self._tasks:
+            return
+        if table is None:  # never served
+            for t in self._tasks:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks = []
             return
         # Stopped by a reload (the app is retired, the server goes on), the
         # new app's Accounting takes over: calls stay up and records flow.
@@ -171,14 +159,15 @@ class Accounting:
             left = table.end_all()
             if left:
                 log.info("accounting: %d dialog(s) still up at shutdown get a CDR", left)
-        self._take()
+            self._take()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.flush_timeout
         while self.healthy and (self._pending or self._inflight) and loop.time() < deadline:
             await asyncio.sleep(0.02)
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)
-        self._take()
+        if final:
+            self._take()  # on a reload, the new app's collector takes them
         if self._pending:
             batch = list(self._pending)
             self._pending.clear()
@@ -217,7 +206,16 @@ class Accounting:
     async def _collect(self) -> None:
         """Wakes when the core signals records (nothing runs while idle),
         lets a batch gather for `interval`, then takes them all."""
+        # A reload starts the new app's services before handing it the core.
+        while self._table() is None:
+            await asyncio.sleep(0.05)
         table = self._table()
+        table.configure(accounting=True)
+        log.info("accounting: records go to %s", self.writer.url)
+        if self.spool.files():
+            log.info("accounting: spooled records from an earlier run to write")
+            assert self._wake is not None
+            self._wake.set()
         fd = table.records_fd()
         ready = asyncio.Event()
         if fd is not None:
@@ -247,8 +245,10 @@ class Accounting:
         while True:
             if not self._pending and not (self.healthy and self.spool.files()):
                 self._wake.clear()
-                # Away with records on disk: try again after the back-off.
-                timeout = backoff if not self.healthy and self.spool.files() else None
+                # Away with records on disk: try again after the back-off;
+                # else look at the spool now and then (another instance may
+                # have spooled records, e.g. the app a reload replaced).
+                timeout = backoff if not self.healthy and self.spool.files() else POLL_SECONDS
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout)
                 except TimeoutError:
