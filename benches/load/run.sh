@@ -6,7 +6,9 @@
 #   -r RATE     calls per second for the comparison            (env RATE, default 1000)
 #   -d SECONDS  length of each SIPp run                         (env DURATION, default 10)
 #   -n REPS     repetitions per proxy and mode                  (env REPS, default 3)
-#   -m MODES    any of: default rr sf sf_rr async reg reg_auth tls (env MODES, default "default rr")
+#   -m MODES    any of: default rr sf sf_rr async reg reg_auth tls ds dlg (env MODES, default "default rr")
+#                 ds       dispatcher route, hash of Call-ID + serial failover armed: sipr
+#                          dispatcher_app.py, Kamailio kamailio_dispatcher.cfg (dispatcher module)
 #                 default  stateless; SIPp uac_reorder_tolerant.xml / built-in uas; ACK and
 #                          BYE are addressed to the proxy, which forwards them to the UAS
 #                          (sipr examples/stateless.py, Kamailio stateless.cfg)
@@ -82,8 +84,8 @@ case " $PROXIES " in *" kamailio "*)
 esac
 command -v sipp >/dev/null || { echo "sipp not installed" >&2; exit 2; }
 for m in $MODES; do
-  case $m in default|rr|sf|sf_rr|async|reg|reg_auth|tls|dlg) ;;
-    *) echo "unknown mode $m (default|rr|sf|sf_rr|async|reg|reg_auth|tls|dlg)" >&2; exit 2 ;; esac
+  case $m in default|rr|sf|sf_rr|async|reg|reg_auth|tls|ds|dlg) ;;
+    *) echo "unknown mode $m (default|rr|sf|sf_rr|async|reg|reg_auth|tls|ds|dlg)" >&2; exit 2 ;; esac
 done
 
 WORK=$(mktemp -d /tmp/sipr-load-bench.XXXXXX)
@@ -92,6 +94,9 @@ chmod -R u+w "$WORK"
 # the auth registrar config next to the reference ones (run-kamailio.sh takes a name from there)
 cp "$HERE/kamailio_registrar_auth.cfg" "$WORK/kamailio/registrar_auth.cfg"
 cp "$HERE/kamailio_dialog_acc.cfg" "$WORK/kamailio/dialog_acc.cfg"
+# mode ds: Kamailio's dispatcher config and its list (two entries, both the SIPp UAS)
+sed "s|@DS_LIST@|$WORK/kamailio/dispatcher.list|" "$HERE/kamailio_dispatcher.cfg" > "$WORK/kamailio/dispatcher.cfg"
+printf '1 sip:127.0.0.1:5090\n1 sip:127.0.0.1:5090;ds=2\n' > "$WORK/kamailio/dispatcher.list"
 # register_auth.xml's injection file: one user and its [authentication] keyword per line
 # (SIPp expands keywords in injected fields, not nested inside [authentication ...])
 awk 'BEGIN { print "SEQUENTIAL"; for (i = 1; i <= 200000; i++)
@@ -128,6 +133,7 @@ proxy_cmd() { # $1 proxy $2 mode
     reg)      app=$HERE/registrar_app.py ;;
     reg_auth) app=$HERE/registrar_app.py; env="$env SIPR_AUTH=1" ;;
     dlg)      app=$HERE/dialog_app.py; fresh_acc_db sipr; env="$env SIPR_ACC=sqlite:///$WORK/acc-sipr.db XDG_DATA_HOME=$WORK/data" ;;
+    ds)       app=$HERE/dispatcher_app.py ;;
   esac
   if [ "$2" = tls ]; then
     case $1 in
@@ -149,6 +155,7 @@ proxy_cmd() { # $1 proxy $2 mode
                     # one UDP child: db_sqlite sets no busy timeout, so two children writing
                     # the same file fail most inserts with "database is locked"
                     echo "$WORK/kamailio/run-kamailio.sh dialog_acc -A NCHILDREN=1 -A 'DBURL=\"sqlite://$WORK/acc-kamailio.db\"' ${KAMAILIO_ARGS:-}" ;;
+        ds)         echo "$WORK/kamailio/run-kamailio.sh dispatcher ${KAMAILIO_ARGS:-}" ;;
       esac ;;
   esac
 }
@@ -164,7 +171,7 @@ fresh_acc_db() { # $1 sipr|kamailio
 }
 bench_mode() { # bench.sh -m for a run.sh mode (bench.sh uses it for the traffic kind and the label)
   case $1 in
-    default|rr) echo stateless ;; sf|sf_rr|tls|dlg) echo stateful ;; async) echo async ;;
+    default|rr) echo stateless ;; sf|sf_rr|tls|ds|dlg) echo stateful ;; async) echo async ;;
     reg|reg_auth) echo registrar ;;
   esac
 }
@@ -190,7 +197,7 @@ run_one() { # $1 proxy $2 mode $3 rate $4 label $5 rep
   out="$OUTDIR/runs/$label-r$rate-rep$rep"
   rm -rf "$out"
   case $mode in
-    rr|sf_rr|async|tls|dlg) uac="-sf $WORK/scenarios/uac_rr.xml"; uas="-sf $WORK/scenarios/uas_rr.xml" ;;
+    rr|sf_rr|async|tls|ds|dlg) uac="-sf $WORK/scenarios/uac_rr.xml"; uas="-sf $WORK/scenarios/uas_rr.xml" ;;
     reg)            uac="-sf $WORK/scenarios/register.xml"; uas="" ;;
     reg_auth)       uac="-sf $HERE/register_auth.xml -inf $WORK/users.csv"; uas="" ;;
     *)              uac="-sf $WORK/scenarios/uac_reorder_tolerant.xml"; uas="-sn uas" ;;

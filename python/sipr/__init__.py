@@ -17,6 +17,7 @@ from sipr._core import (
     Headers,
     Request,
     Response,
+    Serial,
     SiprError,
     Source,
     TransactionError,
@@ -25,6 +26,8 @@ from sipr._core import (
 from sipr.acc import Accounting, AccountingError
 from sipr.app import App
 from sipr.auth import DigestAuth
+from sipr.dispatcher import Dispatcher
+from sipr.prefix_routing import Gateway, PrefixRouter, Rule
 from sipr.registrar import Contact, Registrar, by_q
 from sipr.workqueue import QueueFull, WorkQueue
 
@@ -38,11 +41,16 @@ __all__ = [
     "Contact",
     "DialogError",
     "DigestAuth",
+    "Dispatcher",
+    "Gateway",
     "Headers",
+    "PrefixRouter",
     "QueueFull",
     "Registrar",
     "Request",
     "Response",
+    "Rule",
+    "Serial",
     "SiprError",
     "Source",
     "TransactionError",

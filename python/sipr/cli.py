@@ -138,6 +138,13 @@ def run(
     max_connections: Annotated[
         int, typer.Option("--max-connections", help="Bound on open TCP/TLS connections")
     ] = 65536,
+    resolver: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--resolver",
+            help="DNS server for RFC 3263 lookups, repeatable: HOST:PORT (default: resolv.conf)",
+        ),
+    ] = None,
 ) -> None:
     """Serve APP. SIGHUP reloads APP; SIGTERM/SIGINT drains, then exits."""
     from sipr import _core
@@ -172,6 +179,7 @@ def run(
             " must be positive"
         )
     options.update(
+        resolvers=[_resolver(r) for r in resolver or []],
         connection_lifetime=connection_lifetime,
         connect_timeout=connect_timeout,
         max_connections=max_connections,
@@ -194,6 +202,22 @@ def run(
         status = 1
     if status:
         sys.exit(status)
+
+
+def _resolver(spec: str) -> str:
+    """`--resolver HOST:PORT` checked: an IP address (port 53 when left out)."""
+    host, sep, port = spec.rpartition(":")
+    if not sep or (spec.count(":") > 1 and not spec.startswith("[")):
+        host, port = spec, "53"
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        valid = 0 < int(port) < 65536
+    except ValueError:
+        valid = False
+    if not valid:
+        raise CliError(f"--resolver {spec}: expected IP:PORT of a DNS server, e.g. 127.0.0.1:53")
+    ip = host.strip("[]")
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def _control_config(ctl: Path | None, no_ctl: bool, http: str | None, token: str | None):  # type: ignore[no-untyped-def]

@@ -237,6 +237,24 @@ class RuntimeConfig:
             high=699,
         )
         self._add(
+            "dns.blocklist_time",
+            float,
+            "seconds a destination that timed out or was unreachable is tried last (0: off)",
+            lambda: server.dns_setting("blocklist_time"),
+            lambda v: server.set_dns_setting("blocklist_time", v),
+            low=0,
+            high=86_400,
+        )
+        self._add(
+            "dns.failover_timeout",
+            float,
+            "seconds a destination with alternatives may stay silent before the next is tried",
+            lambda: server.dns_setting("failover_timeout"),
+            lambda v: server.set_dns_setting("failover_timeout", v),
+            low=0,
+            high=86_400,
+        )
+        self._add(
             "log.level",
             str,
             "log level: debug, info, warning, error",

@@ -26,6 +26,8 @@ log = logging.getLogger("sipr")
 DRAIN_SECONDS = 10.0
 #: RFC 3261 timer values of the core until it runs (`tm.*` settings).
 DEFAULT_TIMERS = {"t1": 0.5, "t2": 4.0, "t4": 5.0, "timer_c": 181.0}
+#: `dns.*` settings of the core until it runs (docs/dns.md).
+DNS_DEFAULTS = {"blocklist_time": 60.0, "failover_timeout": 5.0}
 
 
 class Server:
@@ -53,6 +55,7 @@ class Server:
         self.stall_threshold = app.stall_threshold
         self.drain_timeout = drain_timeout
         self._timers = {**DEFAULT_TIMERS, **app.timers}
+        self._dns_settings: dict[str, float] = {}
         self.config = RuntimeConfig(self)
         self.reloads = 0
         #: Apps replaced by reloads whose handler tasks are still running.
@@ -99,6 +102,8 @@ class Server:
             **self.core_options,
         )
         core.set_timers(**self._timers)
+        for name, value in self._dns_settings.items():
+            setattr(core.dns(), name, value)
         self.app._core = core
         self.app._server = self
         self.deadlines = Deadlines(loop, self._expire)
@@ -194,6 +199,17 @@ class Server:
 
     def set_core_setting(self, name: str, value: int) -> None:
         setattr(self.core if self.core is not None else self.app, name, value)
+
+    def dns_setting(self, name: str) -> float:
+        """`dns.*` settings: the core's once it runs, else what will be applied."""
+        if self.core is not None:
+            return float(getattr(self.core.dns(), name))
+        return float(self._dns_settings.get(name, DNS_DEFAULTS[name]))
+
+    def set_dns_setting(self, name: str, value: float) -> None:
+        self._dns_settings[name] = value
+        if self.core is not None:
+            setattr(self.core.dns(), name, value)
 
     def set_stall_threshold(self, seconds: float) -> None:
         self.stall_threshold = seconds

@@ -4,9 +4,11 @@
 
 pub mod core;
 pub mod dialog;
+pub mod dispatcher;
 pub mod dns;
 pub mod proxy;
 pub mod registrar;
+pub mod service;
 pub mod sip;
 pub mod stats;
 pub mod timer;

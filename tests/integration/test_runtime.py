@@ -187,8 +187,11 @@ def test_cfg_list_names_every_setting_with_its_value_and_type(sipr_factory) -> N
         "log.level",
         "watchdog.stall_threshold",
         "shutdown.drain_timeout",
+        "dns.blocklist_time",
+        "dns.failover_timeout",
     }
     assert all(s["description"] for s in settings.values())
+    assert settings["dns.failover_timeout"]["value"] == 5.0
     assert settings["tm.t1"]["value"] == 0.5 and settings["tm.t1"]["type"] == "float"
     assert settings["tm.timer_c"]["value"] == 181.0
     assert settings["core.max_pending"]["value"] == 10_000

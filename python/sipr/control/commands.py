@@ -219,6 +219,46 @@ def register_builtins(registry: Registry, ctl: ControlServer) -> None:
         ]
         return sorted(rows, key=lambda r: (r["host"], r["port"]))
 
+    async def dns_cache(host: str | None = None) -> list[dict[str, Any]]:
+        """RFC 3263 resolutions cached: name, transport, servers, addresses, TTL left."""
+        rows = []
+        for e in core().dns().entries():
+            if host is not None and e["host"] != host.lower():
+                continue
+            servers = e["servers"] or [{}]
+            for s in servers:
+                rows.append(
+                    {
+                        "host": e["host"],
+                        "port": e["port"] if e["port"] is not None else "",
+                        "transport": s.get("transport", e["transport"] or ""),
+                        "target": s.get("name", ""),
+                        "priority": s.get("priority", ""),
+                        "weight": s.get("weight", ""),
+                        "target_port": s.get("port", ""),
+                        "addresses": ", ".join(s.get("addresses", [])),
+                        "via": s.get("via", ""),
+                        "ttl": e["ttl"],
+                        "error": e["error"] or "",
+                    }
+                )
+        return sorted(rows, key=lambda r: (r["host"], str(r["port"])))
+
+    async def dns_flush(host: str | None = None) -> dict[str, int]:
+        """Drops cached resolutions (all, or those of HOST)."""
+        return {"flushed": core().dns().flush(host)}
+
+    async def dst_blocklist() -> list[dict[str, Any]]:
+        """Destinations that timed out or were unreachable, tried last until they expire."""
+        return [
+            {"transport": t, "address": a, "expires_in": left, "reason": reason, "hits": hits}
+            for t, a, left, reason, hits in sorted(core().dns().blocklist())
+        ]
+
+    async def dst_blocklist_remove(address: str | None = None) -> dict[str, int]:
+        """Removes blocklist entries: all, or those of ADDRESS (IP:PORT)."""
+        return {"removed": core().dns().unblock(address)}
+
     async def tls_list() -> list[dict[str, Any]]:
         """The loaded TLS certificates (default and per-SNI domain), each with
         its expiry and the TLS listeners serving it; [] without TLS."""
@@ -266,6 +306,10 @@ def register_builtins(registry: Registry, ctl: ControlServer) -> None:
         "cfg.get": cfg_get,
         "cfg.set": cfg_set,
         "dns.view": dns_view,
+        "dns.cache": dns_cache,
+        "dns.flush": dns_flush,
+        "dst.blocklist": dst_blocklist,
+        "dst.blocklist_remove": dst_blocklist_remove,
         "tls.list": tls_list,
         "app.reload": app_reload,
     }.items():

@@ -6,13 +6,16 @@
 //! (`req.track_dialog()`), goes unconfirmed → early (a provisional with a To
 //! tag, one per fork) → confirmed (the first 2xx sent upstream) → terminated
 //! (BYE from either side, its timeout, a failed keepalive, `dlg.end`, or a
-//! failed setup). The core observes requests and responses through a few
-//! call sites (`hooks`), so in-dialog requests routed in Rust update their
-//! dialog without any Python.
+//! failed setup). `Dialogs` is a service (`service::Service`, name
+//! "dialog"): it sees requests and responses through its hooks (`hooks`), so
+//! in-dialog requests routed in Rust update their dialog without any Python.
+//! It registers itself with the node the first time a route tracks a dialog
+//! or accounts a request, so a node that does neither pays nothing.
 //!
-//! Everything runs on the event loop's thread under the transaction layer's
-//! lock; the table has its own lock (taken after the layer's) so Python can
-//! read counts without the layer.
+//! The hooks run on the loop thread with the transaction layer held, except
+//! `on_request` (also on UDP reader threads, without the layer). The table
+//! has its own lock (taken after the layer's) so Python can read counts
+//! without the layer.
 
 mod hooks;
 mod msg;
@@ -26,14 +29,13 @@ mod track;
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
 
-pub use hooks::{
-    end, end_all, on_ack, on_in_dialog_request, on_local_response, on_response_sent, on_timer,
-};
+pub use hooks::{end, end_all};
 pub use profiles::{Profile, Profiles};
 pub use records::{AccMark, Cdr, Disposition, Record, RequestRecord};
 pub use state::{
@@ -41,9 +43,14 @@ pub use state::{
 };
 pub use track::{account, track, TrackError};
 
-use crate::transaction::CtxId;
+use crate::service::Ctx;
+use crate::timer::{TimerId, TimerQueue};
+use crate::transaction::TimerKey;
 
 pub type DialogId = u64;
+
+/// The service's name: the owner of its timers and client transactions.
+pub const SERVICE: &str = "dialog";
 
 /// A dialog's id as people and scripts see it: 16 hex digits in groups of
 /// four (never a JSON number, so `sipr ctl dlg.end ID` passes it as text).
@@ -125,6 +132,14 @@ pub struct Dialogs {
     /// Readable when records wait (see `records_fd`); None if the kernel
     /// refused an eventfd (the writer then polls).
     signal: Option<OwnedFd>,
+    /// The transaction layer's hasher: accounting marks are keyed like
+    /// server transactions, also where the layer is not at hand
+    /// (`on_request` on a UDP reader thread).
+    txn_hasher: OnceLock<ahash::RandomState>,
+    /// Registered with the node's hooks (`serve`).
+    registered: AtomicBool,
+    /// Counter behind request record ids (`msg::record_id`).
+    next_record: AtomicU64,
 }
 
 impl Default for Dialogs {
@@ -139,6 +154,9 @@ impl Default for Dialogs {
             table: Mutex::new(table),
             observing: AtomicBool::new(false),
             signal,
+            txn_hasher: OnceLock::new(),
+            registered: AtomicBool::new(false),
+            next_record: AtomicU64::new(1),
         }
     }
 }
@@ -149,11 +167,35 @@ impl Dialogs {
         self.observing.load(Ordering::Relaxed)
     }
 
+    /// Joins the node's services (once), so that its hooks see the
+    /// traffic from now on. Called by the first `track` or `account`.
+    pub fn serve(self: &Arc<Self>, cx: &Ctx<'_>) {
+        if self.registered.load(Ordering::Acquire) {
+            return;
+        }
+        let _ = self.txn_hasher.set(cx.txns.hasher());
+        if !self.registered.swap(true, Ordering::AcqRel) {
+            if let Err(e) = cx.node.hooks.add(self.clone()) {
+                tracing::error!(error = %e, "dialogs: cannot join the node's services");
+            }
+        }
+    }
+
     pub(crate) fn lock(&self) -> TableGuard<'_> {
         TableGuard {
             table: self.table.lock(),
             flag: &self.observing,
         }
+    }
+
+    /// The table, with the timers of dialogs that ended where the timer
+    /// queue was not at hand (`on_request`) cancelled now.
+    pub(crate) fn lock_cx(&self, timers: &mut TimerQueue<TimerKey>) -> TableGuard<'_> {
+        let mut t = self.lock();
+        for id in t.stale_timers.drain(..) {
+            timers.cancel(id);
+        }
+        t
     }
 
     pub fn settings(&self) -> Settings {
@@ -289,8 +331,12 @@ pub(crate) struct Table {
     pub by_tags: HashMap<u64, DialogId>,
     /// The INVITE server transaction of a dialog being set up.
     pub by_invite: HashMap<crate::transaction::TxnId, DialogId>,
-    /// Requests the module sent, by their client transactions' context id.
-    pub local: HashMap<CtxId, LocalRequest>,
+    /// Requests the module sent, by the id in their client transactions'
+    /// `Owner`.
+    pub local: HashMap<u64, LocalRequest>,
+    /// Timers of dialogs ended without the timer queue at hand, cancelled
+    /// at the next `lock_cx` (bounded: beyond, they fire on nothing).
+    pub stale_timers: Vec<TimerId>,
     /// Transactions to account when their final answer goes upstream, by
     /// server transaction key (see `records::AccMark`).
     pub marks: HashMap<u64, AccMark>,
@@ -306,6 +352,8 @@ pub(crate) struct Table {
 /// Marks older than this lost their transaction without a final answer
 /// (e.g. the route forwarded statelessly): swept.
 const MARK_LIFETIME: Duration = Duration::from_secs(300);
+/// Bound on `Table::stale_timers`.
+const MAX_STALE_TIMERS: usize = 65_536;
 /// Bound on pending marks (one per transaction in flight that is accounted).
 const MAX_MARKS: usize = 200_000;
 
@@ -317,6 +365,7 @@ impl Table {
             by_tags: HashMap::new(),
             by_invite: HashMap::new(),
             local: HashMap::new(),
+            stale_timers: Vec::new(),
             marks: HashMap::new(),
             last_mark_sweep: Instant::now(),
             profiles: Profiles::default(),

@@ -2,9 +2,11 @@
 
 use bytes::Bytes;
 
-use crate::core::Core;
+use std::sync::atomic::Ordering;
+
+use super::Dialogs;
+use crate::service::{mix64, Node};
 use crate::sip::{Framing, HeaderId, Limits, Message, NameAddr};
-use crate::transaction::Layer;
 use crate::transport::{Destination, Source, Transport};
 
 pub(super) fn parse(bytes: &Bytes) -> Option<Message> {
@@ -32,9 +34,9 @@ pub(super) fn route_values(msg: &Message, id: HeaderId) -> Vec<Box<str>> {
     out
 }
 
-pub(super) fn names_us(core: &Core, value: &str) -> bool {
+pub(super) fn names_us(node: &Node, value: &str) -> bool {
     NameAddr::parse(value).is_ok_and(|n| {
-        core.is_local(
+        node.wire.is_local(
             n.uri.host,
             n.uri.port,
             n.uri.param("transport").and_then(Transport::parse),
@@ -43,9 +45,9 @@ pub(super) fn names_us(core: &Core, value: &str) -> bool {
 }
 
 /// Where a request whose first Route is `value` goes.
-pub(super) fn route_destination(core: &Core, value: &str) -> Option<Destination> {
+pub(super) fn route_destination(node: &Node, value: &str) -> Option<Destination> {
     let n = NameAddr::parse(value).ok()?;
-    let hop = crate::proxy::resolve(core, &n.uri).ok()?;
+    let hop = crate::proxy::resolve(node, &n.uri).ok()?;
     Some(Destination {
         transport: hop.transport,
         addr: hop.addr,
@@ -74,8 +76,9 @@ pub(super) fn source_text(s: &Source) -> String {
     format!("{}:{}", s.transport.as_str().to_ascii_lowercase(), s.addr)
 }
 
-pub(super) fn record_id(core: &Core, layer: &mut Layer) -> String {
-    super::format_id(crate::core::mix64(
-        core.branch_key().rotate_left(29) ^ layer.next_id(),
-    ))
+/// A record's id: unique in this run (a counter) and across runs (mixed
+/// with the node's per-run secret).
+pub(super) fn record_id(node: &Node, dialogs: &Dialogs) -> String {
+    let n = dialogs.next_record.fetch_add(1, Ordering::Relaxed);
+    super::format_id(mix64(node.branch_key().rotate_left(29) ^ n))
 }

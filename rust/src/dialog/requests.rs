@@ -1,15 +1,16 @@
 //! Requests the dialog module sends itself inside a dialog: BYE when it ends
 //! a call (timeout, failed keepalive, `dlg.end`) and keepalive OPTIONS. Each
 //! goes through a client transaction of its own (retransmitted over UDP,
-//! timed out by Timer F); its answer comes back to `hooks::on_local_response`.
+//! timed out by Timer F), owned by the dialog service; its answer comes back
+//! to `hooks::on_local_response`.
 
 use bytes::Bytes;
 
 use super::state::{Dialog, Leg};
-use super::{LocalRequest, Table};
-use crate::core::Core;
+use super::{LocalRequest, Table, SERVICE};
 use crate::proxy::fmt_hostport;
-use crate::transaction::{client, Layer};
+use crate::service::{mix64, Node};
+use crate::transaction::{client, Layer, Owner};
 
 /// Branch prefix of requests the dialog module originates.
 const BRANCH_PREFIX: &str = "z9hG4bKdlg";
@@ -18,7 +19,7 @@ const BRANCH_PREFIX: &str = "z9hG4bKdlg";
 /// other side would: From is the other side's header, CSeq continues the
 /// other side's numbering. Returns false when that side cannot be reached.
 pub fn send(
-    core: &Core,
+    node: &Node,
     layer: &mut Layer,
     table: &mut Table,
     d: &mut Dialog,
@@ -46,11 +47,8 @@ pub fn send(
         from.cseq.max(1)
     };
     let unique = layer.next_id();
-    let branch = format!(
-        "{BRANCH_PREFIX}{:x}.{unique:x}",
-        crate::core::mix64(d.id ^ unique)
-    );
-    let local = core.advertised(dest.transport, dest.addr);
+    let branch = format!("{BRANCH_PREFIX}{:x}.{unique:x}", mix64(d.id ^ unique));
+    let local = node.wire.advertised(dest.transport, dest.addr);
     let bytes = build(
         method,
         from,
@@ -61,16 +59,28 @@ pub fn send(
         &fmt_hostport(local),
         dest.transport.as_str(),
     );
-    let ctx = layer.next_id();
+    let id = layer.next_id();
     table.local.insert(
-        ctx,
+        id,
         LocalRequest {
             dialog: d.id,
             to_callee,
             keepalive: method == "OPTIONS",
         },
     );
-    client::start(core, layer, ctx, branch, method, Bytes::from(bytes), dest);
+    let owner = Owner {
+        service: SERVICE,
+        id,
+    };
+    client::start(
+        &node.wire,
+        layer,
+        owner,
+        branch,
+        method,
+        Bytes::from(bytes),
+        dest,
+    );
     table.stats.requests_sent += 1;
     true
 }

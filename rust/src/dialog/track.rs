@@ -1,6 +1,7 @@
 //! What the route asks for: `req.track_dialog()` starts tracking the dialog
 //! an INVITE creates, `req.account()` marks a transaction for a record.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::hooks::arm;
@@ -9,10 +10,10 @@ use super::msg::{
 };
 use super::records::{reason_of, AccMark, Record, RequestRecord};
 use super::state::{Dialog, Leg, State, TrackSpec};
-use super::{DialogId, Table};
-use crate::core::Core;
+use super::{DialogId, Dialogs, Table};
+use crate::service::{mix64, Ctx};
 use crate::sip::{HeaderId, Message, Method};
-use crate::transaction::{Layer, TxnId};
+use crate::transaction::TxnId;
 use crate::transport::Source;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,13 +33,15 @@ pub enum TrackError {
 /// Starts tracking the dialog the INVITE of server transaction `txn` creates
 /// (`req.track_dialog()`). Marking the same INVITE again updates the spec.
 pub fn track(
-    core: &Core,
-    layer: &mut Layer,
+    dialogs: &Arc<Dialogs>,
+    cx: &mut Ctx<'_>,
     txn: TxnId,
     spec: TrackSpec,
 ) -> Result<DialogId, TrackError> {
-    let id = crate::core::mix64(core.branch_key() ^ layer.next_id().rotate_left(17));
-    let t = layer.servers.get(&txn).ok_or(TrackError::NoTransaction)?;
+    dialogs.serve(cx);
+    let node = cx.node;
+    let id = mix64(node.branch_key() ^ cx.txns.next_id().rotate_left(17));
+    let t = cx.txns.servers.get(&txn).ok_or(TrackError::NoTransaction)?;
     if t.is_final() {
         return Err(TrackError::AlreadyAnswered);
     }
@@ -48,7 +51,7 @@ pub fn track(
     }
     let from_tag = req.from_tag().ok_or(TrackError::NoFromTag)?;
     let key = t.key;
-    let mut table = core.dialogs.lock();
+    let mut table = dialogs.lock_cx(&mut cx.txns.timers);
     if let Some(&id) = table.by_invite.get(&txn) {
         update(&mut table, id, spec);
         if table.dialogs.get(&id).is_some_and(|d| d.account) {
@@ -62,7 +65,7 @@ pub fn track(
     }
     let route = route_values(req, HeaderId::RecordRoute);
     let dest = match route.first() {
-        Some(first) => route_destination(core, first),
+        Some(first) => route_destination(node, first),
         None => Some(source_destination(&t.source)),
     };
     let caller = Leg {
@@ -103,7 +106,7 @@ pub fn track(
     };
     // `req.account()` may come before `track_dialog()`.
     d.account |= table.marks.contains_key(&key);
-    arm(layer, &table, &mut d);
+    arm(&mut cx.txns.timers, &table, &mut d);
     if d.account {
         table.mark(key, AccMark::new(Vec::new()));
     }
@@ -116,15 +119,17 @@ pub fn track(
 /// inside it too. A request without a transaction (ACK, or one forwarded
 /// statelessly) is recorded at once, with no code.
 pub fn account(
-    core: &Core,
-    layer: &mut Layer,
+    dialogs: &Arc<Dialogs>,
+    cx: &mut Ctx<'_>,
     txn: Option<TxnId>,
     msg: &Message,
     source: &Source,
     extra: Vec<(Box<str>, Box<str>)>,
 ) {
-    let mut table = core.dialogs.lock();
-    let Some(t) = txn.and_then(|id| layer.servers.get(&id)) else {
+    dialogs.serve(cx);
+    let node = cx.node;
+    let mut table = dialogs.lock_cx(&mut cx.txns.timers);
+    let Some(t) = txn.and_then(|id| cx.txns.servers.get(&id)) else {
         if msg.method() == Method::Ack {
             let (Some(from), Some(to)) = (msg.from_tag(), msg.to_tag()) else {
                 return;
@@ -135,7 +140,7 @@ pub fn account(
                 }
             }
         }
-        let id = record_id(core, layer);
+        let id = record_id(node, dialogs);
         let rec = RequestRecord::of(id, msg, 0, "", None, source_text(source), extra);
         table.emit(Record::Request(rec));
         return;
@@ -147,7 +152,7 @@ pub fn account(
             .map(|b| reason_of(b).to_string())
             .unwrap_or_default();
         let (req, src) = (t.request.clone(), t.source);
-        let id = record_id(core, layer);
+        let id = record_id(node, dialogs);
         let rec = RequestRecord::of(id, &req, status, &reason, None, source_text(&src), extra);
         table.emit(Record::Request(rec));
         return;

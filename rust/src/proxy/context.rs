@@ -1,21 +1,9 @@
 //! The response context of one proxied request (RFC 3261 §16.7): its branches,
 //! the finals received, and whether the application still holds it.
 
-use bytes::Bytes;
-
-use crate::sip::Message;
+pub use crate::service::Final;
 use crate::timer::TimerId;
 use crate::transaction::{BranchId, CtxId, TxnId};
-
-/// A final answer a round produced, ready for the application and for upstream.
-#[derive(Clone)]
-pub struct Final {
-    pub status: u16,
-    /// As received (or synthesised), for the application.
-    pub message: Message,
-    /// With our Via removed, for upstream.
-    pub upstream: Bytes,
-}
 
 pub struct ProxyCtx {
     pub id: CtxId,
@@ -70,7 +58,8 @@ pub fn best_index(finals: &[Final]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::{Framing, Limits};
+    use crate::sip::{Framing, Limits, Message};
+    use bytes::Bytes;
 
     fn fin(status: u16) -> Final {
         let raw = format!(

@@ -1,21 +1,94 @@
-//! Proxy behaviour: stateless forwarding and response relay (RFC 3261
-//! §16.11) here; the stateful proxy in `stateful`, routing rules in `route`.
+//! Proxy behaviour (RFC 3261 §16): stateless forwarding and response relay
+//! (§16.11) here; the stateful proxy ([`Proxy`]: relay rounds in `stateful`,
+//! the best response in `round` and `responses`, CANCEL, timeouts and
+//! transport failures in `failures`); routing rules in `route`.
+//!
+//! The proxy is the first service: it uses the node and the transaction
+//! layer through [`Ctx`](crate::service::Ctx) and calls the hooks of the
+//! other services at its hook points (`on_relay`, `on_response`,
+//! `on_final_sent` in [`send_final`]).
 
 pub mod context;
+pub mod dns_wait;
+pub mod failover;
+mod failures;
 pub mod fallback;
+mod responses;
+mod round;
 pub mod route;
 pub mod stateful;
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use crate::core::{Core, Incoming};
+use crate::service::{BranchPlan, Incoming, Node};
 use crate::sip::write::{build_forward, strip_top_via, ForwardEdits, HeaderEdit};
-use crate::sip::{HeaderId, Message, NameAddr, Scheme, Uri};
+use crate::sip::{HeaderId, Message, NameAddr, Uri};
+use crate::transaction::CtxId;
+pub use crate::transport::Hop;
 use crate::transport::{Destination, Transport};
+use context::ProxyCtx;
+
+/// The owner name of the proxy's client transactions and timers.
+pub const SERVICE: &str = crate::service::PROXY;
+
+/// The stateful proxy's own state: the response context of every request it
+/// relays (by context id; a server transaction names its own in `ctx`).
+#[derive(Default)]
+pub struct Proxy {
+    ctxs: HashMap<CtxId, ProxyCtx>,
+    /// Relays waiting for DNS answers, by resolver waiter id (`dns_wait`).
+    parked: HashMap<u64, dns_wait::Parked>,
+    /// Per context, the branches with destinations left to fail over to
+    /// (RFC 3263 §4.3, serial targets); dropped with the context.
+    plans: HashMap<CtxId, Vec<(crate::transaction::BranchId, Box<stateful::Plan>)>>,
+}
+
+/// Sends a response upstream through server transaction `txn`; a final one
+/// is shown to the services' `on_final_sent` hooks once it is on its way.
+/// Every final answer (relayed, synthesised, or the application's: `local`)
+/// goes through here. False when the transaction was already final.
+pub fn send_final(
+    cx: &mut crate::service::Ctx<'_>,
+    txn: crate::transaction::TxnId,
+    status: u16,
+    response: Bytes,
+    local: bool,
+) -> bool {
+    let node = cx.node;
+    if node.hooks.is_empty() || status < 200 {
+        return crate::transaction::server::send_response(
+            &node.wire, cx.txns, txn, status, response, local,
+        );
+    }
+    let sent = crate::transaction::server::send_response(
+        &node.wire,
+        cx.txns,
+        txn,
+        status,
+        response.clone(),
+        local,
+    );
+    if sent {
+        node.hooks.on_final_sent(cx, txn, status, &response);
+    }
+    sent
+}
+
+impl Proxy {
+    /// Response contexts alive (for `tm.stats`).
+    pub fn contexts(&self) -> usize {
+        self.ctxs.len()
+    }
+
+    pub fn context(&self, id: CtxId) -> Option<&ProxyCtx> {
+        self.ctxs.get(&id)
+    }
+}
 
 /// Why a request could not be forwarded; each maps to the answer the
 /// application gets by default.
@@ -51,13 +124,6 @@ impl ForwardError {
     }
 }
 
-/// A resolved next hop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hop {
-    pub transport: Transport,
-    pub addr: SocketAddr,
-}
-
 /// RFC 5923: on a connection we open, `;alias` in our Via lets the peer send
 /// its requests for our listener back over that same connection.
 pub fn via_alias(transport: Transport) -> &'static str {
@@ -68,30 +134,20 @@ pub fn via_alias(transport: Transport) -> &'static str {
     }
 }
 
-/// Resolves a URI to a next hop (RFC 3263 simplified: transport param or
-/// scheme, maddr, host, port).
-pub fn resolve(core: &Core, uri: &Uri<'_>) -> Result<Hop, ForwardError> {
-    if !uri.is_sip() {
-        return Err(ForwardError::BadTarget(uri.raw.to_string()));
+/// The first destination of a URI known right now (RFC 3263: an IP literal,
+/// or a name in the cache). A stateless send has nobody to wait for DNS: an
+/// uncached name starts its lookup and this request gets 503 (its
+/// retransmission finds the answer).
+pub fn resolve(node: &Node, uri: &Uri<'_>) -> Result<Hop, ForwardError> {
+    if let Some(literal) = crate::dns::SipTarget::literal_of(uri) {
+        return literal.map_err(|_| ForwardError::BadTarget(uri.raw.to_string()));
     }
-    let transport = match uri.param("transport") {
-        Some(t) => {
-            Transport::parse(t).ok_or_else(|| ForwardError::BadTarget(uri.raw.to_string()))?
-        }
-        None if uri.scheme == Scheme::Sips => Transport::Tls,
-        None => Transport::Udp,
-    };
-    let host = uri.param("maddr").unwrap_or(uri.host);
-    let port = uri.port.unwrap_or(if transport == Transport::Tls {
-        5061
-    } else {
-        5060
-    });
-    let addr = core
-        .resolver
-        .resolve(host, port, false)
-        .ok_or_else(|| ForwardError::Unresolvable(host.to_string()))?;
-    Ok(Hop { transport, addr })
+    let target = crate::dns::SipTarget::from_uri(uri)
+        .map_err(|_| ForwardError::BadTarget(uri.raw.to_string()))?;
+    node.resolver
+        .resolve_now(&target)
+        .and_then(|h| h.first().copied())
+        .ok_or(ForwardError::Unresolvable(target.host))
 }
 
 /// What the application asked for when forwarding.
@@ -106,7 +162,7 @@ pub struct ForwardRequest<'a> {
 /// Forwards `inc` statelessly. Retransmissions produce the same branch, so the
 /// next hop's transaction layer sees them as retransmissions (§16.11).
 pub fn forward_stateless(
-    core: &Core,
+    node: &Node,
     inc: &Incoming,
     fwd: &ForwardRequest<'_>,
 ) -> Result<Hop, ForwardError> {
@@ -122,17 +178,30 @@ pub fn forward_stateless(
         .or(msg.request_uri_str())
         .unwrap_or_default();
     // Our Record-Route may be in the Route set twice (a transport change).
-    let next = route::next_hop(core, msg, fwd.target, ruri_text)?;
-    let hop = match next.flow {
+    let next = route::next_hop(node, msg, fwd.target, ruri_text)?;
+    let mut hop = match next.flow {
         Some(flow) => flow,
         None => {
             let uri =
                 Uri::parse(&next.uri).map_err(|_| ForwardError::BadTarget(next.uri.clone()))?;
-            resolve(core, &uri)?
+            resolve(node, &uri)?
         }
     };
-    let local = core.advertised(hop.transport, hop.addr);
-    let branch = stateless_branch(core, msg, hop);
+    let mut hooked_edits;
+    let mut header_edits = fwd.header_edits;
+    if !node.hooks.is_empty() {
+        hooked_edits = fwd.header_edits.to_vec();
+        let mut plan = BranchPlan {
+            request: msg,
+            hop,
+            edits: &mut hooked_edits,
+        };
+        node.hooks.on_relay(node, &mut plan);
+        hop = plan.hop;
+        header_edits = &hooked_edits;
+    }
+    let local = node.wire.advertised(hop.transport, hop.addr);
+    let branch = stateless_branch(node, msg, hop);
     let via = format!(
         "SIP/2.0/{} {};branch=z9hG4bK{branch:016x}{}",
         hop.transport,
@@ -148,13 +217,13 @@ pub fn forward_stateless(
             force_rport: inc.source.transport.is_stream(),
             pop_routes: next.pop_routes,
             record_route: None,
-            header_edits: fwd.header_edits,
+            header_edits,
         },
     );
-    core.stats
+    node.stats
         .requests_forwarded
         .fetch_add(1, Ordering::Relaxed);
-    core.send(
+    node.wire.send(
         Destination {
             transport: hop.transport,
             addr: hop.addr,
@@ -174,9 +243,9 @@ pub fn route_set(msg: &Message) -> Result<Vec<NameAddr<'_>>, ForwardError> {
     Ok(out)
 }
 
-fn stateless_branch(core: &Core, msg: &Message, hop: Hop) -> u64 {
+fn stateless_branch(node: &Node, msg: &Message, hop: Hop) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    core.branch_key().hash(&mut h);
+    node.branch_key().hash(&mut h);
     match msg.rfc3261_branch() {
         // CANCEL and non-2xx ACK share the INVITE's branch, so they hash alike.
         Some(b) => b.hash(&mut h),
@@ -211,15 +280,18 @@ fn is_unicast(a: &SocketAddr) -> bool {
 
 /// Relays a response whose top Via is ours to the next Via (RFC 3261 §16.7
 /// step 9, §18.2.2). Anything else is dropped: it matches nothing we sent.
-pub fn relay_response_stateless(core: &Core, msg: &Message) {
+pub fn relay_response_stateless(node: &Node, msg: &Message) {
     let top = msg.top_via();
-    if !core.is_local(top.host, top.port, Transport::parse(top.transport)) {
-        core.stats.dropped.fetch_add(1, Ordering::Relaxed);
+    if !node
+        .wire
+        .is_local(top.host, top.port, Transport::parse(top.transport))
+    {
+        node.stats.dropped.fetch_add(1, Ordering::Relaxed);
         return;
     }
     let vias = msg.vias();
     let Some(next) = vias.get(1) else {
-        core.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        node.stats.dropped.fetch_add(1, Ordering::Relaxed);
         return;
     };
     let transport = Transport::parse(next.transport).unwrap_or(Transport::Udp);
@@ -232,14 +304,30 @@ pub fn relay_response_stateless(core: &Core, msg: &Message) {
         }),
     };
     let host = next.received().unwrap_or(next.host);
-    let Some(addr) = core.resolver.resolve(host, port, false).filter(is_unicast) else {
+    // RFC 3263 §5: a sent-by name is looked up as A/AAAA (no NAPTR/SRV with
+    // a port); not cached yet, this response is dropped and the next
+    // retransmission goes.
+    let target = crate::dns::SipTarget {
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase(),
+        port: Some(port),
+        transport: Some(transport),
+        secure: false,
+    };
+    let addr = node
+        .resolver
+        .resolve_now(&target)
+        .and_then(|h| h.first().map(|h| h.addr));
+    let Some(addr) = addr.filter(is_unicast) else {
         // RFC 4475 bcast: never relay towards broadcast, multicast
         // or unspecified addresses, whatever a Via claims.
-        core.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        node.stats.dropped.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    core.stats.responses_relayed.fetch_add(1, Ordering::Relaxed);
-    core.send(
+    node.stats.responses_relayed.fetch_add(1, Ordering::Relaxed);
+    node.wire.send(
         Destination {
             transport,
             addr,

@@ -6,7 +6,7 @@ use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 
 use super::{fmt_hostport, route_set, ForwardError, Hop};
-use crate::core::Core;
+use crate::service::Node;
 use crate::sip::{HeaderId, Message, Uri};
 use crate::transport::{Source, Transport};
 
@@ -27,7 +27,7 @@ const FLOW_PARAM: &str = "flow";
 /// Chooses the next hop: the explicit `target`, else the first Route value
 /// that does not name us, else the Request-URI (`ruri`).
 pub fn next_hop(
-    core: &Core,
+    node: &Node,
     msg: &Message,
     target: Option<&str>,
     ruri: &str,
@@ -37,7 +37,7 @@ pub fn next_hop(
     // Our own Record-Route may have been inserted twice (transport change).
     while pop_routes < routes.len().min(2) {
         let r = &routes[pop_routes].uri;
-        if !core.is_local(
+        if !node.wire.is_local(
             r.host,
             r.port,
             r.param("transport").and_then(Transport::parse),
@@ -56,7 +56,7 @@ pub fn next_hop(
         (None, Some(r)) => r.uri.raw.to_string(),
         (None, None) => {
             let u = Uri::parse(ruri).map_err(|_| ForwardError::BadTarget(ruri.to_string()))?;
-            if flow.is_none() && core.is_local(u.host, u.port, None) {
+            if flow.is_none() && node.wire.is_local(u.host, u.port, None) {
                 return Err(ForwardError::NoRoute);
             }
             ruri.to_string()
@@ -117,11 +117,11 @@ fn rr_uri(
 /// another transport keeps its `sip:` URI, or it could not be routed back. A
 /// side that faces a WebSocket client always gets its own value, naming the
 /// client's connection (`flow`), so in-dialog requests find their way back.
-pub fn record_route(core: &Core, source: &Source, hop: &Hop, sips: bool) -> String {
-    let out = core.advertised(hop.transport, hop.addr);
+pub fn record_route(node: &Node, source: &Source, hop: &Hop, sips: bool) -> String {
+    let out = node.wire.advertised(hop.transport, hop.addr);
     let mut inbound = source.local;
     if inbound.ip().is_unspecified() {
-        inbound = core.advertised(source.transport, source.addr);
+        inbound = node.wire.advertised(source.transport, source.addr);
     }
     let flow_out = hop.transport.is_websocket().then_some(hop.addr);
     let flow_in = source.transport.is_websocket().then_some(source.addr);
@@ -138,9 +138,9 @@ pub fn record_route(core: &Core, source: &Source, hop: &Hop, sips: bool) -> Stri
 
 /// A hash of the fields that stay the same when a request loops back to us
 /// unchanged but differ on a spiral (RFC 3261 §16.6 step 8).
-pub fn loop_hash(core: &Core, msg: &Message) -> u64 {
+pub fn loop_hash(node: &Node, msg: &Message) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    core.branch_key().hash(&mut h);
+    node.branch_key().hash(&mut h);
     msg.request_uri_str().hash(&mut h);
     msg.from_tag().hash(&mut h);
     msg.to_tag().hash(&mut h);
@@ -159,7 +159,7 @@ pub fn branch_for(loop_hash: u64, unique: u64) -> String {
 
 /// True when one of the request's Vias is ours with this request's loop hash:
 /// it came back unchanged (a loop, 482), not a spiral.
-pub fn is_loop(core: &Core, msg: &Message) -> bool {
+pub fn is_loop(node: &Node, msg: &Message) -> bool {
     let vias = msg.vias();
     if vias.len() < 2 {
         return false;
@@ -169,10 +169,13 @@ pub fn is_loop(core: &Core, msg: &Message) -> bool {
         let Some(rest) = v.branch().and_then(|b| b.strip_prefix(BRANCH_PREFIX)) else {
             return false;
         };
-        if !core.is_local(v.host, v.port, Transport::parse(v.transport)) {
+        if !node
+            .wire
+            .is_local(v.host, v.port, Transport::parse(v.transport))
+        {
             return false;
         }
-        let h = hash.get_or_insert_with(|| format!("{:016x}", loop_hash(core, msg)));
+        let h = hash.get_or_insert_with(|| format!("{:016x}", loop_hash(node, msg)));
         rest.starts_with(h.as_str())
     })
 }

@@ -2,74 +2,34 @@
 //! server registers the UDP sockets, the stream wake-up fd and the timer fd
 //! with its event loop and calls `poll_udp` / `drain_streams` / `on_timer`.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 
-use super::request::{PyRequest, PyResponse};
-use crate::core::{Config, Core, Event};
+use super::request::{dispatch, PyRequest};
+use super::shared::Shared;
+use crate::core::{Config, Core};
 use crate::tls::TlsSettings;
 use crate::transport::ListenSpec;
-
-/// State the Python layer keeps beside the core: futures of running
-/// `relay()` calls and requests whose CANCEL arrived.
-pub struct Shared {
-    pub core: Arc<Core>,
-    pub futures: Mutex<HashMap<u64, Py<PyAny>>>,
-    pub cancelled: Mutex<Vec<u64>>,
-    /// `App(record_route=...)`: the default of `relay(record_route=None)`.
-    pub record_route: std::sync::atomic::AtomicBool,
-    next_relay: AtomicU64,
-}
-
-impl Shared {
-    pub fn next_relay_id(&self) -> u64 {
-        self.next_relay.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Turns core events into Python: requests are returned, relay results
-    /// resolve their futures, cancellations are queued for the server.
-    pub fn dispatch(
-        self: &Arc<Self>,
-        py: Python<'_>,
-        events: Vec<Event>,
-    ) -> PyResult<Vec<Py<PyRequest>>> {
-        let mut requests = Vec::with_capacity(events.len());
-        for ev in events {
-            match ev {
-                Event::Request(inc) => {
-                    requests.push(Py::new(py, PyRequest::new(self.clone(), inc))?)
-                }
-                Event::RelayDone { relay, result } => {
-                    let fut = self.futures.lock().remove(&relay);
-                    if let Some(fut) = fut {
-                        let fut = fut.bind(py);
-                        if !fut.call_method0("done")?.is_truthy()? {
-                            fut.call_method1("set_result", (PyResponse::new(result.message),))?;
-                        }
-                    }
-                }
-                Event::Cancelled(txn) => self.cancelled.lock().push(txn),
-            }
-        }
-        Ok(requests)
-    }
-}
 
 #[pyclass(module = "sipr._core", name = "Core")]
 pub struct PyCore {
     shared: Arc<Shared>,
 }
 
+impl PyCore {
+    /// The running core, for the services' native halves (dispatcher).
+    pub fn core(&self) -> &Arc<Core> {
+        &self.shared.core
+    }
+}
+
 #[pymethods]
 impl PyCore {
     #[new]
-    #[pyo3(signature = (listen, *, max_pending=10_000, retry_after=5, max_message_size=65_535, aliases=Vec::new(), in_dialog_to_app=false, record_route=true, tls_cert=None, tls_key=None, tls_sni=Vec::new(), tls_client_ca=None, tls_verify_client=false, tls_verify_client_on=Vec::new(), tls_ca=None, connect_timeout=None, connection_lifetime=None, max_connections=None, udp_reader="loop"))]
+    #[pyo3(signature = (listen, *, max_pending=10_000, retry_after=5, max_message_size=65_535, aliases=Vec::new(), in_dialog_to_app=false, record_route=true, tls_cert=None, tls_key=None, tls_sni=Vec::new(), tls_client_ca=None, tls_verify_client=false, tls_verify_client_on=Vec::new(), tls_ca=None, connect_timeout=None, connection_lifetime=None, max_connections=None, udp_reader="loop", resolvers=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         listen: Vec<String>,
@@ -90,6 +50,7 @@ impl PyCore {
         connection_lifetime: Option<f64>,
         max_connections: Option<usize>,
         udp_reader: &str,
+        resolvers: Vec<String>,
     ) -> PyResult<PyCore> {
         let udp_reader = udp_reader.parse().map_err(PyValueError::new_err)?;
         let listen: Vec<ListenSpec> = listen
@@ -123,7 +84,15 @@ impl PyCore {
         if let Some(v) = max_connections {
             stream.max_connections = v.max(1);
         }
+        let nameservers = resolvers
+            .iter()
+            .map(|r| super::dns::parse_resolver(r))
+            .collect::<PyResult<Vec<_>>>()?;
         let config = Config {
+            dns: crate::dns::DnsConfig {
+                nameservers,
+                ..defaults.dns.clone()
+            },
             stream,
             tls: TlsSettings {
                 cert: tls_cert,
@@ -148,14 +117,15 @@ impl PyCore {
         let core = Core::start(config).map_err(|e| PyOSError::new_err(e.to_string()))?;
         core.set_in_dialog_to_app(in_dialog_to_app);
         Ok(PyCore {
-            shared: Arc::new(Shared {
-                core,
-                futures: Mutex::new(HashMap::new()),
-                cancelled: Mutex::new(Vec::new()),
-                record_route: std::sync::atomic::AtomicBool::new(record_route),
-                next_relay: AtomicU64::new(1),
-            }),
+            shared: Arc::new(Shared::new(core, record_route)),
         })
+    }
+
+    /// The resolver cache, the destination blocklist and their settings.
+    fn dns(&self) -> super::dns::PyDns {
+        super::dns::PyDns {
+            core: self.shared.core.clone(),
+        }
     }
 
     fn udp_fds(&self) -> Vec<i32> {
@@ -174,21 +144,21 @@ impl PyCore {
     fn poll_udp(&self, py: Python<'_>, index: usize) -> PyResult<Vec<Py<PyRequest>>> {
         let mut events = Vec::new();
         self.shared.core.poll_udp(index, &mut events);
-        self.shared.dispatch(py, events)
+        dispatch(&self.shared, py, events)
     }
 
     /// Processes what the stream connections read since the last call.
     fn drain_streams(&self, py: Python<'_>) -> PyResult<Vec<Py<PyRequest>>> {
         let mut events = Vec::new();
         self.shared.core.drain_streams(&mut events);
-        self.shared.dispatch(py, events)
+        dispatch(&self.shared, py, events)
     }
 
     /// Runs due transaction timers.
     fn on_timer(&self, py: Python<'_>) -> PyResult<Vec<Py<PyRequest>>> {
         let mut events = Vec::new();
         self.shared.core.on_timer(&mut events);
-        self.shared.dispatch(py, events)
+        dispatch(&self.shared, py, events)
     }
 
     /// Whether CANCELs arrived for requests the application holds.
@@ -234,25 +204,18 @@ impl PyCore {
             s.push((key, n as u64));
         }
         s.push(("ingress_queue".into(), core.ingress_depth() as u64));
-        let (servers, clients, ctxs, timers, created) = core.with_layer(|_, l| {
-            (
-                l.servers.len(),
-                l.clients.len(),
-                l.ctxs.len(),
-                l.timers.len(),
-                (l.servers_created, l.clients_created),
-            )
-        });
-        s.push(("transactions.server".into(), servers as u64));
-        s.push(("transactions.client".into(), clients as u64));
-        s.push(("transactions.server_total".into(), created.0));
-        s.push(("transactions.client_total".into(), created.1));
-        s.push(("transactions.contexts".into(), ctxs as u64));
-        s.push(("timers".into(), timers as u64));
+        let t = core.table_sizes();
+        s.push(("transactions.server".into(), t.servers as u64));
+        s.push(("transactions.client".into(), t.clients as u64));
+        s.push(("transactions.server_total".into(), t.servers_created));
+        s.push(("transactions.client_total".into(), t.clients_created));
+        s.push(("transactions.contexts".into(), t.contexts as u64));
+        s.push(("timers".into(), t.timers as u64));
         s.push((
             "relays_waiting".into(),
             self.shared.futures.lock().len() as u64,
         ));
+        s.extend(super::dns::stats(core));
         s
     }
 
@@ -260,21 +223,23 @@ impl PyCore {
     fn reset_stats(&self) {
         let core = &self.shared.core;
         core.stats.reset();
-        core.with_layer(|_, l| {
-            l.servers_created = 0;
-            l.clients_created = 0;
-        });
+        core.reset_created();
     }
 
-    /// The resolver cache: `[(host, port, address, seconds left)]`.
+    /// The resolver cache, one row per address: `[(host, port, address,
+    /// seconds left)]` (`dns.view`).
     fn dns_cache(&self) -> Vec<(String, u16, String, u64)> {
-        self.shared
-            .core
-            .resolver
-            .entries()
-            .into_iter()
-            .map(|(host, port, addr, ttl)| (host, port, addr.ip().to_string(), ttl))
-            .collect()
+        let mut rows = Vec::new();
+        for (t, r, ttl) in self.shared.core.node.resolver.entries() {
+            for g in &r.groups {
+                for srv in &g.servers {
+                    for a in &srv.addrs {
+                        rows.push((t.host.clone(), srv.port, a.to_string(), ttl as u64));
+                    }
+                }
+            }
+        }
+        rows
     }
 
     /// RFC 3261 timer values in seconds: T1, T2, T4 and Timer C.

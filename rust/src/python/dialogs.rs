@@ -9,7 +9,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
-use super::core::Shared;
+use super::shared::Shared;
 use super::SiprError;
 use crate::core::Incoming;
 use crate::dialog::{self, Dialog, Profile, Record, TrackSpec};
@@ -50,10 +50,9 @@ pub fn track(
         extra: extract_fields(cdr, "cdr")?,
         account,
     };
-    let id = shared
-        .core
-        .with_layer(|c, l| dialog::track(c, l, txn, spec))
-        .map_err(|e| DialogError::new_err(e.to_string()))?;
+    let core = &shared.core;
+    let (id, _) = core.with_services(|cx, _| dialog::track(&core.dialogs, cx, txn, spec));
+    let id = id.map_err(|e| DialogError::new_err(e.to_string()))?;
     Ok(dialog::format_id(id))
 }
 
@@ -64,9 +63,10 @@ pub fn account(
     extra: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let extra = extract_fields(extra, "extra")?;
-    shared
-        .core
-        .with_layer(|c, l| dialog::account(c, l, inc.txn, &inc.msg, &inc.source, extra));
+    let core = &shared.core;
+    core.with_services(|cx, _| {
+        dialog::account(&core.dialogs, cx, inc.txn, &inc.msg, &inc.source, extra)
+    });
     Ok(())
 }
 
@@ -312,12 +312,17 @@ impl PyDialogTable {
     /// no such confirmed dialog.
     fn end(&self, id: &str) -> PyResult<bool> {
         let id = parse_id(id)?;
-        Ok(self.shared.core.with_layer(|c, l| dialog::end(c, l, id)))
+        let core = &self.shared.core;
+        Ok(core
+            .with_services(|cx, _| dialog::end(&core.dialogs, cx, id))
+            .0)
     }
 
     /// At shutdown: a CDR for every dialog still tracked (no BYE sent).
     fn end_all(&self) -> usize {
-        self.shared.core.with_layer(dialog::end_all)
+        let core = &self.shared.core;
+        core.with_services(|cx, _| dialog::end_all(&core.dialogs, cx))
+            .0
     }
 
     /// (profile, value, live dialogs) for every value in use.

@@ -3,9 +3,13 @@
 
 mod core;
 mod dialogs;
+mod dispatcher;
+mod dns;
 mod message;
 mod registrar;
 mod request;
+mod shared;
+mod targets;
 
 use pyo3::prelude::*;
 
@@ -36,6 +40,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<message::PyCSeq>()?;
     m.add_class::<message::PySource>()?;
     m.add_class::<registrar::PyLocation>()?;
+    m.add_class::<dns::PyDns>()?;
+    m.add_class::<targets::PySerial>()?;
+    m.add_class::<dispatcher::PyDispatcher>()?;
+    m.add_class::<targets::PySelection>()?;
     m.add_class::<registrar::PyNonceCounts>()?;
     m.add_function(wrap_pyfunction!(message::parse_uri, m)?)?;
     m.add_function(wrap_pyfunction!(core::parse_listen, m)?)?;

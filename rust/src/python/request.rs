@@ -3,20 +3,45 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use super::core::Shared;
 use super::message::{PyAddress, PyCSeq, PySource, PyUri};
+use super::shared::Shared;
+use super::targets::{relay_target, target_string};
 use super::TransactionError;
-use crate::core::Incoming;
-use crate::proxy::stateful::{self, RelayOptions, Target};
-use crate::proxy::{forward_stateless, ForwardRequest};
-use crate::sip::write::{build_response, HeaderEdit};
+use crate::core::{Event, Incoming, Reply};
+use crate::proxy::stateful::{RelayOptions, Target};
+use crate::proxy::ForwardRequest;
+use crate::sip::write::HeaderEdit;
 use crate::sip::{HeaderId, Message, Method};
-use crate::transaction::server;
+
+/// Turns core events into Python: requests are returned, relay results
+/// resolve their futures, cancellations are queued for the server.
+pub fn dispatch(
+    shared: &Arc<Shared>,
+    py: Python<'_>,
+    events: Vec<Event>,
+) -> PyResult<Vec<Py<PyRequest>>> {
+    let mut requests = Vec::with_capacity(events.len());
+    for ev in events {
+        match ev {
+            Event::Request(inc) => requests.push(Py::new(py, PyRequest::new(shared.clone(), inc))?),
+            Event::RelayDone { relay, result } => {
+                let fut = shared.futures.lock().remove(&relay);
+                if let Some(fut) = fut {
+                    let fut = fut.bind(py);
+                    if !fut.call_method0("done")?.is_truthy()? {
+                        fut.call_method1("set_result", (PyResponse::new(result.message),))?;
+                    }
+                }
+            }
+            Event::Cancelled(txn) => shared.cancelled.lock().push(txn),
+        }
+    }
+    Ok(requests)
+}
 
 #[pyclass(module = "sipr._core", name = "Request")]
 pub struct PyRequest {
@@ -51,21 +76,17 @@ impl PyRequest {
         }
     }
 
+    /// The request as received (services that select on it: dispatcher).
+    pub(super) fn message(&self) -> &Message {
+        &self.inc.msg
+    }
+
     /// The handler is done with the request: free its overload slot, and let
     /// a held relay result go upstream.
     fn release(&mut self) {
         if !self.released {
             self.released = true;
-            let core = &self.shared.core;
-            core.release();
-            if let Some(txn) = self.inc.txn {
-                core.with_layer(|c, l| {
-                    if let Some(t) = l.servers.get_mut(&txn) {
-                        t.app_holds = false;
-                    }
-                    stateful::finish(c, l, txn);
-                });
-            }
+            self.shared.core.finish(self.inc.txn);
         }
     }
 
@@ -116,53 +137,13 @@ impl PyRequest {
         extra: Vec<(String, String)>,
         body: &[u8],
     ) -> PyResult<()> {
-        let core = self.shared.core.clone();
-        let Some(txn) = self.inc.txn else {
-            if self.to_tag.is_none() && status > 100 && self.inc.msg.to_tag().is_none() {
-                self.to_tag = Some(core.new_tag());
-            }
-            let resp = build_response(
-                &self.inc.msg,
-                Some(self.inc.source.addr),
-                status,
-                reason,
-                self.to_tag.as_deref(),
-                &extra,
-                body,
-            );
-            core.send_response(&self.inc.msg, self.inc.source, Bytes::from(resp));
-            if status >= 200 {
-                self.answered = true;
-                self.handled = true;
-            }
-            return Ok(());
+        let reply = Reply {
+            status,
+            reason,
+            headers: &extra,
+            body,
         };
-        let sent = core.with_layer(|c, l| {
-            let tag = match l.servers.get_mut(&txn) {
-                Some(t) if t.is_final() => return false,
-                Some(t) => {
-                    if t.to_tag.is_none() && status > 100 && t.request.to_tag().is_none() {
-                        t.to_tag = Some(c.new_tag());
-                    }
-                    t.to_tag.clone()
-                }
-                None => return false,
-            };
-            let resp = build_response(
-                &self.inc.msg,
-                Some(self.inc.source.addr),
-                status,
-                reason,
-                tag.as_deref(),
-                &extra,
-                body,
-            );
-            let ok = server::send_response(c, l, txn, status, Bytes::from(resp), true);
-            if ok && status >= 200 {
-                stateful::on_local_final(c, l, txn);
-            }
-            ok
-        });
+        let sent = self.shared.core.reply(&self.inc, &mut self.to_tag, &reply);
         if !sent {
             self.answered = true;
             self.handled = true;
@@ -187,9 +168,7 @@ impl PyRequest {
     /// Drops the server transaction: the request is handled statelessly.
     fn forget_txn(&mut self) {
         if let Some(txn) = self.inc.txn.take() {
-            self.shared.core.with_layer(|_, l| {
-                l.remove_server(txn);
-            });
+            self.shared.core.forget(txn);
         }
     }
 }
@@ -419,8 +398,7 @@ impl PyRequest {
         let ruri = self.uri_override.as_ref().map(|u| u.as_str().to_string());
         self.forget_txn();
         let core = self.shared.core.clone();
-        let result = forward_stateless(
-            &core,
+        let result = core.forward(
             &self.inc,
             &ForwardRequest {
                 target: target.as_deref(),
@@ -467,8 +445,16 @@ impl PyRequest {
         if self.answered {
             return Err(self.closed_error("relay"));
         }
+        let mut serial = None;
         let targets: Vec<Target> = match target {
             None => Vec::new(),
+            // Serial targets (`sipr.Serial`, a dispatcher or prefix-route
+            // selection): one branch failing over from one to the next.
+            Some(t) if super::targets::is_serial(t) => {
+                let (targets, codes) = super::targets::serial_targets(t, &self.inc.msg)?;
+                serial = Some(codes);
+                targets
+            }
             Some(t)
                 if t.is_instance_of::<pyo3::types::PyList>()
                     || t.is_instance_of::<pyo3::types::PyTuple>() =>
@@ -493,9 +479,7 @@ impl PyRequest {
         let Some(txn) = self.inc.txn else {
             // ACK (and anything without a transaction) is relayed statelessly.
             let ruri = self.uri_override.as_ref().map(|u| u.as_str().to_string());
-            let core = self.shared.core.clone();
-            let _ = forward_stateless(
-                &core,
+            let _ = self.shared.core.forward(
                 &self.inc,
                 &ForwardRequest {
                     target: targets.first().and_then(|t| t.hop.as_deref()),
@@ -522,18 +506,15 @@ impl PyRequest {
             header_edits: &self.edits,
             record_route: record_route.unwrap_or(self.record_route_default()),
             timeout,
+            serial,
         };
-        let mut events = Vec::new();
-        let result = self
-            .shared
-            .core
-            .with_layer(|c, l| stateful::relay(c, l, txn, &opts, relay_id, &mut events));
+        let (result, events) = self.shared.core.relay(txn, &opts, relay_id);
         if result.is_err() {
             self.shared.futures.lock().remove(&relay_id);
             return Err(self.closed_error("relay"));
         }
         self.handled = true;
-        let requests = self.shared.dispatch(py, events)?;
+        let requests = dispatch(&self.shared, py, events)?;
         debug_assert!(requests.is_empty());
         Ok(fut.unbind())
     }
@@ -592,38 +573,6 @@ impl PyRequest {
             .record_route
             .load(std::sync::atomic::Ordering::Relaxed)
     }
-}
-
-/// A relay target: a URI / str (next hop), or a registered `sipr.Contact`
-/// (its URI becomes the branch's Request-URI, its `next_hop` the hop, its
-/// Path the branch's Route set).
-fn relay_target(t: &Bound<'_, PyAny>) -> PyResult<Target> {
-    if let Ok(hop) = t.getattr("next_hop") {
-        let uri: String = t.getattr("uri")?.extract()?;
-        let hop: String = hop.extract()?;
-        let routes: Vec<String> = t
-            .getattr("path")
-            .and_then(|p| p.extract())
-            .unwrap_or_default();
-        return Ok(Target {
-            hop: Some(PyUri::parse_str(&hop)?.as_str().to_string()),
-            request_uri: Some(PyUri::parse_str(&uri)?.as_str().to_string()),
-            routes,
-        });
-    }
-    Ok(Target {
-        hop: Some(target_string(t)?),
-        ..Target::default()
-    })
-}
-
-fn target_string(t: &Bound<'_, PyAny>) -> PyResult<String> {
-    Ok(match t.cast::<PyUri>() {
-        Ok(u) => u.get().as_str().to_string(),
-        Err(_) => PyUri::parse_str(&t.extract::<String>()?)?
-            .as_str()
-            .to_string(),
-    })
 }
 
 impl Drop for PyRequest {

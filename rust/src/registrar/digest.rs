@@ -113,7 +113,7 @@ impl Nonces {
     /// `<ms hex>-<12 random hex>.<mac>`; `now_ms` is Unix time in ms.
     pub fn issue(&self, now_ms: u64) -> String {
         let n = self.issued.fetch_add(1, Ordering::Relaxed);
-        let unique = crate::core::mix64(self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let unique = crate::service::mix64(self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let stamp = format!("{now_ms:x}-{}", to_hex(&unique.to_le_bytes()[..6]));
         let mac = self.mac(&stamp);
         format!("{stamp}.{mac}")
@@ -147,7 +147,7 @@ fn random6() -> [u8; 6] {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        buf.copy_from_slice(&crate::core::mix64(t).to_le_bytes()[..6]);
+        buf.copy_from_slice(&crate::service::mix64(t).to_le_bytes()[..6]);
     }
     buf
 }

@@ -19,6 +19,7 @@ pub use location::{Binding, Location};
 pub use register::{Outcome, Policy};
 pub use replies::RecentReplies;
 
+use crate::service::Node;
 use crate::sip::{HeaderId, Message};
 use crate::transport::Source;
 
@@ -213,7 +214,6 @@ impl Auth {
 }
 
 #[cfg(test)]
-#[path = "fast_tests.rs"]
 mod tests;
 
 /// The registrars the application handed to the core, tried in order (the
@@ -247,7 +247,7 @@ impl Registrars {
 
     /// Answers a REGISTER natively if a registrar serves its domain and can
     /// decide it; false hands it to the application.
-    pub fn handle(&self, core: &crate::core::Core, msg: &Message, source: Source) -> bool {
+    pub fn handle(&self, node: &Node, msg: &Message, source: Source) -> bool {
         let list = self.list.read();
         if list.is_empty() {
             return false;
@@ -264,8 +264,8 @@ impl Registrars {
         };
         let key = recent.key(msg, &source);
         if let Some(bytes) = recent.get(key) {
-            core.stats.count_retransmission();
-            core.send_response(msg, source, bytes);
+            node.stats.count_retransmission();
+            node.wire.send_response(msg, source, bytes);
             return true;
         }
         let now = unix_now();
@@ -278,8 +278,8 @@ impl Registrars {
             return false;
         };
         // As `req.reply()` does.
-        headers.push(("Server".to_string(), core.config.server_name.clone()));
-        let tag = core.stateless_tag();
+        headers.push(("Server".to_string(), node.server_name.clone()));
+        let tag = node.stateless_tag();
         let bytes: bytes::Bytes = crate::sip::write::build_response(
             msg,
             Some(source.addr),
@@ -291,10 +291,10 @@ impl Registrars {
         )
         .into();
         recent.insert(key, bytes.clone(), std::time::Instant::now());
-        core.stats
+        node.stats
             .native_registers
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        core.send_response(msg, source, bytes);
+        node.wire.send_response(msg, source, bytes);
         true
     }
 }

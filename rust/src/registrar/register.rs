@@ -373,5 +373,4 @@ pub fn http_date(unix: i64) -> String {
 }
 
 #[cfg(test)]
-#[path = "register_tests.rs"]
 pub(crate) mod tests_support;

@@ -3,9 +3,9 @@
 //! header value is interpreted.
 
 use super::header::HeaderId;
-use super::message::{Framing, HeaderField, Span, StartLine};
 use super::method::Method;
 use super::scan::{is_token, parse_decimal, skip_lws, trim_end};
+use super::span::{Framing, HeaderField, Span, StartLine};
 use super::uri::Uri;
 use super::{Limits, ParseError};
 

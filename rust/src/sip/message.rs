@@ -9,63 +9,10 @@ use super::lines::{find_line_end, parse_start_line, split_headers};
 use super::method::Method;
 use super::nameaddr::NameAddr;
 use super::scan::{is_token, parse_decimal, skip_lws};
+use super::span::{Framing, HeaderField, Span, StartLine};
 use super::uri::{Scheme, Uri};
 use super::via::Via;
 use super::{Limits, ParseError};
-
-/// A byte range into the message buffer. `u32` keeps headers small; message
-/// size limits keep every offset well inside it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Span {
-    pub start: u32,
-    pub end: u32,
-}
-
-impl Span {
-    pub(crate) fn new(start: usize, end: usize) -> Span {
-        Span {
-            start: start as u32,
-            end: end as u32,
-        }
-    }
-    pub fn range(self) -> std::ops::Range<usize> {
-        self.start as usize..self.end as usize
-    }
-    pub fn is_empty(self) -> bool {
-        self.start == self.end
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeaderField {
-    pub id: HeaderId,
-    pub name: Span,
-    /// The value without surrounding LWS; folds inside are kept as received.
-    pub value: Span,
-    /// The whole header line including its line end, for byte-exact copying.
-    pub line: Span,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartLine {
-    Request {
-        method: Method,
-        method_span: Span,
-        uri: Span,
-    },
-    Response {
-        status: u16,
-        reason: Span,
-    },
-}
-
-/// How the message arrived: datagrams may carry trailing octets beyond
-/// Content-Length (ignored) and may omit it; streams are framed beforehand.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    Datagram,
-    Stream,
-}
 
 #[derive(Debug, Clone)]
 pub struct Message {

@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use super::header::HeaderId;
-use super::message::{Message, StartLine};
+use super::message::Message;
 use super::method::default_reason;
+use super::span::StartLine;
 
 /// A header change requested by the application, applied when a request is
 /// forwarded or answered.

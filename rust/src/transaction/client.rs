@@ -5,11 +5,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{BranchId, CtxId, Layer, TimerKey, COARSE, FINE};
-use crate::core::Core;
+use super::{BranchId, Layer, Owner, TimerKey, COARSE, FINE};
 use crate::sip::{Framing, HeaderId, Message};
 use crate::timer::TimerId;
-use crate::transport::Destination;
+use crate::transport::{Destination, Wire};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientState {
@@ -27,7 +26,8 @@ pub enum ClientState {
 
 pub struct ClientTxn {
     pub id: BranchId,
-    pub ctx: CtxId,
+    /// Who hears its responses and failures.
+    pub owner: Owner,
     pub branch: String,
     pub invite: bool,
     method: String,
@@ -66,9 +66,9 @@ impl ClientTxn {
 
 /// Sends `request` (already carrying our Via with `branch`) and starts timers.
 pub fn start(
-    core: &Core,
+    wire: &Wire,
     layer: &mut Layer,
-    ctx: CtxId,
+    owner: Owner,
     branch: String,
     method: &str,
     request: Bytes,
@@ -78,10 +78,10 @@ pub fn start(
     let invite = method == "INVITE";
     let timing = layer.timing.clone();
     let now = Instant::now();
-    core.send(dest, request.clone());
+    wire.send(dest, request.clone());
     let mut txn = ClientTxn {
         id,
-        ctx,
+        owner,
         branch,
         invite,
         method: method.to_string(),
@@ -124,7 +124,7 @@ pub fn start(
 }
 
 /// What a response means for the proxy context above the transaction.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Absorbed (100 Trying, retransmitted final, stray).
     Absorb,
@@ -135,7 +135,7 @@ pub enum Outcome {
     Failure,
 }
 
-pub fn on_response(core: &Core, layer: &mut Layer, id: BranchId, resp: &Message) -> Outcome {
+pub fn on_response(wire: &Wire, layer: &mut Layer, id: BranchId, resp: &Message) -> Outcome {
     let timing = layer.timing.clone();
     let now = Instant::now();
     let Some(txn) = layer.clients.get_mut(&id) else {
@@ -185,7 +185,7 @@ pub fn on_response(core: &Core, layer: &mut Layer, id: BranchId, resp: &Message)
             txn.state = ClientState::Completed;
             let reliable = txn.reliable();
             if txn.invite {
-                send_ack(core, txn, resp);
+                send_ack(wire, txn, resp);
                 let d = if reliable {
                     Duration::ZERO
                 } else {
@@ -204,7 +204,7 @@ pub fn on_response(core: &Core, layer: &mut Layer, id: BranchId, resp: &Message)
         }
         (ClientState::Completed, 300..=699) if txn.invite => {
             // The final was retransmitted: our ACK was lost.
-            send_ack(core, txn, resp);
+            send_ack(wire, txn, resp);
             Outcome::Absorb
         }
         _ => Outcome::Absorb,
@@ -219,13 +219,13 @@ pub fn on_response(core: &Core, layer: &mut Layer, id: BranchId, resp: &Message)
         }
     }
     if let Some(c) = cancel_request {
-        start_cancel(core, layer, id, c);
+        start_cancel(wire, layer, id, c);
     }
     outcome
 }
 
 /// Timer A / E: retransmit with back-off.
-pub fn on_retransmit_timer(core: &Core, layer: &mut Layer, id: BranchId) {
+pub fn on_retransmit_timer(wire: &Wire, layer: &mut Layer, id: BranchId) {
     let t2 = layer.timing.t2;
     let Some(txn) = layer.clients.get_mut(&id) else {
         return;
@@ -238,8 +238,8 @@ pub fn on_retransmit_timer(core: &Core, layer: &mut Layer, id: BranchId) {
     {
         return;
     }
-    core.stats.count_retransmission();
-    core.send(txn.dest, txn.request.clone());
+    wire.stats().count_retransmission();
+    wire.send(txn.dest, txn.request.clone());
     txn.interval = if txn.invite {
         txn.interval * 2
     } else {
@@ -257,7 +257,7 @@ pub fn on_retransmit_timer(core: &Core, layer: &mut Layer, id: BranchId) {
 /// The stream carrying this transaction failed before any response: send
 /// its UDP form instead (§18.1.1), retransmitted like any UDP request.
 /// Returns false when it has none (the caller fails the branch).
-pub fn retry_over_udp(core: &Core, layer: &mut Layer, id: BranchId) -> bool {
+pub fn retry_over_udp(wire: &Wire, layer: &mut Layer, id: BranchId) -> bool {
     let t1 = layer.timing.t1;
     let Some(txn) = layer.clients.get_mut(&id) else {
         return false;
@@ -269,7 +269,7 @@ pub fn retry_over_udp(core: &Core, layer: &mut Layer, id: BranchId) -> bool {
     txn.dest.transport = crate::transport::Transport::Udp;
     txn.dest.conn = None;
     txn.interval = t1;
-    core.send(txn.dest, txn.request.clone());
+    wire.send(txn.dest, txn.request.clone());
     let tid = layer
         .timers
         .schedule(Instant::now() + t1, FINE, TimerKey::ClientRetransmit(id));
@@ -285,7 +285,7 @@ pub fn retry_over_udp(core: &Core, layer: &mut Layer, id: BranchId) -> bool {
 
 /// Requests a CANCEL of an INVITE branch (RFC 3261 §9.1: only once a
 /// provisional arrived; before that it is sent when one does).
-pub fn cancel(core: &Core, layer: &mut Layer, id: BranchId) {
+pub fn cancel(wire: &Wire, layer: &mut Layer, id: BranchId) {
     let Some(txn) = layer.clients.get_mut(&id) else {
         return;
     };
@@ -295,7 +295,7 @@ pub fn cancel(core: &Core, layer: &mut Layer, id: BranchId) {
     match txn.state {
         ClientState::Proceeding => {
             if let Some(c) = build_cancel(txn) {
-                start_cancel(core, layer, id, c);
+                start_cancel(wire, layer, id, c);
             }
         }
         ClientState::Calling => txn.cancel_pending = true,
@@ -316,10 +316,60 @@ pub fn terminate(layer: &mut Layer, id: BranchId) {
     }
 }
 
+/// Ends client transaction `id` as if it had answered `status` (408: no
+/// answer in time; 503: the transport failed), to be removed at the next
+/// timer run; its owner is told by the caller.
+pub fn fail(layer: &mut Layer, id: BranchId, status: u16) {
+    terminate(layer, id);
+    if let Some(c) = layer.clients.get_mut(&id) {
+        c.final_status = Some(status);
+    }
+    let end = layer
+        .timers
+        .schedule(Instant::now(), COARSE, TimerKey::ClientEnd(id));
+    match layer.clients.get_mut(&id) {
+        Some(c) => c.timers[3] = Some(end),
+        None => {
+            layer.timers.cancel(end);
+        }
+    }
+}
+
+/// The stream to `addr` over `transport` failed (connect refused or timed
+/// out, the peer stopped reading): client transactions still waiting there
+/// for a first response either go out over UDP instead (sent over TCP only
+/// for their size, §18.1.1) or are returned, for their owners to fail.
+pub fn on_transport_error(
+    wire: &Wire,
+    layer: &mut Layer,
+    transport: crate::transport::Transport,
+    addr: std::net::SocketAddr,
+) -> Vec<(BranchId, Owner)> {
+    let waiting: Vec<BranchId> = layer
+        .clients
+        .values()
+        .filter(|c| {
+            c.dest.transport == transport
+                && c.dest.addr == addr
+                && matches!(c.state, ClientState::Calling | ClientState::Trying)
+        })
+        .map(|c| c.id)
+        .collect();
+    let mut failed = Vec::new();
+    for id in waiting {
+        if !retry_over_udp(wire, layer, id) {
+            if let Some(c) = layer.clients.get(&id) {
+                failed.push((id, c.owner));
+            }
+        }
+    }
+    failed
+}
+
 /// The CANCEL for INVITE branch `txn` (RFC 3261 §9.1), built while the branch
 /// is borrowed and sent by [`start_cancel`] once it is not.
 pub struct CancelRequest {
-    ctx: CtxId,
+    owner: Owner,
     branch: String,
     bytes: Bytes,
     dest: Destination,
@@ -329,7 +379,7 @@ fn build_cancel(txn: &mut ClientTxn) -> Option<CancelRequest> {
     txn.cancel_sent = true;
     let cancel = derived_request(&txn.request, "CANCEL", None)?;
     Some(CancelRequest {
-        ctx: txn.ctx,
+        owner: txn.owner,
         branch: txn.branch.clone(),
         bytes: Bytes::from(cancel),
         dest: txn.dest,
@@ -340,8 +390,8 @@ fn build_cancel(txn: &mut ClientTxn) -> Option<CancelRequest> {
 /// branch as the INVITE, §9.1): it is retransmitted by Timer E when lost and
 /// its 200 is absorbed. The INVITE branch then gets 64*T1 for its final
 /// (normally a 487) before it ends as if it had answered 408 (§9.1).
-fn start_cancel(core: &Core, layer: &mut Layer, invite: BranchId, c: CancelRequest) {
-    start(core, layer, c.ctx, c.branch, "CANCEL", c.bytes, c.dest);
+fn start_cancel(wire: &Wire, layer: &mut Layer, invite: BranchId, c: CancelRequest) {
+    start(wire, layer, c.owner, c.branch, "CANCEL", c.bytes, c.dest);
     let at = Instant::now() + layer.timing.t1x64();
     let tid = layer
         .timers
@@ -358,10 +408,10 @@ fn start_cancel(core: &Core, layer: &mut Layer, invite: BranchId, c: CancelReque
     }
 }
 
-fn send_ack(core: &Core, txn: &ClientTxn, resp: &Message) {
+fn send_ack(wire: &Wire, txn: &ClientTxn, resp: &Message) {
     let to = resp.header(HeaderId::To);
     if let Some(ack) = derived_request(&txn.request, "ACK", to) {
-        core.send(txn.dest, Bytes::from(ack));
+        wire.send(txn.dest, Bytes::from(ack));
     }
 }
 

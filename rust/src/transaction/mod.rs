@@ -1,22 +1,29 @@
 //! The RFC 3261 §17 transaction layer (with RFC 6026's Accepted states).
 //!
 //! Everything here runs on the event loop's thread (see decision 0001), so
-//! the tables are plain maps behind one uncontended lock in `Core`. Timers are
-//! scheduled in a [`TimerQueue`] and fire through one timerfd.
+//! the tables are plain maps behind one uncontended lock in the dispatcher (`core`). Timers are
+//! scheduled in a [`TimerQueue`] and fire through one timerfd; `timers`
+//! turns a fired one into what the transaction's owner must hear.
+//!
+//! The layer sends through [`Wire`](crate::transport::Wire) and knows nothing
+//! above it: a client transaction names its [`Owner`] (the proxy, or another
+//! service) and reports to it; a server transaction carries its proxy
+//! context id as an opaque number.
 
 pub mod client;
 pub mod server;
+mod timers;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::time::Duration;
 
-use crate::proxy::context::ProxyCtx;
 use crate::sip::{Message, Method};
 use crate::timer::TimerQueue;
 
 pub use client::{ClientState, ClientTxn};
 pub use server::{ServerState, ServerTxn};
+pub use timers::{on_timer, Expiry};
 
 pub type TxnId = u64;
 pub type BranchId = u64;
@@ -62,10 +69,19 @@ pub enum TimerKey {
     ClientTimeout(BranchId),
     ClientTimerC(BranchId),
     ClientEnd(BranchId),
-    /// The overall timeout of one `relay()` round.
-    Relay(CtxId),
-    /// A tracked dialog's setup bound, lifetime or keepalive (`dialog`).
-    Dialog(u64),
+    /// A timer of a service above this layer (the proxy's relay timeout,
+    /// a dialog's, ...): handed back to its owner.
+    Service(Owner),
+}
+
+/// Who a client transaction or a service timer belongs to: a service above
+/// the transaction layer, by name (`"proxy"`, or a registered service's
+/// `Service::name`), and that service's own id (a proxy context, a
+/// dialog, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Owner {
+    pub service: &'static str,
+    pub id: u64,
 }
 
 /// Retransmission timers need ~10 ms precision; clean-up timers need none and
@@ -85,7 +101,6 @@ pub struct Layer {
     ack_index: HashMap<u64, TxnId>,
     pub clients: HashMap<BranchId, ClientTxn>,
     client_index: HashMap<u64, BranchId>,
-    pub ctxs: HashMap<CtxId, ProxyCtx>,
     pub timers: TimerQueue<TimerKey>,
     /// Transactions created since start (for `tm.stats`).
     pub servers_created: u64,
@@ -103,7 +118,6 @@ impl Default for Layer {
             ack_index: HashMap::new(),
             clients: HashMap::new(),
             client_index: HashMap::new(),
-            ctxs: HashMap::new(),
             timers: TimerQueue::default(),
             servers_created: 0,
             clients_created: 0,
@@ -136,8 +150,8 @@ impl Layer {
         self.servers.insert(txn.id, Box::new(txn));
     }
 
-    pub fn remove_server(&mut self, id: TxnId) -> Option<ServerTxn> {
-        let txn = *self.servers.remove(&id)?;
+    pub fn remove_server(&mut self, id: TxnId) -> Option<Box<ServerTxn>> {
+        let txn = self.servers.remove(&id)?;
         if self.server_index.get(&txn.key) == Some(&id) {
             self.server_index.remove(&txn.key);
         }
@@ -195,30 +209,7 @@ impl Layer {
     /// sent-by and method, ACK counting as INVITE; pre-RFC 3261 branches use
     /// the legacy fields.
     pub fn server_key(&self, msg: &Message, method_override: Option<&str>) -> u64 {
-        let method = method_override.unwrap_or(match msg.method() {
-            Method::Ack => "INVITE",
-            _ => msg.method_str(),
-        });
-        let via = msg.str_at(msg.top_via_span());
-        let sent_by = via.split(';').next().unwrap_or(via);
-        let mut h = self.hasher.build_hasher();
-        match msg
-            .branch()
-            .filter(|b| b.starts_with("z9hG4bK") && b.len() > 7)
-        {
-            Some(b) => (0u8, b, sent_by, method).hash(&mut h),
-            None => (
-                1u8,
-                msg.request_uri_str(),
-                msg.call_id(),
-                msg.cseq(),
-                msg.from_tag(),
-                via,
-                method,
-            )
-                .hash(&mut h),
-        }
-        h.finish()
+        server_key_with(&self.hasher, msg, method_override)
     }
 
     pub fn client_key(&self, branch: &str, method: &str) -> u64 {
@@ -233,6 +224,40 @@ impl Layer {
     pub fn hasher(&self) -> ahash::RandomState {
         self.hasher.clone()
     }
+}
+
+/// `Layer::server_key` with the layer's hasher (`Layer::hasher`): a service
+/// that keeps state per server transaction computes the same key on threads
+/// without the layer.
+pub fn server_key_with(
+    hasher: &ahash::RandomState,
+    msg: &Message,
+    method_override: Option<&str>,
+) -> u64 {
+    let method = method_override.unwrap_or(match msg.method() {
+        Method::Ack => "INVITE",
+        _ => msg.method_str(),
+    });
+    let via = msg.str_at(msg.top_via_span());
+    let sent_by = via.split(';').next().unwrap_or(via);
+    let mut h = hasher.build_hasher();
+    match msg
+        .branch()
+        .filter(|b| b.starts_with("z9hG4bK") && b.len() > 7)
+    {
+        Some(b) => (0u8, b, sent_by, method).hash(&mut h),
+        None => (
+            1u8,
+            msg.request_uri_str(),
+            msg.call_id(),
+            msg.cseq(),
+            msg.from_tag(),
+            via,
+            method,
+        )
+            .hash(&mut h),
+    }
+    h.finish()
 }
 
 /// The key under which a UAS 2xx waits for its ACK (Call-ID, CSeq, To tag).

@@ -6,10 +6,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{CtxId, Layer, TimerKey, TxnId, COARSE, FINE};
-use crate::core::Core;
 use crate::sip::{Message, Method};
 use crate::timer::TimerId;
-use crate::transport::Source;
+use crate::transport::{Source, Wire};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerState {
@@ -95,7 +94,7 @@ pub fn create(layer: &mut Layer, msg: Message, source: Source) -> TxnId {
 }
 
 /// Sends 100 Trying unless something was already answered.
-pub fn send_trying(core: &Core, layer: &mut Layer, id: TxnId) {
+pub fn send_trying(wire: &Wire, layer: &mut Layer, id: TxnId) {
     let Some(txn) = layer.servers.get_mut(&id) else {
         return;
     };
@@ -105,7 +104,7 @@ pub fn send_trying(core: &Core, layer: &mut Layer, id: TxnId) {
     if !txn.invite || txn.last_response.is_some() || txn.trying_sent {
         return;
     }
-    core.send_response(&txn.request, txn.source, trying(txn));
+    wire.send_response(&txn.request, txn.source, trying(txn));
     txn.trying_sent = true;
 }
 
@@ -122,11 +121,11 @@ fn trying(txn: &ServerTxn) -> Bytes {
 }
 
 /// A retransmission of the request arrived: answer with the last response.
-pub fn on_retransmission(core: &Core, layer: &mut Layer, id: TxnId) {
+pub fn on_retransmission(wire: &Wire, layer: &mut Layer, id: TxnId) {
     let Some(txn) = layer.servers.get(&id) else {
         return;
     };
-    core.stats.count_retransmission();
+    wire.stats().count_retransmission();
     let resend = match txn.state {
         ServerState::Trying | ServerState::Confirmed => None,
         // RFC 6026: retransmitted INVITEs in Accepted are absorbed; the 2xx
@@ -138,31 +137,14 @@ pub fn on_retransmission(core: &Core, layer: &mut Layer, id: TxnId) {
             .or_else(|| txn.trying_sent.then(|| trying(txn))),
     };
     if let Some(r) = resend {
-        core.send_response(&txn.request, txn.source, r);
+        wire.send_response(&txn.request, txn.source, r);
     }
 }
 
 /// Sends a response through the transaction and moves its state on.
 /// Returns false when the transaction is already final (nothing sent).
 pub fn send_response(
-    core: &Core,
-    layer: &mut Layer,
-    id: TxnId,
-    status: u16,
-    bytes: Bytes,
-    local: bool,
-) -> bool {
-    // Tracked dialogs and accounting see what went upstream.
-    let observed = core.dialogs.observing().then(|| bytes.clone());
-    let sent = send_response_through(core, layer, id, status, bytes, local);
-    if let (true, Some(b)) = (sent, observed) {
-        crate::dialog::on_response_sent(core, layer, id, status, &b);
-    }
-    sent
-}
-
-fn send_response_through(
-    core: &Core,
+    wire: &Wire,
     layer: &mut Layer,
     id: TxnId,
     status: u16,
@@ -179,7 +161,7 @@ fn send_response_through(
     if txn.final_status.is_some() {
         return false;
     }
-    core.send_response(&txn.request, txn.source, bytes.clone());
+    wire.send_response(&txn.request, txn.source, bytes.clone());
     if let Some(t) = txn.timers[2].take() {
         layer.timers.cancel(t);
     }
@@ -282,7 +264,7 @@ pub fn on_ack(layer: &mut Layer, id: TxnId) {
 }
 
 /// Timer G / 2xx retransmission: resend and back off (capped at T2).
-pub fn on_retransmit_timer(core: &Core, layer: &mut Layer, id: TxnId) {
+pub fn on_retransmit_timer(wire: &Wire, layer: &mut Layer, id: TxnId) {
     let t2 = layer.timing.t2;
     let Some(txn) = layer.servers.get_mut(&id) else {
         return;
@@ -297,7 +279,7 @@ pub fn on_retransmit_timer(core: &Core, layer: &mut Layer, id: TxnId) {
         return;
     }
     if let Some(r) = txn.last_response.clone() {
-        core.send_response(&txn.request, txn.source, r);
+        wire.send_response(&txn.request, txn.source, r);
     }
     txn.retransmit_interval = (txn.retransmit_interval * 2).min(t2);
     let next = Instant::now() + txn.retransmit_interval;

@@ -1,18 +1,21 @@
 //! Transports: where messages come from and how bytes go back out.
 //!
-//! UDP sockets are read on the thread that calls [`crate::core::Core::poll_udp`]
-//! (the Python event loop's thread, so a datagram costs no thread crossing);
-//! stream transports run on a tokio runtime thread (`stream`).
+//! UDP sockets are read on the thread that polls them (the Python event
+//! loop's thread, so a datagram costs no thread crossing, or a reader thread:
+//! decision 0019); stream transports run on a tokio runtime thread
+//! (`stream`). `wire::Wire` is what the layers above use to send.
 
 pub mod listen;
 pub mod stream;
 pub mod udp;
+pub mod wire;
 pub mod ws;
 
 use std::fmt;
 use std::net::SocketAddr;
 
 pub use listen::ListenSpec;
+pub use wire::{StartError, Wire};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -79,6 +82,13 @@ impl Source {
             conn: None,
         }
     }
+}
+
+/// A resolved next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Hop {
+    pub transport: Transport,
+    pub addr: SocketAddr,
 }
 
 /// Where to send bytes.

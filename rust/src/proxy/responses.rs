@@ -1,0 +1,160 @@
+//! Responses on proxied branches (RFC 3261 §16.7): provisionals and 2xx go
+//! upstream at once, other finals wait for the round's best choice; and what
+//! the application's own answer or return means for the relay.
+
+use bytes::Bytes;
+
+use super::context::Final;
+use super::round::synthesize;
+use super::Proxy;
+use crate::service::{Ctx, Event, ResponseAt, Verdict};
+use crate::sip::write::strip_top_via;
+use crate::sip::Message;
+use crate::transaction::client::{self, Outcome};
+use crate::transaction::{server, BranchId, TxnId};
+
+impl Proxy {
+    /// A response its client transaction `bid` (one of ours) took, with
+    /// what it meant there: the services' `on_response` hooks see it, then
+    /// the proxy acts on it (`deliver_response`).
+    pub fn on_response(&mut self, cx: &mut Ctx<'_>, bid: BranchId, outcome: Outcome, msg: Message) {
+        let Some(c) = cx.txns.clients.get(&bid) else {
+            return;
+        };
+        if c.method_str() == "CANCEL" {
+            return;
+        }
+        let Some(ctx) = self.ctxs.get(&c.owner.id) else {
+            return;
+        };
+        let node = cx.node;
+        if outcome != Outcome::Absorb && !node.hooks.is_empty() {
+            let at = ResponseAt {
+                server: ctx.server,
+                branch: bid,
+                outcome,
+            };
+            if node.hooks.on_response(cx, at, &msg) == Verdict::Stop {
+                return;
+            }
+        }
+        self.deliver_response(cx, bid, outcome, msg);
+    }
+
+    /// Acts on a response of branch `bid`: passes it upstream or keeps it
+    /// for the round's choice. A service that held a response in its
+    /// `on_response` hook hands it back here.
+    pub fn deliver_response(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        bid: BranchId,
+        outcome: Outcome,
+        msg: Message,
+    ) {
+        let node = cx.node;
+        let Some(ctx_id) = cx.txns.clients.get(&bid).map(|c| c.owner.id) else {
+            return;
+        };
+        let Some(ctx) = self.ctxs.get_mut(&ctx_id) else {
+            return;
+        };
+        let server_id = ctx.server;
+        let status = msg.status().unwrap_or(0);
+        match outcome {
+            Outcome::Absorb => {}
+            Outcome::Provisional => {
+                if !ctx.final_sent {
+                    let up = Bytes::from(strip_top_via(&msg));
+                    server::send_response(&node.wire, cx.txns, server_id, status, up, false);
+                }
+            }
+            Outcome::Success => {
+                let up = Bytes::from(strip_top_via(&msg));
+                if !ctx.final_sent {
+                    ctx.final_sent = true;
+                    ctx.held = None;
+                    let waiting = std::mem::take(&mut ctx.waiting);
+                    let others: Vec<_> =
+                        ctx.branches.iter().copied().filter(|b| *b != bid).collect();
+                    super::send_final(cx, server_id, status, up.clone(), false);
+                    let f = Final {
+                        status,
+                        message: msg,
+                        upstream: up,
+                    };
+                    for relay in waiting {
+                        cx.events.push(Event::RelayDone {
+                            relay,
+                            result: f.clone(),
+                        });
+                    }
+                    // RFC 3261 §16.7 step 10: a 2xx cancels the other branches.
+                    for b in others {
+                        client::cancel(&node.wire, cx.txns, b);
+                    }
+                } else if let Some(t) = cx.txns.servers.get(&server_id) {
+                    // Another fork's 2xx, or a retransmission: every 2xx goes up.
+                    node.wire.send_response(&t.request, t.source, up);
+                }
+            }
+            Outcome::Failure => {
+                let timed_out = cx.txns.clients.get(&bid).is_some_and(|c| c.timed_out);
+                let f = if timed_out {
+                    synthesize(node, cx.txns, server_id, 408)
+                } else {
+                    Some(Final {
+                        status,
+                        message: msg.clone(),
+                        upstream: Bytes::from(strip_top_via(&msg)),
+                    })
+                };
+                let Some(f) = f else { return };
+                let ctx = self.ctxs.get_mut(&ctx_id).expect("exists");
+                ctx.finals.push(f);
+                if status >= 600 && !timed_out {
+                    let others: Vec<_> =
+                        ctx.branches.iter().copied().filter(|b| *b != bid).collect();
+                    for b in others {
+                        client::cancel(&node.wire, cx.txns, b);
+                    }
+                } else {
+                    self.on_branch_failed(cx, bid, status, false);
+                }
+                if self.round_complete(cx.txns, ctx_id) {
+                    self.complete_round(cx, ctx_id);
+                }
+            }
+        }
+    }
+
+    /// The application's handler returned: a held final goes upstream now.
+    pub fn finish(&mut self, cx: &mut Ctx<'_>, txn: TxnId) {
+        let Some(ctx_id) = cx.txns.servers.get(&txn).and_then(|t| t.ctx) else {
+            return;
+        };
+        let Some(ctx) = self.ctxs.get_mut(&ctx_id) else {
+            return;
+        };
+        ctx.handler_active = false;
+        if let Some(f) = ctx.held.take() {
+            if !ctx.final_sent {
+                self.send_final_upstream(cx, ctx_id, f);
+            }
+        }
+    }
+
+    /// The application answered `txn` itself: pending branches are cancelled.
+    pub fn on_local_final(&mut self, cx: &mut Ctx<'_>, txn: TxnId) {
+        let Some(ctx_id) = cx.txns.servers.get(&txn).and_then(|t| t.ctx) else {
+            return;
+        };
+        let Some(ctx) = self.ctxs.get_mut(&ctx_id) else {
+            return;
+        };
+        ctx.final_sent = true;
+        ctx.held = None;
+        for &b in &ctx.branches {
+            client::cancel(&cx.node.wire, cx.txns, b);
+        }
+    }
+}

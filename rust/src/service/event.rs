@@ -1,0 +1,39 @@
+//! What the services tell the application layer (`python/`), in the order
+//! it happened, after a read, a timer or an action.
+
+use bytes::Bytes;
+
+use crate::sip::Message;
+use crate::transaction::TxnId;
+use crate::transport::Source;
+
+/// A request the application must decide on.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub msg: Message,
+    pub source: Source,
+    /// Its server transaction (none for ACK and stateless-only requests).
+    pub txn: Option<TxnId>,
+}
+
+/// A final answer a relay round produced, ready for the application and for
+/// upstream.
+#[derive(Clone)]
+pub struct Final {
+    pub status: u16,
+    /// As received (or synthesised), for the application.
+    pub message: Message,
+    /// With our Via removed, for upstream.
+    pub upstream: Bytes,
+}
+
+pub enum Event {
+    Request(Incoming),
+    /// A `relay()` round finished with this final answer.
+    RelayDone {
+        relay: u64,
+        result: Final,
+    },
+    /// A CANCEL ended this request while the application held it.
+    Cancelled(TxnId),
+}

@@ -1,0 +1,207 @@
+//! The hook points where a service joins message processing, and the list
+//! of registered services. With none registered, each hook point costs one
+//! relaxed atomic load per message (`Hooks::is_empty`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+
+use super::{Ctx, Node};
+use crate::sip::write::HeaderEdit;
+use crate::sip::Message;
+use crate::transaction::client::Outcome;
+use crate::transaction::{BranchId, ServerTxn, TxnId};
+use crate::transport::{Hop, Source};
+
+/// What a hook decided about a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on as if the hook were not there.
+    Continue,
+    /// The service took the message over (answered, dropped or held it):
+    /// nothing after this hook sees it.
+    Stop,
+}
+
+/// A response on a proxied branch: the server transaction it answers, the
+/// branch (client transaction) it came on, and what it means there.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseAt {
+    pub server: TxnId,
+    pub branch: BranchId,
+    pub outcome: Outcome,
+}
+
+/// A request about to leave on one branch (a stateful relay branch or a
+/// stateless forward): the request as received, where it goes, and the
+/// header edits applied on the way.
+pub struct BranchPlan<'a> {
+    pub request: &'a Message,
+    pub hop: Hop,
+    pub edits: &'a mut Vec<HeaderEdit>,
+}
+
+/// A service beside the proxy (dialogs, NAT, DNS failover, bans, ...). Every
+/// hook has a default that does nothing, so a service implements the ones it
+/// needs. Hooks run on the thread that processes the message: keep them
+/// short and never block (docs/architecture.md, "Threads").
+pub trait Service: Send + Sync {
+    /// The owner name of this service's timers and client transactions
+    /// ([`crate::transaction::Owner`]); unique among the services.
+    fn name(&self) -> &'static str;
+
+    /// A new request (not a retransmission, not a CANCEL or ACK a
+    /// transaction absorbs), before any routing: loop detection, the native
+    /// registrar, in-dialog routing, Python. `Stop` drops it; answer it first
+    /// with `node.reply_stateless` if it deserves an answer. Runs on the loop
+    /// thread and on the UDP reader threads, so it gets no transaction layer.
+    fn on_request(&self, _node: &Node, _msg: &Message, _source: &Source) -> Verdict {
+        Verdict::Continue
+    }
+
+    /// The proxy is about to build and send a request on one branch: the
+    /// hook may change the hop or add header edits.
+    fn on_relay(&self, _node: &Node, _plan: &mut BranchPlan<'_>) {}
+
+    /// A provisional or final response on a proxied branch, after its client
+    /// transaction took it and before the proxy acts on it (passes it
+    /// upstream, keeps it for the best-response choice). `Stop`: the service
+    /// holds it and hands it back later with `Proxy::deliver_response`.
+    fn on_response(&self, _cx: &mut Ctx<'_>, _at: ResponseAt, _msg: &Message) -> Verdict {
+        Verdict::Continue
+    }
+
+    /// A final answer went upstream through server transaction `txn`: the
+    /// best one of a relay round, a relayed 2xx, a synthesised 408/487/503 or
+    /// the application's own (`local`). Called as it is sent, unlike
+    /// `on_transaction_end`, which comes when the transaction leaves the
+    /// tables (up to 32 s later): CDR answer and end times, accounting.
+    fn on_final_sent(&self, _cx: &mut Ctx<'_>, _txn: TxnId, _status: u16, _response: &Bytes) {}
+
+    /// A server transaction ended and left the tables (`txn.final_status`
+    /// is the final answer sent, if any).
+    fn on_transaction_end(&self, _cx: &mut Ctx<'_>, _txn: &ServerTxn) {}
+
+    /// A timer this service set: `TimerKey::Service(Owner { service:
+    /// self.name(), id })` in `cx.txns.timers`.
+    fn on_timer(&self, _cx: &mut Ctx<'_>, _id: u64) {}
+
+    /// A response to a client transaction this service started
+    /// (`client::start` with `Owner { service: self.name(), id }`).
+    fn on_client_response(
+        &self,
+        _cx: &mut Ctx<'_>,
+        _id: u64,
+        _branch: BranchId,
+        _outcome: Outcome,
+        _msg: &Message,
+    ) {
+    }
+
+    /// Such a client transaction ended without a response: `status` is 408
+    /// (Timer B/F) or 503 (the transport failed).
+    fn on_client_failure(&self, _cx: &mut Ctx<'_>, _id: u64, _branch: BranchId, _status: u16) {}
+}
+
+/// The registered services, in registration order.
+pub struct Hooks {
+    any: AtomicBool,
+    list: RwLock<Arc<[Arc<dyn Service>]>>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            any: AtomicBool::new(false),
+            list: RwLock::new(Arc::from(Vec::new())),
+        }
+    }
+}
+
+/// The owner name the proxy core uses for its own client transactions and
+/// timers; no registered service may take it.
+pub const PROXY: &str = "proxy";
+
+impl Hooks {
+    /// Registers a service. Refuses a second service of the same name.
+    pub fn add(&self, service: Arc<dyn Service>) -> Result<(), String> {
+        let mut list = self.list.write();
+        let name = service.name();
+        if name == PROXY || list.iter().any(|s| s.name() == name) {
+            return Err(format!("a service named {name:?} is already registered"));
+        }
+        let mut v: Vec<Arc<dyn Service>> = list.iter().cloned().collect();
+        v.push(service);
+        *list = Arc::from(v);
+        self.any.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.any.load(Ordering::Acquire)
+    }
+
+    /// The registered services, or None (without taking the lock) when
+    /// there are none.
+    pub fn all(&self) -> Option<Arc<[Arc<dyn Service>]>> {
+        if self.is_empty() {
+            return None;
+        }
+        Some(self.list.read().clone())
+    }
+
+    pub fn named(&self, name: &str) -> Option<Arc<dyn Service>> {
+        self.all()?.iter().find(|s| s.name() == name).cloned()
+    }
+
+    /// Runs `on_request` of every service until one stops the request.
+    pub fn on_request(&self, node: &Node, msg: &Message, source: &Source) -> Verdict {
+        let Some(all) = self.all() else {
+            return Verdict::Continue;
+        };
+        for s in all.iter() {
+            if s.on_request(node, msg, source) == Verdict::Stop {
+                return Verdict::Stop;
+            }
+        }
+        Verdict::Continue
+    }
+
+    pub fn on_relay(&self, node: &Node, plan: &mut BranchPlan<'_>) {
+        if let Some(all) = self.all() {
+            for s in all.iter() {
+                s.on_relay(node, plan);
+            }
+        }
+    }
+
+    pub fn on_response(&self, cx: &mut Ctx<'_>, at: ResponseAt, msg: &Message) -> Verdict {
+        let Some(all) = self.all() else {
+            return Verdict::Continue;
+        };
+        for s in all.iter() {
+            if s.on_response(cx, at, msg) == Verdict::Stop {
+                return Verdict::Stop;
+            }
+        }
+        Verdict::Continue
+    }
+
+    pub fn on_final_sent(&self, cx: &mut Ctx<'_>, txn: TxnId, status: u16, response: &Bytes) {
+        if let Some(all) = self.all() {
+            for s in all.iter() {
+                s.on_final_sent(cx, txn, status, response);
+            }
+        }
+    }
+
+    pub fn on_transaction_end(&self, cx: &mut Ctx<'_>, txn: &ServerTxn) {
+        if let Some(all) = self.all() {
+            for s in all.iter() {
+                s.on_transaction_end(cx, txn);
+            }
+        }
+    }
+}
