@@ -12,7 +12,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use sipr::registrar::digest::{Algorithm, NonceCounts, Nonces};
-use sipr::registrar::{unix_now, Auth, FastRegistrar, Ha1s, Location, Outcome, Policy};
+use sipr::registrar::store::memory::MemoryStore;
+use sipr::registrar::{unix_now, DigestRules, Ha1Map, Outcome, Policy, Registrar, Reply, Users};
 use sipr::sip::write::build_response;
 use sipr::sip::{Framing, Limits, Message};
 use sipr::transport::{Source, Transport};
@@ -33,35 +34,23 @@ fn register(user: &str, extra: &str) -> Message {
     Message::parse(Bytes::from(text), Framing::Datagram, &Limits::default()).unwrap()
 }
 
-fn registrar(auth: bool) -> FastRegistrar {
+fn registrar(auth: bool) -> Registrar {
     let mut ha1 = HashMap::default();
     for i in 0..200_000 {
         let user = format!("user{i}");
         let md5 = Algorithm::Md5.hex(&[format!("{user}:sipr:secret").as_bytes()]);
-        ha1.insert(
-            user,
-            Ha1s {
-                md5: Some(md5),
-                sha256: None,
-            },
-        );
+        ha1.insert(user, Ha1Map::from([("MD5".to_string(), md5)]));
     }
-    FastRegistrar {
-        location: Arc::new(Location::default()),
-        domains: None,
-        policy: Policy {
-            min_expires: 60,
-            max_expires: 3600,
-            default_expires: 3600,
-            max_contacts: 10,
-        },
-        auth: auth.then(|| Auth {
-            nonces: Nonces::new(b"secret", "sipr", 300.0),
-            algorithms: vec![Algorithm::Md5],
-            check_identity: true,
-            ha1,
-            counts: Arc::new(NonceCounts::new(100_000)),
-        }),
+    let rules = DigestRules {
+        nonces: Nonces::new(b"secret", "sipr", 300.0),
+        algorithms: vec![Algorithm::Md5],
+        check_identity: true,
+        replay: Arc::new(NonceCounts::new(100_000)),
+    };
+    Registrar {
+        store: Arc::new(MemoryStore::default()),
+        policy: Policy::default(),
+        auth: auth.then(|| (Arc::new(rules), Users::Table(ha1))),
     }
 }
 
@@ -75,11 +64,11 @@ fn source() -> Source {
 }
 
 fn answer(m: &Message, o: Outcome) -> Vec<u8> {
-    let Outcome::Reply {
+    let Outcome::Reply(Reply {
         status,
         reason,
         headers,
-    } = o
+    }) = o
     else {
         panic!("undecided")
     };
@@ -100,7 +89,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("register_plain_parse_save_reply", |b| {
         b.iter(|| {
             let m = Message::parse(raw.clone(), Framing::Datagram, &Limits::default()).unwrap();
-            let o = plain.decide(&m, &source(), "user1@127.0.0.1", unix_now());
+            let o = plain.decide(&m, &source(), unix_now());
             black_box(answer(&m, o))
         })
     });
@@ -108,11 +97,11 @@ fn bench(c: &mut Criterion) {
     c.bench_function("register_challenge_401", |b| {
         b.iter(|| {
             let m = Message::parse(raw.clone(), Framing::Datagram, &Limits::default()).unwrap();
-            let o = authed.decide(&m, &source(), "user1@127.0.0.1", unix_now());
+            let o = authed.decide(&m, &source(), unix_now());
             black_box(answer(&m, o))
         })
     });
-    let a = authed.auth.as_ref().unwrap();
+    let (a, _) = authed.auth.as_ref().unwrap();
     let nonce = a.nonces.issue((unix_now() * 1000.0) as u64);
     let ha1 = Algorithm::Md5.hex(&[b"user1:sipr:secret"]);
     let ha2 = Algorithm::Md5.hex(&[b"REGISTER:sip:127.0.0.1:5060"]);
@@ -130,7 +119,7 @@ fn bench(c: &mut Criterion) {
             );
             let text = String::from_utf8_lossy(&raw).replace("CSeq: 1 ", &format!("CSeq: {cseq} ")).replace("Content-Length", &format!("{hdr}Content-Length"));
             let m = Message::parse(Bytes::from(text), Framing::Datagram, &Limits::default()).unwrap();
-            let o = authed.decide(&m, &source(), "user1@127.0.0.1", unix_now());
+            let o = authed.decide(&m, &source(), unix_now());
             black_box(answer(&m, o))
         })
     });

@@ -30,8 +30,10 @@ if TYPE_CHECKING:
     from sipr._core import DialogTable
     from sipr.app import App
 
+from sipr.settings import DialogSettings, default
+
 #: Kamailio's `default_timeout`: a confirmed dialog lives 12 hours unless told.
-DEFAULT_TIMEOUT = 43_200.0
+DEFAULT_TIMEOUT: float = default(DialogSettings, "default_timeout")
 
 
 class Dialogs:
@@ -45,9 +47,9 @@ class Dialogs:
 
     def __init__(self, app: App) -> None:
         self._app = app
-        self.max_dialogs = 200_000
-        self.default_timeout = DEFAULT_TIMEOUT
-        self.setup_timeout = 200.0
+        self.max_dialogs: int = default(DialogSettings, "max_dialogs")
+        self.default_timeout: float = DEFAULT_TIMEOUT
+        self.setup_timeout: float = default(DialogSettings, "setup_timeout")
         self._table: DialogTable | None = None
         self._table_core: object | None = None
         app.startup.append(self._configure)
@@ -61,22 +63,25 @@ class Dialogs:
             # core; the running table keeps its settings until then.
             asyncio.get_running_loop().call_soon(self._configure_when_served)
             return
-        if self.max_dialogs < 1 or self.default_timeout <= 0 or self.setup_timeout <= 0:
-            raise ValueError("dialogs: max_dialogs, default_timeout and setup_timeout must be > 0")
-        table.configure(
-            max_dialogs=int(self.max_dialogs),
-            default_timeout=float(self.default_timeout),
-            setup_timeout=float(self.setup_timeout),
-        )
+        self._apply(table)
 
     def _configure_when_served(self) -> None:
         table = self.table()
         if table is not None:
-            table.configure(
-                max_dialogs=int(self.max_dialogs),
-                default_timeout=float(self.default_timeout),
-                setup_timeout=float(self.setup_timeout),
-            )
+            self._apply(table)
+
+    def _apply(self, table: DialogTable) -> None:
+        # The settings class checks each against its bounds (ValueError).
+        settings = DialogSettings(
+            max_dialogs=int(self.max_dialogs),
+            default_timeout=float(self.default_timeout),
+            setup_timeout=float(self.setup_timeout),
+        )
+        table.configure(
+            max_dialogs=settings.max_dialogs,
+            default_timeout=settings.default_timeout,
+            setup_timeout=settings.setup_timeout,
+        )
 
     def table(self) -> DialogTable | None:
         """The native table of the running core (None while not served)."""

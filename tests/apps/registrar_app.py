@@ -12,6 +12,8 @@ sqlite:///..., redis://...), with lookup/remove reachable over SIP.
   SIPR_NONCE_TTL seconds).
 - SIPR_NATIVE=1: both registrars are served by the core (`Registrar.serve`),
   clamp.test first; the route below then sees only what the core hands on.
+  A store written in Python (redis://) has no native path: `serve()`
+  declines and every REGISTER comes to the route (docs/decisions/0028).
 - `OPTIONS sip:stats@...`: 200 with X-Native: REGISTERs answered natively.
 """
 
@@ -19,7 +21,7 @@ import json
 import os
 
 import sipr
-from sipr.store import open_store
+from sipr.store import NativeStore, open_store
 
 store = open_store(os.environ.get("SIPR_STORE", "memory:"))
 registrar = sipr.Registrar(
@@ -44,7 +46,8 @@ auth = (
 
 app = sipr.App()
 if NATIVE:
-    assert clamped.serve(app, auth=auth) and registrar.serve(app, auth=auth)
+    served = [clamped.serve(app, auth=auth), registrar.serve(app, auth=auth)]
+    assert served == [isinstance(store, NativeStore)] * 2, served
 
 
 @app.route

@@ -2,9 +2,11 @@
 calls to registered contacts) between real SIPp phones and Python digest
 clients, over the memory:, SQLite and redis stores.
 
-SIPp speaks only MD5 and answers the first challenge, so the pbx under SIPp
-offers "MD5,SHA-256"; SHA-256 is exercised by the Python client (tests/sipp/regkit.py),
-which computes the digest itself."""
+The pbx offers MD5 only by default (decision 0020); SIPp speaks only MD5 and
+answers the first challenge, so `pbx_sipp` offers "MD5,SHA-256" to show the
+MD5 answer is taken with SHA-256 offered too. SHA-256 is exercised by the Python
+client (tests/sipp/regkit.py), which computes the digest itself, against
+`pbx_sha256` ("SHA-256,MD5")."""
 
 from __future__ import annotations
 
@@ -81,11 +83,13 @@ NATIVE_USERS = "alice:secret,bob:bobpw"
 NATIVE_LOG = "answered in the core"
 
 
-@pytest.fixture(params=["python", "native"])
+@pytest.fixture(params=["python", "native", "native-sqlite"])
 def path(request) -> str:  # type: ignore[no-untyped-def]
     """python: SQLite store, REGISTER through the app's route (auth.check +
-    save); native: memory: store and users in a dict, REGISTER answered by
-    the core (`registrar.serve`), everything else through Python as before.
+    save; SIPR_NATIVE=0); native: memory: store and users in a dict, REGISTER
+    answered by the core (`registrar.serve`), everything else through Python
+    as before; native-sqlite: the pbx as shipped, SQLite store with its users
+    (`sipr user add`), REGISTER answered by the core.
     native-thread (set per test): native with SIPR_UDP_READER=thread, the UDP
     socket read by a Rust thread that answers REGISTERs itself and queues the
     rest for the event loop (docs/decisions/0019)."""
@@ -93,7 +97,7 @@ def path(request) -> str:  # type: ignore[no-untyped-def]
 
 
 #: The paths, with the UDP reader thread, for the tests that cover it.
-ALL_PATHS = ["python", "native", "native-thread"]
+ALL_PATHS = ["python", "native", "native-sqlite", "native-thread"]
 
 
 def udp_reader_threads(pid: int) -> list[str]:
@@ -108,10 +112,12 @@ def start_pbx(sipr_factory, tmp_path: Path, sqlite_url: str, path: str, **extra:
     native = path.startswith("native")
     if path == "native-thread":
         extra = {**extra, "SIPR_UDP_READER": "thread"}
-    if native:
+    if path == "native-sqlite":
+        env = pbx_env(tmp_path, sqlite_url, **extra)
+    elif native:
         env = pbx_env(tmp_path, "memory:", SIPR_USERS=NATIVE_USERS, **extra)
     else:
-        env = pbx_env(tmp_path, sqlite_url, **extra)
+        env = pbx_env(tmp_path, sqlite_url, SIPR_NATIVE="0", **extra)
     s = sipr_factory(PBX, env=env)
     assert (NATIVE_LOG in s.log()) == native, s.log()
     expected = [f"sipr-udp-{s.udp[1]}"] if path == "native-thread" else []
@@ -131,8 +137,14 @@ def pbx_sipp(sipr_factory, tmp_path: Path, sqlite_url: str, path: str):  # type:
 
 @pytest.fixture
 def pbx_default(sipr_factory, tmp_path: Path, sqlite_url: str, path: str):  # type: ignore[no-untyped-def]
-    """The pbx as shipped: SHA-256 offered first, calls authenticated."""
+    """The pbx as shipped: MD5 offered (decision 0020), calls authenticated."""
     return start_pbx(sipr_factory, tmp_path, sqlite_url, path)
+
+
+@pytest.fixture
+def pbx_sha256(sipr_factory, tmp_path: Path, sqlite_url: str, path: str):  # type: ignore[no-untyped-def]
+    """The pbx configured for SHA-256: offered first, MD5 next (RFC 8760)."""
+    return start_pbx(sipr_factory, tmp_path, sqlite_url, path, SIPR_DIGEST_ALGORITHMS="SHA-256,MD5")
 
 
 def call_alice(sipp: str, pbx_addr: tuple[str, int], tmp: Path):  # type: ignore[no-untyped-def]
@@ -199,9 +211,32 @@ def test_sipp_register_md5_401_then_200_wrong_password_403_replay_403(
 
 
 @pytest.mark.parametrize("path", ALL_PATHS)
+def test_default_pbx_offers_md5_only(pbx_default) -> None:
+    c = SipClient(pbx_default.udp, auth=("alice", "secret"), algorithm="MD5")
+    try:
+        first = c.exchange(c.build("REGISTER", "sip:127.0.0.1", headers=["Contact: <sip:a@h>"]))
+        assert status_of(first) == 401
+        assert list(challenges(first)) == ["MD5"]
+        # A SHA-256 answer to an MD5-only challenge is challenged again, never accepted.
+        params = challenges(first)["MD5"]
+        sha = SipClient(pbx_default.udp, auth=("alice", "secret"), algorithm="SHA-256")
+        try:
+            forged = first.replace(b"algorithm=MD5", b"algorithm=SHA-256")
+            cred = sha.authorization(forged, "REGISTER", "sip:127.0.0.1")
+            assert params["nonce"] in cred
+            again = sha.exchange(sha.build("REGISTER", "sip:127.0.0.1", headers=[cred]))
+            assert status_of(again) == 401 and list(challenges(again)) == ["MD5"], again
+        finally:
+            sha.close()
+        assert status_of(c.register(expires=600)) == 200
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("path", ALL_PATHS)
 @pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
-def test_python_digest_client(pbx_default, algorithm: str) -> None:
-    c = SipClient(pbx_default.udp, auth=("alice", "secret"), algorithm=algorithm)
+def test_python_digest_client(pbx_sha256, algorithm: str) -> None:
+    c = SipClient(pbx_sha256.udp, auth=("alice", "secret"), algorithm=algorithm)
     try:
         first = c.exchange(c.build("REGISTER", "sip:127.0.0.1", headers=["Contact: <sip:a@h>"]))
         assert status_of(first) == 401
@@ -230,7 +265,7 @@ def test_python_digest_client(pbx_default, algorithm: str) -> None:
 
 @pytest.mark.parametrize("path", ALL_PATHS)
 def test_retransmitted_authorized_register_is_answered_200_again(pbx_default) -> None:
-    c = SipClient(pbx_default.udp, auth=("alice", "secret"), algorithm="SHA-256")
+    c = SipClient(pbx_default.udp, auth=("alice", "secret"), algorithm="MD5")
     try:
         assert status_of(c.register(expires=600)) == 200
         # The same authorized bytes again (same branch): a retransmission, not a replay.
@@ -242,7 +277,7 @@ def test_retransmitted_authorized_register_is_answered_200_again(pbx_default) ->
 
 def test_wrong_password_and_unknown_user_are_403(pbx_default) -> None:
     for user, password in (("alice", "nope"), ("mallory", "secret")):
-        c = SipClient(pbx_default.udp, user=user, auth=(user, password), algorithm="SHA-256")
+        c = SipClient(pbx_default.udp, user=user, auth=(user, password), algorithm="MD5")
         try:
             r = c.register(expires=600)
             assert status_of(r) == 403, r
@@ -277,7 +312,7 @@ def test_invite_challenged_with_407_and_identity_checked(pbx_default) -> None:
     finally:
         caller.close()
     # Authenticated as alice, calling as alice: past auth, nobody registered -> 480.
-    alice = SipClient(pbx_default.udp, auth=("alice", "secret"), algorithm="SHA-256")
+    alice = SipClient(pbx_default.udp, auth=("alice", "secret"), algorithm="MD5")
     try:
         first = alice.invite("sip:nobody@127.0.0.1")
         cred = alice.authorization(first, "INVITE", "sip:nobody@127.0.0.1")
@@ -304,6 +339,8 @@ def test_expired_nonce_is_stale(sipr_factory, tmp_path: Path, sqlite_url: str, p
             tmp_path, "memory:", SIPR_AUTH="1", SIPR_NONCE_TTL="1", SIPR_NATIVE="1",
             SIPR_USERS=NATIVE_USERS,
         )  # fmt: skip
+    elif path == "native-sqlite":
+        env = pbx_env(tmp_path, sqlite_url, SIPR_AUTH="1", SIPR_NONCE_TTL="1", SIPR_NATIVE="1")
     else:
         env = pbx_env(tmp_path, sqlite_url, SIPR_AUTH="1", SIPR_NONCE_TTL="1")
     app = sipr_factory(REGISTRAR_APP, env=env)

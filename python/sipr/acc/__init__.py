@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from sipr.acc.spool import Spool, spool_dir_for
 from sipr.acc.writers import AccountingError, Writer, default_url, open_writer
+from sipr.settings import AccountingSettings, default
 
 if TYPE_CHECKING:
     from sipr.app import App
@@ -82,18 +83,23 @@ class Accounting:
         self,
         url: str | None = None,
         *,
-        batch_size: int = 500,
-        interval: float = 0.1,
-        max_pending: int = 20_000,
+        batch_size: int = default(AccountingSettings, "batch_size"),
+        interval: float = default(AccountingSettings, "interval"),
+        max_pending: int = default(AccountingSettings, "max_pending"),
         spool_dir: str | Path | None = None,
-        spool_max_bytes: int = 256 << 20,
-        retry_max: float = 5.0,
-        flush_timeout: float = 5.0,
+        spool_max_bytes: int = default(AccountingSettings, "spool_max_bytes"),
+        retry_max: float = default(AccountingSettings, "retry_max"),
+        flush_timeout: float = default(AccountingSettings, "flush_timeout"),
     ) -> None:
-        if batch_size < 1 or max_pending < batch_size or interval <= 0 or retry_max <= 0:
-            raise ValueError(
-                "Accounting: batch_size >= 1, max_pending >= batch_size, interval and retry_max > 0"
-            )
+        # Checks each against its bounds (ValueError naming it).
+        self.settings = AccountingSettings(
+            batch_size=batch_size,
+            interval=interval,
+            max_pending=max_pending,
+            spool_max_bytes=spool_max_bytes,
+            retry_max=retry_max,
+            flush_timeout=flush_timeout,
+        )
         self.url = url or default_url()
         self.writer: Writer = open_writer(self.url)
         self.spool = Spool(

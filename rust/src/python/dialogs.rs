@@ -11,7 +11,7 @@ use pyo3::types::{PyDict, PyList, PyString};
 
 use super::shared::Shared;
 use super::SiprError;
-use crate::core::Incoming;
+use crate::core::HeldRequest;
 use crate::dialog::{self, Dialog, Profile, Record, TrackSpec};
 
 pyo3::create_exception!(
@@ -30,43 +30,33 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 /// `req.track_dialog(...)`.
 pub fn track(
     shared: &Arc<Shared>,
-    inc: &Incoming,
+    held: &HeldRequest,
     profiles: Option<&Bound<'_, PyAny>>,
     timeout: Option<f64>,
     keepalive: Option<f64>,
     cdr: Option<&Bound<'_, PyAny>>,
     account: bool,
 ) -> PyResult<String> {
-    let Some(txn) = inc.txn else {
-        return Err(DialogError::new_err(
-            "only an initial INVITE with a transaction creates a dialog",
-        ));
-    };
-    let profiles = extract_profiles(profiles)?;
     let spec = TrackSpec {
-        profiles,
+        profiles: extract_profiles(profiles)?,
         timeout: timeout.map(|s| seconds(s, "timeout")).transpose()?,
         keepalive: keepalive.map(|s| seconds(s, "keepalive")).transpose()?,
         extra: extract_fields(cdr, "cdr")?,
         account,
     };
-    let core = &shared.core;
-    let (id, _) = core.with_services(|cx, _| dialog::track(&core.dialogs, cx, txn, spec));
-    let id = id.map_err(|e| DialogError::new_err(e.to_string()))?;
+    let id = held
+        .track_dialog(&shared.core, spec)
+        .map_err(|e| DialogError::new_err(e.to_string()))?;
     Ok(dialog::format_id(id))
 }
 
 /// `req.account(...)`.
 pub fn account(
     shared: &Arc<Shared>,
-    inc: &Incoming,
+    held: &HeldRequest,
     extra: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
-    let extra = extract_fields(extra, "extra")?;
-    let core = &shared.core;
-    core.with_services(|cx, _| {
-        dialog::account(&core.dialogs, cx, inc.txn, &inc.msg, &inc.source, extra)
-    });
+    held.account(&shared.core, extract_fields(extra, "extra")?);
     Ok(())
 }
 

@@ -2,9 +2,12 @@
 //! builds and tests without Python. Exposed as the private `sipr._core`.
 
 mod core;
+mod defaults;
 mod dialogs;
+mod digest;
 mod dispatcher;
 mod dns;
+mod logbridge;
 mod message;
 mod registrar;
 mod request;
@@ -39,14 +42,24 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<message::PyAddress>()?;
     m.add_class::<message::PyCSeq>()?;
     m.add_class::<message::PySource>()?;
-    m.add_class::<registrar::PyLocation>()?;
+    m.add_class::<registrar::PyBinding>()?;
+    m.add_class::<registrar::PyStore>()?;
+    m.add_class::<registrar::PyRegistrarRules>()?;
+    m.add_class::<digest::PyDigestRules>()?;
+    m.add_class::<digest::PyAttempt>()?;
+    m.add_function(wrap_pyfunction!(registrar::aor_key, m)?)?;
+    m.add_function(wrap_pyfunction!(digest::digest_ha1, m)?)?;
     m.add_class::<dns::PyDns>()?;
     m.add_class::<targets::PySerial>()?;
     m.add_class::<dispatcher::PyDispatcher>()?;
     m.add_class::<targets::PySelection>()?;
-    m.add_class::<registrar::PyNonceCounts>()?;
     m.add_function(wrap_pyfunction!(message::parse_uri, m)?)?;
     m.add_function(wrap_pyfunction!(core::parse_listen, m)?)?;
+    m.add_function(wrap_pyfunction!(defaults::core_defaults, m)?)?;
+    m.add_function(wrap_pyfunction!(logbridge::log_fd, m)?)?;
+    m.add_function(wrap_pyfunction!(logbridge::drain_logs, m)?)?;
+    m.add_function(wrap_pyfunction!(logbridge::set_log_level, m)?)?;
+    m.add_function(wrap_pyfunction!(logbridge::log_rate_limit, m)?)?;
     dialogs::register(m)?;
     Ok(())
 }

@@ -1,8 +1,8 @@
-//! Digest authentication for the native REGISTER path (RFC 7616 with the
-//! RFC 8760 algorithms MD5 and SHA-256, qop=auth). Nonces are built and
-//! checked exactly as `python/sipr/auth.py` does (hex milliseconds, a random
-//! part, an HMAC-SHA256 of both and the realm), so a nonce issued by either
-//! path verifies on the other; the nonce-count tracker is one shared object.
+//! Digest building blocks (RFC 7616 with the RFC 8760 algorithms MD5 and
+//! SHA-256, qop=auth): hashes, stateless nonces (hex milliseconds, a random
+//! part, an HMAC-SHA256 of both and the realm, so any instance sharing the
+//! secret verifies them), nonce-count replay tracking and the credentials
+//! reader. `auth.rs` puts them together into the one digest check.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +49,13 @@ impl Algorithm {
             }
         }
     }
+}
+
+/// SplitMix64's finaliser: spreads a counter over all 64 bits.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 pub fn to_hex(bytes: &[u8]) -> String {
@@ -113,7 +120,7 @@ impl Nonces {
     /// `<ms hex>-<12 random hex>.<mac>`; `now_ms` is Unix time in ms.
     pub fn issue(&self, now_ms: u64) -> String {
         let n = self.issued.fetch_add(1, Ordering::Relaxed);
-        let unique = crate::service::mix64(self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let unique = mix64(self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let stamp = format!("{now_ms:x}-{}", to_hex(&unique.to_le_bytes()[..6]));
         let mac = self.mac(&stamp);
         format!("{stamp}.{mac}")
@@ -147,9 +154,24 @@ fn random6() -> [u8; 6] {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        buf.copy_from_slice(&crate::service::mix64(t).to_le_bytes()[..6]);
+        buf.copy_from_slice(&mix64(t).to_le_bytes()[..6]);
     }
     buf
+}
+
+/// Refuses a nonce-count not higher than one already seen for its nonce
+/// (a replayed Authorization). In-process (`NonceCounts`) by default; a
+/// store shared by several processes may provide its own
+/// (`Store::shared_nonce_counts`).
+pub trait ReplayGuard: Send + Sync {
+    /// Records `nc` for `nonce` if it is higher than any seen; false is a replay.
+    fn fresh(&self, nonce: &str, nc: u64) -> bool;
+}
+
+impl ReplayGuard for NonceCounts {
+    fn fresh(&self, nonce: &str, nc: u64) -> bool {
+        NonceCounts::fresh(self, nonce, nc)
+    }
 }
 
 /// The highest nonce-count seen per nonce (bounded, least recently used
