@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sipr._core import Core
-from sipr.dialogs import Dialogs
 from sipr._protocols import Handler, Job, RpcMethod, ServerView, Settings
+from sipr.dialogs import Dialogs
 from sipr.settings import (
     CoreSettings,
     RouteSettings,
@@ -95,7 +95,7 @@ class App:
         #: shutdown drain waits, within its bound, while any returns non-zero.
         self.drain_checks: list[Callable[[], int]] = []
         #: Services' statistics, merged into `stats()`.
-        self.stat_hooks: list[Callable[[], dict[str, float]]] = []
+        self.stat_hooks: list[Callable[[], dict[str, int]]] = []
         #: Tracked dialogs and their profiles (`req.track_dialog()`).
         self.dialogs = Dialogs(self)
 

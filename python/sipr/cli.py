@@ -375,7 +375,7 @@ def version() -> None:
 
 
 # `sipr ctl` and `sipr cdr` are defined on `cli` by their own modules.
-import sipr.cli_cdr  # noqa: E402, F401
+import sipr.cli_cdr  # noqa: E402
 import sipr.cli_ctl  # noqa: E402, F401
 
 

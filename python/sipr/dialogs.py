@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sipr._core import DialogTable
-    from sipr.app import App
+    from sipr._protocols import AppLike
 
 from sipr.settings import DialogSettings, default
 
@@ -45,7 +45,7 @@ class Dialogs:
     never got a final answer (beyond Timer C).
     """
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: AppLike) -> None:
         self._app = app
         self.max_dialogs: int = default(DialogSettings, "max_dialogs")
         self.default_timeout: float = DEFAULT_TIMEOUT
@@ -89,7 +89,7 @@ class Dialogs:
         if core is None:
             return None
         if self._table_core is not core:
-            self._table = core.dialogs()  # type: ignore[attr-defined]
+            self._table = core.dialogs()
             self._table_core = core
         return self._table
 

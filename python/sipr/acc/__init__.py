@@ -317,7 +317,7 @@ class Accounting:
         queued = table.queued_records() if table is not None else 0
         return len(self._pending) + len(self._inflight) + queued
 
-    def stats(self) -> dict[str, float]:
+    def stats(self) -> dict[str, int]:
         files = self.spool.files()
         return {
             "acc.written": self.written,

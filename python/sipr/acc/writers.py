@@ -133,7 +133,7 @@ class SqliteWriter:
 
 def _asyncpg() -> Any:
     try:
-        import asyncpg
+        import asyncpg  # type: ignore[import-untyped]
     except ImportError:
         raise AccountingError(
             "postgresql:// accounting needs the asyncpg driver: pip install 'sipr[postgres]'"

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sipr.control.rpc import APP_ERROR, Registry, RpcError
 
+if TYPE_CHECKING:
+    from sipr.dialogs import Dialogs
+
 
 def register(registry: Registry, server: Any) -> None:
-    def dialogs() -> Any:
+    def dialogs() -> Dialogs:
         if server.core is None:
             raise RpcError(APP_ERROR, "the core is not running")
-        return server.app.dialogs
+        table: Dialogs = server.app.dialogs
+        return table
 
     async def dlg_list() -> list[dict[str, Any]]:
         """Dialogs in progress: id, state, caller, callee, age and talk time (s)."""
@@ -59,11 +63,8 @@ def register(registry: Registry, server: Any) -> None:
         """Profiles in use: name, value, live dialogs."""
         return [{"profile": n, "value": v, "dialogs": c} for n, v, c in dialogs().profiles()]
 
-    for name, fn in {
-        "dlg.list": dlg_list,
-        "dlg.get": dlg_get,
-        "dlg.end": dlg_end,
-        "dlg.stats": dlg_stats,
-        "dlg.profiles": dlg_profiles,
-    }.items():
-        registry.add(name, fn)
+    registry.add("dlg.list", dlg_list)
+    registry.add("dlg.get", dlg_get)
+    registry.add("dlg.end", dlg_end)
+    registry.add("dlg.stats", dlg_stats)
+    registry.add("dlg.profiles", dlg_profiles)
