@@ -210,32 +210,42 @@ class Caller:
         self.peer.close()
 
 
-def sipp_pauses(workdir: Path) -> dict[str, float]:
-    """Per Call-ID, the seconds from the ACK a SIPp UAC sent to its BYE, read
-    from its message trace (`-trace_msg`): the pause SIPp actually made."""
-    sent: dict[tuple[str, str], float] = {}
+def sipp_trace(workdir: Path) -> dict[tuple[str, str], float]:
+    """Per (Call-ID, event), the wall-clock time SIPp logged the first such
+    message in its trace (`-trace_msg`): an event is "sent ACK",
+    "received 200 INVITE" (a response: status and CSeq method)."""
+    times: dict[tuple[str, str], float] = {}
     for log in workdir.glob("*_messages.log"):
         for block in log.read_text(errors="replace").split("-" * 47 + " ")[1:]:
             stamp, _, rest = block.partition("\n")
-            if not rest.startswith("UDP message sent"):
-                continue
+            direction = "sent" if rest.startswith("UDP message sent") else "received"
             body = rest.split("\n\n", 1)[-1]
-            method = body.split(" ", 1)[0]
-            call_id = next(
-                (
-                    ln.split(":", 1)[1].strip()
-                    for ln in body.splitlines()
-                    if ln.startswith("Call-ID:")
-                ),
-                "",
-            )
-            if method in ("ACK", "BYE") and call_id:
-                t = datetime.strptime(stamp.strip(), "%Y-%m-%d %H:%M:%S.%f").timestamp()
-                sent.setdefault((call_id, method), t)
+            first = body.split("\r\n", 1)[0].split("\n", 1)[0]
+            fields = {}
+            for ln in body.splitlines():
+                name, sep, value = ln.partition(":")
+                if sep and name in ("Call-ID", "CSeq"):
+                    fields[name] = value.strip()
+            call_id = fields.get("Call-ID", "")
+            if not call_id:
+                continue
+            if first.startswith("SIP/2.0 "):
+                what = f"{first.split()[1]} {fields.get('CSeq', ' ').split()[-1]}"
+            else:
+                what = first.split(" ", 1)[0]
+            t = datetime.strptime(stamp.strip(), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+            times.setdefault((call_id, f"{direction} {what}"), t)
+    return times
+
+
+def sipp_pauses(workdir: Path) -> dict[str, float]:
+    """Per Call-ID, the seconds from the ACK a SIPp UAC sent to its BYE, read
+    from its message trace: the pause SIPp actually made."""
+    sent = sipp_trace(workdir)
     return {
-        cid: sent[(cid, "BYE")] - t
-        for (cid, method), t in sent.items()
-        if method == "ACK" and (cid, "BYE") in sent
+        cid: sent[(cid, "sent BYE")] - t
+        for (cid, event), t in sent.items()
+        if event == "sent ACK" and (cid, "sent BYE") in sent
     }
 
 
