@@ -74,6 +74,8 @@ def main() -> int:
     ap.add_argument("--settle", type=float, default=40.0, help="seconds for transactions to end")
     ap.add_argument("--port", type=int, default=35060, help="proxy port (UAC +10, UAS +30)")
     args = ap.parse_args()
+    if not (SHARED / "scenarios" / "uac_rr.xml").is_file():
+        sys.exit(f"no SIPp scenarios in {SHARED}/scenarios: set BENCH_DIR to the shared bench")
     work = Path(tempfile.mkdtemp(prefix="sipr-dlgmem-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -92,6 +94,8 @@ def main() -> int:
                 str(HERE / "dialog_app.py"),
                 "--listen",
                 f"udp:127.0.0.1:{args.port}",
+                "--ctl",
+                str(work / "sipr.ctl"),
             ]
         else:
             db = work / "acc.db"
@@ -148,11 +152,17 @@ def main() -> int:
                 [sipr, "ctl", "--ctl", str(work / "sipr.ctl"), "--json", "dlg.stats"],
                 capture_output=True, text=True, env=env,
             )  # fmt: skip
-            if ctl.returncode == 0:
+            if ctl.returncode != 0:
+                print(f"dlg.stats failed: {ctl.stderr.strip()}", file=sys.stderr)
+            else:
                 s = json.loads(ctl.stdout)
                 result["confirmed"] = s["confirmed"]
                 result["core_bytes_per_dialog"] = s["bytes_per_dialog"]
         print(json.dumps(result))
+        if up == 0:
+            log = (work / "proxy.log").read_text(errors="replace")[-2000:]
+            print(f"no call came up; the proxy's log ends:\n{log}", file=sys.stderr)
+            return 1
         return 0
     finally:
         for p in reversed(procs):
