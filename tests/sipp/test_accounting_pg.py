@@ -52,7 +52,9 @@ def test_postgres_outage_mid_run_loses_and_duplicates_nothing(
             pg.stop()
             stopped = time.monotonic()
             r = uac.wait()
-            assert (r.successful, r.failed) == (calls, 0), r.summary()
+            assert (r.successful, r.failed) == (calls, 0), (
+                f"{r.summary()}\nUAS: {uas.live_stats()}\nsipr: {proxy.log()[-3000:]}"
+            )
             time.sleep(max(0.0, 10 - (time.monotonic() - stopped)))
             pg.start()
             restarted = time.monotonic()
