@@ -6,6 +6,9 @@ next start writes them)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -87,6 +90,16 @@ def test_postgres_outage_mid_run_loses_and_duplicates_nothing(
         median = pg.query("SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY duration) FROM cdr")
         assert abs(float(median[0][0]) - 2) < 0.1, median
         assert pg.query("SELECT extra->>'customer' FROM cdr LIMIT 1") == [("acme",)]
+        # `sipr cdr export` reads them back from PostgreSQL.
+        out = subprocess.run(
+            [sys.executable, "-m", "sipr", "cdr", "export", "--db", pg.url, "--since", "1h",
+             "--format", "json"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        exported = json.loads(out.stdout)
+        assert len({r["call_id"] for r in exported}) == calls, len(exported)
+        assert {r["disposition"] for r in exported} == {"answered"}
         log = proxy.log()
         assert "writing to postgresql://" in log and "is back" in log, log[-3000:]
 
