@@ -6,7 +6,7 @@
 #   -r RATE     calls per second for the comparison            (env RATE, default 1000)
 #   -d SECONDS  length of each SIPp run                         (env DURATION, default 10)
 #   -n REPS     repetitions per proxy and mode                  (env REPS, default 3)
-#   -m MODES    any of: default rr sf sf_rr async reg reg_auth tls ds (env MODES, default "default rr")
+#   -m MODES    any of: default rr sf sf_rr async reg reg_auth tls ds dlg (env MODES, default "default rr")
 #                 ds       dispatcher route, hash of Call-ID + serial failover armed: sipr
 #                          dispatcher_app.py, Kamailio kamailio_dispatcher.cfg (dispatcher module)
 #                 default  stateless; SIPp uac_reorder_tolerant.xml / built-in uas; ACK and
@@ -27,6 +27,10 @@
 #                 reg_auth the same with MD5 digest auth (register_auth.xml: 401 then
 #                          REGISTER with Authorization): registrar_app.py SIPR_AUTH=1,
 #                          Kamailio kamailio_registrar_auth.cfg (pv_auth_check)
+#                 dlg      stateful with dialogs and accounting, Record-Route flow (uac_rr /
+#                          uas_rr): sipr dialog_app.py (track_dialog + account, sipr.Accounting
+#                          to SQLite), Kamailio kamailio_dialog_acc.cfg (dialog + acc to
+#                          db_sqlite, created per run from Kamailio's acc schema)
 #                 tls      two proxies in one measured tree (tls_pair.sh): SIPp UAC -> A (UDP
 #                          5060) -> TLS -> B (TLS 5081) -> UDP -> SIPp UAS, Record-Route flow
 #                          (uac_rr.xml / uas_rr.xml); sipr stateful_app.py as A and B, Kamailio
@@ -93,8 +97,8 @@ if [ "$PROXY_PORT:$UAS_PORT:$UAC_PORT" != 5060:5090:5070 ]; then
     echo "Kamailio and mode tls use the default ports 5060/5090/5070 only" >&2; exit 2 ;; esac
 fi
 for m in $MODES; do
-  case $m in default|rr|sf|sf_rr|async|reg|reg_auth|tls|ds) ;;
-    *) echo "unknown mode $m (default|rr|sf|sf_rr|async|reg|reg_auth|tls|ds)" >&2; exit 2 ;; esac
+  case $m in default|rr|sf|sf_rr|async|reg|reg_auth|tls|ds|dlg) ;;
+    *) echo "unknown mode $m (default|rr|sf|sf_rr|async|reg|reg_auth|tls|ds|dlg)" >&2; exit 2 ;; esac
 done
 
 WORK=$(mktemp -d /tmp/sipr-load-bench.XXXXXX)
@@ -102,6 +106,7 @@ cp -r "$SRC_BENCH/." "$WORK/"
 chmod -R u+w "$WORK"
 # the auth registrar config next to the reference ones (run-kamailio.sh takes a name from there)
 cp "$HERE/kamailio_registrar_auth.cfg" "$WORK/kamailio/registrar_auth.cfg"
+cp "$HERE/kamailio_dialog_acc.cfg" "$WORK/kamailio/dialog_acc.cfg"
 # mode ds: Kamailio's dispatcher config and its list (two entries, both the SIPp UAS)
 sed "s|@DS_LIST@|$WORK/kamailio/dispatcher.list|" "$HERE/kamailio_dispatcher.cfg" > "$WORK/kamailio/dispatcher.cfg"
 printf '1 sip:127.0.0.1:5090\n1 sip:127.0.0.1:5090;ds=2\n' > "$WORK/kamailio/dispatcher.list"
@@ -142,6 +147,7 @@ proxy_cmd() { # $1 proxy $2 mode
     async)    app=$HERE/async_app.py ;;
     reg)      app=$HERE/registrar_app.py ;;
     reg_auth) app=$HERE/registrar_app.py; env="$env SIPR_AUTH=1" ;;
+    dlg)      app=$HERE/dialog_app.py; fresh_acc_db sipr; env="$env SIPR_ACC=sqlite:///$WORK/acc-sipr.db XDG_DATA_HOME=$WORK/data" ;;
     ds)       app=$HERE/dispatcher_app.py ;;
   esac
   if [ "$2" = tls ]; then
@@ -160,13 +166,27 @@ proxy_cmd() { # $1 proxy $2 mode
         async)      echo "$WORK/kamailio/run-kamailio.sh async ${KAMAILIO_ARGS:-}" ;;
         reg)        echo "$WORK/kamailio/run-kamailio.sh registrar ${KAMAILIO_ARGS:-}" ;;
         reg_auth)   echo "$WORK/kamailio/run-kamailio.sh registrar_auth ${KAMAILIO_ARGS:-}" ;;
+        dlg)        fresh_acc_db kamailio
+                    # one UDP child: db_sqlite sets no busy timeout, so two children writing
+                    # the same file fail most inserts with "database is locked"
+                    echo "$WORK/kamailio/run-kamailio.sh dialog_acc -A NCHILDREN=1 -A 'DBURL=\"sqlite://$WORK/acc-kamailio.db\"' ${KAMAILIO_ARGS:-}" ;;
         ds)         echo "$WORK/kamailio/run-kamailio.sh dispatcher ${KAMAILIO_ARGS:-}" ;;
       esac ;;
   esac
 }
+# an empty accounting database per run: sipr creates its tables; Kamailio gets its acc schema
+fresh_acc_db() { # $1 sipr|kamailio
+  rm -f "$WORK/acc-$1.db" "$WORK/acc-$1.db-wal" "$WORK/acc-$1.db-shm"
+  if [ "$1" = kamailio ]; then
+    # WAL (persistent in the file), as sipr's writer uses.
+    { echo "PRAGMA journal_mode=WAL;"
+      echo "CREATE TABLE version (table_name VARCHAR(32) NOT NULL, table_version INTEGER DEFAULT 0 NOT NULL);"
+      cat /usr/share/kamailio/db_sqlite/acc-create.sql; } | sqlite3 "$WORK/acc-kamailio.db" >/dev/null
+  fi
+}
 bench_mode() { # bench.sh -m for a run.sh mode (bench.sh uses it for the traffic kind and the label)
   case $1 in
-    default|rr) echo stateless ;; sf|sf_rr|tls|ds) echo stateful ;; async) echo async ;;
+    default|rr) echo stateless ;; sf|sf_rr|tls|ds|dlg) echo stateful ;; async) echo async ;;
     reg|reg_auth) echo registrar ;;
   esac
 }
@@ -192,7 +212,7 @@ run_one() { # $1 proxy $2 mode $3 rate $4 label $5 rep
   out="$OUTDIR/runs/$label-r$rate-rep$rep"
   rm -rf "$out"
   case $mode in
-    rr|sf_rr|async|tls|ds) uac="-sf $WORK/scenarios/uac_rr.xml"; uas="-sf $WORK/scenarios/uas_rr.xml" ;;
+    rr|sf_rr|async|tls|ds|dlg) uac="-sf $WORK/scenarios/uac_rr.xml"; uas="-sf $WORK/scenarios/uas_rr.xml" ;;
     reg)            uac="-sf $WORK/scenarios/register.xml"; uas="" ;;
     reg_auth)       uac="-sf $HERE/register_auth.xml -inf $WORK/users.csv"; uas="" ;;
     *)              uac="-sf $WORK/scenarios/uac_reorder_tolerant.xml"; uas="-sn uas" ;;

@@ -14,6 +14,7 @@ from sipr._core import (
     URI,
     Address,
     CSeq,
+    DialogError,
     Headers,
     Request,
     Response,
@@ -24,6 +25,7 @@ from sipr._core import (
     __version__,
 )
 from sipr.acl import AddressGroups
+from sipr.acc import Accounting, AccountingError
 from sipr.app import App
 from sipr.auth import DigestAuth
 from sipr.dispatcher import Dispatcher
@@ -35,6 +37,8 @@ from sipr.workqueue import QueueFull, WorkQueue
 
 __all__ = [
     "URI",
+    "Accounting",
+    "AccountingError",
     "Address",
     "AddressGroups",
     "App",
@@ -42,6 +46,7 @@ __all__ = [
     "Blocklist",
     "CSeq",
     "Contact",
+    "DialogError",
     "DigestAuth",
     "Dispatcher",
     "FloodGuard",

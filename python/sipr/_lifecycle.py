@@ -225,6 +225,7 @@ async def drain(server: ServerView) -> None:
         now = loop.time()
         # Queued app jobs (CDRs of finished calls...) are in flight too.
         queued = sum(q.qsize() for q in server.app.queues.values())
+        queued += sum(check() for check in server.app.drain_checks)
         busy = any(in_flight()) or core.pending > 0 or queued > 0
         now_activity = _activity(core)
         if busy or now_activity != activity:

@@ -38,6 +38,8 @@ class AppLike(Protocol):
     startup: list[Job]
     shutdown: list[Job]
     rpc_methods: dict[str, RpcMethod]
+    #: Services' work still in flight (calls up, records unwritten).
+    drain_checks: list[Callable[[], int]]
     core_settings: CoreSettings
     timer_settings: TimerSettings
     route_settings: RouteSettings

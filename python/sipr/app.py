@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from sipr._core import Core
 from sipr._protocols import Handler, Job, RpcMethod, ServerView, Settings
 from sipr.security import Security, validate
+from sipr.dialogs import Dialogs
 from sipr.settings import (
     CoreSettings,
     RouteSettings,
@@ -95,6 +96,13 @@ class App:
         self.rpc_methods: dict[str, RpcMethod] = {}
         self.startup: list[Job] = []
         self.shutdown: list[Job] = []
+        #: Services' work still in flight (calls up, records unwritten): a
+        #: shutdown drain waits, within its bound, while any returns non-zero.
+        self.drain_checks: list[Callable[[], int]] = []
+        #: Services' statistics, merged into `stats()`.
+        self.stat_hooks: list[Callable[[], dict[str, int]]] = []
+        #: Tracked dialogs and their profiles (`req.track_dialog()`).
+        self.dialogs = Dialogs(self)
 
     # The settings under their `App(...)` argument names (read-only).
     @property
@@ -215,6 +223,9 @@ class App:
             out[f"queue.{name}.size"] = q.qsize()
             out[f"queue.{name}.processed"] = q.processed
             out[f"queue.{name}.dropped"] = q.dropped
+        out.update(self.dialogs.stats())
+        for hook in self.stat_hooks:
+            out.update(hook())
         return out
 
     def run(

@@ -374,7 +374,8 @@ def version() -> None:
     typer.echo(f"sipr {__version__}")
 
 
-# `sipr ctl` is defined on `cli` by its own module.
+# `sipr ctl` and `sipr cdr` are defined on `cli` by their own modules.
+import sipr.cli_cdr  # noqa: E402
 import sipr.cli_ctl  # noqa: E402, F401
 
 

@@ -404,6 +404,67 @@ class AuthBanSettings(_Checked):
     )
 
 
+@dataclass(frozen=True)
+class DialogSettings(_Checked):
+    """Tracked dialogs (`req.track_dialog()`, `app.dialogs`; docs/dialogs.md)."""
+
+    max_dialogs: int = setting(
+        200_000,
+        "bound on tracked dialogs: track_dialog() beyond it raises sipr.DialogError",
+        low=1,
+        high=10_000_000,
+    )
+    default_timeout: float = setting(
+        43_200.0,
+        "lifetime of a confirmed dialog whose route gave no timeout (Kamailio default_timeout)",
+        low=0.001,
+        high=86_400 * 30,
+        unit="s",
+    )
+    setup_timeout: float = setting(
+        200.0,
+        "drop a dialog whose INVITE got no final answer after S seconds (beyond Timer C)",
+        low=0.001,
+        high=86_400,
+        unit="s",
+    )
+
+
+@dataclass(frozen=True)
+class AccountingSettings(_Checked):
+    """Accounting records and CDRs written off the routing path
+    (`sipr.Accounting(url, ...)`; docs/accounting.md)."""
+
+    batch_size: int = setting(500, "records per database write", low=1, high=100_000)
+    interval: float = setting(
+        0.1, "seconds a batch may gather before it is written", low=0.001, high=60, unit="s"
+    )
+    max_pending: int = setting(
+        20_000,
+        "records kept in memory while the database is down; more go to the spool",
+        low=1,
+        high=10_000_000,
+    )
+    spool_max_bytes: int = setting(
+        256 << 20, "bound on the on-disk spool (oldest segments dropped past it)", low=4096
+    )
+    retry_max: float = setting(
+        5.0, "longest back-off between retries of a failed write", low=0.001, high=3600, unit="s"
+    )
+    flush_timeout: float = setting(
+        5.0,
+        "at shutdown, seconds to write what is pending before it goes to the spool",
+        low=0,
+        high=3600,
+        unit="s",
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_pending < self.batch_size:
+            raise ValueError("Accounting: max_pending must be at least batch_size")
+
+
 #: The classes documented in docs/settings.md, in order.
 ALL: tuple[type[Any], ...] = (
     RunSettings,
@@ -416,6 +477,8 @@ ALL: tuple[type[Any], ...] = (
     ControlSettings,
     FloodSettings,
     AuthBanSettings,
+    DialogSettings,
+    AccountingSettings,
 )
 
 

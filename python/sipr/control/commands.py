@@ -12,6 +12,7 @@ from typing import Any
 from sipr._core import Core, __version__
 from sipr._protocols import RpcMethod, ServerView, Settings
 from sipr.control import stats
+from sipr.control.dialogs import register as register_dialog_commands
 from sipr.control.rpc import APP_ERROR, Registry, RpcError
 from sipr.control.security_commands import register_security
 from sipr.loader import ReloadError
@@ -308,3 +309,4 @@ def register_builtins(registry: Registry, server: ServerView, started: float) ->
     for name, fn in methods.items():
         registry.add(name, fn)
     register_security(registry, server)
+    register_dialog_commands(registry, server)

@@ -76,6 +76,12 @@ FAMILIES: dict[str, tuple[str, str, str, str]] = {
         "class",
         "SIP responses sent (generated or relayed statefully), by status class",
     ),
+    "dialogs.ended.": (
+        "sipr_dialogs_ended_total",
+        COUNTER,
+        "reason",
+        "Confirmed dialogs ended, by reason (bye, timeout, keepalive, admin, shutdown)",
+    ),
 }
 
 #: stats key → (metric, type, help)
@@ -269,6 +275,76 @@ SINGLES: dict[str, tuple[str, str, str]] = {
     "process.rss_bytes": ("sipr_process_resident_memory_bytes", GAUGE, "Resident memory"),
     "process.threads": ("sipr_process_threads", GAUGE, "OS threads of the process"),
     "process.uptime_seconds": ("sipr_uptime_seconds", GAUGE, "Seconds since start"),
+    "dialogs.active": ("sipr_dialogs", GAUGE, "Dialogs tracked now"),
+    "dialogs.unconfirmed": ("sipr_dialogs_unconfirmed", GAUGE, "Dialogs with no answer yet"),
+    "dialogs.early": ("sipr_dialogs_early", GAUGE, "Early dialogs (ringing)"),
+    "dialogs.confirmed": ("sipr_dialogs_confirmed", GAUGE, "Confirmed dialogs (calls up)"),
+    "dialogs.created": ("sipr_dialogs_created_total", COUNTER, "Dialogs tracked since start"),
+    "dialogs.answered": ("sipr_dialogs_answered_total", COUNTER, "Dialogs answered (2xx)"),
+    "dialogs.failed": (
+        "sipr_dialogs_failed_total",
+        COUNTER,
+        "Dialogs whose INVITE got a final answer >= 300, or none",
+    ),
+    "dialogs.refused": (
+        "sipr_dialogs_refused_total",
+        COUNTER,
+        "track_dialog() refused because the dialog table was full",
+    ),
+    "dialogs.keepalives_sent": (
+        "sipr_dialogs_keepalives_sent_total",
+        COUNTER,
+        "In-dialog keepalive OPTIONS sent",
+    ),
+    "dialogs.requests_sent": (
+        "sipr_dialogs_requests_sent_total",
+        COUNTER,
+        "Requests the dialog module sent (keepalive OPTIONS, BYE)",
+    ),
+    "dialogs.bytes_per_dialog": (
+        "sipr_dialogs_bytes_per_dialog",
+        GAUGE,
+        "Memory held per tracked dialog (heap and table), bytes",
+    ),
+    "acc.records": ("sipr_acc_records_total", COUNTER, "Accounting records produced"),
+    "acc.records_dropped": (
+        "sipr_acc_records_dropped_total",
+        COUNTER,
+        "Accounting records dropped in the core (its queue was full)",
+    ),
+    "acc.records_queued": (
+        "sipr_acc_records_queued",
+        GAUGE,
+        "Accounting records in the core waiting for the writer",
+    ),
+    "acc.written": ("sipr_acc_written_total", COUNTER, "Accounting records written"),
+    "acc.write_errors": (
+        "sipr_acc_write_errors_total",
+        COUNTER,
+        "Failed accounting batch writes (retried)",
+    ),
+    "acc.pending": ("sipr_acc_pending", GAUGE, "Accounting records in memory, not yet written"),
+    "acc.spooled": (
+        "sipr_acc_spooled_total",
+        COUNTER,
+        "Accounting records moved to the on-disk spool",
+    ),
+    "acc.replayed": (
+        "sipr_acc_replayed_total",
+        COUNTER,
+        "Spooled accounting records written",
+    ),
+    "acc.spool_files": ("sipr_acc_spool_files", GAUGE, "Files in the accounting spool"),
+    "acc.spool_dropped": (
+        "sipr_acc_spool_dropped_total",
+        COUNTER,
+        "Accounting records dropped because the spool was full",
+    ),
+    "acc.healthy": (
+        "sipr_acc_healthy",
+        GAUGE,
+        "1 when the last accounting write succeeded, 0 while retrying",
+    ),
 }
 
 #: Keys that are sums of a family already exported, or not a measurement.

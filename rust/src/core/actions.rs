@@ -9,7 +9,7 @@ use crate::proxy::stateful::RelayOptions;
 use crate::proxy::{forward_stateless, ForwardError, ForwardRequest, Hop};
 use crate::service::Ctx;
 use crate::sip::write::build_response;
-use crate::transaction::{server, TxnId};
+use crate::transaction::TxnId;
 
 /// An answer the application gives.
 pub struct Reply<'a> {
@@ -66,14 +66,7 @@ impl Core {
             reply.headers,
             reply.body,
         );
-        let sent = server::send_response(
-            &self.node.wire,
-            cx.txns,
-            txn,
-            reply.status,
-            Bytes::from(resp),
-            true,
-        );
+        let sent = crate::proxy::send_final(cx, txn, reply.status, Bytes::from(resp), true);
         if sent && reply.status >= 200 {
             proxy.on_local_final(cx, txn);
         }

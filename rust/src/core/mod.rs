@@ -8,6 +8,7 @@
 mod actions;
 mod admission;
 mod held;
+mod held_dialogs;
 mod inbound;
 pub mod rport;
 mod udp_reader;
@@ -125,6 +126,9 @@ pub struct Core {
     admission: Admission,
     /// REGISTERs answered before Python (`registrar.serve(app)`).
     pub registrars: Registrars,
+    /// Tracked dialogs, their profiles and accounting records: a service
+    /// that joins the node's hooks when first used (`Dialogs::serve`).
+    pub dialogs: Arc<crate::dialog::Dialogs>,
 }
 
 impl Core {
@@ -173,6 +177,7 @@ impl Core {
             wake: unsafe { OwnedFd::from_raw_fd(efd) },
             admission,
             registrars: Default::default(),
+            dialogs: Default::default(),
             config,
         });
         // Finished DNS lookups wake the loop thread (`drain_streams`).

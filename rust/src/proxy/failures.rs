@@ -8,7 +8,7 @@ use super::Proxy;
 use crate::service::{Ctx, Event};
 use crate::sip::Message;
 use crate::transaction::client::{self, ClientState};
-use crate::transaction::{server, BranchId, CtxId};
+use crate::transaction::{BranchId, CtxId};
 use crate::transport::Source;
 
 impl Proxy {
@@ -45,7 +45,7 @@ impl Proxy {
         }
         if live.is_empty() {
             if let Some(f) = synthesize(node, cx.txns, txn, 487) {
-                server::send_response(&node.wire, cx.txns, txn, 487, f.upstream, true);
+                super::send_final(cx, txn, 487, f.upstream, true);
             }
             if let Some(c) = ctx_id.and_then(|c| self.ctxs.get_mut(&c)) {
                 c.final_sent = true;

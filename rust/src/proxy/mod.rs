@@ -5,7 +5,8 @@
 //!
 //! The proxy is the first service: it uses the node and the transaction
 //! layer through [`Ctx`](crate::service::Ctx) and calls the hooks of the
-//! other services at its hook points (`on_relay`, `on_response`).
+//! other services at its hook points (`on_relay`, `on_response`,
+//! `on_final_sent` in [`send_final`]).
 
 pub mod context;
 pub mod dns_wait;
@@ -48,6 +49,37 @@ pub struct Proxy {
     /// Per context, the branches with destinations left to fail over to
     /// (RFC 3263 §4.3, serial targets); dropped with the context.
     plans: HashMap<CtxId, Vec<(crate::transaction::BranchId, Box<stateful::Plan>)>>,
+}
+
+/// Sends a response upstream through server transaction `txn`; a final one
+/// is shown to the services' `on_final_sent` hooks once it is on its way.
+/// Every final answer (relayed, synthesised, or the application's: `local`)
+/// goes through here. False when the transaction was already final.
+pub fn send_final(
+    cx: &mut crate::service::Ctx<'_>,
+    txn: crate::transaction::TxnId,
+    status: u16,
+    response: Bytes,
+    local: bool,
+) -> bool {
+    let node = cx.node;
+    if node.hooks.is_empty() || status < 200 {
+        return crate::transaction::server::send_response(
+            &node.wire, cx.txns, txn, status, response, local,
+        );
+    }
+    let sent = crate::transaction::server::send_response(
+        &node.wire,
+        cx.txns,
+        txn,
+        status,
+        response.clone(),
+        local,
+    );
+    if sent {
+        node.hooks.on_final_sent(cx, txn, status, &response);
+    }
+    sent
 }
 
 impl Proxy {

@@ -81,14 +81,7 @@ impl Proxy {
                     let waiting = std::mem::take(&mut ctx.waiting);
                     let others: Vec<_> =
                         ctx.branches.iter().copied().filter(|b| *b != bid).collect();
-                    server::send_response(
-                        &node.wire,
-                        cx.txns,
-                        server_id,
-                        status,
-                        up.clone(),
-                        false,
-                    );
+                    super::send_final(cx, server_id, status, up.clone(), false);
                     let f = Final {
                         status,
                         message: msg,

@@ -10,7 +10,7 @@ use super::Proxy;
 use crate::service::{Ctx, Event, Node};
 use crate::sip::write::build_response;
 use crate::sip::{Framing, HeaderId, Limits, Message};
-use crate::transaction::{server, CtxId, Layer, TxnId};
+use crate::transaction::{CtxId, Layer, TxnId};
 
 pub(super) fn parse_own(bytes: Bytes) -> Option<Message> {
     Message::parse(
@@ -111,14 +111,7 @@ impl Proxy {
         ctx.final_sent = true;
         ctx.held = None;
         let server_id = ctx.server;
-        server::send_response(
-            &cx.node.wire,
-            cx.txns,
-            server_id,
-            f.status,
-            f.upstream,
-            false,
-        );
+        super::send_final(cx, server_id, f.status, f.upstream, false);
     }
 }
 

@@ -388,6 +388,11 @@ impl PyCore {
         super::security::PySecurity::new(self.shared.clone())
     }
 
+    /// The tracked dialogs, their profiles and accounting records.
+    fn dialogs(&self) -> super::dialogs::PyDialogTable {
+        super::dialogs::PyDialogTable::new(self.shared.clone())
+    }
+
     /// Answers REGISTERs for the domains of `rules` in the core from now on,
     /// against `store`, with digest `auth` (its rules and where to find
     /// users' HA1s) when given (see `sipr.Registrar.serve`). Registrars are

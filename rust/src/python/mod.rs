@@ -3,6 +3,7 @@
 
 mod core;
 mod defaults;
+mod dialogs;
 mod digest;
 mod dispatcher;
 mod dns;
@@ -63,5 +64,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(logbridge::drain_logs, m)?)?;
     m.add_function(wrap_pyfunction!(logbridge::set_log_level, m)?)?;
     m.add_function(wrap_pyfunction!(logbridge::log_rate_limit, m)?)?;
+    dialogs::register(m)?;
     Ok(())
 }

@@ -342,6 +342,38 @@ impl PyRequest {
         Ok(fut.unbind())
     }
 
+    /// Tracks the dialog this initial INVITE creates (Kamailio
+    /// `dlg_manage()`): `profiles` it counts in, its lifetime once answered
+    /// (`timeout`, seconds), in-dialog OPTIONS every `keepalive` seconds,
+    /// custom `cdr` fields, and whether to `account` its requests. Returns
+    /// the dialog id.
+    #[pyo3(signature = (profiles=None, *, timeout=None, keepalive=None, cdr=None, account=false))]
+    fn track_dialog(
+        &self,
+        profiles: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+        keepalive: Option<f64>,
+        cdr: Option<&Bound<'_, PyAny>>,
+        account: bool,
+    ) -> PyResult<String> {
+        super::dialogs::track(
+            &self.shared,
+            &self.held,
+            profiles,
+            timeout,
+            keepalive,
+            cdr,
+            account,
+        )
+    }
+
+    /// Writes an accounting record for this request when its final answer
+    /// goes upstream (Kamailio `acc` flag), with `extra` fields.
+    #[pyo3(signature = (extra=None))]
+    fn account(&self, extra: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        super::dialogs::account(&self.shared, &self.held, extra)
+    }
+
     /// Called by the dispatcher when the handler is done: frees the request's
     /// slot in the core's overload bound.
     fn _finish(&mut self) {

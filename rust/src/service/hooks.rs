@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use parking_lot::RwLock;
 
 use super::{Ctx, Node};
@@ -137,6 +138,13 @@ pub trait Service: Send + Sync {
     fn on_response(&self, _cx: &mut Ctx<'_>, _at: ResponseAt, _msg: &Message) -> Verdict {
         Verdict::Continue
     }
+
+    /// A final answer went upstream through server transaction `txn`: the
+    /// best one of a relay round, a relayed 2xx, a synthesised 408/487/503 or
+    /// the application's own (`local`). Called as it is sent, unlike
+    /// `on_transaction_end`, which comes when the transaction leaves the
+    /// tables (up to 32 s later): CDR answer and end times, accounting.
+    fn on_final_sent(&self, _cx: &mut Ctx<'_>, _txn: TxnId, _status: u16, _response: &Bytes) {}
 
     /// A server transaction ended and left the tables (`txn.final_status`
     /// is the final answer sent, if any).
@@ -299,6 +307,14 @@ impl Hooks {
             }
         }
         Verdict::Continue
+    }
+
+    pub fn on_final_sent(&self, cx: &mut Ctx<'_>, txn: TxnId, status: u16, response: &Bytes) {
+        if let Some(all) = self.all() {
+            for s in all.iter() {
+                s.on_final_sent(cx, txn, status, response);
+            }
+        }
     }
 
     pub fn on_transaction_end(&self, cx: &mut Ctx<'_>, txn: &ServerTxn) {

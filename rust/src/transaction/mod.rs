@@ -224,30 +224,7 @@ impl Layer {
     /// sent-by and method, ACK counting as INVITE; pre-RFC 3261 branches use
     /// the legacy fields.
     pub fn server_key(&self, msg: &Message, method_override: Option<&str>) -> u64 {
-        let method = method_override.unwrap_or(match msg.method() {
-            Method::Ack => "INVITE",
-            _ => msg.method_str(),
-        });
-        let via = msg.str_at(msg.top_via_span());
-        let sent_by = via.split(';').next().unwrap_or(via);
-        let mut h = self.hasher.build_hasher();
-        match msg
-            .branch()
-            .filter(|b| b.starts_with("z9hG4bK") && b.len() > 7)
-        {
-            Some(b) => (0u8, b, sent_by, method).hash(&mut h),
-            None => (
-                1u8,
-                msg.request_uri_str(),
-                msg.call_id(),
-                msg.cseq(),
-                msg.from_tag(),
-                via,
-                method,
-            )
-                .hash(&mut h),
-        }
-        h.finish()
+        server_key_with(&self.hasher, msg, method_override)
     }
 
     pub fn client_key(&self, branch: &str, method: &str) -> u64 {
@@ -262,6 +239,40 @@ impl Layer {
     pub fn hasher(&self) -> ahash::RandomState {
         self.hasher.clone()
     }
+}
+
+/// `Layer::server_key` with the layer's hasher (`Layer::hasher`): a service
+/// that keeps state per server transaction computes the same key on threads
+/// without the layer.
+pub fn server_key_with(
+    hasher: &ahash::RandomState,
+    msg: &Message,
+    method_override: Option<&str>,
+) -> u64 {
+    let method = method_override.unwrap_or(match msg.method() {
+        Method::Ack => "INVITE",
+        _ => msg.method_str(),
+    });
+    let via = msg.str_at(msg.top_via_span());
+    let sent_by = via.split(';').next().unwrap_or(via);
+    let mut h = hasher.build_hasher();
+    match msg
+        .branch()
+        .filter(|b| b.starts_with("z9hG4bK") && b.len() > 7)
+    {
+        Some(b) => (0u8, b, sent_by, method).hash(&mut h),
+        None => (
+            1u8,
+            msg.request_uri_str(),
+            msg.call_id(),
+            msg.cseq(),
+            msg.from_tag(),
+            via,
+            method,
+        )
+            .hash(&mut h),
+    }
+    h.finish()
 }
 
 /// The key under which a UAS 2xx waits for its ACK (Call-ID, CSeq, To tag).
