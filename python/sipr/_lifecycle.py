@@ -129,6 +129,7 @@ async def reload(server: Server) -> dict[str, Any]:
     server.app = new
     if server.core is not None:
         server.core.set_in_dialog_to_app(new.in_dialog_handler is not None)
+        server.core.set_on_reply(new.on_reply_handler is not None)
     server.reloads += 1
     retiring.waiter = server.loop.create_task(_retire(server, retiring))
     server.retiring.append(retiring)

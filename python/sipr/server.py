@@ -18,6 +18,7 @@ from sipr._watchdog import Watchdog
 from sipr.app import App
 from sipr.control import ControlConfig, ControlServer
 from sipr.logs import current_request
+from sipr.onreply import ReplyRunner
 from sipr.runtime import ReloadError, RuntimeConfig
 
 log = logging.getLogger("sipr")
@@ -87,6 +88,7 @@ class Server:
         # on 3.11 App(eager=True) runs them outside a task.
         self.eager = app.eager and not hasattr(asyncio, "eager_task_factory")
         self.side_tasks: list[asyncio.Task[None]] = []
+        self.replies = ReplyRunner(self.loop, lambda: self.app.on_reply_handler)
         # Bound once: a new bound method per task would cost an allocation.
         self._on_task_done = self._task_done
 
@@ -106,6 +108,7 @@ class Server:
             setattr(core.dns(), name, value)
         self.app._core = core
         self.app._server = self
+        core.set_on_reply(self.app.on_reply_handler is not None)
         self.deadlines = Deadlines(loop, self._expire)
         self.loop = loop
         self.watchdog = Watchdog(
@@ -233,6 +236,8 @@ class Server:
         assert core is not None
         for req in core.poll_udp(index):
             self._dispatch(req)
+        if core.has_replies:
+            self.replies.run(core)
         if core.has_cancelled:
             self._cancel_tasks()
 
@@ -241,6 +246,8 @@ class Server:
         assert core is not None
         for req in core.drain_streams():
             self._dispatch(req)
+        if core.has_replies:
+            self.replies.run(core)
         if core.has_cancelled:
             self._cancel_tasks()
 
@@ -249,6 +256,8 @@ class Server:
         assert core is not None
         for req in core.on_timer():
             self._dispatch(req)
+        if core.has_replies:
+            self.replies.run(core)
         if core.has_cancelled:
             self._cancel_tasks()
 

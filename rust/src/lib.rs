@@ -5,6 +5,8 @@
 pub mod core;
 pub mod dispatcher;
 pub mod dns;
+pub mod nat;
+pub mod onreply;
 pub mod proxy;
 pub mod registrar;
 pub mod service;

@@ -37,6 +37,12 @@ FAMILIES: dict[str, tuple[str, str, str, str]] = {
         "destination",
         "1 while a dispatcher destination (set/URI) is active",
     ),
+    "rtpengine.up.": (
+        "sipr_rtpengine_instance_up",
+        GAUGE,
+        "instance",
+        "1 while an rtpengine instance (set/address) is enabled",
+    ),
     "responses_in.": (
         "sipr_responses_received_total",
         COUNTER,
@@ -80,6 +86,21 @@ SINGLES: dict[str, tuple[str, str, str]] = {
         "sipr_retransmissions_total",
         COUNTER,
         "Retransmissions received and absorbed",
+    ),
+    "onreply.handed": (
+        "sipr_onreply_handed_total",
+        COUNTER,
+        "Responses handed to on_reply handlers in Python",
+    ),
+    "onreply.watched": (
+        "sipr_onreply_watched",
+        GAUGE,
+        "Transactions whose relays asked for their responses (relay(on_reply=))",
+    ),
+    "onreply.refused": (
+        "sipr_onreply_refused_total",
+        COUNTER,
+        "relay(on_reply=) calls refused because the watch table was full",
     ),
     "registrar.native": (
         "sipr_registrar_native_total",
@@ -176,6 +197,19 @@ _QUEUE_METRICS = {
     "dropped": ("sipr_queue_dropped_total", COUNTER, "Items an app work queue dropped (full)"),
 }
 
+_RTPENGINE = re.compile(r"^rtpengine\.([^.]+)\.(offers|answers|deletes|errors|calls)$")
+_RTPENGINE_METRICS = {
+    "offers": ("sipr_rtpengine_offers_total", COUNTER, "SDP offers sent through rtpengine"),
+    "answers": ("sipr_rtpengine_answers_total", COUNTER, "SDP answers sent through rtpengine"),
+    "deletes": ("sipr_rtpengine_deletes_total", COUNTER, "rtpengine sessions deleted"),
+    "errors": (
+        "sipr_rtpengine_errors_total",
+        COUNTER,
+        "rtpengine commands that failed (no instance answered, or refused)",
+    ),
+    "calls": ("sipr_rtpengine_calls", GAUGE, "Calls with an rtpengine session (remembered)"),
+}
+
 
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
@@ -205,6 +239,11 @@ def render(stats: dict[str, float]) -> str:
         if family is not None:
             metric, kind, label, help_ = FAMILIES[family]
             add(metric, kind, help_, f'{label}="{_label(key[len(family) :])}"', value)
+            continue
+        m = _RTPENGINE.match(key)
+        if m:
+            metric, kind, help_ = _RTPENGINE_METRICS[m.group(2)]
+            add(metric, kind, help_, f'set="{_label(m.group(1))}"', value)
             continue
         m = _QUEUE.match(key)
         if m:

@@ -10,6 +10,7 @@ import weakref
 from typing import Any
 
 from sipr.dispatcher import stats as dispatcher_stats
+from sipr.rtpengine import stats as rtpengine_stats
 from sipr.registrar import Registrar
 
 #: Registrations are counted by walking the stores; a scrape every second
@@ -82,6 +83,7 @@ async def collect(server: Any, started: float) -> dict[str, float]:
     out["registrations.aors"] = aors
     out["registrations.bindings"] = bindings
     out.update(dispatcher_stats())
+    out.update(rtpengine_stats())
     out.update(proc_status())
     out["process.uptime_seconds"] = round(time.monotonic() - started, 3)
     out["process.pid"] = os.getpid()

@@ -22,6 +22,10 @@ pub struct ProxyCtx {
     pub held: Option<Final>,
     pub relay_timer: Option<TimerId>,
     pub cancelled: bool,
+    /// Responses a service holds (`on_response` said `Stop`, e.g. for the
+    /// application's `on_reply`): the round is not complete before they
+    /// come back (`Proxy::deliver_held`).
+    pub held_replies: u32,
 }
 
 impl ProxyCtx {
@@ -38,6 +42,7 @@ impl ProxyCtx {
             held: None,
             relay_timer: None,
             cancelled: false,
+            held_replies: 0,
         }
     }
 }

@@ -167,6 +167,28 @@ impl PyCore {
         !self.shared.cancelled.lock().is_empty()
     }
 
+    /// Responses are held for the application's `on_reply` handler(s).
+    #[getter]
+    fn has_replies(&self) -> bool {
+        !self.shared.replies.lock().is_empty()
+    }
+
+    /// The held responses since the last call, each with its per-relay
+    /// handler or None (`@app.on_reply`).
+    fn take_replies(
+        &self,
+        py: Python<'_>,
+    ) -> PyResult<Vec<(Py<super::onreply::PyReply>, Option<Py<PyAny>>)>> {
+        super::onreply::take(&self.shared, py)
+    }
+
+    /// `@app.on_reply`: every proxied response goes to the application.
+    fn set_on_reply(&self, on: bool) {
+        if on || self.shared.onreply.get().is_some() {
+            super::onreply::service(&self.shared).set_all(on);
+        }
+    }
+
     /// Transaction ids of requests cancelled since the last call.
     fn take_cancelled(&self) -> Vec<u64> {
         std::mem::take(&mut *self.shared.cancelled.lock())
@@ -216,6 +238,7 @@ impl PyCore {
             self.shared.futures.lock().len() as u64,
         ));
         s.extend(super::dns::stats(core));
+        s.extend(super::onreply::stats(&self.shared));
         s
     }
 

@@ -6,6 +6,8 @@ mod digest;
 mod dispatcher;
 mod dns;
 mod message;
+mod nat;
+mod onreply;
 mod registrar;
 mod request;
 mod shared;
@@ -35,6 +37,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<request::PyRequest>()?;
     m.add_class::<request::PyHeaders>()?;
     m.add_class::<request::PyResponse>()?;
+    m.add_class::<onreply::PyReply>()?;
     m.add_class::<message::PyUri>()?;
     m.add_class::<message::PyAddress>()?;
     m.add_class::<message::PyCSeq>()?;

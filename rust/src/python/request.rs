@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use super::message::{PyAddress, PyCSeq, PySource, PyUri};
+use super::onreply::PyReply;
 use super::shared::Shared;
 use super::targets::{relay_target, target_string};
 use super::TransactionError;
@@ -38,6 +39,10 @@ pub fn dispatch(
                 }
             }
             Event::Cancelled(txn) => shared.cancelled.lock().push(txn),
+            Event::Reply(held) => shared.replies.lock().push(held),
+            Event::ReplyWatchEnded(txn) => {
+                shared.reply_handlers.lock().remove(&txn);
+            }
         }
     }
     Ok(requests)
@@ -179,7 +184,7 @@ impl PyRequest {
     }
 }
 
-fn canonical_name(name: &str) -> String {
+pub(super) fn canonical_name(name: &str) -> String {
     HeaderId::from_name(name.as_bytes())
         .canonical()
         .map_or_else(|| name.to_string(), str::to_string)
@@ -281,6 +286,7 @@ impl PyRequest {
         PyHeaders {
             req: Some(slf.unbind()),
             resp: None,
+            reply: None,
         }
     }
 
@@ -309,9 +315,18 @@ impl PyRequest {
         }
     }
 
+    /// The body (as it will be relayed: assigning replaces it, e.g. an SDP
+    /// rewritten by a media relay; Content-Length follows).
     #[getter]
     fn body<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
-        pyo3::types::PyBytes::new(py, self.inc.msg.body())
+        let body = crate::sip::write::body_override(&self.edits).unwrap_or(self.inc.msg.body());
+        pyo3::types::PyBytes::new(py, body)
+    }
+
+    #[setter]
+    fn set_body(&mut self, body: Vec<u8>) {
+        self.edits.retain(|e| !matches!(e, HeaderEdit::Body(_)));
+        self.edits.push(HeaderEdit::Body(body.into()));
     }
 
     #[getter]
@@ -334,6 +349,46 @@ impl PyRequest {
     #[getter]
     fn raw<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
         pyo3::types::PyBytes::new(py, self.inc.msg.as_bytes())
+    }
+
+    /// Whether the sender looks NATed (Kamailio `nat_uac_test("19")`):
+    /// private Contact, or top Via host/port not the source (docs/nat.md).
+    #[getter]
+    fn behind_nat(&self) -> bool {
+        crate::nat::nat_test(&self.inc.msg, &self.inc.source, crate::nat::DEFAULT_TESTS) != 0
+    }
+
+    /// The NAT tests (`contact_private`, `via_received`, `via_private`,
+    /// `sdp_private`, `via_port`, `contact_address`, `contact_port`; all
+    /// when None) that fire for this request.
+    #[pyo3(signature = (tests=None))]
+    fn nat_test(&self, tests: Option<Vec<String>>) -> PyResult<Vec<&'static str>> {
+        super::nat::run_tests(&self.inc.msg, &self.inc.source, tests)
+    }
+
+    /// Kamailio `fix_nated_contact()`: the Contact's host:port becomes the
+    /// source address in what is relayed. False without a Contact.
+    fn fix_nated_contact(&mut self) -> bool {
+        let Some(fixed) = crate::nat::fix_contact(&self.inc.msg, self.inc.source.addr) else {
+            return false;
+        };
+        self.edits
+            .retain(|e| !matches!(e, HeaderEdit::Add(n, _) if same_header(n, "Contact")));
+        self.edits.push(HeaderEdit::Remove("Contact".into()));
+        self.edits.push(HeaderEdit::Add("Contact".into(), fixed));
+        true
+    }
+
+    /// Kamailio `fix_nated_sdp()`: the SDP's `c=` (and with `origin`, `o=`)
+    /// addresses become the source address. False without such an SDP.
+    #[pyo3(signature = (origin=true))]
+    fn fix_nated_sdp(&mut self, origin: bool) -> bool {
+        let body = crate::sip::write::body_override(&self.edits).unwrap_or(self.inc.msg.body());
+        let Some(fixed) = crate::nat::fix_sdp(body, self.inc.source.addr.ip(), origin) else {
+            return false;
+        };
+        self.set_body(fixed);
+        true
     }
 
     /// Whether a final answer was sent or the request was forwarded/relayed.
@@ -436,13 +491,14 @@ impl PyRequest {
     /// parallel fork), or by Route / Request-URI. Returns an awaitable that
     /// resolves to the final `Response`. A 2xx goes upstream at once; any
     /// other final goes upstream when the handler returns without acting again.
-    #[pyo3(signature = (target=None, *, timeout=None, record_route=None))]
+    #[pyo3(signature = (target=None, *, timeout=None, record_route=None, on_reply=None))]
     fn relay(
         &mut self,
         py: Python<'_>,
         target: Option<&Bound<'_, PyAny>>,
         timeout: Option<f64>,
         record_route: Option<bool>,
+        on_reply: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let asyncio = py.import("asyncio")?;
         let fut = asyncio
@@ -500,6 +556,9 @@ impl PyRequest {
             fut.call_method1("set_result", (py.None(),))?;
             return Ok(fut.unbind());
         };
+        if let Some(handler) = on_reply {
+            super::onreply::watch(&self.shared, py, txn, handler)?;
+        }
         let relay_id = self.shared.next_relay_id();
         self.shared
             .futures
@@ -561,20 +620,58 @@ impl Drop for PyRequest {
 pub struct PyHeaders {
     req: Option<Py<PyRequest>>,
     resp: Option<Py<PyResponse>>,
+    /// A held response (`on_reply`): its headers may change.
+    reply: Option<Py<PyReply>>,
+}
+
+/// The header edits of whatever a `Headers` view changes.
+enum EditsMut<'a> {
+    Request(PyRefMut<'a, PyRequest>),
+    Reply(PyRefMut<'a, PyReply>),
+}
+
+impl std::ops::Deref for EditsMut<'_> {
+    type Target = Vec<HeaderEdit>;
+    fn deref(&self) -> &Vec<HeaderEdit> {
+        match self {
+            EditsMut::Request(r) => &r.edits,
+            EditsMut::Reply(r) => &r.edits,
+        }
+    }
+}
+
+impl std::ops::DerefMut for EditsMut<'_> {
+    fn deref_mut(&mut self) -> &mut Vec<HeaderEdit> {
+        match self {
+            EditsMut::Request(r) => &mut r.edits,
+            EditsMut::Reply(r) => &mut r.edits,
+        }
+    }
 }
 
 impl PyHeaders {
+    pub(super) fn of_reply(reply: Py<PyReply>) -> PyHeaders {
+        PyHeaders {
+            req: None,
+            resp: None,
+            reply: Some(reply),
+        }
+    }
     fn pairs(&self, py: Python<'_>) -> Vec<(String, String)> {
-        match (&self.req, &self.resp) {
-            (Some(r), _) => r.borrow(py).header_pairs(),
-            (None, Some(r)) => message_pairs(&r.borrow(py).msg),
+        match (&self.req, &self.resp, &self.reply) {
+            (Some(r), _, _) => r.borrow(py).header_pairs(),
+            (None, Some(r), _) => message_pairs(&r.borrow(py).msg),
+            (None, None, Some(r)) => r.borrow(py).header_pairs(),
             _ => Vec::new(),
         }
     }
-    fn request<'a>(&'a self, py: Python<'a>) -> PyResult<PyRefMut<'a, PyRequest>> {
-        match &self.req {
-            Some(r) => Ok(r.borrow_mut(py)),
-            None => Err(PyTypeError::new_err("response headers are read-only")),
+    fn edits<'a>(&'a self, py: Python<'a>) -> PyResult<EditsMut<'a>> {
+        match (&self.req, &self.reply) {
+            (Some(r), _) => Ok(EditsMut::Request(r.borrow_mut(py))),
+            (None, Some(r)) => Ok(EditsMut::Reply(r.borrow_mut(py))),
+            _ => Err(PyTypeError::new_err(
+                "response headers are read-only (change them in an on_reply handler)",
+            )),
         }
     }
 }
@@ -638,8 +735,7 @@ impl PyHeaders {
     fn add(&self, py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let value = value.str()?.to_string();
         check_header(name, &value)?;
-        self.request(py)?
-            .edits
+        self.edits(py)?
             .push(HeaderEdit::Add(name.to_string(), value));
         Ok(())
     }
@@ -648,11 +744,10 @@ impl PyHeaders {
     fn set(&self, py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let value = value.str()?.to_string();
         check_header(name, &value)?;
-        let mut req = self.request(py)?;
-        req.edits
-            .retain(|e| !matches!(e, HeaderEdit::Add(n, _) if same_header(n, name)));
-        req.edits.push(HeaderEdit::Remove(name.to_string()));
-        req.edits.push(HeaderEdit::Add(name.to_string(), value));
+        let mut edits = self.edits(py)?;
+        edits.retain(|e| !matches!(e, HeaderEdit::Add(n, _) if same_header(n, name)));
+        edits.push(HeaderEdit::Remove(name.to_string()));
+        edits.push(HeaderEdit::Add(name.to_string(), value));
         Ok(())
     }
 
@@ -666,10 +761,9 @@ impl PyHeaders {
                 "{name} is managed by the core and cannot be removed"
             )));
         }
-        let mut req = self.request(py)?;
-        req.edits
-            .retain(|e| !matches!(e, HeaderEdit::Add(n, _) if same_header(n, name)));
-        req.edits.push(HeaderEdit::Remove(name.to_string()));
+        let mut edits = self.edits(py)?;
+        edits.retain(|e| !matches!(e, HeaderEdit::Add(n, _) if same_header(n, name)));
+        edits.push(HeaderEdit::Remove(name.to_string()));
         Ok(())
     }
 
@@ -737,6 +831,7 @@ impl PyResponse {
         PyHeaders {
             req: None,
             resp: Some(slf.unbind()),
+            reply: None,
         }
     }
     #[getter]

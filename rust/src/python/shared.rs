@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
@@ -17,6 +17,13 @@ pub struct Shared {
     /// `App(record_route=...)`: the default of `relay(record_route=None)`.
     pub record_route: AtomicBool,
     next_relay: AtomicU64,
+    /// The `onreply` service, registered when the application first asks
+    /// for replies (`python/onreply.rs`).
+    pub onreply: OnceLock<Arc<crate::onreply::OnReply>>,
+    /// Responses held for the application, not yet handed to Python.
+    pub replies: Mutex<Vec<crate::service::HeldReply>>,
+    /// Per-relay `on_reply` handlers, by server transaction.
+    pub reply_handlers: Mutex<HashMap<u64, Py<PyAny>>>,
 }
 
 impl Shared {
@@ -28,6 +35,9 @@ impl Shared {
             record_route: AtomicBool::new(record_route),
             // 0 is `proxy::stateful::UNAWAITED`.
             next_relay: AtomicU64::new(1),
+            onreply: OnceLock::new(),
+            replies: Mutex::new(Vec::new()),
+            reply_handlers: Mutex::new(HashMap::new()),
         }
     }
 

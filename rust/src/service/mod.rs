@@ -16,7 +16,7 @@ mod hooks;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub use event::{Event, Final, Incoming};
+pub use event::{Event, Final, HeldReply, Incoming};
 pub use hooks::{BranchPlan, Hooks, ResponseAt, Service, Verdict, PROXY};
 
 use crate::dns::Resolver;

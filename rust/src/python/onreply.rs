@@ -1,0 +1,252 @@
+//! `sipr.RelayReply`: a response on a relayed branch, held for `@app.on_reply` /
+//! `relay(..., on_reply=fn)`. Its headers and body may be changed; handing
+//! it back (`_deliver`, or dropping it) lets the proxy act on it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pyo3::prelude::*;
+
+use super::message::PyCSeq;
+use super::request::{canonical_name, dispatch, PyHeaders};
+use super::shared::Shared;
+use crate::onreply::OnReply;
+use crate::service::HeldReply;
+use crate::sip::rewrite::{edits_remove, rewrite};
+use crate::sip::write::HeaderEdit;
+use crate::sip::{Framing, Limits, Message};
+
+#[pyclass(module = "sipr._core", name = "RelayReply")]
+pub struct PyReply {
+    shared: Arc<Shared>,
+    /// None once handed back.
+    held: Option<HeldReply>,
+    /// Cached: the message stays readable after it was handed back.
+    msg: Message,
+    pub(super) edits: Vec<HeaderEdit>,
+    body: Option<Vec<u8>>,
+}
+
+impl PyReply {
+    pub fn new(shared: Arc<Shared>, held: HeldReply) -> PyReply {
+        PyReply {
+            shared,
+            msg: held.msg.clone(),
+            held: Some(held),
+            edits: Vec::new(),
+            body: None,
+        }
+    }
+
+    /// The header pairs as they will go upstream.
+    pub(super) fn header_pairs(&self) -> Vec<(String, String)> {
+        let msg = &self.msg;
+        let mut out: Vec<(String, String)> = msg
+            .headers()
+            .iter()
+            .filter(|h| !edits_remove(&self.edits, msg.header_name(h)))
+            .map(|h| {
+                (
+                    canonical_name(msg.header_name(h)),
+                    msg.header_value(h).to_string(),
+                )
+            })
+            .collect();
+        for e in &self.edits {
+            if let HeaderEdit::Add(n, v) = e {
+                out.push((n.clone(), v.clone()));
+            }
+        }
+        out
+    }
+
+    /// Hands the response back to the proxy, with the changes made.
+    fn hand_back(&mut self) -> Option<Vec<crate::core::Event>> {
+        let mut held = self.held.take()?;
+        if !self.edits.is_empty() || self.body.is_some() {
+            let bytes = rewrite(&held.msg, &self.edits, self.body.as_deref());
+            let limits = Limits {
+                max_message_size: usize::MAX,
+                ..Limits::default()
+            };
+            match Message::parse(Bytes::from(bytes), Framing::Datagram, &limits) {
+                Ok(m) => held.msg = m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "on_reply: changed response does not parse; sending it unchanged");
+                }
+            }
+        }
+        Some(self.shared.core.deliver_reply(held))
+    }
+}
+
+#[pymethods]
+impl PyReply {
+    #[getter]
+    fn status(&self) -> u16 {
+        self.msg.status().unwrap_or(0)
+    }
+
+    #[getter]
+    fn reason(&self) -> &str {
+        self.msg.reason().unwrap_or_default()
+    }
+
+    /// Changes apply to what goes upstream (`set`, `add`, `remove`).
+    #[getter]
+    fn headers(slf: Bound<'_, Self>) -> PyHeaders {
+        PyHeaders::of_reply(slf.unbind())
+    }
+
+    #[getter]
+    fn body<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
+        let body = self.body.as_deref().unwrap_or(self.msg.body());
+        pyo3::types::PyBytes::new(py, body)
+    }
+
+    /// Replaces the body (Content-Length follows).
+    #[setter]
+    fn set_body(&mut self, body: Vec<u8>) {
+        self.body = Some(body);
+    }
+
+    #[getter]
+    fn call_id(&self) -> &str {
+        self.msg.call_id()
+    }
+
+    #[getter]
+    fn cseq(&self) -> PyCSeq {
+        PyCSeq {
+            number: self.msg.cseq(),
+            method: self.msg.cseq_method().to_string(),
+        }
+    }
+
+    /// The method of the request this answers (from CSeq).
+    #[getter]
+    fn method(&self) -> &str {
+        self.msg.cseq_method()
+    }
+
+    #[getter]
+    fn from_tag(&self) -> Option<&str> {
+        self.msg.from_tag()
+    }
+
+    #[getter]
+    fn to_tag(&self) -> Option<&str> {
+        self.msg.to_tag()
+    }
+
+    /// The response as received.
+    #[getter]
+    fn raw<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
+        pyo3::types::PyBytes::new(py, self.msg.as_bytes())
+    }
+
+    /// The server transaction it answers (internal: per-relay handlers).
+    #[getter]
+    fn _txn(&self) -> u64 {
+        self.held.as_ref().map_or(0, |h| h.server)
+    }
+
+    /// Whether it was handed back already.
+    #[getter]
+    fn delivered(&self) -> bool {
+        self.held.is_none()
+    }
+
+    /// Hands the response back to the proxy (the server calls this when the
+    /// handler is done). A second call does nothing.
+    fn _deliver(&mut self, py: Python<'_>) -> PyResult<()> {
+        if let Some(events) = self.hand_back() {
+            let requests = dispatch(&self.shared, py, events)?;
+            debug_assert!(requests.is_empty());
+        }
+        Ok(())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<RelayReply {} {} to {}>",
+            self.status(),
+            self.reason(),
+            self.msg.cseq_method()
+        )
+    }
+}
+
+impl Drop for PyReply {
+    fn drop(&mut self) {
+        // A reply the application lost is never lost for the caller.
+        if self.held.is_some() {
+            let shared = self.shared.clone();
+            if let Some(events) = self.hand_back() {
+                Python::attach(|py| {
+                    let _ = dispatch(&shared, py, events);
+                });
+            }
+        }
+    }
+}
+
+/// The `onreply` service of this core, registered on first use.
+pub fn service(shared: &Shared) -> &Arc<OnReply> {
+    shared.onreply.get_or_init(|| {
+        let s = Arc::new(OnReply::default());
+        // The only registration of this name: `get_or_init` runs once.
+        let _ = shared.core.node.hooks.add(s.clone());
+        s
+    })
+}
+
+/// `relay(..., on_reply=handler)`: the replies of `txn` go to `handler`.
+pub fn watch(shared: &Arc<Shared>, py: Python<'_>, txn: u64, handler: Py<PyAny>) -> PyResult<()> {
+    if !handler.bind(py).is_callable() {
+        return Err(pyo3::exceptions::PyTypeError::new_err(
+            "on_reply must be a function taking the reply",
+        ));
+    }
+    if service(shared).watch(txn) {
+        shared.reply_handlers.lock().insert(txn, handler);
+    } else {
+        tracing::warn!(txn, "on_reply: too many relays watched; this one's replies pass unseen");
+    }
+    Ok(())
+}
+
+/// The held replies since the last call, each with its per-relay handler
+/// (None: the application's `@app.on_reply`).
+pub fn take(
+    shared: &Arc<Shared>,
+    py: Python<'_>,
+) -> PyResult<Vec<(Py<PyReply>, Option<Py<PyAny>>)>> {
+    let held = std::mem::take(&mut *shared.replies.lock());
+    let mut out = Vec::with_capacity(held.len());
+    for h in held {
+        let handler = shared
+            .reply_handlers
+            .lock()
+            .get(&h.server)
+            .map(|f| f.clone_ref(py));
+        out.push((Py::new(py, PyReply::new(shared.clone(), h))?, handler));
+    }
+    Ok(out)
+}
+
+/// Counters of the `onreply` service (zero until it is registered).
+pub fn stats(shared: &Shared) -> Vec<(String, u64)> {
+    let (handed, watched, refused) = shared.onreply.get().map_or((0, 0, 0), |s| {
+        (
+            s.handed.load(std::sync::atomic::Ordering::Relaxed),
+            s.watched() as u64,
+            s.refused.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    });
+    vec![
+        ("onreply.handed".into(), handed),
+        ("onreply.watched".into(), watched),
+        ("onreply.refused".into(), refused),
+    ]
+}
