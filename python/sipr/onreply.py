@@ -78,12 +78,10 @@ class ReplyRunner:
         finally:
             reply._deliver()
 
-    async def _after(
-        self, before: asyncio.Task[None], fn: ReplyHandler, reply: RelayReply
-    ) -> None:
+    async def _after(self, before: asyncio.Task[None], fn: ReplyHandler, reply: RelayReply) -> None:
         try:
             await asyncio.shield(before)
-        except BaseException:  # noqa: BLE001 - its own failure was logged
+        except BaseException:
             pass
         coro = self._call(fn, reply)
         if coro is not None:

@@ -330,7 +330,9 @@ class RtpEngine:
 
     def _disable(self, node: Instance, reason: str, exc: object = None) -> None:
         if node.enabled:
-            log.warning("rtpengine %s disabled (%s%s)", node.spec, reason, f": {exc}" if exc else "")
+            log.warning(
+                "rtpengine %s disabled (%s%s)", node.spec, reason, f": {exc}" if exc else ""
+            )
         node.enabled = False
         node.reason = reason
         node.disabled_at = time.monotonic()
@@ -368,7 +370,9 @@ class RtpEngine:
                 if not isinstance(reply, dict):
                     raise RtpEngineError(f"rtpengine {node.spec}: malformed answer")
                 return {k.decode(): _text(v) for k, v in reply.items()}
-            raise TimeoutError(f"no answer from {node.spec} in {self.timeout * (self.retries + 1)} s")
+            raise TimeoutError(
+                f"no answer from {node.spec} in {self.timeout * (self.retries + 1)} s"
+            )
         finally:
             self._waiting.pop(cookie, None)
             fut.cancel()

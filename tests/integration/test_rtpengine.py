@@ -19,7 +19,7 @@ import time
 import pytest
 
 from sipr.rtpengine import RtpEngine
-from tests.conftest import ROOT, UdpPeer, free_port, header, sip_answer, sip_request, status_of
+from tests.conftest import ROOT, UdpPeer, header, sip_answer, sip_request, status_of
 from tests.integration.ctlkit import rpc
 from tests.rtpenginekit import RtpEngineProc
 

@@ -10,8 +10,8 @@ import weakref
 from typing import Any
 
 from sipr.dispatcher import stats as dispatcher_stats
-from sipr.rtpengine import stats as rtpengine_stats
 from sipr.registrar import Registrar
+from sipr.rtpengine import stats as rtpengine_stats
 
 #: Registrations are counted by walking the stores; a scrape every second
 #: should not walk a large redis store every second.
