@@ -14,12 +14,25 @@ from pathlib import Path
 
 from sipr.bencode import decode, encode
 from tests.conftest import free_port, stop_process
+from tests.natlab import in_netns
 
 
 class RtpEngineProc:
-    def __init__(self, port_min: int, ng_port: int | None = None) -> None:
+    """`interface`: the address media is relayed on; `netns`: the network
+    namespace it runs in (the NAT lab), where its control socket is asked."""
+
+    def __init__(
+        self,
+        port_min: int,
+        ng_port: int | None = None,
+        *,
+        interface: str = "127.0.0.1",
+        netns: str | None = None,
+    ) -> None:
         self.ng_port = ng_port or free_port()
         self.port_min = port_min
+        self.interface = interface
+        self.netns = netns
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = Path(f"/tmp/rtpengine-{os.getpid()}-{self.ng_port}.log")
 
@@ -31,11 +44,15 @@ class RtpEngineProc:
         exe = shutil.which("rtpengine")
         assert exe, "rtpengine is not installed (scripts/install-deps: rtpengine-daemon)"
         args = [
-            exe, "--table=-1", "--interface=127.0.0.1",
-            f"--listen-ng=127.0.0.1:{self.ng_port}", "--foreground", "--log-stderr",
+            exe, "--table=-1", f"--interface={self.interface}",
+            # Not /etc/rtpengine/rtpengine.conf: its CLI and HTTP ports would collide.
+            "--config-file=none", f"--listen-ng=127.0.0.1:{self.ng_port}",
+            "--foreground", "--log-stderr",
             f"--port-min={self.port_min}", f"--port-max={self.port_min + 199}",
             "--delete-delay=0", "--log-level=5", "--num-threads=1",
         ]  # fmt: skip
+        if self.netns is not None:
+            args = ["ip", "netns", "exec", self.netns, *args]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -45,6 +62,12 @@ class RtpEngineProc:
         return self
 
     def command(self, params: dict[str, object], timeout: float = 1.0) -> dict[bytes, object]:
+        if self.netns is not None:
+            ns = self.netns
+            return in_netns(ns, lambda: self._ask(params, timeout))
+        return self._ask(params, timeout)
+
+    def _ask(self, params: dict[str, object], timeout: float) -> dict[bytes, object]:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(timeout)
             cookie = os.urandom(4).hex().encode()

@@ -102,6 +102,27 @@ SINGLES: dict[str, tuple[str, str, str]] = {
         COUNTER,
         "relay(on_reply=) calls refused because the watch table was full",
     ),
+    "nat.bindings": (
+        "sipr_nat_bindings",
+        GAUGE,
+        "Registered bindings behind NAT (with a received address), pinged by natping",
+    ),
+    "nat.pings_sent": ("sipr_nat_pings_sent_total", COUNTER, "NAT keepalive pings sent"),
+    "nat.pings_answered": (
+        "sipr_nat_pings_answered_total",
+        COUNTER,
+        "NAT keepalive OPTIONS answered",
+    ),
+    "nat.pings_failed": (
+        "sipr_nat_pings_failed_total",
+        COUNTER,
+        "NAT keepalive pings unanswered or not sendable",
+    ),
+    "nat.dropped": (
+        "sipr_nat_dropped_total",
+        COUNTER,
+        "Bindings removed after drop_after unanswered NAT keepalives",
+    ),
     "registrar.native": (
         "sipr_registrar_native_total",
         COUNTER,

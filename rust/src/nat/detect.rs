@@ -156,10 +156,23 @@ mod tests {
 
     #[test]
     fn private_and_shared_ranges() {
-        for a in ["10.1.2.3", "172.16.0.1", "172.31.255.1", "192.168.1.1", "100.64.0.1", "fd00::1"] {
+        for a in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.1",
+            "192.168.1.1",
+            "100.64.0.1",
+            "fd00::1",
+        ] {
             assert!(is_private(a.parse().unwrap()), "{a}");
         }
-        for a in ["172.32.0.1", "8.8.8.8", "100.128.0.1", "127.0.0.1", "2001:db8::1"] {
+        for a in [
+            "172.32.0.1",
+            "8.8.8.8",
+            "100.128.0.1",
+            "127.0.0.1",
+            "2001:db8::1",
+        ] {
             assert!(!is_private(a.parse().unwrap()), "{a}");
         }
     }
@@ -175,7 +188,14 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["contact_private", "via_received", "via_private", "via_port", "contact_address", "contact_port"]
+            [
+                "contact_private",
+                "via_received",
+                "via_private",
+                "via_port",
+                "contact_address",
+                "contact_port"
+            ]
         );
         assert_ne!(nat_test(&m, &from("203.0.113.7:40123"), DEFAULT_TESTS), 0);
     }
@@ -192,12 +212,19 @@ mod tests {
 
     #[test]
     fn private_sdp_and_default_port() {
-        let m = req("203.0.113.7", "<sip:a@203.0.113.7>", "v=0\r\nc=IN IP4 10.0.0.5\r\n");
+        let m = req(
+            "203.0.113.7",
+            "<sip:a@203.0.113.7>",
+            "v=0\r\nc=IN IP4 10.0.0.5\r\n",
+        );
         assert_eq!(
             nat_test(&m, &from("203.0.113.7:5060"), u32::MAX),
             NatTest::SdpPrivate.bit()
         );
-        assert_eq!(sdp_connection(b"v=0\r\nc=IN IP6 fd00::5\r\n"), Some("fd00::5".parse().unwrap()));
+        assert_eq!(
+            sdp_connection(b"v=0\r\nc=IN IP6 fd00::5\r\n"),
+            Some("fd00::5".parse().unwrap())
+        );
         assert_eq!(sdp_connection(b"garbage"), None);
     }
 }

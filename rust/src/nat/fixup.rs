@@ -146,7 +146,10 @@ mod tests {
             fix_contact(&m, "[2001:db8::1]:5070".parse().unwrap()).unwrap(),
             "<sip:bob@[2001:db8::1]:5070>"
         );
-        assert_eq!(fix_contact(&with_contact("*"), "1.2.3.4:5".parse().unwrap()), None);
+        assert_eq!(
+            fix_contact(&with_contact("*"), "1.2.3.4:5".parse().unwrap()),
+            None
+        );
     }
 
     #[test]

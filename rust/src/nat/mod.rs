@@ -5,6 +5,7 @@
 
 pub mod detect;
 pub mod fixup;
+pub mod keepalive;
 
 pub use detect::{is_private, nat_test, NatTest, DEFAULT_TESTS};
 pub use fixup::{fix_contact, fix_sdp};

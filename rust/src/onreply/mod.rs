@@ -82,6 +82,7 @@ impl Service for OnReply {
             branch: at.branch,
             outcome: at.outcome,
             msg: msg.clone(),
+            source: cx.txns.clients.get(&at.branch).map(|c| c.dest.addr),
         }));
         Verdict::Stop
     }

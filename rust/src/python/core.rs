@@ -175,10 +175,7 @@ impl PyCore {
 
     /// The held responses since the last call, each with its per-relay
     /// handler or None (`@app.on_reply`).
-    fn take_replies(
-        &self,
-        py: Python<'_>,
-    ) -> PyResult<Vec<(Py<super::onreply::PyReply>, Option<Py<PyAny>>)>> {
+    fn take_replies(&self, py: Python<'_>) -> PyResult<Vec<super::onreply::TakenReply>> {
         super::onreply::take(&self.shared, py)
     }
 
@@ -239,6 +236,7 @@ impl PyCore {
         ));
         s.extend(super::dns::stats(core));
         s.extend(super::onreply::stats(&self.shared));
+        s.extend(super::nat::stats(&self.shared));
         s
     }
 
@@ -388,6 +386,28 @@ impl PyCore {
 
     fn stop(&self) {
         self.shared.core.stop();
+    }
+
+    /// NAT keepalives for the bindings of `store` with a `received`
+    /// (`sipr.nat.keepalive`): OPTIONS (UDP) or CRLF (streams) every
+    /// `interval` seconds; `drop_after` unanswered pings remove one (0: never).
+    #[pyo3(signature = (store, interval, drop_after=0, from_uri=None))]
+    fn start_natping(
+        &self,
+        store: PyRef<'_, super::registrar::PyStore>,
+        interval: f64,
+        drop_after: u32,
+        from_uri: Option<String>,
+    ) -> PyResult<()> {
+        let mut config = crate::nat::keepalive::KeepaliveConfig {
+            interval: seconds(interval, "interval")?,
+            drop_after,
+            ..Default::default()
+        };
+        if let Some(f) = from_uri {
+            config.from_uri = f;
+        }
+        super::nat::start_keepalive(&self.shared, store.inner.clone(), config)
     }
 
     /// Answers REGISTERs for the domains of `rules` in the core from now on,

@@ -1,9 +1,15 @@
-//! The NAT tests (`nat::detect`) by name for `Request.nat_test`.
+//! The NAT tests (`nat::detect`) by name for `Request.nat_test`, and the
+//! keepalive service (`nat::keepalive`) started from `sipr.nat.keepalive`.
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
+use std::sync::Arc;
+
+use super::shared::Shared;
+use crate::nat::keepalive::{Keepalive, KeepaliveConfig};
 use crate::nat::{nat_test, NatTest};
+use crate::registrar::Store;
 use crate::sip::Message;
 use crate::transport::Source;
 
@@ -35,4 +41,35 @@ pub fn run_tests(
         .filter(|t| fired & t.bit() != 0)
         .map(NatTest::name)
         .collect())
+}
+
+/// Starts pinging the NATed bindings of `store` (once per core).
+pub fn start_keepalive(
+    shared: &Shared,
+    store: Arc<dyn Store>,
+    config: KeepaliveConfig,
+) -> PyResult<()> {
+    if shared.natping.get().is_some() {
+        // A reload runs the startup hooks again: the pings go on as they were.
+        tracing::info!("natping: already running; keeping its first configuration");
+        return Ok(());
+    }
+    let service = Arc::new(Keepalive::new(store, config));
+    if shared.natping.set(service.clone()).is_err() {
+        return Ok(());
+    }
+    let core = &shared.core;
+    if core.node.hooks.add(service.clone()).is_err() {
+        return Err(PyValueError::new_err("NAT keepalives already registered"));
+    }
+    core.with_services(|cx, _| service.arm(cx));
+    Ok(())
+}
+
+/// Counters of the keepalive service (zero until it runs).
+pub fn stats(shared: &Shared) -> Vec<(String, u64)> {
+    match shared.natping.get() {
+        Some(k) => k.stats(),
+        None => Keepalive::idle_stats(),
+    }
 }

@@ -25,12 +25,14 @@ pub struct PyReply {
     msg: Message,
     pub(super) edits: Vec<HeaderEdit>,
     body: Option<Vec<u8>>,
+    source: Option<std::net::SocketAddr>,
 }
 
 impl PyReply {
     pub fn new(shared: Arc<Shared>, held: HeldReply) -> PyReply {
         PyReply {
             shared,
+            source: held.source,
             msg: held.msg.clone(),
             held: Some(held),
             edits: Vec::new(),
@@ -129,8 +131,8 @@ impl PyReply {
         self.msg.cseq_method()
     }
 
-    #[getter]
-    fn from_tag(&self) -> Option<&str> {
+    #[getter(from_tag)]
+    fn get_from_tag(&self) -> Option<&str> {
         self.msg.from_tag()
     }
 
@@ -143,6 +145,45 @@ impl PyReply {
     #[getter]
     fn raw<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
         pyo3::types::PyBytes::new(py, self.msg.as_bytes())
+    }
+
+    /// `(host, port)` the response came from (where its branch was sent).
+    #[getter]
+    fn source(&self) -> Option<(String, u16)> {
+        self.source.map(|a| (a.ip().to_string(), a.port()))
+    }
+
+    /// Whether the answering UA is behind NAT: its Contact names a
+    /// private address, or another address or port than the one the
+    /// response came from (Kamailio `nat_uac_test` 1|32|64 on a reply).
+    #[getter]
+    fn behind_nat(&self) -> bool {
+        let Some(source) = self.source else {
+            return false;
+        };
+        let probe = crate::transport::Source::udp(source, source);
+        let tests = crate::nat::NatTest::ContactPrivate.bit()
+            | crate::nat::NatTest::ContactAddress.bit()
+            | crate::nat::NatTest::ContactPort.bit();
+        crate::nat::nat_test(&self.msg, &probe, tests) != 0
+    }
+
+    /// Kamailio `fix_nated_contact()` in `onreply_route`: the Contact's
+    /// host:port becomes the address the response came from, so in-dialog
+    /// requests reach the callee through its NAT. False without a Contact.
+    fn fix_nated_contact(&mut self) -> bool {
+        let Some(source) = self.source else {
+            return false;
+        };
+        let Some(fixed) = crate::nat::fix_contact(&self.msg, source) else {
+            return false;
+        };
+        self.edits.retain(|e| {
+            !matches!(e, HeaderEdit::Add(n, _) | HeaderEdit::Remove(n) if n.eq_ignore_ascii_case("Contact"))
+        });
+        self.edits.push(HeaderEdit::Remove("Contact".into()));
+        self.edits.push(HeaderEdit::Add("Contact".into(), fixed));
+        true
     }
 
     /// The server transaction it answers (internal: per-relay handlers).
@@ -211,17 +252,20 @@ pub fn watch(shared: &Arc<Shared>, py: Python<'_>, txn: u64, handler: Py<PyAny>)
     if service(shared).watch(txn) {
         shared.reply_handlers.lock().insert(txn, handler);
     } else {
-        tracing::warn!(txn, "on_reply: too many relays watched; this one's replies pass unseen");
+        tracing::warn!(
+            txn,
+            "on_reply: too many relays watched; this one's replies pass unseen"
+        );
     }
     Ok(())
 }
 
+/// A held reply and its per-relay handler (None: `@app.on_reply`).
+pub type TakenReply = (Py<PyReply>, Option<Py<PyAny>>);
+
 /// The held replies since the last call, each with its per-relay handler
 /// (None: the application's `@app.on_reply`).
-pub fn take(
-    shared: &Arc<Shared>,
-    py: Python<'_>,
-) -> PyResult<Vec<(Py<PyReply>, Option<Py<PyAny>>)>> {
+pub fn take(shared: &Arc<Shared>, py: Python<'_>) -> PyResult<Vec<TakenReply>> {
     let held = std::mem::take(&mut *shared.replies.lock());
     let mut out = Vec::with_capacity(held.len());
     for h in held {

@@ -24,6 +24,8 @@ pub struct Shared {
     pub replies: Mutex<Vec<crate::service::HeldReply>>,
     /// Per-relay `on_reply` handlers, by server transaction.
     pub reply_handlers: Mutex<HashMap<u64, Py<PyAny>>>,
+    /// NAT keepalives (`sipr.nat.keepalive`), once started.
+    pub natping: OnceLock<Arc<crate::nat::keepalive::Keepalive>>,
 }
 
 impl Shared {
@@ -38,6 +40,7 @@ impl Shared {
             onreply: OnceLock::new(),
             replies: Mutex::new(Vec::new()),
             reply_handlers: Mutex::new(HashMap::new()),
+            natping: OnceLock::new(),
         }
     }
 

@@ -54,4 +54,7 @@ pub struct HeldReply {
     pub branch: BranchId,
     pub outcome: Outcome,
     pub msg: Message,
+    /// Where the branch was sent, so where the response came from: the
+    /// callee's public address when it is behind NAT.
+    pub source: Option<std::net::SocketAddr>,
 }
