@@ -29,8 +29,8 @@ sip_listen		{ip}:{sip_port}
 call_local_timeout	120
 audio_player		aubridge,{name}
 audio_source		ausine,440
-ausrc_srate		8000
-ausrc_channels		1
+ausrc_srate		48000
+ausrc_channels		2
 audio_alert		aubridge,{name}
 net_interface		eth0
 rtp_ports		{rtp_min}-{rtp_max}

@@ -115,6 +115,7 @@ def test_natted_phones_call_hear_each_other_and_sessions_end(lab: Lab) -> None:
     legs = leg_packets(lab.engine, call_id)
     assert len(legs) == 2 and min(legs) >= 50, legs
     alice.hangup()
+    alice.wait_event("CALL_CLOSED")
     bob.wait_event("CALL_CLOSED")
     until("rtpengine session deleted after BYE", lambda: lab.engine.calls() == [], timeout=5)
 
@@ -132,6 +133,7 @@ def test_natted_phones_call_hear_each_other_and_sessions_end(lab: Lab) -> None:
     bob.wait_event("CALL_INCOMING")
     assert len(lab.engine.calls()) == 1
     alice.hangup()
+    alice.wait_event("CALL_CLOSED")
     bob.wait_event("CALL_CLOSED")
     until("rtpengine session deleted after CANCEL", lambda: lab.engine.calls() == [], timeout=5)
     stats = lab.stats()
