@@ -156,8 +156,7 @@ impl Keepalive {
                 continue;
             };
             for b in bindings {
-                let Some((transport, addr)) = b.received.as_deref().and_then(parse_received)
-                else {
+                let Some((transport, addr)) = b.received.as_deref().and_then(parse_received) else {
                     continue;
                 };
                 if out.len() >= MAX_TARGETS {
@@ -183,7 +182,11 @@ impl Keepalive {
                 addr: target.addr,
                 conn: None,
             };
-            if cx.node.wire.send(dest, bytes::Bytes::from_static(b"\r\n\r\n")) {
+            if cx
+                .node
+                .wire
+                .send(dest, bytes::Bytes::from_static(b"\r\n\r\n"))
+            {
                 self.sent.fetch_add(1, Ordering::Relaxed);
             } else {
                 self.failed.fetch_add(1, Ordering::Relaxed);
@@ -206,7 +209,10 @@ impl Keepalive {
         client::start(
             &cx.node.wire,
             cx.txns,
-            Owner { service: SERVICE, id },
+            Owner {
+                service: SERVICE,
+                id,
+            },
             branch,
             "OPTIONS",
             request.into(),
@@ -224,7 +230,10 @@ impl Keepalive {
         if self.config.drop_after > 0 && *misses >= self.config.drop_after {
             round.misses.remove(&key);
             let (aor, contact) = key;
-            match self.store.update(&aor, Vec::new(), std::slice::from_ref(&contact)) {
+            match self
+                .store
+                .update(&aor, Vec::new(), std::slice::from_ref(&contact))
+            {
                 Ok(()) => {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(%aor, %contact, "natping: binding dropped (pings unanswered)");
@@ -257,7 +266,10 @@ impl Keepalive {
                 "nat.pings_answered".into(),
                 self.answered.load(Ordering::Relaxed),
             ),
-            ("nat.pings_failed".into(), self.failed.load(Ordering::Relaxed)),
+            (
+                "nat.pings_failed".into(),
+                self.failed.load(Ordering::Relaxed),
+            ),
             ("nat.dropped".into(), self.dropped.load(Ordering::Relaxed)),
         ]
     }

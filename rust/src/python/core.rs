@@ -182,7 +182,7 @@ impl PyCore {
     /// `@app.on_reply`: every proxied response goes to the application.
     fn set_on_reply(&self, on: bool) {
         if on || self.shared.onreply.get().is_some() {
-            super::onreply::service(&self.shared).set_all(on);
+            super::reply_watch::service(&self.shared).set_all(on);
         }
     }
 

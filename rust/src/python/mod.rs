@@ -9,6 +9,7 @@ mod message;
 mod nat;
 mod onreply;
 mod registrar;
+mod reply_watch;
 mod request;
 mod shared;
 mod targets;

@@ -8,9 +8,8 @@ use bytes::Bytes;
 use pyo3::prelude::*;
 
 use super::message::PyCSeq;
-use super::request::{canonical_name, dispatch, PyHeaders};
+use super::request::{canonical_name, dispatch, EditableHeaders, PyHeaders};
 use super::shared::Shared;
-use crate::onreply::OnReply;
 use crate::service::HeldReply;
 use crate::sip::rewrite::{edits_remove, rewrite};
 use crate::sip::write::HeaderEdit;
@@ -97,7 +96,7 @@ impl PyReply {
     /// Changes apply to what goes upstream (`set`, `add`, `remove`).
     #[getter]
     fn headers(slf: Bound<'_, Self>) -> PyHeaders {
-        PyHeaders::of_reply(slf.unbind())
+        PyHeaders::of_reply(Box::new(ReplyHeaders(slf.unbind())))
     }
 
     #[getter]
@@ -232,34 +231,6 @@ impl Drop for PyReply {
     }
 }
 
-/// The `onreply` service of this core, registered on first use.
-pub fn service(shared: &Shared) -> &Arc<OnReply> {
-    shared.onreply.get_or_init(|| {
-        let s = Arc::new(OnReply::default());
-        // The only registration of this name: `get_or_init` runs once.
-        let _ = shared.core.node.hooks.add(s.clone());
-        s
-    })
-}
-
-/// `relay(..., on_reply=handler)`: the replies of `txn` go to `handler`.
-pub fn watch(shared: &Arc<Shared>, py: Python<'_>, txn: u64, handler: Py<PyAny>) -> PyResult<()> {
-    if !handler.bind(py).is_callable() {
-        return Err(pyo3::exceptions::PyTypeError::new_err(
-            "on_reply must be a function taking the reply",
-        ));
-    }
-    if service(shared).watch(txn) {
-        shared.reply_handlers.lock().insert(txn, handler);
-    } else {
-        tracing::warn!(
-            txn,
-            "on_reply: too many relays watched; this one's replies pass unseen"
-        );
-    }
-    Ok(())
-}
-
 /// A held reply and its per-relay handler (None: `@app.on_reply`).
 pub type TakenReply = (Py<PyReply>, Option<Py<PyAny>>);
 
@@ -293,4 +264,35 @@ pub fn stats(shared: &Shared) -> Vec<(String, u64)> {
         ("onreply.watched".into(), watched),
         ("onreply.refused".into(), refused),
     ]
+}
+
+/// A `Headers` view's hold on a `RelayReply`.
+struct ReplyHeaders(Py<PyReply>);
+
+struct ReplyEdits<'a>(PyRefMut<'a, PyReply>);
+
+impl std::ops::Deref for ReplyEdits<'_> {
+    type Target = Vec<HeaderEdit>;
+    fn deref(&self) -> &Vec<HeaderEdit> {
+        &self.0.edits
+    }
+}
+
+impl std::ops::DerefMut for ReplyEdits<'_> {
+    fn deref_mut(&mut self) -> &mut Vec<HeaderEdit> {
+        &mut self.0.edits
+    }
+}
+
+impl EditableHeaders for ReplyHeaders {
+    fn pairs(&self, py: Python<'_>) -> Vec<(String, String)> {
+        self.0.borrow(py).header_pairs()
+    }
+
+    fn edits<'a>(
+        &'a self,
+        py: Python<'a>,
+    ) -> Box<dyn std::ops::DerefMut<Target = Vec<HeaderEdit>> + 'a> {
+        Box::new(ReplyEdits(self.0.borrow_mut(py)))
+    }
 }

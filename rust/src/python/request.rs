@@ -8,7 +8,6 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use super::message::{PyAddress, PyCSeq, PySource, PyUri};
-use super::onreply::PyReply;
 use super::shared::Shared;
 use super::targets::{relay_target, target_string};
 use super::TransactionError;
@@ -557,7 +556,7 @@ impl PyRequest {
             return Ok(fut.unbind());
         };
         if let Some(handler) = on_reply {
-            super::onreply::watch(&self.shared, py, txn, handler)?;
+            super::reply_watch::watch(&self.shared, py, txn, handler)?;
         }
         let relay_id = self.shared.next_relay_id();
         self.shared
@@ -621,13 +620,25 @@ pub struct PyHeaders {
     req: Option<Py<PyRequest>>,
     resp: Option<Py<PyResponse>>,
     /// A held response (`on_reply`): its headers may change.
-    reply: Option<Py<PyReply>>,
+    reply: Option<Box<dyn EditableHeaders>>,
+}
+
+/// A held message besides the request whose headers a `Headers` view may
+/// change: `RelayReply` (python/onreply.rs, which knows this module and
+/// not the other way round).
+pub(super) trait EditableHeaders: Send + Sync {
+    /// The header pairs as they will be sent.
+    fn pairs(&self, py: Python<'_>) -> Vec<(String, String)>;
+    fn edits<'a>(
+        &'a self,
+        py: Python<'a>,
+    ) -> Box<dyn std::ops::DerefMut<Target = Vec<HeaderEdit>> + 'a>;
 }
 
 /// The header edits of whatever a `Headers` view changes.
 enum EditsMut<'a> {
     Request(PyRefMut<'a, PyRequest>),
-    Reply(PyRefMut<'a, PyReply>),
+    Reply(Box<dyn std::ops::DerefMut<Target = Vec<HeaderEdit>> + 'a>),
 }
 
 impl std::ops::Deref for EditsMut<'_> {
@@ -635,7 +646,7 @@ impl std::ops::Deref for EditsMut<'_> {
     fn deref(&self) -> &Vec<HeaderEdit> {
         match self {
             EditsMut::Request(r) => &r.edits,
-            EditsMut::Reply(r) => &r.edits,
+            EditsMut::Reply(r) => r,
         }
     }
 }
@@ -644,13 +655,13 @@ impl std::ops::DerefMut for EditsMut<'_> {
     fn deref_mut(&mut self) -> &mut Vec<HeaderEdit> {
         match self {
             EditsMut::Request(r) => &mut r.edits,
-            EditsMut::Reply(r) => &mut r.edits,
+            EditsMut::Reply(r) => r,
         }
     }
 }
 
 impl PyHeaders {
-    pub(super) fn of_reply(reply: Py<PyReply>) -> PyHeaders {
+    pub(super) fn of_reply(reply: Box<dyn EditableHeaders>) -> PyHeaders {
         PyHeaders {
             req: None,
             resp: None,
@@ -661,14 +672,14 @@ impl PyHeaders {
         match (&self.req, &self.resp, &self.reply) {
             (Some(r), _, _) => r.borrow(py).header_pairs(),
             (None, Some(r), _) => message_pairs(&r.borrow(py).msg),
-            (None, None, Some(r)) => r.borrow(py).header_pairs(),
+            (None, None, Some(r)) => r.pairs(py),
             _ => Vec::new(),
         }
     }
     fn edits<'a>(&'a self, py: Python<'a>) -> PyResult<EditsMut<'a>> {
         match (&self.req, &self.reply) {
             (Some(r), _) => Ok(EditsMut::Request(r.borrow_mut(py))),
-            (None, Some(r)) => Ok(EditsMut::Reply(r.borrow_mut(py))),
+            (None, Some(r)) => Ok(EditsMut::Reply(r.edits(py))),
             _ => Err(PyTypeError::new_err(
                 "response headers are read-only (change them in an on_reply handler)",
             )),
