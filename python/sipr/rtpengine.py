@@ -289,8 +289,11 @@ class RtpEngine:
                     order += enabled[i:] + enabled[:i]
                     break
                 point -= n.weight
-        seen: set[int] = set()
-        return [n for n in order if not (id(n) in seen or seen.add(id(n)))]  # type: ignore[func-returns-value]
+        unique: list[Instance] = []
+        for n in order:
+            if all(n is not u for u in unique):
+                unique.append(n)
+        return unique
 
     async def _command(self, params: dict[str, Any], call_id: str) -> dict[str, Any]:
         candidates = self._pick(call_id)

@@ -27,7 +27,8 @@ APP = ROOT / "tests" / "apps" / "nat_pbx.py"
 UDP_TIMEOUT = 30
 PING_INTERVAL = 20
 
-pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
+_UNAVAILABLE = available()
+pytestmark = pytest.mark.skipif(_UNAVAILABLE is not None, reason=str(_UNAVAILABLE))
 
 
 class Lab:
