@@ -7,12 +7,13 @@ lets the response go on unchanged (logged)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sipr._core import RelayReply
+from sipr._core import Core, RelayReply
 
 log = logging.getLogger("sipr")
 
@@ -30,7 +31,7 @@ class ReplyRunner:
         self.running: dict[int, asyncio.Task[None]] = {}
         self.failed = 0
 
-    def run(self, core: Any) -> None:
+    def run(self, core: Core) -> None:
         for reply, handler in core.take_replies():
             fn = handler if handler is not None else self.app_handler()
             if fn is None:
@@ -48,7 +49,7 @@ class ReplyRunner:
             if task.done():
                 continue
             self.running[txn] = task
-            task.add_done_callback(lambda t, txn=txn: self._done(txn, t))
+            task.add_done_callback(functools.partial(self._done, txn))
 
     def _done(self, txn: int, task: asyncio.Task[None]) -> None:
         if self.running.get(txn) is task:

@@ -406,8 +406,9 @@ class RtpEngine:
             params["from-tag"] = from_tag
         if to_tag:
             params["to-tag"] = to_tag
-        if is_request:
-            params["received-from"] = ["IP6" if ":" in msg.source.host else "IP4", msg.source.host]
+        if isinstance(msg, Request):
+            host = msg.source.host
+            params["received-from"] = ["IP6" if ":" in host else "IP4", host]
         _apply_flags(params, flags if flags is not None else self.flags)
         return params
 
