@@ -93,3 +93,27 @@ impl Service for OnReply {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watched_transactions_are_bounded_and_all_covers_the_rest() {
+        let s = OnReply::default();
+        assert!(!s.wants(1));
+        assert!(s.watch(1));
+        assert!(s.wants(1) && !s.wants(2));
+        for txn in 2..=MAX_WATCHED as TxnId {
+            s.watch(txn);
+        }
+        assert_eq!(s.watched(), MAX_WATCHED);
+        // Full: a new one is refused and counted, one already watched is fine.
+        assert!(!s.watch(TxnId::MAX));
+        assert!(s.watch(1));
+        assert_eq!(s.refused.load(Ordering::Relaxed), 1);
+        assert!(!s.wants(TxnId::MAX));
+        s.set_all(true);
+        assert!(s.wants(TxnId::MAX));
+    }
+}
