@@ -222,6 +222,7 @@ class Core:
         store: Store,
         auth: tuple[DigestRules, dict[str, dict[str, str]] | Store] | None = None,
     ) -> None: ...
+    def natping_rows(self) -> list[tuple[str, str, str, str, int, int]]: ...
     def start_natping(
         self,
         store: Store,

@@ -18,7 +18,7 @@ Operator page: docs/nat.md.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sipr._core import Core
 
@@ -54,4 +54,17 @@ def keepalive(
         assert isinstance(core, Core), "nat.keepalive: the app is not running"
         core.start_natping(native, interval, drop_after, from_uri)
 
+    async def show() -> dict[str, Any]:
+        """`sipr ctl nat.show`: the settings and every binding pinged."""
+        core = app._core
+        assert isinstance(core, Core), "nat.show: the app is not running"
+        rows = [
+            {"aor": aor, "contact": contact, "transport": transport,
+             "address": f"{host}:{port}", "misses": misses}
+            for aor, contact, transport, host, port, misses in core.natping_rows()
+        ]  # fmt: skip
+        return {"interval": interval, "drop_after": drop_after, "bindings": rows}
+
     app.on_startup(start)
+    if "nat.show" not in app.rpc_methods:
+        app.rpc("nat.show")(show)

@@ -56,6 +56,11 @@ def test_udp_pings_answered_then_dropped_when_silent(sipr_factory) -> None:
         assert stats["nat.bindings"] == 1, stats
         assert stats["nat.pings_answered"] >= 2, stats
         assert stats["nat.dropped"] == 0 and bindings(proxy) == 1
+        shown = rpc(proxy.ctl, "nat.show")
+        assert shown["interval"] == INTERVAL and shown["drop_after"] == 2, shown
+        (row,) = shown["bindings"]
+        assert (row["transport"], row["address"]) == ("udp", f"127.0.0.1:{phone.port}"), row
+        assert row["contact"] == "sip:phone@192.168.1.10:5060" and row["misses"] == 0, row
         # Silent from now on: two misses in a row drop the binding.
         deadline = time.monotonic() + 6 * INTERVAL
         while rpc(proxy.ctl, "stats.get")["nat.dropped"] < 1:

@@ -243,6 +243,24 @@ impl Keepalive {
         }
     }
 
+    /// The bindings pinged now: (AoR, contact, transport, address,
+    /// unanswered pings in a row), for `nat.show`.
+    pub fn rows(&self) -> Vec<(String, String, Transport, SocketAddr, u32)> {
+        let targets = self.collect();
+        let round = self.round.lock();
+        targets
+            .into_iter()
+            .map(|t| {
+                let misses = round
+                    .misses
+                    .get(&(t.aor.clone(), t.contact.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                (t.aor, t.contact, t.transport, t.addr, misses)
+            })
+            .collect()
+    }
+
     /// The counters' names with zeros, before the service runs.
     pub fn idle_stats() -> Vec<(String, u64)> {
         [

@@ -410,6 +410,12 @@ impl PyCore {
         super::nat::start_keepalive(&self.shared, store.inner.clone(), config)
     }
 
+    /// The bindings NAT keepalives ping: `[(aor, contact, transport, host,
+    /// port, unanswered pings in a row)]`.
+    fn natping_rows(&self) -> Vec<(String, String, String, String, u16, u32)> {
+        super::nat::rows(&self.shared)
+    }
+
     /// Answers REGISTERs for the domains of `rules` in the core from now on,
     /// against `store`, with digest `auth` (its rules and where to find
     /// users' HA1s) when given (see `sipr.Registrar.serve`). Registrars are

@@ -73,3 +73,24 @@ pub fn stats(shared: &Shared) -> Vec<(String, u64)> {
         None => Keepalive::idle_stats(),
     }
 }
+
+/// `nat.show`: `[(aor, contact, transport, host, port, misses)]` of the
+/// bindings pinged (empty until keepalives run).
+pub fn rows(shared: &Shared) -> Vec<(String, String, String, String, u16, u32)> {
+    let Some(k) = shared.natping.get() else {
+        return Vec::new();
+    };
+    k.rows()
+        .into_iter()
+        .map(|(aor, contact, t, addr, misses)| {
+            (
+                aor,
+                contact,
+                t.as_str().to_ascii_lowercase(),
+                addr.ip().to_string(),
+                addr.port(),
+                misses,
+            )
+        })
+        .collect()
+}
