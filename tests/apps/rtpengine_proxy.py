@@ -3,6 +3,8 @@
 
     SIPR_TARGET      next hop of initial INVITEs (else the Request-URI)
     SIPR_RTPENGINE   comma list of rtpengine control sockets (udp:HOST:PORT)
+    SIPR_IN_DIALOG   "1": in-dialog requests reach Python (`rtp.manage`: the
+                     answer of a late offer in the ACK, delete on BYE)
 
 The route is the two lines an operator writes: `rtp.offer(req)` and
 `@app.on_reply` → `rtp.on_reply` (answer in 18x/2xx, delete on failures and
@@ -32,3 +34,11 @@ async def route(req: sipr.Request) -> None:
         except RtpEngineError:
             return req.reply(503, "Media Relay Unavailable")
     await req.relay(TARGET)
+
+
+if os.environ.get("SIPR_IN_DIALOG") == "1":
+
+    @app.in_dialog
+    async def in_dialog(req: sipr.Request) -> None:
+        await rtp.manage(req)
+        await req.relay()

@@ -6,7 +6,8 @@ their media through the real rtpengine daemon (userspace, 127.0.0.1).
   CANCEL;
 - rtpengine killed: calls move to the second instance; none left: 503; the
   control socket shows the dead one disabled, and enabled again once it is
-  back.
+  back;
+- a late offer: the offer in the 200, the answer in the ACK.
 """
 
 from __future__ import annotations
@@ -136,8 +137,15 @@ class Call:
         return self.caller_final("BYE")
 
 
-def _proxy(sipr_factory, engines: list[RtpEngineProc], callee_port: int | None = None):
+def _proxy(
+    sipr_factory,
+    engines: list[RtpEngineProc],
+    callee_port: int | None = None,
+    in_dialog: bool = False,
+):
     env = {"SIPR_RTPENGINE": ",".join(e.url for e in engines)}
+    if in_dialog:
+        env["SIPR_IN_DIALOG"] = "1"
     if callee_port:
         env["SIPR_TARGET"] = f"sip:127.0.0.1:{callee_port}"
     return sipr_factory(APP, env=env)
@@ -262,3 +270,45 @@ def test_failover_disable_and_return(sipr_factory, rtpengines) -> None:
         assert stats.get("rtpengine.default.errors", 0) >= 1, stats
     finally:
         callee.close()
+
+
+def test_late_offer_answered_in_the_ack(sipr_factory, rtpengines) -> None:
+    """INVITE without SDP: the 200 carries the offer (rewritten through
+    rtpengine in `on_reply`), the ACK the answer (rewritten in the route)."""
+    (engine,) = rtpengines(1)
+    proxy = _proxy(sipr_factory, [engine], in_dialog=True)
+    call = Call(proxy)
+    try:
+        call.invite = sip_request(
+            "INVITE", f"sip:bob@127.0.0.1:{call.callee.port}", port=call.caller.port,
+            call_id=call.call_id, extra=f"Contact: <sip:alice@127.0.0.1:{call.caller.port}>\r\n",
+        )  # fmt: skip
+        call.caller.send(call.invite, proxy.udp)
+        call.relayed = call.callee.recv(5.0) or b""
+        assert call.relayed.startswith(b"INVITE") and engine.calls() == [], call.relayed
+        call.answer(200, "OK", sdp(call.callee_rtp.port))
+        ok = call.caller_final()
+        _, offered = media_of(ok)
+        assert offered != call.callee_rtp.port and engine.calls() == [call.call_id]
+        # The ACK with the caller's answer, along the Record-Route.
+        rr = header(call.relayed, "Record-Route")
+        tag = header(call.invite, "From").split("tag=")[1]  # type: ignore[union-attr]
+        ack = sip_request(
+            "ACK", f"sip:bob@127.0.0.1:{call.callee.port}", port=call.caller.port,
+            call_id=call.call_id,
+            extra=f"Route: {rr}\r\nContent-Type: application/sdp\r\n",
+            body=sdp(call.caller_rtp.port),
+        )  # fmt: skip
+        ack = re.sub(rb"tag=a[0-9a-f]+", b"tag=" + tag.encode(), ack, count=1)
+        ack = re.sub(rb"(\r\nTo: <[^>]+>)", rb"\1;tag=bob1", ack, count=1)
+        call.caller.send(ack, proxy.udp)
+        got = call.callee.recv(5.0)
+        assert got is not None and got.startswith(b"ACK"), got
+        host, answered = media_of(got)
+        assert host == "127.0.0.1" and answered not in (call.caller_rtp.port, offered), got
+        totals = engine.command({"command": "query", "call-id": call.call_id})
+        assert len(totals[b"tags"]) == 2, totals  # type: ignore[arg-type]
+        assert status_of(call.bye()) == 200
+        assert engine.calls() == []
+    finally:
+        call.close()
