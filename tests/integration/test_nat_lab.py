@@ -115,6 +115,8 @@ def test_natted_phones_call_hear_each_other_and_sessions_end(lab: Lab) -> None:
     )
     legs = leg_packets(lab.engine, call_id)
     assert len(legs) == 2 and min(legs) >= 50, legs
+    homes = (lab.net.rtp_packets_in(1) - start[0], lab.net.rtp_packets_in(2) - start[1])
+    print(f"RTP into home 1, home 2: {homes}; rtpengine per leg: {legs}")
     alice.hangup()
     alice.wait_event("CALL_CLOSED")
     bob.wait_event("CALL_CLOSED")
@@ -175,3 +177,4 @@ def test_keepalive_keeps_a_natted_phone_reachable(lab: Lab) -> None:
     assert stats["nat.pings_sent"] >= 2, stats
     assert stats["nat.pings_answered"] >= 2, stats
     assert stats["nat.bindings"] >= 1, stats
+    print({k: v for k, v in stats.items() if k.startswith("nat.")})
