@@ -8,11 +8,11 @@ use bytes::Bytes;
 use pyo3::prelude::*;
 
 use super::message::PyCSeq;
-use super::request::{canonical_name, dispatch, EditableHeaders, PyHeaders};
+use super::request::{dispatch, EditableHeaders, PyHeaders};
 use super::shared::Shared;
 use crate::service::HeldReply;
-use crate::sip::rewrite::{edits_remove, rewrite};
-use crate::sip::write::HeaderEdit;
+use crate::sip::edits::HeaderEdits;
+use crate::sip::rewrite::rewrite;
 use crate::sip::{Framing, Limits, Message};
 
 #[pyclass(module = "sipr._core", name = "RelayReply")]
@@ -22,7 +22,7 @@ pub struct PyReply {
     held: Option<HeldReply>,
     /// Cached: the message stays readable after it was handed back.
     msg: Message,
-    pub(super) edits: Vec<HeaderEdit>,
+    pub(super) edits: HeaderEdits,
     body: Option<Vec<u8>>,
     source: Option<std::net::SocketAddr>,
 }
@@ -34,38 +34,21 @@ impl PyReply {
             source: held.source,
             msg: held.msg.clone(),
             held: Some(held),
-            edits: Vec::new(),
+            edits: HeaderEdits::default(),
             body: None,
         }
     }
 
     /// The header pairs as they will go upstream.
     pub(super) fn header_pairs(&self) -> Vec<(String, String)> {
-        let msg = &self.msg;
-        let mut out: Vec<(String, String)> = msg
-            .headers()
-            .iter()
-            .filter(|h| !edits_remove(&self.edits, msg.header_name(h)))
-            .map(|h| {
-                (
-                    canonical_name(msg.header_name(h)),
-                    msg.header_value(h).to_string(),
-                )
-            })
-            .collect();
-        for e in &self.edits {
-            if let HeaderEdit::Add(n, v) = e {
-                out.push((n.clone(), v.clone()));
-            }
-        }
-        out
+        self.edits.pairs(&self.msg)
     }
 
     /// Hands the response back to the proxy, with the changes made.
     fn hand_back(&mut self) -> Option<Vec<crate::core::Event>> {
         let mut held = self.held.take()?;
-        if !self.edits.is_empty() || self.body.is_some() {
-            let bytes = rewrite(&held.msg, &self.edits, self.body.as_deref());
+        if !self.edits.as_slice().is_empty() || self.body.is_some() {
+            let bytes = rewrite(&held.msg, self.edits.as_slice(), self.body.as_deref());
             let limits = Limits {
                 max_message_size: usize::MAX,
                 ..Limits::default()
@@ -170,19 +153,17 @@ impl PyReply {
     /// Kamailio `fix_nated_contact()` in `onreply_route`: the Contact's
     /// host:port becomes the address the response came from, so in-dialog
     /// requests reach the callee through its NAT. False without a Contact.
-    fn fix_nated_contact(&mut self) -> bool {
+    fn fix_nated_contact(&mut self) -> PyResult<bool> {
         let Some(source) = self.source else {
-            return false;
+            return Ok(false);
         };
         let Some(fixed) = crate::nat::fix_contact(&self.msg, source) else {
-            return false;
+            return Ok(false);
         };
-        self.edits.retain(|e| {
-            !matches!(e, HeaderEdit::Add(n, _) | HeaderEdit::Remove(n) if n.eq_ignore_ascii_case("Contact"))
-        });
-        self.edits.push(HeaderEdit::Remove("Contact".into()));
-        self.edits.push(HeaderEdit::Add("Contact".into(), fixed));
-        true
+        self.edits
+            .set("Contact", &fixed)
+            .map_err(pyo3::exceptions::PyValueError::new_err)?;
+        Ok(true)
     }
 
     /// The server transaction it answers (internal: per-relay handlers).
@@ -272,14 +253,14 @@ struct ReplyHeaders(Py<PyReply>);
 struct ReplyEdits<'a>(PyRefMut<'a, PyReply>);
 
 impl std::ops::Deref for ReplyEdits<'_> {
-    type Target = Vec<HeaderEdit>;
-    fn deref(&self) -> &Vec<HeaderEdit> {
+    type Target = HeaderEdits;
+    fn deref(&self) -> &HeaderEdits {
         &self.0.edits
     }
 }
 
 impl std::ops::DerefMut for ReplyEdits<'_> {
-    fn deref_mut(&mut self) -> &mut Vec<HeaderEdit> {
+    fn deref_mut(&mut self) -> &mut HeaderEdits {
         &mut self.0.edits
     }
 }
@@ -292,7 +273,7 @@ impl EditableHeaders for ReplyHeaders {
     fn edits<'a>(
         &'a self,
         py: Python<'a>,
-    ) -> Box<dyn std::ops::DerefMut<Target = Vec<HeaderEdit>> + 'a> {
+    ) -> Box<dyn std::ops::DerefMut<Target = HeaderEdits> + 'a> {
         Box::new(ReplyEdits(self.0.borrow_mut(py)))
     }
 }

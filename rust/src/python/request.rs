@@ -1,6 +1,7 @@
 //! `sipr.Request`: a received request, read lazily from the Rust message, and
 //! the actions the application takes on it.
 
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
@@ -11,11 +12,10 @@ use super::message::{PyAddress, PyCSeq, PySource, PyUri};
 use super::shared::Shared;
 use super::targets::{relay_target, target_string};
 use super::TransactionError;
-use crate::core::{Event, Incoming, Reply};
-use crate::proxy::stateful::{RelayOptions, Target};
-use crate::proxy::ForwardRequest;
-use crate::sip::write::HeaderEdit;
-use crate::sip::{HeaderId, Message, Method};
+use crate::core::{ActionError, Event, HeldRequest, Incoming, Relayed};
+use crate::proxy::stateful::Target;
+use crate::sip::edits::{message_pairs, same_header, split_values, HeaderEdits};
+use crate::sip::{HeaderId, Message};
 
 /// Turns core events into Python: requests are returned, relay results
 /// resolve their futures, cancellations are queued for the server.
@@ -50,17 +50,7 @@ pub fn dispatch(
 #[pyclass(module = "sipr._core", name = "Request")]
 pub struct PyRequest {
     shared: Arc<Shared>,
-    inc: Incoming,
-    /// Boxed: a `PyUri` inline would add ~200 bytes to every request held.
-    uri_override: Option<Box<PyUri>>,
-    edits: Vec<HeaderEdit>,
-    to_tag: Option<String>,
-    /// A final answer was sent, or the request was forwarded or relayed.
-    handled: bool,
-    /// A final answer was sent (by `reply`).
-    answered: bool,
-    /// The core's pending count was released for this request.
-    released: bool,
+    held: HeldRequest,
     /// Per-request route deadline in seconds (None: the app's default).
     deadline: Option<f64>,
 }
@@ -69,152 +59,37 @@ impl PyRequest {
     pub fn new(shared: Arc<Shared>, inc: Incoming) -> PyRequest {
         PyRequest {
             shared,
-            inc,
-            uri_override: None,
-            edits: Vec::new(),
-            to_tag: None,
-            handled: false,
-            answered: false,
-            released: false,
+            held: HeldRequest::new(inc),
             deadline: None,
         }
+    }
+
+    fn record_route_default(&self) -> bool {
+        self.shared
+            .record_route
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The request as received and where from (the registrar and digest
     /// rules read it directly).
     pub(crate) fn incoming(&self) -> &Incoming {
-        &self.inc
+        &self.held.inc
     }
 
     /// The request as received (services that select on it: dispatcher).
     pub(super) fn message(&self) -> &Message {
-        &self.inc.msg
-    }
-
-    /// The handler is done with the request: free its overload slot, and let
-    /// a held relay result go upstream.
-    fn release(&mut self) {
-        if !self.released {
-            self.released = true;
-            self.shared.core.finish(self.inc.txn);
-        }
-    }
-
-    fn ensure_open(&self, action: &str) -> PyResult<()> {
-        if self.answered || (self.handled && action == "forward") {
-            return Err(TransactionError::new_err(format!(
-                "cannot {action}: request {} {} (Call-ID {}) was already answered or forwarded",
-                self.inc.msg.method_str(),
-                self.inc.msg.cseq(),
-                self.inc.msg.call_id()
-            )));
-        }
-        Ok(())
-    }
-
-    /// Every (name, value) the application sees: received headers minus
-    /// removed ones, then added ones.
-    fn header_pairs(&self) -> Vec<(String, String)> {
-        let msg = &self.inc.msg;
-        let mut out: Vec<(String, String)> = Vec::with_capacity(msg.headers().len());
-        for h in msg.headers() {
-            let name = msg.header_name(h);
-            if !self.is_removed(name) {
-                out.push((canonical_name(name), msg.header_value(h).to_string()));
-            }
-        }
-        // `set`/`remove` drop earlier additions, so every remaining Add stands.
-        for e in &self.edits {
-            if let HeaderEdit::Add(n, v) = e {
-                out.push((n.clone(), v.clone()));
-            }
-        }
-        out
-    }
-
-    fn is_removed(&self, name: &str) -> bool {
-        self.edits
-            .iter()
-            .any(|e| matches!(e, HeaderEdit::Remove(n) if same_header(n, name)))
-    }
-
-    /// Sends an answer: through the server transaction when there is one
-    /// (retransmissions, ACK matching), else statelessly.
-    fn send_reply(
-        &mut self,
-        status: u16,
-        reason: Option<&str>,
-        extra: Vec<(String, String)>,
-        body: &[u8],
-    ) -> PyResult<()> {
-        let reply = Reply {
-            status,
-            reason,
-            headers: &extra,
-            body,
-        };
-        let sent = self.shared.core.reply(&self.inc, &mut self.to_tag, &reply);
-        if !sent {
-            self.answered = true;
-            self.handled = true;
-            return Err(self.closed_error("reply"));
-        }
-        if status >= 200 {
-            self.answered = true;
-            self.handled = true;
-        }
-        Ok(())
-    }
-
-    fn closed_error(&self, action: &str) -> PyErr {
-        TransactionError::new_err(format!(
-            "cannot {action}: request {} {} (Call-ID {}) was already answered, cancelled or ended",
-            self.inc.msg.method_str(),
-            self.inc.msg.cseq(),
-            self.inc.msg.call_id()
-        ))
-    }
-
-    /// Drops the server transaction: the request is handled statelessly.
-    fn forget_txn(&mut self) {
-        if let Some(txn) = self.inc.txn.take() {
-            self.shared.core.forget(txn);
-        }
+        &self.held.inc.msg
     }
 }
 
-pub(super) fn canonical_name(name: &str) -> String {
-    HeaderId::from_name(name.as_bytes())
-        .canonical()
-        .map_or_else(|| name.to_string(), str::to_string)
-}
-
-fn same_header(a: &str, b: &str) -> bool {
-    let (ia, ib) = (
-        HeaderId::from_name(a.as_bytes()),
-        HeaderId::from_name(b.as_bytes()),
-    );
-    if ia == HeaderId::Other || ib == HeaderId::Other {
-        a.eq_ignore_ascii_case(b)
-    } else {
-        ia == ib
+fn to_py(e: ActionError) -> PyErr {
+    match e {
+        ActionError::Closed(m) => TransactionError::new_err(m),
+        ActionError::Invalid(m) => PyValueError::new_err(m),
     }
 }
 
-/// Splits a header value into list elements when the header is a list type.
-fn split_values(name: &str, value: &str) -> Vec<String> {
-    if !HeaderId::from_name(name.as_bytes()).is_list() {
-        return vec![value.to_string()];
-    }
-    match crate::sip::scan::split_commas(value.as_bytes(), 0, value.len()) {
-        Some(parts) => parts
-            .into_iter()
-            .map(|(a, b)| value[a..b].to_string())
-            .collect(),
-        None => vec![value.to_string()],
-    }
-}
-
+/// `headers=` of `reply()`: a dict or a sequence of (name, value) pairs.
 fn extract_headers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(String, String)>> {
     let Some(obj) = obj else {
         return Ok(Vec::new());
@@ -237,13 +112,6 @@ fn extract_headers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(String, Stri
         })?;
         out.push((k, v.str()?.to_string()));
     }
-    for (k, v) in &out {
-        if k.is_empty() || !k.bytes().all(crate::sip::scan::is_token) || v.contains(['\r', '\n']) {
-            return Err(PyValueError::new_err(format!(
-                "invalid header {k:?}: {v:?}"
-            )));
-        }
-    }
     Ok(out)
 }
 
@@ -252,21 +120,20 @@ impl PyRequest {
     /// The server transaction id (internal; used to cancel the handler task).
     #[getter]
     fn _txn(&self) -> Option<u64> {
-        self.inc.txn
+        self.held.inc.txn
     }
 
     #[getter]
     fn method(&self) -> &str {
-        self.inc.msg.method_str()
+        self.held.inc.msg.method_str()
     }
 
     /// The Request-URI (assign a str or URI to change where it is relayed).
     #[getter]
     fn uri(&self) -> PyResult<PyUri> {
-        if let Some(u) = &self.uri_override {
-            return Ok(u.as_ref().clone());
-        }
-        PyUri::parse_str(self.inc.msg.request_uri_str().unwrap_or_default())
+        let held = &self.held;
+        let raw = held.request_uri.as_deref();
+        PyUri::parse_str(raw.or(held.inc.msg.request_uri_str()).unwrap_or_default())
     }
 
     #[setter]
@@ -276,7 +143,7 @@ impl PyRequest {
         } else {
             PyUri::parse_str(&value.extract::<String>()?)?
         };
-        self.uri_override = Some(Box::new(uri));
+        self.held.request_uri = Some(uri.as_str().to_string());
         Ok(())
     }
 
@@ -291,70 +158,70 @@ impl PyRequest {
 
     #[getter]
     fn from_(&self) -> PyAddress {
-        let msg = &self.inc.msg;
+        let msg = &self.held.inc.msg;
         PyAddress::from_nameaddr(&msg.from(), msg.header(HeaderId::From).unwrap_or_default())
     }
 
     #[getter]
     fn to(&self) -> PyAddress {
-        let msg = &self.inc.msg;
+        let msg = &self.held.inc.msg;
         PyAddress::from_nameaddr(&msg.to(), msg.header(HeaderId::To).unwrap_or_default())
     }
 
     #[getter]
     fn call_id(&self) -> &str {
-        self.inc.msg.call_id()
+        self.held.inc.msg.call_id()
     }
 
     #[getter]
     fn cseq(&self) -> PyCSeq {
         PyCSeq {
-            number: self.inc.msg.cseq(),
-            method: self.inc.msg.cseq_method().to_string(),
+            number: self.held.inc.msg.cseq(),
+            method: self.held.inc.msg.cseq_method().to_string(),
         }
     }
 
-    /// The body (as it will be relayed: assigning replaces it, e.g. an SDP
-    /// rewritten by a media relay; Content-Length follows).
     #[getter]
     fn body<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
-        let body = crate::sip::write::body_override(&self.edits).unwrap_or(self.inc.msg.body());
+        let body = self.held.headers.body().unwrap_or(self.held.inc.msg.body());
         pyo3::types::PyBytes::new(py, body)
     }
 
+    /// Replaces the body in what is relayed (an SDP rewritten by a media
+    /// relay); Content-Length follows.
     #[setter]
     fn set_body(&mut self, body: Vec<u8>) {
-        self.edits.retain(|e| !matches!(e, HeaderEdit::Body(_)));
-        self.edits.push(HeaderEdit::Body(body.into()));
+        self.held.headers.set_body(body.into());
     }
 
     #[getter]
     fn source(&self) -> PySource {
-        PySource::from_source(&self.inc.source)
+        PySource::from_source(&self.held.inc.source)
     }
 
     /// True for a request inside a dialog (its To carries a tag).
     #[getter]
     fn in_dialog(&self) -> bool {
-        self.inc.msg.to_tag().is_some()
+        self.held.inc.msg.to_tag().is_some()
     }
 
     #[getter]
     fn max_forwards(&self) -> Option<u8> {
-        self.inc.msg.max_forwards()
+        self.held.inc.msg.max_forwards()
     }
 
     /// The request exactly as received.
     #[getter]
     fn raw<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
-        pyo3::types::PyBytes::new(py, self.inc.msg.as_bytes())
+        pyo3::types::PyBytes::new(py, self.held.inc.msg.as_bytes())
     }
 
     /// Whether the sender looks NATed (Kamailio `nat_uac_test("19")`):
     /// private Contact, or top Via host/port not the source (docs/nat.md).
     #[getter]
     fn behind_nat(&self) -> bool {
-        crate::nat::nat_test(&self.inc.msg, &self.inc.source, crate::nat::DEFAULT_TESTS) != 0
+        let inc = &self.held.inc;
+        crate::nat::nat_test(&inc.msg, &inc.source, crate::nat::DEFAULT_TESTS) != 0
     }
 
     /// The NAT tests (`contact_private`, `via_received`, `via_private`,
@@ -362,38 +229,40 @@ impl PyRequest {
     /// when None) that fire for this request.
     #[pyo3(signature = (tests=None))]
     fn nat_test(&self, tests: Option<Vec<String>>) -> PyResult<Vec<&'static str>> {
-        super::nat::run_tests(&self.inc.msg, &self.inc.source, tests)
+        super::nat::run_tests(&self.held.inc.msg, &self.held.inc.source, tests)
     }
 
     /// Kamailio `fix_nated_contact()`: the Contact's host:port becomes the
     /// source address in what is relayed. False without a Contact.
-    fn fix_nated_contact(&mut self) -> bool {
-        let Some(fixed) = crate::nat::fix_contact(&self.inc.msg, self.inc.source.addr) else {
-            return false;
+    fn fix_nated_contact(&mut self) -> PyResult<bool> {
+        let inc = &self.held.inc;
+        let Some(fixed) = crate::nat::fix_contact(&inc.msg, inc.source.addr) else {
+            return Ok(false);
         };
-        self.edits
-            .retain(|e| !matches!(e, HeaderEdit::Add(n, _) if same_header(n, "Contact")));
-        self.edits.push(HeaderEdit::Remove("Contact".into()));
-        self.edits.push(HeaderEdit::Add("Contact".into(), fixed));
-        true
+        self.held
+            .headers
+            .set("Contact", &fixed)
+            .map_err(PyValueError::new_err)?;
+        Ok(true)
     }
 
     /// Kamailio `fix_nated_sdp()`: the SDP's `c=` (and with `origin`, `o=`)
     /// addresses become the source address. False without such an SDP.
     #[pyo3(signature = (origin=true))]
     fn fix_nated_sdp(&mut self, origin: bool) -> bool {
-        let body = crate::sip::write::body_override(&self.edits).unwrap_or(self.inc.msg.body());
-        let Some(fixed) = crate::nat::fix_sdp(body, self.inc.source.addr.ip(), origin) else {
+        let inc = &self.held.inc;
+        let body = self.held.headers.body().unwrap_or(inc.msg.body());
+        let Some(fixed) = crate::nat::fix_sdp(body, inc.source.addr.ip(), origin) else {
             return false;
         };
-        self.set_body(fixed);
+        self.held.headers.set_body(fixed.into());
         true
     }
 
     /// Whether a final answer was sent or the request was forwarded/relayed.
     #[getter]
     fn handled(&self) -> bool {
-        self.handled
+        self.held.handled()
     }
 
     /// This request's route deadline in seconds from its arrival, overriding
@@ -426,26 +295,19 @@ impl PyRequest {
         headers: Option<&Bound<'_, PyAny>>,
         body: Option<&[u8]>,
     ) -> PyResult<()> {
-        if !(100..700).contains(&status) {
-            return Err(PyValueError::new_err(format!(
-                "status must be 100-699, got {status}"
-            )));
-        }
-        if let Some(r) = reason {
-            if r.contains(['\r', '\n']) {
-                return Err(PyValueError::new_err("reason must be a single line"));
-            }
-        }
-        if self.inc.msg.method() == Method::Ack {
-            return Err(TransactionError::new_err("ACK cannot be answered"));
-        }
-        self.ensure_open("reply")?;
-        let mut extra = extract_headers(headers)?;
-        extra.push((
-            "Server".to_string(),
-            self.shared.core.config.server_name.clone(),
-        ));
-        self.send_reply(status, reason, extra, body.unwrap_or_default())
+        let headers = extract_headers(headers)?;
+        let core = &self.shared.core;
+        self.held
+            .reply(core, status, reason, headers, body.unwrap_or_default())
+            .map_err(to_py)
+    }
+
+    /// Kamailio's force_rport(): answer this UDP request at its source
+    /// address and port, and relay it with `received`/`rport` stamped, as if
+    /// its top Via had `rport` (RFC 3581 §4). Call it before replying or
+    /// relaying; a no-op over TCP/TLS/WS (answered over the connection).
+    fn force_rport(&mut self) {
+        self.held.force_rport(&self.shared.core);
     }
 
     /// Forwards statelessly to `target` (a next-hop URI, like Kamailio's $du),
@@ -453,37 +315,9 @@ impl PyRequest {
     /// to answer instead (e.g. 483 Too Many Hops).
     #[pyo3(signature = (target=None))]
     fn forward(&mut self, target: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
-        self.ensure_open("forward")?;
         let target = target.map(target_string).transpose()?;
-        let ruri = self.uri_override.as_ref().map(|u| u.as_str().to_string());
-        self.forget_txn();
-        let core = self.shared.core.clone();
-        let result = core.forward(
-            &self.inc,
-            &ForwardRequest {
-                target: target.as_deref(),
-                request_uri: ruri.as_deref(),
-                header_edits: &self.edits,
-            },
-        );
-        match result {
-            Ok(_) => {
-                self.handled = true;
-                Ok(true)
-            }
-            Err(e) => {
-                tracing::info!(call_id = self.inc.msg.call_id(), error = %e, "forward refused");
-                if self.inc.msg.method() != Method::Ack {
-                    let mut extra = vec![("Server".to_string(), core.config.server_name.clone())];
-                    if let crate::proxy::ForwardError::BadExtension(ext) = &e {
-                        extra.push(("Unsupported".to_string(), ext.clone()));
-                    }
-                    self.send_reply(e.status(), None, extra, b"")?;
-                }
-                self.handled = true;
-                Ok(false)
-            }
-        }
+        let core = &self.shared.core;
+        self.held.forward(core, target.as_deref()).map_err(to_py)
     }
 
     /// Relays statefully to `target` (a next-hop URI), a list of them (a
@@ -503,16 +337,13 @@ impl PyRequest {
         let fut = asyncio
             .call_method0("get_running_loop")?
             .call_method0("create_future")?;
-        if self.answered {
-            return Err(self.closed_error("relay"));
-        }
         let mut serial = None;
         let targets: Vec<Target> = match target {
             None => Vec::new(),
             // Serial targets (`sipr.Serial`, a dispatcher or prefix-route
             // selection): one branch failing over from one to the next.
             Some(t) if super::targets::is_serial(t) => {
-                let (targets, codes) = super::targets::serial_targets(t, &self.inc.msg)?;
+                let (targets, codes) = super::targets::serial_targets(t, &self.held.inc.msg)?;
                 serial = Some(codes);
                 targets
             }
@@ -537,79 +368,52 @@ impl PyRequest {
             })?),
             None => None,
         };
-        let Some(txn) = self.inc.txn else {
-            // ACK (and anything without a transaction) is relayed statelessly.
-            let ruri = self.uri_override.as_ref().map(|u| u.as_str().to_string());
-            let _ = self.shared.core.forward(
-                &self.inc,
-                &ForwardRequest {
-                    target: targets.first().and_then(|t| t.hop.as_deref()),
-                    request_uri: targets
-                        .first()
-                        .and_then(|t| t.request_uri.as_deref())
-                        .or(ruri.as_deref()),
-                    header_edits: &self.edits,
-                },
-            );
-            self.handled = true;
-            fut.call_method1("set_result", (py.None(),))?;
-            return Ok(fut.unbind());
-        };
-        if let Some(handler) = on_reply {
+        let record_route = record_route.unwrap_or(self.record_route_default());
+        if let (Some(handler), Some(txn)) = (on_reply, self.held.inc.txn) {
             super::reply_watch::watch(&self.shared, py, txn, handler)?;
         }
         let relay_id = self.shared.next_relay_id();
-        self.shared
-            .futures
-            .lock()
-            .insert(relay_id, fut.clone().unbind());
-        let ruri = self.uri_override.as_ref().map(|u| u.as_str().to_string());
-        let opts = RelayOptions {
-            targets,
-            request_uri: ruri.as_deref(),
-            header_edits: &self.edits,
-            record_route: record_route.unwrap_or(self.record_route_default()),
-            timeout,
-            serial,
-        };
-        let (result, events) = self.shared.core.relay(txn, &opts, relay_id);
-        if result.is_err() {
-            self.shared.futures.lock().remove(&relay_id);
-            return Err(self.closed_error("relay"));
+        let core = &self.shared.core;
+        match self
+            .held
+            .relay(core, targets, serial, timeout, record_route, relay_id)
+            .map_err(to_py)?
+        {
+            Relayed::Stateless => {
+                fut.call_method1("set_result", (py.None(),))?;
+            }
+            Relayed::Started(events) => {
+                self.shared
+                    .futures
+                    .lock()
+                    .insert(relay_id, fut.clone().unbind());
+                let requests = dispatch(&self.shared, py, events)?;
+                debug_assert!(requests.is_empty());
+            }
         }
-        self.handled = true;
-        let requests = dispatch(&self.shared, py, events)?;
-        debug_assert!(requests.is_empty());
         Ok(fut.unbind())
     }
 
     /// Called by the dispatcher when the handler is done: frees the request's
     /// slot in the core's overload bound.
     fn _finish(&mut self) {
-        self.release();
+        self.held.finish(&self.shared.core);
     }
 
     fn __repr__(&self) -> String {
+        let msg = &self.held.inc.msg;
         format!(
             "<Request {} {} Call-ID={}>",
-            self.inc.msg.method_str(),
-            self.inc.msg.request_uri_str().unwrap_or_default(),
-            self.inc.msg.call_id()
+            msg.method_str(),
+            msg.request_uri_str().unwrap_or_default(),
+            msg.call_id()
         )
-    }
-}
-
-impl PyRequest {
-    fn record_route_default(&self) -> bool {
-        self.shared
-            .record_route
-            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
 impl Drop for PyRequest {
     fn drop(&mut self) {
-        self.release();
+        self.held.finish(&self.shared.core);
     }
 }
 
@@ -629,32 +433,29 @@ pub struct PyHeaders {
 pub(super) trait EditableHeaders: Send + Sync {
     /// The header pairs as they will be sent.
     fn pairs(&self, py: Python<'_>) -> Vec<(String, String)>;
-    fn edits<'a>(
-        &'a self,
-        py: Python<'a>,
-    ) -> Box<dyn std::ops::DerefMut<Target = Vec<HeaderEdit>> + 'a>;
+    fn edits<'a>(&'a self, py: Python<'a>) -> Box<dyn DerefMut<Target = HeaderEdits> + 'a>;
 }
 
 /// The header edits of whatever a `Headers` view changes.
 enum EditsMut<'a> {
     Request(PyRefMut<'a, PyRequest>),
-    Reply(Box<dyn std::ops::DerefMut<Target = Vec<HeaderEdit>> + 'a>),
+    Reply(Box<dyn DerefMut<Target = HeaderEdits> + 'a>),
 }
 
-impl std::ops::Deref for EditsMut<'_> {
-    type Target = Vec<HeaderEdit>;
-    fn deref(&self) -> &Vec<HeaderEdit> {
+impl Deref for EditsMut<'_> {
+    type Target = HeaderEdits;
+    fn deref(&self) -> &HeaderEdits {
         match self {
-            EditsMut::Request(r) => &r.edits,
+            EditsMut::Request(r) => &r.held.headers,
             EditsMut::Reply(r) => r,
         }
     }
 }
 
-impl std::ops::DerefMut for EditsMut<'_> {
-    fn deref_mut(&mut self) -> &mut Vec<HeaderEdit> {
+impl DerefMut for EditsMut<'_> {
+    fn deref_mut(&mut self) -> &mut HeaderEdits {
         match self {
-            EditsMut::Request(r) => &mut r.edits,
+            EditsMut::Request(r) => &mut r.held.headers,
             EditsMut::Reply(r) => r,
         }
     }
@@ -670,7 +471,10 @@ impl PyHeaders {
     }
     fn pairs(&self, py: Python<'_>) -> Vec<(String, String)> {
         match (&self.req, &self.resp, &self.reply) {
-            (Some(r), _, _) => r.borrow(py).header_pairs(),
+            (Some(r), _, _) => {
+                let r = r.borrow(py);
+                r.held.headers.pairs(&r.held.inc.msg)
+            }
             (None, Some(r), _) => message_pairs(&r.borrow(py).msg),
             (None, None, Some(r)) => r.pairs(py),
             _ => Vec::new(),
@@ -685,18 +489,6 @@ impl PyHeaders {
             )),
         }
     }
-}
-
-fn message_pairs(msg: &Message) -> Vec<(String, String)> {
-    msg.headers()
-        .iter()
-        .map(|h| {
-            (
-                canonical_name(msg.header_name(h)),
-                msg.header_value(h).to_string(),
-            )
-        })
-        .collect()
 }
 
 #[pymethods]
@@ -745,37 +537,21 @@ impl PyHeaders {
 
     fn add(&self, py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let value = value.str()?.to_string();
-        check_header(name, &value)?;
         self.edits(py)?
-            .push(HeaderEdit::Add(name.to_string(), value));
-        Ok(())
+            .add(name, &value)
+            .map_err(PyValueError::new_err)
     }
 
     /// Replaces every `name` header with one carrying `value`.
     fn set(&self, py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let value = value.str()?.to_string();
-        check_header(name, &value)?;
-        let mut edits = self.edits(py)?;
-        edits.retain(|e| !matches!(e, HeaderEdit::Add(n, _) if same_header(n, name)));
-        edits.push(HeaderEdit::Remove(name.to_string()));
-        edits.push(HeaderEdit::Add(name.to_string(), value));
-        Ok(())
+        self.edits(py)?
+            .set(name, &value)
+            .map_err(PyValueError::new_err)
     }
 
     fn remove(&self, py: Python<'_>, name: &str) -> PyResult<()> {
-        let id = HeaderId::from_name(name.as_bytes());
-        if matches!(
-            id,
-            HeaderId::Via | HeaderId::CallId | HeaderId::CSeq | HeaderId::From | HeaderId::To
-        ) {
-            return Err(PyValueError::new_err(format!(
-                "{name} is managed by the core and cannot be removed"
-            )));
-        }
-        let mut edits = self.edits(py)?;
-        edits.retain(|e| !matches!(e, HeaderEdit::Add(n, _) if same_header(n, name)));
-        edits.push(HeaderEdit::Remove(name.to_string()));
-        Ok(())
+        self.edits(py)?.remove(name).map_err(PyValueError::new_err)
     }
 
     fn __delitem__(&self, py: Python<'_>, name: &str) -> PyResult<()> {
@@ -785,34 +561,6 @@ impl PyHeaders {
     fn __setitem__(&self, py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
         self.set(py, name, value)
     }
-}
-
-fn check_header(name: &str, value: &str) -> PyResult<()> {
-    if name.is_empty() || !name.bytes().all(crate::sip::scan::is_token) {
-        return Err(PyValueError::new_err(format!(
-            "invalid header name {name:?}"
-        )));
-    }
-    if value.contains(['\r', '\n']) {
-        return Err(PyValueError::new_err(format!(
-            "header {name} value must be a single line"
-        )));
-    }
-    let id = HeaderId::from_name(name.as_bytes());
-    if matches!(
-        id,
-        HeaderId::Via
-            | HeaderId::CallId
-            | HeaderId::CSeq
-            | HeaderId::From
-            | HeaderId::To
-            | HeaderId::ContentLength
-    ) {
-        return Err(PyValueError::new_err(format!(
-            "{name} is managed by the core"
-        )));
-    }
-    Ok(())
 }
 
 /// A response from downstream (what `await req.relay()` returns).
