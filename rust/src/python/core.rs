@@ -239,6 +239,8 @@ impl PyCore {
         s.extend(super::dns::stats(core));
         s.extend(super::onreply::stats(&self.shared));
         s.extend(super::nat::stats(&self.shared));
+        s.extend(self.shared.security.snapshot());
+        s.extend(self.shared.topology.snapshot());
         s
     }
 
@@ -247,6 +249,7 @@ impl PyCore {
         let core = &self.shared.core;
         core.stats.reset();
         core.reset_created();
+        self.shared.security.stats.reset();
     }
 
     /// The resolver cache, one row per address: `[(host, port, address,
@@ -422,6 +425,11 @@ impl PyCore {
     /// port, unanswered pings in a row)]`.
     fn natping_rows(&self) -> Vec<(String, String, String, String, u16, u32)> {
         super::nat::rows(&self.shared)
+    }
+
+    /// The security services of this core (`sipr.security` drives them).
+    fn security(&self) -> super::security::PySecurity {
+        super::security::PySecurity::new(self.shared.clone())
     }
 
     /// Answers REGISTERs for the domains of `rules` in the core from now on,
