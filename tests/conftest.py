@@ -74,9 +74,13 @@ def start_sipr(
     env: dict[str, str] | None = None,
     extra_args: tuple[str, ...] = (),
     timeout: float = 15.0,
+    netns: str | None = None,
 ) -> Sipr:
-    """Run `sipr run APP` and wait until every listener is reported."""
+    """Run `sipr run APP` (in network namespace `netns` if given) and wait
+    until every listener is reported."""
     args = [sys.executable, "-m", "sipr", "run", str(app), *extra_args]
+    if netns is not None:
+        args = ["ip", "netns", "exec", netns, *args]
     for spec in listen:
         args += ["--listen", spec]
     env = {**os.environ, **(env or {})}

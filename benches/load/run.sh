@@ -6,7 +6,12 @@
 #   -r RATE     calls per second for the comparison            (env RATE, default 1000)
 #   -d SECONDS  length of each SIPp run                         (env DURATION, default 10)
 #   -n REPS     repetitions per proxy and mode                  (env REPS, default 3)
-#   -m MODES    any of: default rr sf sf_rr async reg reg_auth tls ds dlg (env MODES, default "default rr")
+#   -m MODES    any of: default rr sf sf_rr async reg reg_auth tls ds dlg nat (env MODES, default "default rr")
+#                 nat      NAT + media relay, Record-Route flow with SDP (uac_rr.xml / uas_rr.xml):
+#                          sipr nat_app.py (behind_nat/fix_nated_contact, rtpengine offer in the
+#                          route, answer/delete in @app.on_reply), Kamailio kamailio_nat.cfg
+#                          (nathelper + rtpengine_manage); one rtpengine daemon (userspace, run
+#                          by this script on 127.0.0.1) serves both; its CPU is not counted
 #                 ds       dispatcher route, hash of Call-ID + serial failover armed: sipr
 #                          dispatcher_app.py, Kamailio kamailio_dispatcher.cfg (dispatcher module)
 #                 default  stateless; SIPp uac_reorder_tolerant.xml / built-in uas; ACK and
@@ -97,8 +102,8 @@ if [ "$PROXY_PORT:$UAS_PORT:$UAC_PORT" != 5060:5090:5070 ]; then
     echo "Kamailio and mode tls use the default ports 5060/5090/5070 only" >&2; exit 2 ;; esac
 fi
 for m in $MODES; do
-  case $m in default|rr|sf|sf_rr|async|reg|reg_auth|tls|ds|dlg) ;;
-    *) echo "unknown mode $m (default|rr|sf|sf_rr|async|reg|reg_auth|tls|ds|dlg)" >&2; exit 2 ;; esac
+  case $m in default|rr|sf|sf_rr|async|reg|reg_auth|tls|ds|dlg|nat) ;;
+    *) echo "unknown mode $m (default|rr|sf|sf_rr|async|reg|reg_auth|tls|ds|dlg|nat)" >&2; exit 2 ;; esac
 done
 
 WORK=$(mktemp -d /tmp/sipr-load-bench.XXXXXX)
@@ -116,6 +121,9 @@ awk 'BEGIN { print "SEQUENTIAL"; for (i = 1; i <= 200000; i++)
              printf "user%d;[authentication username=user%d password=secret]\n", i, i }' \
   > "$WORK/users.csv"
 case " $MODES " in *" tls "*) "$HERE/make_certs.sh" "$WORK/certs" ;; esac
+# mode nat: one rtpengine for every run (sipr's and Kamailio's), control socket on NG_PORT
+NG_PORT=${NG_PORT:-22299}; RTPENGINE_PID=""
+sed "s|@NG_SOCK@|udp:127.0.0.1:$NG_PORT|" "$HERE/kamailio_nat.cfg" > "$WORK/kamailio/nat.cfg"
 mkdir -p "$OUTDIR/runs"
 TSV="$OUTDIR/results.tsv"
 CHILD=""
@@ -128,10 +136,30 @@ cleanup() {
     kill -TERM "$CHILD" 2>/dev/null
     wait "$CHILD" 2>/dev/null
   fi
+  if [ -n "$RTPENGINE_PID" ]; then
+    kill -TERM "$RTPENGINE_PID" 2>/dev/null
+    wait "$RTPENGINE_PID" 2>/dev/null
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+start_rtpengine() {
+  command -v rtpengine >/dev/null || { echo "rtpengine not installed (rtpengine-daemon)" >&2; exit 2; }
+  rtpengine --config-file=none --table=-1 --interface=127.0.0.1 \
+    --listen-ng=127.0.0.1:"$NG_PORT" --foreground --log-stderr --log-level=3 \
+    --port-min=40000 --port-max=59999 --delete-delay=0 --num-threads=2 \
+    >"$OUTDIR/rtpengine.log" 2>&1 &
+  RTPENGINE_PID=$!
+  local t=0
+  until ss -H -uln | awk '{ print $4 }' | grep -q ":$NG_PORT\$"; do
+    kill -0 "$RTPENGINE_PID" 2>/dev/null || { echo "rtpengine did not start: $OUTDIR/rtpengine.log" >&2; exit 2; }
+    [ "$t" -ge 100 ] && { echo "rtpengine control port $NG_PORT not up" >&2; exit 2; }
+    sleep 0.1; t=$(( t + 1 ))
+  done
+}
+case " $MODES " in *" nat "*) start_rtpengine ;; esac
 
 proxy_cmd() { # $1 proxy $2 mode
   # SIPR_RUN_DIR: the control socket of this run, not the user's default one.
@@ -149,6 +177,7 @@ proxy_cmd() { # $1 proxy $2 mode
     reg_auth) app=$HERE/registrar_app.py; env="$env SIPR_AUTH=1" ;;
     dlg)      app=$HERE/dialog_app.py; fresh_acc_db sipr; env="$env SIPR_ACC=sqlite:///$WORK/acc-sipr.db XDG_DATA_HOME=$WORK/data" ;;
     ds)       app=$HERE/dispatcher_app.py ;;
+    nat)      app=$HERE/nat_app.py; env="$env SIPR_RTPENGINE=udp:127.0.0.1:$NG_PORT" ;;
   esac
   if [ "$2" = tls ]; then
     case $1 in
@@ -171,6 +200,7 @@ proxy_cmd() { # $1 proxy $2 mode
                     # the same file fail most inserts with "database is locked"
                     echo "$WORK/kamailio/run-kamailio.sh dialog_acc -A NCHILDREN=1 -A 'DBURL=\"sqlite://$WORK/acc-kamailio.db\"' ${KAMAILIO_ARGS:-}" ;;
         ds)         echo "$WORK/kamailio/run-kamailio.sh dispatcher ${KAMAILIO_ARGS:-}" ;;
+        nat)        echo "$WORK/kamailio/run-kamailio.sh nat ${KAMAILIO_ARGS:-}" ;;
       esac ;;
   esac
 }
@@ -186,7 +216,7 @@ fresh_acc_db() { # $1 sipr|kamailio
 }
 bench_mode() { # bench.sh -m for a run.sh mode (bench.sh uses it for the traffic kind and the label)
   case $1 in
-    default|rr) echo stateless ;; sf|sf_rr|tls|ds|dlg) echo stateful ;; async) echo async ;;
+    default|rr) echo stateless ;; sf|sf_rr|tls|ds|dlg|nat) echo stateful ;; async) echo async ;;
     reg|reg_auth) echo registrar ;;
   esac
 }
@@ -212,7 +242,7 @@ run_one() { # $1 proxy $2 mode $3 rate $4 label $5 rep
   out="$OUTDIR/runs/$label-r$rate-rep$rep"
   rm -rf "$out"
   case $mode in
-    rr|sf_rr|async|tls|ds|dlg) uac="-sf $WORK/scenarios/uac_rr.xml"; uas="-sf $WORK/scenarios/uas_rr.xml" ;;
+    rr|sf_rr|async|tls|ds|dlg|nat) uac="-sf $WORK/scenarios/uac_rr.xml"; uas="-sf $WORK/scenarios/uas_rr.xml" ;;
     reg)            uac="-sf $WORK/scenarios/register.xml"; uas="" ;;
     reg_auth)       uac="-sf $HERE/register_auth.xml -inf $WORK/users.csv"; uas="" ;;
     *)              uac="-sf $WORK/scenarios/uac_reorder_tolerant.xml"; uas="-sn uas" ;;

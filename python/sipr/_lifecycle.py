@@ -158,6 +158,7 @@ async def reload(server: ServerView) -> dict[str, object]:
     server.app = new
     if server.core is not None:
         server.core.set_in_dialog_to_app(new.in_dialog_handler is not None)
+        server.core.set_on_reply(new.on_reply_handler is not None)
         server.core.set_force_rport(new.core_settings.force_rport)
     server.reloads += 1
     retiring.waiter = server.loop.create_task(_retire(server, retiring))

@@ -33,6 +33,8 @@ class AppLike(Protocol):
 
     route_handler: Handler | None
     in_dialog_handler: Handler | None
+    #: `@app.on_reply`: sees every relayed response (plain or async).
+    on_reply_handler: Callable[..., object] | None
     queues: dict[str, WorkQueue]
     periodic: list[tuple[float, Job]]
     startup: list[Job]

@@ -92,6 +92,8 @@ class App:
         self._core: Core | None = None
         self.route_handler: Handler | None = None
         self.in_dialog_handler: Handler | None = None
+        #: `@app.on_reply`: sees every relayed response (sync or async).
+        self.on_reply_handler: Callable[..., object] | None = None
         #: Control methods the app adds (`@app.rpc`), by name.
         self.rpc_methods: dict[str, RpcMethod] = {}
         self.startup: list[Job] = []
@@ -157,6 +159,14 @@ class App:
     def in_dialog(self, fn: H) -> H:
         """Register the handler for in-dialog requests (To tag present)."""
         self.in_dialog_handler = _checked_handler(fn, "in_dialog")
+        return fn
+
+    def on_reply(self, fn: H) -> H:
+        """Register a handler for the responses of relayed requests (Kamailio's
+        onreply_route): `def on_reply(reply)` or `async def`; it may change
+        `reply.headers` and `reply.body` before the response goes upstream.
+        Without it responses never reach Python (docs/routing.md)."""
+        self.on_reply_handler = _checked_reply_handler(fn, "on_reply")  # type: ignore[assignment]
         return fn
 
     def on_startup(self, fn: H) -> H:
@@ -263,4 +273,20 @@ def _checked_handler(fn: Callable[..., Any], what: str, nargs: int = 1) -> Any:
     ]
     if len(params) != nargs:
         raise TypeError(f"@app.{what} handler {name!r} must take {nargs} argument(s)")
+    return fn
+
+
+def _checked_reply_handler(fn: object, what: str) -> object:
+    """A response handler may be plain or async, and takes the reply."""
+    if not callable(fn):
+        raise TypeError(f"@app.{what} expects a function, got {fn!r}")
+    params = [
+        p
+        for p in inspect.signature(fn).parameters.values()
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if len(params) != 1:
+        raise TypeError(
+            f"@app.{what} handler {getattr(fn, '__name__', fn)!r} must take 1 argument (the reply)"
+        )
     return fn

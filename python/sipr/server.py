@@ -20,6 +20,7 @@ from sipr._secret import branch_secret
 from sipr._watchdog import Watchdog
 from sipr.control.server import ControlServer
 from sipr.logs import announce, current_request
+from sipr.onreply import ReplyRunner
 from sipr.runtime import ReloadError, RuntimeConfig
 from sipr.security import SecurityRuntime
 from sipr.settings import (
@@ -108,6 +109,7 @@ class Server:
         self.eager_tasks: EagerTasks | None = None
         #: The running app's background work (`@app.every`, queues), once started.
         self.services: _protocols.Running = _lifecycle.Services(app)
+        self.replies = ReplyRunner(self.loop, lambda: self.app.on_reply_handler)
         # Bound once: a new bound method per task would cost an allocation.
         self._on_task_done = self._task_done
 
@@ -148,6 +150,7 @@ class Server:
             setattr(core.dns(), name, value)
         self.app._core = core
         self.app._server = self
+        core.set_on_reply(self.app.on_reply_handler is not None)
         await self.security.start()
         self.deadlines = Deadlines(loop, self._expire)
         self.loop = loop
@@ -287,6 +290,8 @@ class Server:
         assert core is not None
         for req in core.poll_udp(index):
             self._dispatch(req)
+        if core.has_replies:
+            self.replies.run(core)
         if core.has_cancelled:
             self._cancel_tasks()
 
@@ -295,6 +300,8 @@ class Server:
         assert core is not None
         for req in core.drain_streams():
             self._dispatch(req)
+        if core.has_replies:
+            self.replies.run(core)
         if core.has_cancelled:
             self._cancel_tasks()
 
@@ -303,6 +310,8 @@ class Server:
         assert core is not None
         for req in core.on_timer():
             self._dispatch(req)
+        if core.has_replies:
+            self.replies.run(core)
         if core.has_cancelled:
             self._cancel_tasks()
 

@@ -6,6 +6,8 @@ pub mod core;
 pub mod dialog;
 pub mod dispatcher;
 pub mod dns;
+pub mod nat;
+pub mod onreply;
 pub mod proxy;
 pub mod registrar;
 pub mod security;

@@ -7,6 +7,7 @@ configured by the JSON in SIPR_SECURITY:
     calls_per_s   per-From-user limit on INVITEs and MESSAGEs (sipr.limits), 503
                   beyond; MESSAGEs within it are answered 200; `sipr ctl test.takes`
                   lists each take as [monotonic seconds, taken]
+    calls_burst   the bucket's size for calls_per_s (default: the rate)
     limits        the sipr.limits backend URL (default memory:)
     native_reg    REGISTERs answered by the core (Registrar.serve) instead of Python
     topology      store URL of topology hiding (sipr.TopologyHiding)
@@ -53,6 +54,7 @@ registrar = sipr.Registrar()
 if CFG.get("native_reg"):
     registrar.serve(app, auth=auth)
 CALLS_PER_S = CFG.get("calls_per_s")
+CALLS_BURST = CFG.get("calls_burst")
 if "limits" in CFG:
     sipr.limits.use(CFG["limits"])
 
@@ -86,7 +88,8 @@ async def route(req: sipr.Request) -> None:
     if req.method not in ("INVITE", "MESSAGE"):
         return req.reply(405)
     if CALLS_PER_S is not None:
-        taken = await sipr.limits.take("calls:" + (req.from_.uri.user or ""), CALLS_PER_S, 1.0)
+        user = req.from_.uri.user or ""
+        taken = await sipr.limits.take(f"calls:{user}", CALLS_PER_S, 1.0, burst=CALLS_BURST)
         TAKES.append((time.monotonic(), bool(taken)))
         if not taken:
             return sipr.limits.reject(req, taken)

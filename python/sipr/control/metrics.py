@@ -58,6 +58,12 @@ FAMILIES: dict[str, tuple[str, str, str, str]] = {
         "destination",
         "1 while a dispatcher destination (set/URI) is active",
     ),
+    "rtpengine.up.": (
+        "sipr_rtpengine_instance_up",
+        GAUGE,
+        "instance",
+        "1 while an rtpengine instance (set/address) is enabled",
+    ),
     "security.bans.": (
         "sipr_security_bans_total",
         COUNTER,
@@ -118,6 +124,42 @@ SINGLES: dict[str, tuple[str, str, str]] = {
         "sipr_retransmissions_total",
         COUNTER,
         "Retransmissions received and absorbed",
+    ),
+    "onreply.handed": (
+        "sipr_onreply_handed_total",
+        COUNTER,
+        "Responses handed to on_reply handlers in Python",
+    ),
+    "onreply.watched": (
+        "sipr_onreply_watched",
+        GAUGE,
+        "Transactions whose relays asked for their responses (relay(on_reply=))",
+    ),
+    "onreply.refused": (
+        "sipr_onreply_refused_total",
+        COUNTER,
+        "relay(on_reply=) calls refused because the watch table was full",
+    ),
+    "nat.bindings": (
+        "sipr_nat_bindings",
+        GAUGE,
+        "Registered bindings behind NAT (with a received address), pinged by natping",
+    ),
+    "nat.pings_sent": ("sipr_nat_pings_sent_total", COUNTER, "NAT keepalive pings sent"),
+    "nat.pings_answered": (
+        "sipr_nat_pings_answered_total",
+        COUNTER,
+        "NAT keepalive OPTIONS answered",
+    ),
+    "nat.pings_failed": (
+        "sipr_nat_pings_failed_total",
+        COUNTER,
+        "NAT keepalive pings unanswered or not sendable",
+    ),
+    "nat.dropped": (
+        "sipr_nat_dropped_total",
+        COUNTER,
+        "Bindings removed after drop_after unanswered NAT keepalives",
     ),
     "registrar.native": (
         "sipr_registrar_native_total",
@@ -357,6 +399,19 @@ _QUEUE_METRICS = {
     "dropped": ("sipr_queue_dropped_total", COUNTER, "Items an app work queue dropped (full)"),
 }
 
+_RTPENGINE = re.compile(r"^rtpengine\.([^.]+)\.(offers|answers|deletes|errors|calls)$")
+_RTPENGINE_METRICS = {
+    "offers": ("sipr_rtpengine_offers_total", COUNTER, "SDP offers sent through rtpengine"),
+    "answers": ("sipr_rtpengine_answers_total", COUNTER, "SDP answers sent through rtpengine"),
+    "deletes": ("sipr_rtpengine_deletes_total", COUNTER, "rtpengine sessions deleted"),
+    "errors": (
+        "sipr_rtpengine_errors_total",
+        COUNTER,
+        "rtpengine commands that failed (no instance answered, or refused)",
+    ),
+    "calls": ("sipr_rtpengine_calls", GAUGE, "Calls with an rtpengine session (remembered)"),
+}
+
 
 _MAKERS: dict[str, type[Family]] = {COUNTER: CounterMetricFamily, GAUGE: GaugeMetricFamily}
 
@@ -390,6 +445,12 @@ class _Snapshot(Collector):
                 metric, kind, label, help_ = FAMILIES[prefix]
                 fam = family(metric, kind, help_, [label])
                 fam.add_metric([key[len(prefix) :]], value)
+                continue
+            m = _RTPENGINE.match(key)
+            if m:
+                metric, kind, help_ = _RTPENGINE_METRICS[m.group(2)]
+                fam = family(metric, kind, help_, ["set"])
+                fam.add_metric([m.group(1)], value)
                 continue
             m = _QUEUE.match(key)
             if m:

@@ -11,6 +11,7 @@ import weakref
 from sipr._protocols import ServerView
 from sipr.dispatcher import stats as dispatcher_stats
 from sipr.registrar import Registrar
+from sipr.rtpengine import stats as rtpengine_stats
 from sipr.store import Store
 
 #: Registrations are counted by walking the stores; a scrape every second
@@ -85,6 +86,7 @@ async def collect(server: ServerView, started: float) -> dict[str, float]:
     out["registrations.aors"] = aors
     out["registrations.bindings"] = bindings
     out.update(dispatcher_stats())
+    out.update(rtpengine_stats())
     out.update(proc_status())
     out["process.uptime_seconds"] = round(time.monotonic() - started, 3)
     out["process.pid"] = os.getpid()

@@ -85,6 +85,15 @@ impl Core {
         self.with_services(|cx, proxy| proxy.relay(cx, txn, opts, relay_id))
     }
 
+    /// A response the application held in `on_reply` goes on (changed or
+    /// not): the proxy passes it upstream or keeps it for the round.
+    pub fn deliver_reply(&self, held: crate::service::HeldReply) -> Vec<Event> {
+        let (_, events) = self.with_services(|cx, proxy| {
+            proxy.deliver_held(cx, held.server, held.branch, held.outcome, held.msg)
+        });
+        events
+    }
+
     /// Forwards statelessly (§16.11).
     pub fn forward(&self, inc: &Incoming, fwd: &ForwardRequest<'_>) -> Result<Hop, ForwardError> {
         forward_stateless(&self.node, inc, fwd)

@@ -24,6 +24,10 @@ pub struct ProxyCtx {
     pub held: Option<Box<Final>>,
     pub relay_timer: Option<TimerId>,
     pub cancelled: bool,
+    /// Responses a service holds (`on_response` said `Stop`, e.g. for the
+    /// application's `on_reply`): the round is not complete before they
+    /// come back (`Proxy::deliver_held`).
+    pub held_replies: u32,
 }
 
 impl ProxyCtx {
@@ -40,6 +44,7 @@ impl ProxyCtx {
             held: None,
             relay_timer: None,
             cancelled: false,
+            held_replies: 0,
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::service::{Ctx, Event, ResponseAt, Verdict};
 use crate::sip::write::strip_top_via;
 use crate::sip::Message;
 use crate::transaction::client::{self, Outcome};
-use crate::transaction::{server, BranchId, TxnId};
+use crate::transaction::{server, BranchId, CtxId, TxnId};
 
 impl Proxy {
     /// A response its client transaction `bid` (one of ours) took, with
@@ -34,11 +34,37 @@ impl Proxy {
                 branch: bid,
                 outcome,
             };
+            let ctx_id = ctx.id;
             if node.hooks.on_response(cx, at, &msg) == Verdict::Stop {
+                if let Some(ctx) = self.ctxs.get_mut(&ctx_id) {
+                    ctx.held_replies += 1;
+                }
                 return;
             }
         }
         self.deliver_response(cx, bid, outcome, msg);
+    }
+
+    /// A response a service held in `on_response` comes back (changed or
+    /// not) for server transaction `server`: the proxy acts on it now. Its
+    /// client transaction may have ended meanwhile (Timer K on a stream is
+    /// zero), so the context is found through the server transaction.
+    pub fn deliver_held(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        server: TxnId,
+        bid: BranchId,
+        outcome: Outcome,
+        msg: Message,
+    ) {
+        let Some(ctx_id) = cx.txns.servers.get(&server).and_then(|t| t.ctx) else {
+            return;
+        };
+        let Some(ctx) = self.ctxs.get_mut(&ctx_id) else {
+            return;
+        };
+        ctx.held_replies = ctx.held_replies.saturating_sub(1);
+        self.deliver_in(cx, ctx_id, bid, outcome, msg);
     }
 
     /// Acts on a response of branch `bid`: passes it upstream or keeps it
@@ -51,10 +77,21 @@ impl Proxy {
         outcome: Outcome,
         msg: Message,
     ) {
-        let node = cx.node;
         let Some(ctx_id) = cx.txns.clients.get(&bid).map(|c| c.owner.id) else {
             return;
         };
+        self.deliver_in(cx, ctx_id, bid, outcome, msg);
+    }
+
+    fn deliver_in(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        ctx_id: CtxId,
+        bid: BranchId,
+        outcome: Outcome,
+        msg: Message,
+    ) {
+        let node = cx.node;
         let Some(ctx) = self.ctxs.get_mut(&ctx_id) else {
             return;
         };

@@ -61,6 +61,9 @@ impl Proxy {
         let Some(ctx) = self.ctxs.get(&ctx_id) else {
             return true;
         };
+        if ctx.held_replies > 0 {
+            return false;
+        }
         ctx.branches
             .iter()
             .all(|b| txns.clients.get(b).is_none_or(|c| c.is_final()))

@@ -174,6 +174,25 @@ impl PyCore {
         !self.shared.cancelled.lock().is_empty()
     }
 
+    /// Responses are held for the application's `on_reply` handler(s).
+    #[getter]
+    fn has_replies(&self) -> bool {
+        !self.shared.replies.lock().is_empty()
+    }
+
+    /// The held responses since the last call, each with its per-relay
+    /// handler or None (`@app.on_reply`).
+    fn take_replies(&self, py: Python<'_>) -> PyResult<Vec<super::onreply::TakenReply>> {
+        super::onreply::take(&self.shared, py)
+    }
+
+    /// `@app.on_reply`: every proxied response goes to the application.
+    fn set_on_reply(&self, on: bool) {
+        if on || self.shared.onreply.get().is_some() {
+            super::reply_watch::service(&self.shared).set_all(on);
+        }
+    }
+
     /// Transaction ids of requests cancelled since the last call.
     fn take_cancelled(&self) -> Vec<u64> {
         std::mem::take(&mut *self.shared.cancelled.lock())
@@ -223,6 +242,8 @@ impl PyCore {
             self.shared.futures.lock().len() as u64,
         ));
         s.extend(super::dns::stats(core));
+        s.extend(super::onreply::stats(&self.shared));
+        s.extend(super::nat::stats(&self.shared));
         s.extend(self.shared.security.snapshot());
         s.extend(self.shared.topology.snapshot());
         s
@@ -381,6 +402,34 @@ impl PyCore {
 
     fn stop(&self) {
         self.shared.core.stop();
+    }
+
+    /// NAT keepalives for the bindings of `store` with a `received`
+    /// (`sipr.nat.keepalive`): OPTIONS (UDP) or CRLF (streams) every
+    /// `interval` seconds; `drop_after` unanswered pings remove one (0: never).
+    #[pyo3(signature = (store, interval, drop_after=0, from_uri=None))]
+    fn start_natping(
+        &self,
+        store: PyRef<'_, super::registrar::PyStore>,
+        interval: f64,
+        drop_after: u32,
+        from_uri: Option<String>,
+    ) -> PyResult<()> {
+        let mut config = crate::nat::keepalive::KeepaliveConfig {
+            interval: seconds(interval, "interval")?,
+            drop_after,
+            ..Default::default()
+        };
+        if let Some(f) = from_uri {
+            config.from_uri = f;
+        }
+        super::nat::start_keepalive(&self.shared, store.inner.clone(), config)
+    }
+
+    /// The bindings NAT keepalives ping: `[(aor, contact, transport, host,
+    /// port, unanswered pings in a row)]`.
+    fn natping_rows(&self) -> Vec<(String, String, String, String, u16, u32)> {
+        super::nat::rows(&self.shared)
     }
 
     /// The security services of this core (`sipr.security` drives them).

@@ -9,7 +9,10 @@ mod dispatcher;
 mod dns;
 mod logbridge;
 mod message;
+mod nat;
+mod onreply;
 mod registrar;
+mod reply_watch;
 mod request;
 mod security;
 mod shared;
@@ -40,6 +43,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<request::PyRequest>()?;
     m.add_class::<request::PyHeaders>()?;
     m.add_class::<request::PyResponse>()?;
+    m.add_class::<onreply::PyReply>()?;
     m.add_class::<message::PyUri>()?;
     m.add_class::<message::PyAddress>()?;
     m.add_class::<message::PyCSeq>()?;

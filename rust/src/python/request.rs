@@ -1,6 +1,7 @@
 //! `sipr.Request`: a received request, read lazily from the Rust message, and
 //! the actions the application takes on it.
 
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
@@ -13,7 +14,7 @@ use super::targets::{relay_target, target_string};
 use super::TransactionError;
 use crate::core::{ActionError, Event, HeldRequest, Incoming, Relayed};
 use crate::proxy::stateful::Target;
-use crate::sip::edits::{message_pairs, same_header, split_values};
+use crate::sip::edits::{message_pairs, same_header, split_values, HeaderEdits};
 use crate::sip::{HeaderId, Message};
 
 /// Turns core events into Python: requests are returned, relay results
@@ -37,6 +38,10 @@ pub fn dispatch(
                 }
             }
             Event::Cancelled(txn) => shared.cancelled.lock().push(txn),
+            Event::Reply(held) => shared.replies.lock().push(held),
+            Event::ReplyWatchEnded(txn) => {
+                shared.reply_handlers.lock().remove(&txn);
+            }
         }
     }
     Ok(requests)
@@ -147,6 +152,7 @@ impl PyRequest {
         PyHeaders {
             req: Some(slf.unbind()),
             resp: None,
+            reply: None,
         }
     }
 
@@ -177,7 +183,15 @@ impl PyRequest {
 
     #[getter]
     fn body<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
-        pyo3::types::PyBytes::new(py, self.held.inc.msg.body())
+        let body = self.held.headers.body().unwrap_or(self.held.inc.msg.body());
+        pyo3::types::PyBytes::new(py, body)
+    }
+
+    /// Replaces the body in what is relayed (an SDP rewritten by a media
+    /// relay); Content-Length follows.
+    #[setter]
+    fn set_body(&mut self, body: Vec<u8>) {
+        self.held.headers.set_body(body.into());
     }
 
     #[getter]
@@ -200,6 +214,49 @@ impl PyRequest {
     #[getter]
     fn raw<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
         pyo3::types::PyBytes::new(py, self.held.inc.msg.as_bytes())
+    }
+
+    /// Whether the sender looks NATed (Kamailio `nat_uac_test("19")`):
+    /// private Contact, or top Via host/port not the source (docs/nat.md).
+    #[getter]
+    fn behind_nat(&self) -> bool {
+        let inc = &self.held.inc;
+        crate::nat::nat_test(&inc.msg, &inc.source, crate::nat::DEFAULT_TESTS) != 0
+    }
+
+    /// The NAT tests (`contact_private`, `via_received`, `via_private`,
+    /// `sdp_private`, `via_port`, `contact_address`, `contact_port`; all
+    /// when None) that fire for this request.
+    #[pyo3(signature = (tests=None))]
+    fn nat_test(&self, tests: Option<Vec<String>>) -> PyResult<Vec<&'static str>> {
+        super::nat::run_tests(&self.held.inc.msg, &self.held.inc.source, tests)
+    }
+
+    /// Kamailio `fix_nated_contact()`: the Contact's host:port becomes the
+    /// source address in what is relayed. False without a Contact.
+    fn fix_nated_contact(&mut self) -> PyResult<bool> {
+        let inc = &self.held.inc;
+        let Some(fixed) = crate::nat::fix_contact(&inc.msg, inc.source.addr) else {
+            return Ok(false);
+        };
+        self.held
+            .headers
+            .set("Contact", &fixed)
+            .map_err(PyValueError::new_err)?;
+        Ok(true)
+    }
+
+    /// Kamailio `fix_nated_sdp()`: the SDP's `c=` (and with `origin`, `o=`)
+    /// addresses become the source address. False without such an SDP.
+    #[pyo3(signature = (origin=true))]
+    fn fix_nated_sdp(&mut self, origin: bool) -> bool {
+        let inc = &self.held.inc;
+        let body = self.held.headers.body().unwrap_or(inc.msg.body());
+        let Some(fixed) = crate::nat::fix_sdp(body, inc.source.addr.ip(), origin) else {
+            return false;
+        };
+        self.held.headers.set_body(fixed.into());
+        true
     }
 
     /// Whether the source address, port and transport match a rule of
@@ -279,13 +336,14 @@ impl PyRequest {
     /// parallel fork), or by Route / Request-URI. Returns an awaitable that
     /// resolves to the final `Response`. A 2xx goes upstream at once; any
     /// other final goes upstream when the handler returns without acting again.
-    #[pyo3(signature = (target=None, *, timeout=None, record_route=None))]
+    #[pyo3(signature = (target=None, *, timeout=None, record_route=None, on_reply=None))]
     fn relay(
         &mut self,
         py: Python<'_>,
         target: Option<&Bound<'_, PyAny>>,
         timeout: Option<f64>,
         record_route: Option<bool>,
+        on_reply: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let fut = self.shared.create_future(py)?;
         let mut serial = None;
@@ -320,6 +378,9 @@ impl PyRequest {
             None => None,
         };
         let record_route = record_route.unwrap_or(self.record_route_default());
+        if let (Some(handler), Some(txn)) = (on_reply, self.held.inc.txn) {
+            super::reply_watch::watch(&self.shared, py, txn, handler)?;
+        }
         let relay_id = self.shared.next_relay_id();
         let core = &self.shared.core;
         match self
@@ -403,23 +464,70 @@ impl Drop for PyRequest {
 pub struct PyHeaders {
     req: Option<Py<PyRequest>>,
     resp: Option<Py<PyResponse>>,
+    /// A held response (`on_reply`): its headers may change.
+    reply: Option<Box<dyn EditableHeaders>>,
+}
+
+/// A held message besides the request whose headers a `Headers` view may
+/// change: `RelayReply` (python/onreply.rs, which knows this module and
+/// not the other way round).
+pub(super) trait EditableHeaders: Send + Sync {
+    /// The header pairs as they will be sent.
+    fn pairs(&self, py: Python<'_>) -> Vec<(String, String)>;
+    fn edits<'a>(&'a self, py: Python<'a>) -> Box<dyn DerefMut<Target = HeaderEdits> + 'a>;
+}
+
+/// The header edits of whatever a `Headers` view changes.
+enum EditsMut<'a> {
+    Request(PyRefMut<'a, PyRequest>),
+    Reply(Box<dyn DerefMut<Target = HeaderEdits> + 'a>),
+}
+
+impl Deref for EditsMut<'_> {
+    type Target = HeaderEdits;
+    fn deref(&self) -> &HeaderEdits {
+        match self {
+            EditsMut::Request(r) => &r.held.headers,
+            EditsMut::Reply(r) => r,
+        }
+    }
+}
+
+impl DerefMut for EditsMut<'_> {
+    fn deref_mut(&mut self) -> &mut HeaderEdits {
+        match self {
+            EditsMut::Request(r) => &mut r.held.headers,
+            EditsMut::Reply(r) => r,
+        }
+    }
 }
 
 impl PyHeaders {
+    pub(super) fn of_reply(reply: Box<dyn EditableHeaders>) -> PyHeaders {
+        PyHeaders {
+            req: None,
+            resp: None,
+            reply: Some(reply),
+        }
+    }
     fn pairs(&self, py: Python<'_>) -> Vec<(String, String)> {
-        match (&self.req, &self.resp) {
-            (Some(r), _) => {
+        match (&self.req, &self.resp, &self.reply) {
+            (Some(r), _, _) => {
                 let r = r.borrow(py);
                 r.held.headers.pairs(&r.held.inc.msg)
             }
-            (None, Some(r)) => message_pairs(&r.borrow(py).msg),
+            (None, Some(r), _) => message_pairs(&r.borrow(py).msg),
+            (None, None, Some(r)) => r.pairs(py),
             _ => Vec::new(),
         }
     }
-    fn request<'a>(&'a self, py: Python<'a>) -> PyResult<PyRefMut<'a, PyRequest>> {
-        match &self.req {
-            Some(r) => Ok(r.borrow_mut(py)),
-            None => Err(PyTypeError::new_err("response headers are read-only")),
+    fn edits<'a>(&'a self, py: Python<'a>) -> PyResult<EditsMut<'a>> {
+        match (&self.req, &self.reply) {
+            (Some(r), _) => Ok(EditsMut::Request(r.borrow_mut(py))),
+            (None, Some(r)) => Ok(EditsMut::Reply(r.edits(py))),
+            _ => Err(PyTypeError::new_err(
+                "response headers are read-only (change them in an on_reply handler)",
+            )),
         }
     }
 }
@@ -470,9 +578,7 @@ impl PyHeaders {
 
     fn add(&self, py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let value = value.str()?.to_string();
-        self.request(py)?
-            .held
-            .headers
+        self.edits(py)?
             .add(name, &value)
             .map_err(PyValueError::new_err)
     }
@@ -480,19 +586,13 @@ impl PyHeaders {
     /// Replaces every `name` header with one carrying `value`.
     fn set(&self, py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let value = value.str()?.to_string();
-        self.request(py)?
-            .held
-            .headers
+        self.edits(py)?
             .set(name, &value)
             .map_err(PyValueError::new_err)
     }
 
     fn remove(&self, py: Python<'_>, name: &str) -> PyResult<()> {
-        self.request(py)?
-            .held
-            .headers
-            .remove(name)
-            .map_err(PyValueError::new_err)
+        self.edits(py)?.remove(name).map_err(PyValueError::new_err)
     }
 
     fn __delitem__(&self, py: Python<'_>, name: &str) -> PyResult<()> {
@@ -531,6 +631,7 @@ impl PyResponse {
         PyHeaders {
             req: None,
             resp: Some(slf.unbind()),
+            reply: None,
         }
     }
     #[getter]

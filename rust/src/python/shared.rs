@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
@@ -28,6 +28,15 @@ pub struct Shared {
     /// there without `asyncio.get_running_loop()`, which costs a `getpid`
     /// syscall per call on Python 3.11 (decision 0039).
     pub event_loop: Mutex<Option<Py<PyAny>>>,
+    /// The `onreply` service, registered when the application first asks
+    /// for replies (`python/onreply.rs`).
+    pub onreply: OnceLock<Arc<crate::onreply::OnReply>>,
+    /// Responses held for the application, not yet handed to Python.
+    pub replies: Mutex<Vec<crate::service::HeldReply>>,
+    /// Per-relay `on_reply` handlers, by server transaction.
+    pub reply_handlers: Mutex<HashMap<u64, Py<PyAny>>>,
+    /// NAT keepalives (`sipr.nat.keepalive`), once started.
+    pub natping: OnceLock<Arc<crate::nat::keepalive::Keepalive>>,
 }
 
 impl Shared {
@@ -48,6 +57,10 @@ impl Shared {
             // 0 is `proxy::stateful::UNAWAITED`.
             next_relay: AtomicU64::new(1),
             event_loop: Mutex::new(None),
+            onreply: OnceLock::new(),
+            replies: Mutex::new(Vec::new()),
+            reply_handlers: Mutex::new(HashMap::new()),
+            natping: OnceLock::new(),
         }
     }
 

@@ -4,7 +4,8 @@
 use bytes::Bytes;
 
 use crate::sip::Message;
-use crate::transaction::TxnId;
+use crate::transaction::client::Outcome;
+use crate::transaction::{BranchId, TxnId};
 use crate::transport::Source;
 
 /// A request the application must decide on.
@@ -36,4 +37,24 @@ pub enum Event {
     },
     /// A CANCEL ended this request while the application held it.
     Cancelled(TxnId),
+    /// A response held for the application's `on_reply` (`onreply`
+    /// service); it goes on when handed back (`Proxy::deliver_held`).
+    Reply(HeldReply),
+    /// A server transaction whose replies were watched ended: the
+    /// application forgets its per-relay `on_reply` handler.
+    ReplyWatchEnded(TxnId),
+}
+
+/// A response on a proxied branch, held for the application.
+#[derive(Clone)]
+pub struct HeldReply {
+    /// The server transaction it answers.
+    pub server: TxnId,
+    /// The branch (client transaction) it came on.
+    pub branch: BranchId,
+    pub outcome: Outcome,
+    pub msg: Message,
+    /// Where the branch was sent, so where the response came from: the
+    /// callee's public address when it is behind NAT.
+    pub source: Option<std::net::SocketAddr>,
 }

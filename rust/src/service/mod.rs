@@ -19,7 +19,7 @@ pub mod testkit;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub use event::{Event, Final, Incoming};
+pub use event::{Event, Final, HeldReply, Incoming};
 pub use hooks::{
     BranchPlan, BranchWriter, Hooks, InDialog, Outgoing, ResponseAt, Service, Verdict, PROXY,
 };

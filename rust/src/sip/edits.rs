@@ -75,6 +75,18 @@ impl HeaderEdits {
         Ok(())
     }
 
+    /// Sends `body` instead of the received one (Content-Length follows):
+    /// an SDP rewritten by a media relay or for NAT.
+    pub fn set_body(&mut self, body: bytes::Bytes) {
+        self.edits.retain(|e| !matches!(e, HeaderEdit::Body(_)));
+        self.edits.push(HeaderEdit::Body(body));
+    }
+
+    /// The body set by `set_body`, if any.
+    pub fn body(&self) -> Option<&[u8]> {
+        super::write::body_override(&self.edits)
+    }
+
     fn drop_additions(&mut self, name: &str) {
         self.edits
             .retain(|e| !matches!(e, HeaderEdit::Add(n, _) if same_header(n, name)));

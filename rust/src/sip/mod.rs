@@ -9,6 +9,7 @@ mod lines;
 mod message;
 mod method;
 mod nameaddr;
+pub mod rewrite;
 pub mod scan;
 mod span;
 mod uri;

@@ -17,6 +17,17 @@ pub enum HeaderEdit {
     Add(String, String),
     /// Remove every header with this name (case-insensitive, compact forms folded).
     Remove(String),
+    /// Send this body instead of the received one (Content-Length follows):
+    /// an SDP rewritten for a media relay or NAT.
+    Body(bytes::Bytes),
+}
+
+/// The body `edits` replace the message's with, if any (the last one wins).
+pub fn body_override(edits: &[HeaderEdit]) -> Option<&[u8]> {
+    edits.iter().rev().find_map(|e| match e {
+        HeaderEdit::Body(b) => Some(&b[..]),
+        _ => None,
+    })
 }
 
 /// The `received` parameter RFC 3261 §18.2.1 and RFC 3581 §4 add to the top
@@ -246,7 +257,7 @@ pub fn build_forward(req: &Message, edits: &ForwardEdits<'_>) -> Vec<u8> {
                     id == HeaderId::from_name(name.as_bytes())
                 }
             }
-            HeaderEdit::Add(..) => false,
+            HeaderEdit::Add(..) | HeaderEdit::Body(_) => false,
         })
     };
     let top_via = req.top_via_span();
@@ -291,7 +302,7 @@ pub fn build_forward(req: &Message, edits: &ForwardEdits<'_>) -> Vec<u8> {
             let _ = write!(VecWriter(&mut out), "{n}: {v}\r\n");
         }
     }
-    let body = req.body();
+    let body = body_override(edits.header_edits).unwrap_or(req.body());
     let _ = write!(
         VecWriter(&mut out),
         "Content-Length: {}\r\n\r\n",

@@ -33,7 +33,7 @@ fn removed_by(edits: &[HeaderEdit], name: &str) -> bool {
                 id == HeaderId::from_name(name.as_bytes())
             }
         }
-        HeaderEdit::Add(..) => false,
+        HeaderEdit::Add(..) | HeaderEdit::Body(_) => false,
     })
 }
 
@@ -105,7 +105,8 @@ pub fn hidden_request(req: &Message, e: &RequestEdits<'_>) -> Vec<u8> {
             let _ = write!(Text(&mut out), "{n}: {v}\r\n");
         }
     }
-    let body = req.body();
+    // A body the application replaced (an SDP through rtpengine) goes instead.
+    let body = crate::sip::write::body_override(e.header_edits).unwrap_or(req.body());
     let _ = write!(Text(&mut out), "Content-Length: {}\r\n\r\n", body.len());
     out.extend_from_slice(body);
     out
