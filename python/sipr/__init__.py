@@ -25,6 +25,7 @@ from sipr._core import (
 from sipr.app import App
 from sipr.auth import DigestAuth
 from sipr.dispatcher import Dispatcher
+from sipr.events import RegistrationEvent, ReloadEvent
 from sipr.prefix_routing import Gateway, PrefixRouter, Rule
 from sipr.registrar import Contact, Registrar, by_q
 from sipr.workqueue import QueueFull, WorkQueue
@@ -41,7 +42,9 @@ __all__ = [
     "Headers",
     "PrefixRouter",
     "QueueFull",
+    "RegistrationEvent",
     "Registrar",
+    "ReloadEvent",
     "Request",
     "Response",
     "Rule",

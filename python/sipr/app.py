@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from sipr._core import Request
+from sipr.events import Events, ReloadEvent, RegistrationEvent
 from sipr.workqueue import WorkQueue
 
 Handler = Callable[[Request], Awaitable[None]]
@@ -72,6 +73,8 @@ class App:
         self.rpc_methods: dict[str, Callable[..., Awaitable[object]]] = {}
         self.startup: list[Callable[[], Awaitable[None]]] = []
         self.shutdown: list[Callable[[], Awaitable[None]]] = []
+        #: Event hooks (`sipr.events`): called only where some are registered.
+        self.events = Events()
 
     def route(self, fn: H) -> H:
         """Register the handler for initial requests (Kamailio's request_route)."""
@@ -89,6 +92,23 @@ class App:
 
     def on_shutdown(self, fn: H) -> H:
         self.shutdown.append(_checked_handler(fn, "on_shutdown", nargs=0))  # type: ignore[arg-type]
+        return fn
+
+    def on_registration(
+        self, fn: Callable[[RegistrationEvent], Awaitable[None]]
+    ) -> Callable[[RegistrationEvent], Awaitable[None]]:
+        """Called when a contact is added, refreshed, removed or expires
+        (Kamailio's usrloc callbacks). With such a hook, REGISTERs are
+        handled in Python (`Registrar.save`), not by the core's native path."""
+        self.events.registration.append(_checked_handler(fn, "on_registration"))  # type: ignore[arg-type]
+        return fn
+
+    def on_reload(
+        self, fn: Callable[[ReloadEvent], Awaitable[None]]
+    ) -> Callable[[ReloadEvent], Awaitable[None]]:
+        """Called after a reload of the route script (on the new app), or
+        after a refused one (on the running app, `event.ok` False)."""
+        self.events.reload.append(_checked_handler(fn, "on_reload"))  # type: ignore[arg-type]
         return fn
 
     def every(self, seconds: float) -> Callable[[H], H]:
@@ -142,6 +162,7 @@ class App:
         out["handlers.suspended"] = server.suspended  # type: ignore[attr-defined]
         out["handlers.deadline_expired"] = server.deadline_expired  # type: ignore[attr-defined]
         out["loop.stalls"] = server.watchdog.stalls  # type: ignore[attr-defined]
+        out["events.dispatched"] = self.events.dispatched
         for name, q in self.queues.items():
             out[f"queue.{name}.size"] = q.qsize()
             out[f"queue.{name}.processed"] = q.processed

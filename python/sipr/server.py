@@ -12,7 +12,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from sipr import _core, _lifecycle
+from sipr import _core, _lifecycle, events
 from sipr._deadlines import Deadlines
 from sipr._watchdog import Watchdog
 from sipr.app import App
@@ -74,6 +74,8 @@ class Server:
         # Handler tasks of requests a CANCEL can end, by transaction id.
         self.cancellable: dict[int, asyncio.Task[None]] = {}
         self.stopping = asyncio.Event()
+        #: Set once the core listens and requests are being served.
+        self.ready = asyncio.Event()
         # Handlers that suspended (awaited something) and have not finished.
         self.suspended = 0
         self.deadline_expired = 0
@@ -106,6 +108,7 @@ class Server:
             setattr(core.dns(), name, value)
         self.app._core = core
         self.app._server = self
+        events.served.append(self.app.events)
         self.deadlines = Deadlines(loop, self._expire)
         self.loop = loop
         self.watchdog = Watchdog(
@@ -130,6 +133,7 @@ class Server:
             for transport, host, port in core.local_addrs():
                 shown = f"[{host}]" if ":" in host else host
                 _lifecycle.announce(f"sipr: listening on {transport}:{shown}:{port}")
+            self.ready.set()
             await self.stopping.wait()
             await _lifecycle.drain(self)
         finally:
@@ -144,6 +148,8 @@ class Server:
             if self.control is not None:  # answered during the drain above
                 await self.control.stop()
             core.stop()
+            if self.app.events in events.served:
+                events.served.remove(self.app.events)
             self.app._server = None
 
     def stop(self) -> None:
@@ -170,7 +176,17 @@ class Server:
             log.error("reload refused: shutting down")
             raise ReloadError("shutting down")
         async with self._reload_lock:
-            return await _lifecycle.reload(self)
+            old = self.app
+            try:
+                result = await _lifecycle.reload(self)
+            except ReloadError as e:
+                if old.events.reload:
+                    old.events.emit(old.events.reload, events.ReloadEvent(False, self.source, str(e)))
+                raise
+            events.served[events.served.index(old.events)] = self.app.events
+            if self.app.events.reload:
+                self.app.events.emit(self.app.events.reload, events.ReloadEvent(True, self.source))
+            return result
 
     async def reload_logged(self) -> None:
         """SIGHUP: a reload whose refusal is only logged."""
