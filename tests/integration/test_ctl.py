@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import free_port, start_sipr
 from tests.integration.ctlkit import OPS_APP, RpcFault, register_users, rpc, sipr_ctl
-from tests.sipp.peers import Sipp
+from tests.sipp.runner import Sipp
 from tests.sipp.regkit import wait_for
 
 CALLS = 200

@@ -30,19 +30,25 @@ def registrar_app(min_expires: int = 60) -> tuple[sipr.App, sipr.Registrar]:
     return app, registrar
 
 
-async def next_event(queue: asyncio.Queue[RegistrationEvent]) -> RegistrationEvent:
-    async with asyncio.timeout(5):
-        return await queue.get()
-
-
-async def test_registration_events_added_refreshed_removed() -> None:
-    app, _ = registrar_app()
+def app_with_hook(min_expires: int = 60) -> tuple[sipr.App, asyncio.Queue[RegistrationEvent]]:
+    """A registrar app whose registration hook queues every event."""
+    app, _ = registrar_app(min_expires)
     events: asyncio.Queue[RegistrationEvent] = asyncio.Queue()
 
     @app.on_registration
     async def changed(event: RegistrationEvent) -> None:
         events.put_nowait(event)
 
+    return app, events
+
+
+async def next_event(queue: asyncio.Queue[RegistrationEvent]) -> RegistrationEvent:
+    async with asyncio.timeout(5):
+        return await queue.get()
+
+
+async def test_registration_events_added_refreshed_removed() -> None:
+    app, events = app_with_hook()
     async with serve(app) as sut:
         alice = sut.ua("alice")
         assert (await alice.register(600)).status == 200
@@ -62,13 +68,7 @@ async def test_registration_events_added_refreshed_removed() -> None:
 
 
 async def test_registration_event_expired() -> None:
-    app, _ = registrar_app(min_expires=1)
-    events: asyncio.Queue[RegistrationEvent] = asyncio.Queue()
-
-    @app.on_registration
-    async def changed(event: RegistrationEvent) -> None:
-        events.put_nowait(event)
-
+    app, events = app_with_hook(min_expires=1)
     async with serve(app) as sut:
         bob = sut.ua("bob")
         assert (await bob.register(1)).status == 200
