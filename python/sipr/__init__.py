@@ -26,6 +26,7 @@ from sipr.app import App
 from sipr.auth import DigestAuth
 from sipr.dispatcher import Dispatcher
 from sipr.events import RegistrationEvent, ReloadEvent
+from sipr.http_routes import HttpRequest, HttpResponse
 from sipr.prefix_routing import Gateway, PrefixRouter, Rule
 from sipr.registrar import Contact, Registrar, by_q
 from sipr.workqueue import QueueFull, WorkQueue
@@ -40,6 +41,8 @@ __all__ = [
     "Dispatcher",
     "Gateway",
     "Headers",
+    "HttpRequest",
+    "HttpResponse",
     "PrefixRouter",
     "QueueFull",
     "RegistrationEvent",

@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from sipr._core import Request
 from sipr.events import Events, ReloadEvent, RegistrationEvent
+from sipr.http_routes import HttpHandler, check_route
 from sipr.workqueue import WorkQueue
 
 Handler = Callable[[Request], Awaitable[None]]
@@ -75,6 +76,8 @@ class App:
         self.shutdown: list[Callable[[], Awaitable[None]]] = []
         #: Event hooks (`sipr.events`): called only where some are registered.
         self.events = Events()
+        #: The app's HTTP routes on the control listener (`@app.http`).
+        self.http_routes: dict[tuple[str, str], HttpHandler] = {}
 
     def route(self, fn: H) -> H:
         """Register the handler for initial requests (Kamailio's request_route)."""
@@ -132,6 +135,19 @@ class App:
             if not inspect.iscoroutinefunction(fn):
                 raise TypeError(f"@app.rpc({name!r}) handler must be 'async def'")
             self.rpc_methods[name] = fn  # type: ignore[assignment]
+            return fn
+
+        return register
+
+    def http(self, method: str, path: str) -> Callable[[H], H]:
+        """Add an HTTP route to the control listener (`sipr run --http`):
+        an async function taking a `sipr.HttpRequest`, returning what
+        `json.dumps` takes or a `sipr.HttpResponse`. It needs the bearer
+        token (`--http-token`), always. docs/decisions/0047."""
+        key = check_route(method, path)
+
+        def register(fn: H) -> H:
+            self.http_routes[key] = _checked_handler(fn, "http")  # type: ignore[assignment]
             return fn
 
         return register

@@ -14,7 +14,7 @@ import os
 from importlib import resources
 from typing import Any
 
-from sipr import _lifecycle
+from sipr import _lifecycle, http_routes
 from sipr.control import ControlError
 from sipr.control.listener import Listener
 from sipr.control.metrics import render as render_metrics
@@ -84,6 +84,13 @@ class HttpListener(Listener):
             method, path, headers, body = await asyncio.wait_for(
                 _read_request(reader), REQUEST_SECONDS
             )
+            routes = self.ctl.server.app.http_routes
+            if routes:  # the app's own routes (@app.http) come first
+                mine = await http_routes.answer(routes, self.token, method, path, headers, body)
+                if mine is not None:
+                    status, payload, ctype = mine
+                    await _respond(writer, status, payload if method != "HEAD" else b"", ctype)
+                    return
             if path.split("?", 1)[0] not in STATUS_PAGE_PATHS:
                 # The page itself is static and holds no data; what it
                 # fetches (/rpc) needs the token, which the page takes
@@ -145,7 +152,7 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[st
                 raise HttpError(400, "malformed header line")
             headers[name.strip().lower()] = value.strip()
     body = b""
-    if method == "POST":
+    if method in ("POST", "PUT", "PATCH"):
         length = headers.get("content-length")
         if length is None or not length.isdigit():
             raise HttpError(411)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sipr.app import App
@@ -15,6 +17,28 @@ from sipr.testing.tls import TestCA
 from sipr.testing.ua import UA
 
 TRANSPORTS = ("udp", "tcp", "tls")
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    """An answer of the control HTTP listener."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @staticmethod
+    def parse(raw: bytes) -> HttpAnswer:
+        head, _, body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return HttpAnswer(int(lines[0].split(" ")[1]), headers, body)
 
 
 class SUT:
@@ -32,6 +56,13 @@ class SUT:
         for transport, host, port in server.core.local_addrs():
             self.addresses.setdefault(transport, (host, port))
         self.uas: list[UA] = []
+        #: (host, port) of the control HTTP listener (`serve(http_token=...)`).
+        self.http_address: tuple[str, int] | None = None
+        control = getattr(server, "control", None)
+        for listener in getattr(control, "listeners", []):
+            sockets = getattr(getattr(listener, "server", None), "sockets", None)
+            if sockets and type(listener).__name__.startswith("Http"):
+                self.http_address = sockets[0].getsockname()[:2]
 
     def address(self, transport: str = "udp") -> tuple[str, int]:
         """(host, port) of the listener for `transport`."""
@@ -84,27 +115,70 @@ class SUT:
         self.uas.append(ua)
         return ua
 
+    async def http(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        body: bytes | None = None,
+        json_body: object = None,
+    ) -> HttpAnswer:
+        """One request to the control HTTP listener (HTTP/1.1, one per connection)."""
+        if self.http_address is None:
+            raise ValueError("no control HTTP listener: serve(app, http_token=...)")
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+        host, port = self.http_address
+        head = f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n"
+        if token is not None:
+            head += f"Authorization: Bearer {token}\r\n"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        async with asyncio.timeout(self.timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(head.encode() + b"\r\n" + (body or b""))
+                await writer.drain()
+                raw = await reader.read()
+            finally:
+                writer.close()
+        return HttpAnswer.parse(raw)
+
     def stats(self) -> dict[str, int]:
         """The served app's counters (`app.stats()`)."""
         return self.app.stats()
 
 
-def _server_for(app: App, listen: list[str], tls: tuple[str, str, str] | None) -> Any:
-    """The real `sipr.server.Server`, given its TLS files however this
-    version of it takes them."""
+def _server_for(
+    app: App, listen: list[str], tls: tuple[str, str, str] | None, http_token: str | None
+) -> Any:
+    """The real `sipr.server.Server`, given its TLS files and control HTTP
+    listener however this version of it takes them."""
     from sipr import server as server_module
 
     params = inspect.signature(server_module.Server).parameters
-    if tls is None:
-        return server_module.Server(app, listen, drain_timeout=0.0)
-    cert, key, ca = tls
+    kwargs: dict[str, Any] = {"drain_timeout": 0.0}
+    http = ("127.0.0.1", 0) if http_token is not None else None
     if "core_options" in params:
-        options = {"tls_cert": cert, "tls_key": key, "tls_ca": ca}
-        return server_module.Server(app, listen, drain_timeout=0.0, core_options=options)
-    from sipr.settings import TlsSettings  # type: ignore[import-not-found, unused-ignore]
+        from sipr.control import ControlConfig
 
-    settings = TlsSettings(cert=cert, key=key, ca=ca)  # type: ignore[call-arg, unused-ignore]
-    return server_module.Server(app, listen, drain_timeout=0.0, tls=settings)
+        if http is not None:
+            kwargs["control"] = ControlConfig(None, http, http_token or None)
+        if tls is not None:
+            cert, key, ca = tls
+            kwargs["core_options"] = {"tls_cert": cert, "tls_key": key, "tls_ca": ca}
+        return server_module.Server(app, listen, **kwargs)
+    from sipr import settings  # type: ignore[attr-defined, unused-ignore]
+
+    if http is not None:
+        kwargs["control"] = settings.ControlSettings(
+            ctl_socket=None, http=http, http_token=http_token or None
+        )
+    if tls is not None:
+        cert, key, ca = tls
+        kwargs["tls"] = settings.TlsSettings(cert=cert, key=key, ca=ca)
+    return server_module.Server(app, listen, **kwargs)
 
 
 @contextlib.asynccontextmanager
@@ -114,12 +188,15 @@ async def serve(
     transports: Sequence[str] = ("udp", "tcp"),
     ca: TestCA | None = None,
     timeout: float = 5.0,
+    http_token: str | None = None,
 ) -> AsyncIterator[SUT]:
     """Serves `app` with the real server loop and Rust core on 127.0.0.1
     (one ephemeral port per transport) until the block ends; yields the
     `SUT`. With "tls" among `transports`, its certificate comes from `ca`
     (a new `TestCA` if None), which the test UAs trust. `timeout` bounds
-    every wait of the test UAs (an AssertionError when it passes)."""
+    every wait of the test UAs (an AssertionError when it passes). With
+    `http_token` (a string; "" for none), the control HTTP listener runs
+    too, on an ephemeral port: `await sut.http("GET", "/calls", token=...)`."""
     unknown = [t for t in transports if t not in TRANSPORTS]
     if unknown or not transports:
         raise ValueError(f"transports must be among {TRANSPORTS}, got {list(transports)}")
@@ -133,7 +210,7 @@ async def serve(
         tls_files = (str(cert), str(key), str(ca.cert))
     loop = asyncio.get_running_loop()
     task_factory = loop.get_task_factory()
-    server = _server_for(app, listen, tls_files)
+    server = _server_for(app, listen, tls_files, http_token)
     serving = loop.create_task(server.serve())
     ready = loop.create_task(server.ready.wait())
     try:
