@@ -28,8 +28,8 @@ async def test_registered_phones_call_each_other_with_digest() -> None:
         assert bob.contact in ok["Contact"]
         call = await alice.invite("bob")
         assert (await call.final()).status == 200
-        challenged = call.responses[0]
-        assert challenged.status == 407
+        finals = [r.status for r in call.responses if (r.status or 0) >= 200]
+        assert finals == [407, 200]  # challenged, then answered with credentials
         assert "Proxy-Authorization" in call.invite
         assert (await bob.next_request("INVITE")).request.uri == bob.contact
         assert (await call.bye()).status == 200
