@@ -25,7 +25,7 @@ from sipr._core import (
 from sipr.app import App
 from sipr.auth import DigestAuth
 from sipr.dispatcher import Dispatcher
-from sipr.events import RegistrationEvent, ReloadEvent
+from sipr.events import RegistrationEvent, ReloadEvent, SendEvent, TimeoutEvent
 from sipr.http_routes import HttpRequest, HttpResponse
 from sipr.prefix_routing import Gateway, PrefixRouter, Rule
 from sipr.registrar import Contact, Registrar, by_q
@@ -45,15 +45,17 @@ __all__ = [
     "HttpResponse",
     "PrefixRouter",
     "QueueFull",
-    "RegistrationEvent",
     "Registrar",
+    "RegistrationEvent",
     "ReloadEvent",
     "Request",
     "Response",
     "Rule",
+    "SendEvent",
     "Serial",
     "SiprError",
     "Source",
+    "TimeoutEvent",
     "TransactionError",
     "WorkQueue",
     "__version__",

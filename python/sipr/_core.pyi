@@ -1,7 +1,9 @@
 """Type stubs for the native module `sipr._core` (Rust, PyO3)."""
 
-from collections.abc import Iterable, Mapping
-from typing import Any, final
+import asyncio
+import builtins
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, final
 
 __version__: str
 
@@ -50,6 +52,32 @@ class Headers:
 
 HeadersArg = Mapping[str, object] | Iterable[tuple[str, object]] | None
 
+@final
+class Response:
+    """The final answer a `relay()` resolved to."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def headers(self) -> Headers: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def raw(self) -> bytes: ...
+
+class _Contact(Protocol):
+    """A registered contact (`sipr.registrar.Contact`): relayed to its
+    `next_hop` with Request-URI `uri`, through its `path`."""
+
+    @property
+    def uri(self) -> str: ...
+    @property
+    def next_hop(self) -> str: ...
+
+_Target = URI | str | _Contact
+
 class Request:
     @property
     def method(self) -> str: ...
@@ -88,6 +116,15 @@ class Request:
         body: bytes | None = None,
     ) -> None: ...
     def forward(self, target: URI | str | None = None) -> bool: ...
+    def relay(
+        self,
+        target: _Target | Sequence[_Target] | Serial | Selection | None = None,
+        *,
+        timeout: float | None = None,
+        record_route: bool | None = None,
+    ) -> asyncio.Future[Response | None]:
+        """Relays statefully; the future resolves to the final response
+        (None for an ACK, which is relayed statelessly and has none)."""
     def _finish(self) -> None: ...
 
 class Core:
@@ -197,7 +234,7 @@ class Dispatcher:
         limit: int | None = None,
         codes: list[int] | None = None,
     ) -> Selection: ...
-    def list(self) -> list[dict[str, Any]]: ...
+    def list(self) -> builtins.list[dict[str, Any]]: ...
     def set_state(self, uri: str, state: str, set: int | None = None) -> int: ...
     def start_probing(
         self,
@@ -207,7 +244,7 @@ class Dispatcher:
         timeout: float,
         fail_threshold: int,
         ok_threshold: int,
-        alive_codes: list[int],
+        alive_codes: builtins.list[int],
         from_uri: str,
     ) -> None: ...
     def stop_probing(self) -> None: ...
@@ -217,6 +254,16 @@ class Dispatcher:
 
 def parse_uri(uri: str) -> URI: ...
 def parse_listen(spec: str) -> tuple[str, str, int]: ...
+
+# -- event hooks the core calls (rust/src/python/events.rs) ------------------
+
+def set_event_hooks(
+    core: Core,
+    *,
+    on_send: Callable[[str, str, str, str, int, str], bool] | None = None,
+    on_timeout: Callable[[str, str, str, str, str, int, str], None] | None = None,
+) -> None: ...
+def event_hook_calls(core: Core) -> int: ...
 
 # -- registrar and digest (rust/src/python/registrar.rs, digest.rs) ----------
 

@@ -7,8 +7,9 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from sipr import _core
 from sipr._core import Request
-from sipr.events import Events, ReloadEvent, RegistrationEvent
+from sipr.events import Events, RegistrationEvent, ReloadEvent, SendEvent, TimeoutEvent
 from sipr.http_routes import HttpHandler, check_route
 from sipr.workqueue import WorkQueue
 
@@ -114,6 +115,28 @@ class App:
         self.events.reload.append(_checked_handler(fn, "on_reload"))  # type: ignore[arg-type]
         return fn
 
+    def on_send(self, fn: Callable[[SendEvent], bool | None]) -> Callable[[SendEvent], bool | None]:
+        """Called as each relayed or forwarded request is about to leave,
+        with its destination (Kamailio's `onsend_route`); returning False
+        keeps it from being sent: the branch counts as a 403, a stateless
+        forward is answered 403. A plain function (`def`), since it decides
+        there and then; it must not block nor call back into sipr."""
+        if not callable(fn) or inspect.iscoroutinefunction(fn):
+            raise TypeError(
+                f"@app.on_send hook {getattr(fn, '__name__', fn)!r} must be a plain function "
+                "(def, not async def): it decides as the request leaves"
+            )
+        self.events.send.append(fn)
+        return fn
+
+    def on_timeout(
+        self, fn: Callable[[TimeoutEvent], Awaitable[None]]
+    ) -> Callable[[TimeoutEvent], Awaitable[None]]:
+        """Called when a relayed branch gets no final answer in time (Timer
+        B/F, Timer C, the relay's `timeout=`); the branch counts as a 408."""
+        self.events.timeout.append(_checked_handler(fn, "on_timeout"))  # type: ignore[arg-type]
+        return fn
+
     def every(self, seconds: float) -> Callable[[H], H]:
         """Run an async job every `seconds` while serving (Kamailio rtimer)."""
         if seconds <= 0:
@@ -179,6 +202,8 @@ class App:
         out["handlers.deadline_expired"] = server.deadline_expired  # type: ignore[attr-defined]
         out["loop.stalls"] = server.watchdog.stalls  # type: ignore[attr-defined]
         out["events.dispatched"] = self.events.dispatched
+        out["events.sends_refused"] = self.events.sends_refused
+        out["events.core_calls"] = _core.event_hook_calls(server.core)  # type: ignore[attr-defined]
         for name, q in self.queues.items():
             out[f"queue.{name}.size"] = q.qsize()
             out[f"queue.{name}.processed"] = q.processed

@@ -156,7 +156,7 @@ class Registrar:
         self, aor: str, before: dict[str, Binding], after: dict[str, Binding], req: Request
     ) -> None:
         src = req.source
-        source = f"{src.transport}:{src.host}:{src.port}"
+        source = f"{src.transport.lower()}:{src.host}:{src.port}"
         for contact, b in after.items():
             old = before.get(contact)
             if old is not None and (old.call_id, old.cseq) == (b.call_id, b.cseq):

@@ -108,7 +108,7 @@ class Server:
             setattr(core.dns(), name, value)
         self.app._core = core
         self.app._server = self
-        events.served.append(self.app.events)
+        events.serve(core, self.app.events)
         self.deadlines = Deadlines(loop, self._expire)
         self.loop = loop
         self.watchdog = Watchdog(
@@ -148,8 +148,7 @@ class Server:
             if self.control is not None:  # answered during the drain above
                 await self.control.stop()
             core.stop()
-            if self.app.events in events.served:
-                events.served.remove(self.app.events)
+            events.unserve(self.app.events)
             self.app._server = None
 
     def stop(self) -> None:
@@ -181,9 +180,11 @@ class Server:
                 result = await _lifecycle.reload(self)
             except ReloadError as e:
                 if old.events.reload:
-                    old.events.emit(old.events.reload, events.ReloadEvent(False, self.source, str(e)))
+                    old.events.emit(
+                        old.events.reload, events.ReloadEvent(False, self.source, str(e))
+                    )
                 raise
-            events.served[events.served.index(old.events)] = self.app.events
+            events.swap(self.core, old.events, self.app.events)
             if self.app.events.reload:
                 self.app.events.emit(self.app.events.reload, events.ReloadEvent(True, self.source))
             return result

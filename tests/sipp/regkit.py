@@ -5,12 +5,10 @@ running the scenarios in tests/sipp/scenarios_reg (rendered from templates)."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile

@@ -136,7 +136,9 @@ class Sipp:
         # on a full pipe nobody reads yet.
         self.stdout = self.workdir / "stdout.txt"
         with self.stdout.open("w") as out:
-            self.proc = subprocess.Popen(args, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                args, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT
+            )
         self.port = port
         RUNNING.append(self)
         if remote is None:
@@ -215,7 +217,7 @@ def wait_bound(port: int, transport: str, timeout: float = 10.0) -> None:
     raise RuntimeError(f"SIPp did not bind port {port}")
 
 
-def uas(sipp: str, port: int, transport: str = "u1", extra: tuple[str, ...] = ()) -> Sipp:
+def start_uas(sipp: str, port: int, transport: str = "u1", extra: tuple[str, ...] = ()) -> Sipp:
     """SIPp's built-in UAS, answering every call until stopped."""
     return Sipp(
         sipp, builtin="uas", port=port, transport=transport, calls=None, timeout_s=None, extra=extra
@@ -234,8 +236,19 @@ def run_uac(
     extra: tuple[str, ...] = (),
 ) -> SippStats:
     """SIPp's built-in UAC: `calls` calls at `rate`, to completion."""
-    uac = Sipp(sipp, None, port, builtin="uac", remote=target, calls=calls, rate=rate,
-               transport=transport, timeout_s=timeout_s, recv_timeout_s=10, extra=extra)  # fmt: skip
+    uac = Sipp(
+        sipp,
+        None,
+        port,
+        builtin="uac",
+        remote=target,
+        calls=calls,
+        rate=rate,
+        transport=transport,
+        timeout_s=timeout_s,
+        recv_timeout_s=10,
+        extra=extra,
+    )
     return uac.wait()
 
 

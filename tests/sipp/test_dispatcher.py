@@ -13,7 +13,7 @@ from typing import Any
 
 from tests.conftest import ROOT, free_port, header, sip_request, status_of
 from tests.integration.ctlkit import rpc
-from tests.sipp.runner import Sipp, SippStats, run_uac, uas
+from tests.sipp.runner import Sipp, SippStats, run_uac, start_uas
 
 APP = ROOT / "tests" / "apps" / "dispatcher_proxy.py"
 
@@ -31,7 +31,7 @@ def _store(path: Path, uris: list[str]) -> None:
 
 def _uas(sipp: str, port: int | None = None) -> Sipp:
     # -aa: SIPp answers the probes (OPTIONS) 200 by itself.
-    return uas(sipp, port or free_port(), extra=("-aa",))
+    return start_uas(sipp, port or free_port(), extra=("-aa",))
 
 
 def _states(proxy) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]

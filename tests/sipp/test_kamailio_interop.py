@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, free_port
-from tests.sipp.runner import wait_bound
 from tests.sipp.peers import sipr_stats
-from tests.sipp.runner import Sipp
+from tests.sipp.runner import Sipp, wait_bound
 
 CFG = Path(__file__).resolve().parent / "kamailio" / "proxy.cfg"
 PROXY = ROOT / "tests" / "apps" / "stateful_proxy.py"

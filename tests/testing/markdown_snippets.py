@@ -37,8 +37,10 @@ def snippets(page: str) -> dict[str, Snippet]:
         else:
             tests[name] = code
     if set(recipes) != set(tests):
-        raise ValueError(f"{page}: recipes without a test or tests without a recipe: "
-                         f"{sorted(set(recipes) ^ set(tests))}")
+        raise ValueError(
+            f"{page}: recipes without a test or tests without a recipe: "
+            f"{sorted(set(recipes) ^ set(tests))}"
+        )
     return {n: Snippet(n, code, tests[n], line) for n, (code, line) in recipes.items()}
 
 

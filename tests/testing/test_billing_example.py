@@ -21,9 +21,7 @@ pytestmark = pytest.mark.anyio
 async def billing(deny: tuple[str, ...] = (), hang: tuple[str, ...] = ()) -> AsyncIterator[str]:
     service = load_example("billing_service")
     args = argparse.Namespace(delay=0.0, deny=list(deny), hang=list(hang))
-    server = await asyncio.start_server(
-        lambda r, w: service.handle(r, w, args), "127.0.0.1", 0
-    )
+    server = await asyncio.start_server(lambda r, w: service.handle(r, w, args), "127.0.0.1", 0)
     async with server:
         yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
 

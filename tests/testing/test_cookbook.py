@@ -11,8 +11,8 @@ pytestmark = pytest.mark.anyio
 COOKBOOK = snippets("cookbook.md")
 
 
-def test_the_cookbook_has_25_recipes() -> None:
-    assert len(COOKBOOK) == 25
+def test_the_cookbook_has_the_25_idioms_and_the_event_recipes() -> None:
+    assert len(COOKBOOK) == 27
 
 
 @pytest.mark.parametrize("name", sorted(COOKBOOK))

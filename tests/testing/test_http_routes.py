@@ -29,7 +29,7 @@ def status_app() -> tuple[sipr.App, dict[str, str]]:
     async def add_user(request: sipr.HttpRequest) -> sipr.HttpResponse:
         body = request.json()
         if not isinstance(body, dict) or not isinstance(body.get("user"), str):
-            return sipr.HttpResponse(400, {"error": "expected {\"user\": NAME}"})
+            return sipr.HttpResponse(400, {"error": 'expected {"user": NAME}'})
         provisioned[body["user"]] = "yes"
         return sipr.HttpResponse(201, {"added": body["user"]})
 

@@ -32,7 +32,9 @@ async def test_message_forwarded_and_answered() -> None:
     async with serve(example.app) as sut:
         alice, bob = sut.ua("alice"), sut.ua("bob", reply=202)
         example.NEXT_HOP = bob.uri
-        resp = await alice.request("MESSAGE", "bob", body=b"hi", headers={"Content-Type": "text/plain"})
+        resp = await alice.request(
+            "MESSAGE", "bob", body=b"hi", headers={"Content-Type": "text/plain"}
+        )
         assert resp.status == 202
         got = (await bob.next_request("MESSAGE")).request
         assert got.body == b"hi"

@@ -67,7 +67,9 @@ class Endpoint:
             self._udp = transport
             return
         self._server = await asyncio.start_server(
-            self._accepted, sock=self._sock, ssl=self.server_ssl if self.transport == "tls" else None
+            self._accepted,
+            sock=self._sock,
+            ssl=self.server_ssl if self.transport == "tls" else None,
         )
 
     async def send(self, data: bytes, to: tuple[str, int] | Peer) -> None:
@@ -94,13 +96,17 @@ class Endpoint:
         host, port = writer.get_extra_info("peername")[:2]
         self._follow(reader, writer, (self.transport, host, port))
 
-    def _follow(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: Peer) -> None:
+    def _follow(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: Peer
+    ) -> None:
         self._streams[key] = writer
         task = asyncio.get_running_loop().create_task(self._read(reader, writer, key))
         self._readers.add(task)
         task.add_done_callback(self._readers.discard)
 
-    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: Peer) -> None:
+    async def _read(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: Peer
+    ) -> None:
         buffer = bytearray()
         try:
             while len(buffer) < MAX_BUFFER:

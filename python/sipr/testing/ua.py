@@ -245,7 +245,12 @@ class Incoming(_Waitable):
         return next((m for m in reversed(self.sent) if (m.status or 0) >= 200), None)
 
     def build(
-        self, status: int, reason: str | None = None, *, headers: HeadersArg = None, body: bytes = b""
+        self,
+        status: int,
+        reason: str | None = None,
+        *,
+        headers: HeadersArg = None,
+        body: bytes = b"",
     ) -> Message:
         req = self.request
         lines: list[tuple[str, str]] = []
@@ -264,7 +269,12 @@ class Incoming(_Waitable):
         return Message(f"SIP/2.0 {status} {reason or REASONS.get(status, 'Unknown')}", lines, body)
 
     async def reply(
-        self, status: int, reason: str | None = None, *, headers: HeadersArg = None, body: bytes = b""
+        self,
+        status: int,
+        reason: str | None = None,
+        *,
+        headers: HeadersArg = None,
+        body: bytes = b"",
     ) -> Message:
         """Sends a response back the way the request came."""
         resp = self.build(status, reason, headers=headers, body=body)
@@ -492,7 +502,9 @@ class UA(_Waitable):
         return await self.register(0)
 
     # -- receiving --------------------------------------------------------
-    async def next_request(self, method: str | None = None, timeout: float | None = None) -> Incoming:
+    async def next_request(
+        self, method: str | None = None, timeout: float | None = None
+    ) -> Incoming:
         """The next request that arrived (of `method`), taken from the inbox."""
 
         def take() -> Incoming | None:
@@ -501,7 +513,9 @@ class UA(_Waitable):
                     return self.inbox.pop(i)
             return None
 
-        found: Incoming = await self._wait_for(take, f"{method or 'a request'} at {self.name}", timeout)
+        found: Incoming = await self._wait_for(
+            take, f"{method or 'a request'} at {self.name}", timeout
+        )
         return found
 
     def _on_message(self, msg: Message) -> None:
@@ -682,7 +696,7 @@ class UA(_Waitable):
         for task in list(self._tasks):
             try:
                 await task
-            except BaseException:  # noqa: S110 - closing: their outcome no longer matters
+            except BaseException:
                 pass
         await self.endpoint.close()
 

@@ -76,6 +76,8 @@ pub enum ForwardError {
     NoRoute,
     #[error("request already answered or forwarded")]
     AlreadyHandled,
+    #[error("sending to {0} was refused (on_send)")]
+    Denied(std::net::SocketAddr),
 }
 
 impl ForwardError {
@@ -88,6 +90,7 @@ impl ForwardError {
             ForwardError::Unresolvable(_) => 503,
             ForwardError::NoRoute => 404,
             ForwardError::AlreadyHandled => 500,
+            ForwardError::Denied(_) => 403,
         }
     }
 }
@@ -165,6 +168,9 @@ pub fn forward_stateless(
             edits: &mut hooked_edits,
         };
         node.hooks.on_relay(node, &mut plan);
+        if node.hooks.on_send(node, &plan, ruri_text) == crate::service::Verdict::Stop {
+            return Err(ForwardError::Denied(plan.hop.addr));
+        }
         hop = plan.hop;
         header_edits = &hooked_edits;
     }

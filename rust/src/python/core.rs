@@ -24,6 +24,15 @@ impl PyCore {
     pub fn core(&self) -> &Arc<Core> {
         &self.shared.core
     }
+
+    /// The app's event hooks the core calls (`sipr._core.set_event_hooks`).
+    pub fn app_events(&self) -> Option<Arc<super::events::AppEvents>> {
+        self.shared.app_events.get().cloned()
+    }
+
+    pub fn set_app_events(&self, events: Arc<super::events::AppEvents>) {
+        let _ = self.shared.app_events.set(events);
+    }
 }
 
 #[pymethods]

@@ -5,6 +5,7 @@ mod core;
 mod digest;
 mod dispatcher;
 mod dns;
+mod events;
 mod message;
 mod registrar;
 mod request;
@@ -52,5 +53,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<targets::PySelection>()?;
     m.add_function(wrap_pyfunction!(message::parse_uri, m)?)?;
     m.add_function(wrap_pyfunction!(core::parse_listen, m)?)?;
+    m.add_function(wrap_pyfunction!(events::set_event_hooks, m)?)?;
+    m.add_function(wrap_pyfunction!(events::event_hook_calls, m)?)?;
     Ok(())
 }
