@@ -56,7 +56,7 @@ async def route(req: sipr.Request) -> None:
         return req.reply(480 if req.method == "INVITE" else 404)
     for group in sipr.by_q(contacts):
         resp = await req.relay(group, timeout=30)
-        if resp.status < 300 or resp.status >= 600 or resp.status in (486, 487):
+        if resp is None or resp.status < 300 or resp.status >= 600 or resp.status in (486, 487):
             return  # answered, refused everywhere, busy, or cancelled by the caller
 
 

@@ -183,6 +183,13 @@ class Core:
     def reload_tls(self) -> None: ...
     def tls_info(self) -> dict[str, object]: ...
     def stop(self) -> None: ...
+    def set_event_hooks(
+        self,
+        *,
+        on_send: Callable[[str, str, str, str, int, str], bool] | None = None,
+        on_timeout: Callable[[str, str, str, str, str, int, str], None] | None = None,
+    ) -> None: ...
+    def event_hook_calls(self) -> int: ...
     def serve_registrar(
         self,
         rules: RegistrarRules,
@@ -254,16 +261,6 @@ class Dispatcher:
 
 def parse_uri(uri: str) -> URI: ...
 def parse_listen(spec: str) -> tuple[str, str, int]: ...
-
-# -- event hooks the core calls (rust/src/python/events.rs) ------------------
-
-def set_event_hooks(
-    core: Core,
-    *,
-    on_send: Callable[[str, str, str, str, int, str], bool] | None = None,
-    on_timeout: Callable[[str, str, str, str, str, int, str], None] | None = None,
-) -> None: ...
-def event_hook_calls(core: Core) -> int: ...
 
 # -- registrar and digest (rust/src/python/registrar.rs, digest.rs) ----------
 

@@ -7,7 +7,6 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from sipr import _core
 from sipr._core import Request
 from sipr.events import Events, RegistrationEvent, ReloadEvent, SendEvent, TimeoutEvent
 from sipr.http_routes import HttpHandler, check_route
@@ -203,7 +202,7 @@ class App:
         out["loop.stalls"] = server.watchdog.stalls  # type: ignore[attr-defined]
         out["events.dispatched"] = self.events.dispatched
         out["events.sends_refused"] = self.events.sends_refused
-        out["events.core_calls"] = _core.event_hook_calls(server.core)  # type: ignore[attr-defined]
+        out["events.core_calls"] = server.core.event_hook_calls()  # type: ignore[attr-defined]
         for name, q in self.queues.items():
             out[f"queue.{name}.size"] = q.qsize()
             out[f"queue.{name}.processed"] = q.processed

@@ -27,8 +27,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
 
-from sipr import _core
-
 log = logging.getLogger("sipr")
 
 RegistrationKind = Literal["added", "refreshed", "removed", "expired"]
@@ -173,9 +171,8 @@ class Events:
 
     def install(self, core: Any) -> None:
         """Gives `core` the hooks it calls itself (`on_send`, `on_timeout`),
-        or takes them back: none of them, no call (`set_event_hooks`)."""
-        _core.set_event_hooks(
-            core,
+        or takes them back: none of them, no call (`Core.set_event_hooks`)."""
+        core.set_event_hooks(
             on_send=self.check_send if self.send else None,
             on_timeout=self.core_timeout if self.timeout else None,
         )

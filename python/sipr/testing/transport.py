@@ -74,7 +74,7 @@ class Endpoint:
 
     async def send(self, data: bytes, to: tuple[str, int] | Peer) -> None:
         """Sends `data` to (host, port), or back on the connection `to` names."""
-        host, port = (to[1], to[2]) if len(to) == 3 else (to[0], to[1])  # type: ignore[misc]
+        host, port = (to[1], to[2]) if len(to) == 3 else (to[0], to[1])
         if self._udp is not None:
             self._udp.sendto(data, (host, port))
             return
@@ -154,7 +154,7 @@ class _Datagrams(asyncio.DatagramProtocol):
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if data.strip() == b"":
             return  # a keep-alive
         self.endpoint._deliver(data, ("udp", addr[0], addr[1]))

@@ -13,16 +13,24 @@ import logging
 import re
 import ssl
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from sipr.testing import digest
 from sipr.testing.message import Message, new_branch, new_token, tag_of, uri_of
 from sipr.testing.transport import Endpoint, Peer
 
-if TYPE_CHECKING:
-    from sipr.testing.harness import SUT
+
+class Served(Protocol):
+    """What a UA needs of the system under test (`sipr.testing.SUT`)."""
+
+    domain: str
+
+    def address(self, transport: str = "udp") -> tuple[str, int]: ...
+    def uri(self, user: str | None = None, transport: str = "udp") -> str: ...
+
 
 log = logging.getLogger("sipr.testing")
+T = TypeVar("T")
 
 HeadersArg = Mapping[str, str] | Iterable[tuple[str, str]] | None
 _HOSTPORT = re.compile(r"sips?:(?:[^@;>]*@)?(\[[^\]]+\]|[^;:>?]+)(?::(\d+))?")
@@ -54,7 +62,7 @@ class _Waitable:
         self._event.set()
         self._event = asyncio.Event()
 
-    async def _wait_for(self, ready: Callable[[], Any], what: str, timeout: float | None) -> Any:
+    async def _wait_for(self, ready: Callable[[], T | None], what: str, timeout: float | None) -> T:
         try:
             async with asyncio.timeout(self.timeout if timeout is None else timeout):
                 while True:
@@ -319,7 +327,7 @@ class UA(_Waitable):
 
     def __init__(
         self,
-        sut: SUT,
+        sut: Served,
         name: str,
         *,
         transport: str = "udp",

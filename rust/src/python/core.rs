@@ -17,21 +17,14 @@ use crate::transport::ListenSpec;
 #[pyclass(module = "sipr._core", name = "Core")]
 pub struct PyCore {
     shared: Arc<Shared>,
+    /// The app's `on_send` / `on_timeout` hooks, once some app had one.
+    app_events: std::sync::OnceLock<Arc<super::events::AppEvents>>,
 }
 
 impl PyCore {
     /// The running core, for the services' native halves (dispatcher).
     pub fn core(&self) -> &Arc<Core> {
         &self.shared.core
-    }
-
-    /// The app's event hooks the core calls (`sipr._core.set_event_hooks`).
-    pub fn app_events(&self) -> Option<Arc<super::events::AppEvents>> {
-        self.shared.app_events.get().cloned()
-    }
-
-    pub fn set_app_events(&self, events: Arc<super::events::AppEvents>) {
-        let _ = self.shared.app_events.set(events);
     }
 }
 
@@ -127,6 +120,7 @@ impl PyCore {
         core.set_in_dialog_to_app(in_dialog_to_app);
         Ok(PyCore {
             shared: Arc::new(Shared::new(core, record_route)),
+            app_events: std::sync::OnceLock::new(),
         })
     }
 
@@ -374,6 +368,22 @@ impl PyCore {
 
     fn stop(&self) {
         self.shared.core.stop();
+    }
+
+    /// Installs (None: removes) the callables the core calls itself for
+    /// `@app.on_send` and `@app.on_timeout` (rust/src/python/events.rs).
+    #[pyo3(signature = (*, on_send=None, on_timeout=None))]
+    fn set_event_hooks(
+        &self,
+        on_send: Option<Py<PyAny>>,
+        on_timeout: Option<Py<PyAny>>,
+    ) -> PyResult<()> {
+        super::events::install(&self.shared.core, &self.app_events, on_send, on_timeout)
+    }
+
+    /// Calls from the core into Python for those hooks since it started.
+    fn event_hook_calls(&self) -> u64 {
+        self.app_events.get().map_or(0, |e| e.calls())
     }
 
     /// Answers REGISTERs for the domains of `rules` in the core from now on,

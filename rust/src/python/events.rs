@@ -9,12 +9,12 @@
 //! Python side hands the hooks plain values and never a `Request`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 
-use super::core::PyCore;
+use crate::core::Core;
 use crate::service::{BranchPlan, BranchTimeout, Ctx, Node, Service, Verdict};
 use crate::sip::{Framing, Limits, Message};
 use crate::transaction::BranchId;
@@ -44,6 +44,11 @@ fn hop_parts(hop: Hop) -> (String, String, u16) {
 }
 
 impl AppEvents {
+    /// Calls into Python made from the hook points.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
     fn callable(&self, slot: &Mutex<Option<Py<PyAny>>>, py: Python<'_>) -> Option<Py<PyAny>> {
         // Cloned out of the lock: the hook may install other hooks.
         let hook = slot.lock().as_ref().map(|f| f.clone_ref(py));
@@ -131,28 +136,26 @@ impl Service for AppEvents {
     }
 }
 
-/// Installs (or, with None, removes) the callables the core calls for
-/// `on_send` and `on_timeout`. The service joins the core on the first
-/// hook and stays (empty: one atomic load per hook point) after a reload to
-/// an app without hooks.
-#[pyfunction]
-#[pyo3(signature = (core, *, on_send=None, on_timeout=None))]
-pub fn set_event_hooks(
-    core: PyRef<'_, PyCore>,
+/// Installs (or, with None, removes) the callables `core` calls for
+/// `on_send` and `on_timeout`. The service joins the core (kept in `slot`)
+/// on the first hook and stays, empty (one atomic load per hook point),
+/// after a reload to an app without hooks.
+pub fn install(
+    core: &Arc<Core>,
+    slot: &OnceLock<Arc<AppEvents>>,
     on_send: Option<Py<PyAny>>,
     on_timeout: Option<Py<PyAny>>,
 ) -> PyResult<()> {
-    let events = match core.app_events() {
-        Some(e) => e,
+    let events = match slot.get() {
+        Some(e) => e.clone(),
         None if on_send.is_none() && on_timeout.is_none() => return Ok(()),
         None => {
             let e = Arc::new(AppEvents::default());
-            core.core()
-                .node
+            core.node
                 .hooks
                 .add(e.clone())
                 .map_err(pyo3::exceptions::PyRuntimeError::new_err)?;
-            core.set_app_events(e.clone());
+            let _ = slot.set(e.clone());
             e
         }
     };
@@ -163,12 +166,4 @@ pub fn set_event_hooks(
     *events.on_send.lock() = on_send;
     *events.on_timeout.lock() = on_timeout;
     Ok(())
-}
-
-/// Calls into Python the core made for event hooks since it started (0
-/// while no app had `on_send` / `on_timeout`).
-#[pyfunction]
-pub fn event_hook_calls(core: PyRef<'_, PyCore>) -> u64 {
-    core.app_events()
-        .map_or(0, |e| e.calls.load(Ordering::Relaxed))
 }

@@ -53,7 +53,5 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<targets::PySelection>()?;
     m.add_function(wrap_pyfunction!(message::parse_uri, m)?)?;
     m.add_function(wrap_pyfunction!(core::parse_listen, m)?)?;
-    m.add_function(wrap_pyfunction!(events::set_event_hooks, m)?)?;
-    m.add_function(wrap_pyfunction!(events::event_hook_calls, m)?)?;
     Ok(())
 }

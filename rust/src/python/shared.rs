@@ -17,8 +17,6 @@ pub struct Shared {
     /// `App(record_route=...)`: the default of `relay(record_route=None)`.
     pub record_route: AtomicBool,
     next_relay: AtomicU64,
-    /// The app's `on_send` / `on_timeout` hooks, once some app had one.
-    pub app_events: std::sync::OnceLock<Arc<super::events::AppEvents>>,
 }
 
 impl Shared {
@@ -30,7 +28,6 @@ impl Shared {
             record_route: AtomicBool::new(record_route),
             // 0 is `proxy::stateful::UNAWAITED`.
             next_relay: AtomicU64::new(1),
-            app_events: std::sync::OnceLock::new(),
         }
     }
 
