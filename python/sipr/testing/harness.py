@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sipr.app import App
+from sipr.server import Server
+from sipr.settings import ControlSettings, TlsSettings
 from sipr.testing.tls import TestCA
 from sipr.testing.ua import UA
 
@@ -151,34 +153,20 @@ class SUT:
 
 
 def _server_for(
-    app: App, listen: list[str], tls: tuple[str, str, str] | None, http_token: str | None
-) -> Any:
-    """The real `sipr.server.Server`, given its TLS files and control HTTP
-    listener however this version of it takes them."""
-    from sipr import server as server_module
-
-    params = inspect.signature(server_module.Server).parameters
-    kwargs: dict[str, Any] = {"drain_timeout": 0.0}
-    http = ("127.0.0.1", 0) if http_token is not None else None
-    if "core_options" in params:
-        from sipr.control import ControlConfig
-
-        if http is not None:
-            kwargs["control"] = ControlConfig(None, http, http_token or None)
-        if tls is not None:
-            cert, key, ca = tls
-            kwargs["core_options"] = {"tls_cert": cert, "tls_key": key, "tls_ca": ca}
-        return server_module.Server(app, listen, **kwargs)
-    from sipr import settings  # type: ignore[attr-defined, unused-ignore]
-
-    if http is not None:
-        kwargs["control"] = settings.ControlSettings(
-            ctl_socket=None, http=http, http_token=http_token or None
+    app: App, listen: list[str], tls: tuple[Path, Path, Path] | None, http_token: str | None
+) -> Server:
+    """The real `sipr.server.Server` with its TLS files and, with a token,
+    the control HTTP listener on an ephemeral port."""
+    control = None
+    if http_token is not None:
+        control = ControlSettings(
+            ctl_socket=None, http=("127.0.0.1", 0), http_token=http_token or None
         )
+    settings = None
     if tls is not None:
         cert, key, ca = tls
-        kwargs["tls"] = settings.TlsSettings(cert=cert, key=key, ca=ca)
-    return server_module.Server(app, listen, **kwargs)
+        settings = TlsSettings(cert=cert, key=key, ca=ca)
+    return Server(app, listen, control, drain_timeout=0.0, tls=settings)
 
 
 @contextlib.asynccontextmanager
@@ -207,7 +195,7 @@ async def serve(
         if ca is None:
             ca = own_ca = TestCA()
         cert, key = ca.issue("127.0.0.1", "localhost")
-        tls_files = (str(cert), str(key), str(ca.cert))
+        tls_files = (cert, key, ca.cert)
     loop = asyncio.get_running_loop()
     task_factory = loop.get_task_factory()
     server = _server_for(app, listen, tls_files, http_token)
