@@ -182,7 +182,7 @@ class Request:
     def forward(self, target: URI | str | None = None) -> bool: ...
     def relay(
         self,
-        target: _Target | Sequence[_Target] | None = None,
+        target: _Target | Sequence[_Target] | Serial | Selection | None = None,
         *,
         timeout: float | None = None,
         record_route: bool | None = None,
