@@ -9,6 +9,7 @@ async def route(req: sipr.Request) -> None:
     req.reply(200)
 """
 
+from sipr import limits
 from sipr._core import (
     URI,
     Address,
@@ -22,6 +23,7 @@ from sipr._core import (
     TransactionError,
     __version__,
 )
+from sipr.acl import AddressGroups
 from sipr.app import App
 from sipr.auth import DigestAuth
 from sipr.dispatcher import Dispatcher
@@ -29,16 +31,22 @@ from sipr.events import RegistrationEvent, ReloadEvent, SendEvent, TimeoutEvent
 from sipr.http_routes import HttpRequest, HttpResponse
 from sipr.prefix_routing import Gateway, PrefixRouter, Rule
 from sipr.registrar import Contact, Registrar, by_q
+from sipr.security import AuthBans, Blocklist, FloodGuard, Security
+from sipr.topology import TopologyHiding
 from sipr.workqueue import QueueFull, WorkQueue
 
 __all__ = [
     "URI",
     "Address",
+    "AddressGroups",
     "App",
+    "AuthBans",
+    "Blocklist",
     "CSeq",
     "Contact",
     "DigestAuth",
     "Dispatcher",
+    "FloodGuard",
     "Gateway",
     "Headers",
     "HttpRequest",
@@ -51,13 +59,16 @@ __all__ = [
     "Request",
     "Response",
     "Rule",
+    "Security",
     "SendEvent",
     "Serial",
     "SiprError",
     "Source",
     "TimeoutEvent",
+    "TopologyHiding",
     "TransactionError",
     "WorkQueue",
     "__version__",
     "by_q",
+    "limits",
 ]

@@ -221,6 +221,8 @@ impl PyCore {
             self.shared.futures.lock().len() as u64,
         ));
         s.extend(super::dns::stats(core));
+        s.extend(self.shared.security.snapshot());
+        s.extend(self.shared.topology.snapshot());
         s
     }
 
@@ -229,6 +231,7 @@ impl PyCore {
         let core = &self.shared.core;
         core.stats.reset();
         core.reset_created();
+        self.shared.security.stats.reset();
     }
 
     /// The resolver cache, one row per address: `[(host, port, address,
@@ -392,6 +395,11 @@ impl PyCore {
     /// Calls from the core into Python for those hooks since it started.
     fn event_hook_calls(&self) -> u64 {
         self.app_events.get().map_or(0, |e| e.calls())
+    }
+
+    /// The security services of this core (`sipr.security` drives them).
+    fn security(&self) -> super::security::PySecurity {
+        super::security::PySecurity::new(self.shared.clone())
     }
 
     /// Answers REGISTERs for the domains of `rules` in the core from now on,
