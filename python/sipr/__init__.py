@@ -25,11 +25,13 @@ from sipr._core import (
     TransactionError,
     __version__,
 )
-from sipr.acl import AddressGroups
 from sipr.acc import Accounting, AccountingError
+from sipr.acl import AddressGroups
 from sipr.app import App
 from sipr.auth import DigestAuth
 from sipr.dispatcher import Dispatcher
+from sipr.events import RegistrationEvent, ReloadEvent, SendEvent, TimeoutEvent
+from sipr.http_routes import HttpRequest, HttpResponse
 from sipr.prefix_routing import Gateway, PrefixRouter, Rule
 from sipr.registrar import Contact, Registrar, by_q
 from sipr.security import AuthBans, Blocklist, FloodGuard, Security
@@ -53,17 +55,23 @@ __all__ = [
     "FloodGuard",
     "Gateway",
     "Headers",
+    "HttpRequest",
+    "HttpResponse",
     "PrefixRouter",
     "QueueFull",
     "Registrar",
+    "RegistrationEvent",
     "RelayReply",
+    "ReloadEvent",
     "Request",
     "Response",
     "Rule",
     "Security",
+    "SendEvent",
     "Serial",
     "SiprError",
     "Source",
+    "TimeoutEvent",
     "TopologyHiding",
     "TransactionError",
     "WorkQueue",

@@ -198,7 +198,7 @@ class Request:
     def _security(self) -> Security: ...
     def relay(
         self,
-        target: _Target | Sequence[_Target] | None = None,
+        target: _Target | Sequence[_Target] | Serial | Selection | None = None,
         *,
         timeout: float | None = None,
         record_route: bool | None = None,
@@ -355,6 +355,16 @@ class Core:
     def tls_info(self) -> _TlsInfo: ...
     def stop(self) -> None: ...
     def dialogs(self) -> DialogTable: ...
+    def set_event_hooks(
+        self,
+        *,
+        on_send: Callable[[str, str, str, str, int, str], bool] | None = None,
+        on_timeout: Callable[[str, str, str, str, str, int, str], None] | None = None,
+    ) -> None:
+        """Installs (None: removes) what the core calls for `@app.on_send`
+        and `@app.on_timeout` (docs/decisions/0046)."""
+    def event_hook_calls(self) -> int:
+        """Calls from the core into Python for those hooks so far."""
     def serve_registrar(
         self,
         rules: RegistrarRules,

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sipr._core import Core, Request
+from sipr.events import Events
+from sipr.http_routes import HttpHandler
 from sipr.settings import CoreSettings, RouteSettings, TimerSettings
 from sipr.workqueue import WorkQueue
 
@@ -45,6 +47,10 @@ class AppLike(Protocol):
     core_settings: CoreSettings
     timer_settings: TimerSettings
     route_settings: RouteSettings
+    #: Event hooks (`@app.on_registration`, `@app.on_send`, ...) and
+    #: `@app.http` routes.
+    events: Events
+    http_routes: dict[tuple[str, str], HttpHandler]
     #: Bans, flood detection, limits, ACLs, topology hiding (docs/security.md).
     security: Security
     #: The running core and server while served.

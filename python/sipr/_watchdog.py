@@ -34,6 +34,9 @@ class Watchdog:
         self.loop_thread = threading.get_ident()
         self.busy = threading.Event()
         self.stopping = False
+        # The thread's pauses wait on this, so that stop() does not wait
+        # out a probe interval (it joins from the loop thread).
+        self._stopped = threading.Event()
         self.stalls = 0
         #: Seconds the loop took to run the last probe (0 while idle).
         self.lag = 0.0
@@ -45,6 +48,7 @@ class Watchdog:
 
     def stop(self) -> None:
         self.stopping = True
+        self._stopped.set()
         self.busy.set()
         self._thread.join(2)
 
@@ -63,14 +67,15 @@ class Watchdog:
                 self.loop.call_soon_threadsafe(self._pong)
             except RuntimeError:
                 return  # the loop closed
-            time.sleep(self.threshold)
+            if self._stopped.wait(self.threshold):
+                return
             if self._answered < sent:
                 self._report(time.monotonic() - sent)
                 # Wait for the stall to end before probing again.
                 while self._answered < sent and not self.stopping:
-                    time.sleep(period)
+                    self._stopped.wait(period)
             else:
-                time.sleep(period)
+                self._stopped.wait(period)
             if not self.is_busy():
                 self.lag = 0.0
                 self.busy.clear()

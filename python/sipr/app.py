@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from sipr._core import Core
 from sipr._protocols import Handler, Job, RpcMethod, ServerView, Settings
-from sipr.security import Security, validate
 from sipr.dialogs import Dialogs
+from sipr.events import Events, RegistrationEvent, ReloadEvent, SendEvent, TimeoutEvent
+from sipr.http_routes import HttpHandler, check_route
+from sipr.security import Security, validate
 from sipr.settings import (
     CoreSettings,
     RouteSettings,
@@ -105,6 +107,10 @@ class App:
         self.stat_hooks: list[Callable[[], dict[str, int]]] = []
         #: Tracked dialogs and their profiles (`req.track_dialog()`).
         self.dialogs = Dialogs(self)
+        #: Event hooks (`sipr.events`): called only where some are registered.
+        self.events = Events()
+        #: The app's HTTP routes on the control listener (`@app.http`).
+        self.http_routes: dict[tuple[str, str], HttpHandler] = {}
 
     # The settings under their `App(...)` argument names (read-only).
     @property
@@ -177,6 +183,45 @@ class App:
         self.shutdown.append(_checked_handler(fn, "on_shutdown", nargs=0))
         return fn
 
+    def on_registration(
+        self, fn: Callable[[RegistrationEvent], Awaitable[None]]
+    ) -> Callable[[RegistrationEvent], Awaitable[None]]:
+        """Called when a contact is added, refreshed, removed or expires
+        (Kamailio's usrloc callbacks). With such a hook, REGISTERs are
+        handled in Python (`Registrar.save`), not by the core's native path."""
+        self.events.registration.append(_checked_handler(fn, "on_registration"))
+        return fn
+
+    def on_reload(
+        self, fn: Callable[[ReloadEvent], Awaitable[None]]
+    ) -> Callable[[ReloadEvent], Awaitable[None]]:
+        """Called after a reload of the route script (on the new app), or
+        after a refused one (on the running app, `event.ok` False)."""
+        self.events.reload.append(_checked_handler(fn, "on_reload"))
+        return fn
+
+    def on_send(self, fn: Callable[[SendEvent], bool | None]) -> Callable[[SendEvent], bool | None]:
+        """Called as each relayed or forwarded request is about to leave,
+        with its destination (Kamailio's `onsend_route`); returning False
+        keeps it from being sent: the branch counts as a 403, a stateless
+        forward is answered 403. A plain function (`def`), since it decides
+        there and then; it must not block nor call back into sipr."""
+        if not callable(fn) or inspect.iscoroutinefunction(fn):
+            raise TypeError(
+                f"@app.on_send hook {getattr(fn, '__name__', fn)!r} must be a plain function "
+                "(def, not async def): it decides as the request leaves"
+            )
+        self.events.send.append(fn)
+        return fn
+
+    def on_timeout(
+        self, fn: Callable[[TimeoutEvent], Awaitable[None]]
+    ) -> Callable[[TimeoutEvent], Awaitable[None]]:
+        """Called when a relayed branch gets no final answer in time (Timer
+        B/F, Timer C, the relay's `timeout=`); the branch counts as a 408."""
+        self.events.timeout.append(_checked_handler(fn, "on_timeout"))
+        return fn
+
     def every(self, seconds: float) -> Callable[[H], H]:
         """Run an async job every `seconds` while serving (Kamailio rtimer)."""
         if seconds <= 0:
@@ -198,6 +243,19 @@ class App:
             if not inspect.iscoroutinefunction(fn):
                 raise TypeError(f"@app.rpc({name!r}) handler must be 'async def'")
             self.rpc_methods[name] = fn
+            return fn
+
+        return register
+
+    def http(self, method: str, path: str) -> Callable[[H], H]:
+        """Add an HTTP route to the control listener (`sipr run --http`):
+        an async function taking a `sipr.HttpRequest`, returning what
+        `json.dumps` takes or a `sipr.HttpResponse`. It needs the bearer
+        token (`--http-token`), always. docs/decisions/0047."""
+        key = check_route(method, path)
+
+        def register(fn: H) -> H:
+            self.http_routes[key] = _checked_handler(fn, "http")
             return fn
 
         return register
@@ -229,6 +287,9 @@ class App:
         out["handlers.suspended"] = server.suspended
         out["handlers.deadline_expired"] = server.deadline_expired
         out["loop.stalls"] = server.watchdog.stalls if server.watchdog is not None else 0
+        out["events.dispatched"] = self.events.dispatched
+        out["events.sends_refused"] = self.events.sends_refused
+        out["events.core_calls"] = server.core.event_hook_calls()
         for name, q in self.queues.items():
             out[f"queue.{name}.size"] = q.qsize()
             out[f"queue.{name}.processed"] = q.processed

@@ -7,12 +7,15 @@ REGISTER path (`Registrar.serve`). docs/decisions/0028."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
-from sipr._core import URI, Core, RegistrarRules, Request, aor_key
+from sipr import events
+from sipr._core import URI, Binding, Core, RegistrarRules, Request, aor_key
 from sipr._core import Store as NativeHandle
 from sipr.store import NativeStore, Store, open_store
 
@@ -89,6 +92,8 @@ class Registrar:
             max_contacts=max_contacts,
         )
         Registrar.instances.add(self)
+        # Expiry timers of the bindings saved while registration hooks exist.
+        self._expiry: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
     def _native_store(self) -> NativeHandle | None:
         return self.store.native if isinstance(self.store, NativeStore) else None
@@ -119,6 +124,9 @@ class Registrar:
         async def install() -> None:
             core = app._core
             assert isinstance(core, Core), "Registrar.serve: the app is not running"
+            if app.events.registration:
+                log.info("registrar: registration hooks: REGISTERs are answered in Python")
+                return
             digest = (auth.rules, users) if auth is not None and users is not None else None
             core.serve_registrar(self.rules, native, digest)
             log.info(
@@ -134,6 +142,59 @@ class Registrar:
     async def save(self, req: Request) -> None:
         """Answers the REGISTER `req`: 200 with the AoR's bindings, or the
         refusal (400, 403, 404, 405, 423, 500 as RFC 3261 §10.3 says)."""
+        if not events.registration_hooks():
+            return await self._save(req)
+        aor, _ = self.rules.target(req)
+        if aor is None:
+            return await self._save(req)
+        before = {b.contact: b for b in await self.store.bindings(aor)}
+        await self._save(req)
+        after = {b.contact: b for b in await self.store.bindings(aor)}
+        self._announce_changes(aor, before, after, req)
+
+    def _announce_changes(
+        self, aor: str, before: dict[str, Binding], after: dict[str, Binding], req: Request
+    ) -> None:
+        src = req.source
+        source = f"{src.transport.lower()}:{src.host}:{src.port}"
+        for contact, b in after.items():
+            old = before.get(contact)
+            if old is not None and (old.call_id, old.cseq) == (b.call_id, b.cseq):
+                continue  # a fetch, or another contact's REGISTER
+            kind: events.RegistrationKind = "added" if old is None else "refreshed"
+            events.emit_registration(
+                events.RegistrationEvent(kind, aor, contact, b.remaining(), source)
+            )
+            self._expire_later(aor, contact, b.expires_at)
+        for contact in before.keys() - after.keys():
+            timer = self._expiry.pop((aor, contact), None)
+            if timer is not None:
+                timer.cancel()
+            events.emit_registration(events.RegistrationEvent("removed", aor, contact, 0, source))
+
+    def _expire_later(self, aor: str, contact: str, expires_at: float) -> None:
+        loop = asyncio.get_running_loop()
+        old = self._expiry.pop((aor, contact), None)
+        if old is not None:
+            old.cancel()
+        delay = max(0.0, expires_at - time.time())
+        self._expiry[(aor, contact)] = loop.call_later(
+            delay, lambda: loop.create_task(self._check_expired(aor, contact, expires_at))
+        )
+
+    async def _check_expired(self, aor: str, contact: str, expires_at: float) -> None:
+        self._expiry.pop((aor, contact), None)
+        live = {b.contact: b for b in await self.store.bindings(aor)}
+        binding = live.get(contact)
+        if binding is not None and binding.expires_at > expires_at:
+            self._expire_later(aor, contact, binding.expires_at)  # refreshed meanwhile
+            return
+        if binding is not None and binding.remaining() > 0:
+            self._expire_later(aor, contact, binding.expires_at)
+            return
+        events.emit_registration(events.RegistrationEvent("expired", aor, contact, 0))
+
+    async def _save(self, req: Request) -> None:
         native = self._native_store()
         if native is not None:
             status, reason, headers = self.rules.save(req, native)

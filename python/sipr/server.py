@@ -12,7 +12,7 @@ import threading
 from collections.abc import Coroutine, Generator, Sequence
 from typing import Any
 
-from sipr import _core, _lifecycle, _protocols, corelog
+from sipr import _core, _lifecycle, _protocols, corelog, events
 from sipr._deadlines import Deadlines
 from sipr._eager import EagerTasks
 from sipr._protocols import AppLike, Handler
@@ -91,6 +91,8 @@ class Server:
         # Handler tasks of requests a CANCEL can end, by transaction id.
         self.cancellable: dict[int | None, asyncio.Task[None]] = {}
         self.stopping = asyncio.Event()
+        #: Set once the core listens and requests are being served.
+        self.ready = asyncio.Event()
         # Handlers that suspended (awaited something) and have not finished.
         self.suspended = 0
         self.deadline_expired = 0
@@ -151,6 +153,7 @@ class Server:
         self.app._core = core
         self.app._server = self
         core.set_on_reply(self.app.on_reply_handler is not None)
+        events.serve(core, self.app.events)
         await self.security.start()
         self.deadlines = Deadlines(loop, self._expire)
         self.loop = loop
@@ -181,6 +184,7 @@ class Server:
             for transport, host, port in core.local_addrs():
                 shown = f"[{host}]" if ":" in host else host
                 announce(f"sipr: listening on {transport}:{shown}:{port}")
+            self.ready.set()
             await self.stopping.wait()
             await _lifecycle.drain(self)
         finally:
@@ -197,6 +201,7 @@ class Server:
                 await self.control.stop()
             core.stop()
             close_logs()
+            events.unserve(self.app.events)
             self.app._server = None
 
     def stop(self) -> None:
@@ -223,7 +228,19 @@ class Server:
             log.error("reload refused: shutting down")
             raise ReloadError("shutting down")
         async with self._reload_lock:
-            return await _lifecycle.reload(self)
+            old = self.app
+            try:
+                result = await _lifecycle.reload(self)
+            except ReloadError as e:
+                if old.events.reload:
+                    old.events.emit(
+                        old.events.reload, events.ReloadEvent(False, self.source, str(e))
+                    )
+                raise
+            events.swap(self.core, old.events, self.app.events)
+            if self.app.events.reload:
+                self.app.events.emit(self.app.events.reload, events.ReloadEvent(True, self.source))
+            return result
 
     async def reload_logged(self) -> None:
         """SIGHUP: a reload whose refusal is only logged."""

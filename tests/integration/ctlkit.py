@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import ROOT, free_port
-from tests.sipp.peers import Sipp
+from tests.sipp.runner import Sipp
 
 OPS_APP = ROOT / "tests" / "apps" / "ops_app.py"
 SCENARIOS = ROOT / "tests" / "sipp" / "scenarios_ops"

@@ -17,8 +17,8 @@ import pytest
 
 from tests.conftest import free_port, start_sipr
 from tests.integration.ctlkit import OPS_APP, RpcFault, register_users, rpc, sipr_ctl
-from tests.sipp.peers import Sipp
 from tests.sipp.regkit import wait_for
+from tests.sipp.runner import Sipp
 
 CALLS = 200
 USERS = 20

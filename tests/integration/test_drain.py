@@ -10,7 +10,8 @@ import time
 
 from tests.conftest import UdpPeer, free_port, header, sip_request, status_of
 from tests.integration.runtime_kit import APP, cfg_set, wait_for, wait_for_log
-from tests.sipp.peers import Sipp, sipr_stats
+from tests.sipp.peers import sipr_stats
+from tests.sipp.runner import Sipp
 
 
 def test_sigterm_during_sipp_calls_completes_them_and_exits_0(sipp: str, sipr_factory) -> None:

@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port
 from tests.integration.ctlkit import OPS_APP, http_request, http_rpc, register_users
-from tests.sipp.peers import Sipp
 from tests.sipp.regkit import wait_for
+from tests.sipp.runner import Sipp
 
 HTTP = ("--http", "127.0.0.1:0")
 

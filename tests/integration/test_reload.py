@@ -19,7 +19,8 @@ from tests.integration.runtime_kit import (
     wait_for,
     wait_for_log,
 )
-from tests.sipp.peers import Sipp, sipr_stats
+from tests.sipp.peers import sipr_stats
+from tests.sipp.runner import Sipp
 
 
 def test_reload_during_300_cps_loses_no_call_and_refuses_a_broken_script(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import LISTEN_RE, ROOT, UdpPeer, free_port, header, sip_request, status_of
-from tests.sipp.peers import Sipp
+from tests.sipp.runner import Sipp
 from tests.tls_peers import (
     CertAuthority,
     SipConnection,

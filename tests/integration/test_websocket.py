@@ -28,7 +28,7 @@ from tests.conftest import (
     start_sipr,
     status_of,
 )
-from tests.sipp.peers import Sipp
+from tests.sipp.runner import Sipp
 from tests.tls_peers import CertAuthority, client_context
 
 APP = ROOT / "tests" / "apps" / "location_proxy.py"

@@ -5,12 +5,10 @@ running the scenarios in tests/sipp/scenarios_reg (rendered from templates)."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -20,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import ROOT, free_port, header, status_of, stop_process
-from tests.sipp.harness import _wait_bound
+from tests.sipp import runner
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios_reg"
 PBX = ROOT / "examples" / "pbx.py"
@@ -315,138 +313,32 @@ class SipClient:
 
 def render(template: str, dest_dir: Path, **subst: object) -> Path:
     """tests/sipp/scenarios_reg/TEMPLATE with @KEY@ replaced, written to dest_dir."""
-    text = (SCENARIOS / template).read_text()
-    for k, v in subst.items():
-        text = text.replace(f"@{k.upper()}@", str(v))
-    left = re.findall(r"@[A-Z_]+@", text)
-    assert not left, f"unrendered {left} in {template}"
-    out = dest_dir / f"{Path(template).stem}-{os.urandom(3).hex()}.xml"
-    out.write_text(text)
-    return out
+    return runner.render(SCENARIOS / template, dest_dir, **subst)
 
 
-@dataclass
-class SippResult:
-    returncode: int
-    stats: dict[str, str]
-    output: str
-    messages: str
-
-    def count(self, name: str) -> int:
-        return int(self.stats.get(name, "0") or 0)
-
-    @property
-    def successful(self) -> int:
-        return self.count("SuccessfulCall(C)")
-
-    @property
-    def failed(self) -> int:
-        return self.count("FailedCall(C)")
-
-    def summary(self) -> str:
-        return (
-            f"rc={self.returncode} ok={self.successful} failed={self.failed}\n"
-            f"{self.output[-3000:]}\n--- messages ---\n{self.messages[-4000:]}"
-        )
-
-    def received(self, pattern: str) -> list[tuple[str, str]]:
-        """(timestamp, first line) of each message SIPp received matching `pattern`."""
-        out = []
-        for block in self.messages.split("-" * 47):
-            if "message received" not in block:
-                continue
-            stamp = block.strip().split("\n", 1)[0]
-            first = block.split(":\n\n", 1)[-1].lstrip().split("\n", 1)[0]
-            if re.search(pattern, first):
-                out.append((stamp, first))
-        return out
-
-    def sent_messages(self) -> list[str]:
-        out = []
-        for block in self.messages.split("-" * 47):
-            if "message sent" in block:
-                out.append(block.split(":\n\n", 1)[-1].strip("\n"))
-        return out
-
-
-RUNNING: list[Sipp] = []  # killed by `reap_sipp()` after each test
-
-
-def reap_sipp() -> None:
-    """Kills the SIPp processes a failed test left running."""
-    while RUNNING:
-        RUNNING.pop().kill()
-
-
-class Sipp:
-    """One SIPp process: a built-in scenario (`-sn uac|uas`) or a file; `-m calls`
-    so it exits by itself, `-trace_msg` to read what it exchanged."""
-
-    def __init__(
-        self,
-        sipp: str,
-        *,
-        port: int,
-        scenario: Path | None = None,
-        builtin: str | None = None,
-        remote: tuple[str, int] | None = None,
-        calls: int = 1,
-        service: str = "alice",
-        timeout_s: int = 20,
-        extra: tuple[str, ...] = (),
-        workdir: Path | None = None,
-    ) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix="sipp-", dir=workdir))
-        self.stat = self.workdir / "stats.csv"
-        self.msgs = self.workdir / "messages.log"
-        self.timeout_s = timeout_s
-        args = [sipp]
-        args += ["-sf", str(scenario)] if scenario else ["-sn", builtin or "uac"]
-        if remote is not None:
-            args += [f"{remote[0]}:{remote[1]}", "-r", "10"]
-        args += [
-            "-i", "127.0.0.1", "-p", str(port), "-t", "u1", "-s", service,
-            "-m", str(calls), "-nostdin",
-            "-timeout", f"{timeout_s}s", "-timeout_error", "-recv_timeout", "8000",
-            "-trace_stat", "-stf", str(self.stat), "-fd", "1",
-            "-trace_msg", "-message_file", str(self.msgs),
-            "-trace_err", "-error_file", str(self.workdir / "errors.log"),
-            *extra,
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            args, cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        self.port = port
-        RUNNING.append(self)
-        if remote is None:
-            try:
-                _wait_bound(port, "u1")
-            except Exception:
-                self.kill()
-                raise
-
-    def wait(self, timeout: float | None = None) -> SippResult:
-        try:
-            out, _ = self.proc.communicate(timeout=timeout or self.timeout_s + 10)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            out, _ = self.proc.communicate()
-            out = f"(killed: did not finish)\n{out}"
-        stats: dict[str, str] = {}
-        if self.stat.exists():
-            rows = list(csv.reader(self.stat.open(), delimiter=";"))
-            if len(rows) >= 2:
-                stats = dict(zip(rows[0], rows[-1], strict=False))
-        errors = self.workdir / "errors.log"
-        if errors.exists():
-            out = (out or "") + errors.read_text(errors="replace")
-        msgs = self.msgs.read_text(errors="replace") if self.msgs.exists() else ""
-        return SippResult(self.proc.returncode, stats, out or "", msgs)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+def reg_sipp(
+    sipp: str,
+    *,
+    port: int,
+    scenario: Path | None = None,
+    remote: tuple[str, int] | None = None,
+    calls: int = 1,
+    service: str = "alice",
+    workdir: Path | None = None,
+) -> runner.Sipp:
+    """The registrar tests' SIPp: messages traced (`received()`), short timeouts."""
+    return runner.Sipp(
+        sipp,
+        scenario,
+        port,
+        remote=remote,
+        calls=calls,
+        service=service,
+        timeout_s=20,
+        recv_timeout_s=8,
+        trace_messages=True,
+        workdir=workdir,
+    )
 
 
 def sipp_register(
@@ -460,7 +352,7 @@ def sipp_register(
     expect: int = 200,
     expires: int = 3600,
     q: str = "1.0",
-) -> SippResult:
+) -> runner.SippStats:
     """SIPp REGISTERs sip:USER@127.0.0.1 from `port` (Contact: that port), answering
     the 401 with `[authentication username=... password=...]`; the scenario
     succeeds when the final answer to the authorized REGISTER is `expect`."""
@@ -468,4 +360,4 @@ def sipp_register(
         "uac_register.xml", tmp, user=user, password=password, expect=expect,
         expires=expires, q=q,
     )  # fmt: skip
-    return Sipp(sipp, port=port, scenario=scen, remote=server, service=user, workdir=tmp).wait()
+    return reg_sipp(sipp, port=port, scenario=scen, remote=server, service=user, workdir=tmp).wait()

@@ -39,8 +39,7 @@ from tests.sipp.async_peers import (
     rss_kb,
     wait_stats,
 )
-from tests.sipp.harness import SippUas, run_uac
-from tests.sipp.peers import Sipp
+from tests.sipp.runner import Sipp, run_uac, start_uas
 
 APP = EXAMPLES / "billing_async.py"
 HOLD_APP = ROOT / "tests" / "apps" / "suspend_hold.py"
@@ -77,7 +76,7 @@ def test_20k_calls_500cps_billing_50ms(sipp: str, sipr_factory, billing) -> None
     calls, rate, delay = 20_000, 500, 0.05
     bill = billing("--delay", str(delay))
     uas_port, uac_port = free_port(), free_port()
-    uas = SippUas(sipp, uas_port)
+    uas = start_uas(sipp, uas_port)
     try:
         proxy = _billing_proxy(sipr_factory, bill.addr, f"sip:127.0.0.1:{uas_port}")
         samples: list[tuple[float, int]] = []
@@ -341,7 +340,7 @@ def test_flood_3x_capacity(sipp: str, sipr_factory, billing) -> None:
     rate, seconds = 3 * CAPACITY_CPS, 30
     bill = billing("--delay", "0.05")
     uas_port, uac_port = free_port(), free_port()
-    uas = SippUas(sipp, uas_port)
+    uas = start_uas(sipp, uas_port)
     probe = None
     try:
         proxy = _billing_proxy(

@@ -13,7 +13,7 @@ from typing import Any
 
 from tests.conftest import ROOT, free_port, header, sip_request, status_of
 from tests.integration.ctlkit import rpc
-from tests.sipp.harness import SippResult, SippUas, run_uac
+from tests.sipp.runner import Sipp, SippStats, run_uac, start_uas
 
 APP = ROOT / "tests" / "apps" / "dispatcher_proxy.py"
 
@@ -29,9 +29,9 @@ def _store(path: Path, uris: list[str]) -> None:
         )
 
 
-def _uas(sipp: str, port: int | None = None) -> SippUas:
+def _uas(sipp: str, port: int | None = None) -> Sipp:
     # -aa: SIPp answers the probes (OPTIONS) 200 by itself.
-    return SippUas(sipp, port or free_port(), extra=("-aa",))
+    return start_uas(sipp, port or free_port(), extra=("-aa",))
 
 
 def _states(proxy) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
@@ -50,7 +50,7 @@ def _wait_state(proxy, uri: str, state: str, timeout: float) -> float:  # type: 
 
 def test_dispatcher_probing_failover_hash_and_reload(sipr_factory, sipp, tmp_path):  # type: ignore[no-untyped-def]
     uases = [_uas(sipp) for _ in range(3)]
-    extra: list[SippUas] = []
+    extra: list[Sipp] = []
     uris = [f"sip:127.0.0.1:{u.port}" for u in uases]
     db = tmp_path / "dispatcher.db"
     _store(db, uris)
@@ -102,7 +102,7 @@ def test_dispatcher_probing_failover_hash_and_reload(sipr_factory, sipp, tmp_pat
         newcomer = _uas(sipp)
         extra.append(newcomer)
         new_uri = f"sip:127.0.0.1:{newcomer.port}"
-        result: list[SippResult] = []
+        result: list[SippStats] = []
         calls = threading.Thread(
             target=lambda: result.append(
                 run_uac(sipp, proxy.udp, calls=10, rate=10, port=free_port(), extra=("-d", "3000"))

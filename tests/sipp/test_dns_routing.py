@@ -13,7 +13,7 @@ from collections import Counter
 from tests.conftest import ROOT, free_port, sip_answer, sip_request, status_of
 from tests.dnskit import NAPTR, SRV, DelayingRelay
 from tests.integration.ctlkit import rpc
-from tests.sipp.harness import SippUas, run_uac
+from tests.sipp.runner import run_uac, start_uas
 
 APP = ROOT / "tests" / "apps" / "dns_proxy.py"
 
@@ -53,8 +53,8 @@ class Responder:
 
 def test_naptr_srv_failover_and_blocklist(sipr_factory, dnsmasq_factory, sipp):  # type: ignore[no-untyped-def]
     silent = Responder(answer=False)
-    uas = SippUas(sipp, free_port())
-    tcp_uas = SippUas(sipp, free_port(), transport="t1")
+    uas = start_uas(sipp, free_port())
+    tcp_uas = start_uas(sipp, free_port(), transport="t1")
     refused = free_port(socket.SOCK_STREAM)  # nothing listens there
     try:
         dns = dnsmasq_factory(

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, free_port
-from tests.sipp.harness import _wait_bound
-from tests.sipp.peers import Sipp, sipr_stats
+from tests.sipp.peers import sipr_stats
+from tests.sipp.runner import Sipp, wait_bound
 
 CFG = Path(__file__).resolve().parent / "kamailio" / "proxy.cfg"
 PROXY = ROOT / "tests" / "apps" / "stateful_proxy.py"
@@ -56,7 +56,7 @@ class Kamailio:
             args, cwd=self.workdir, stdout=self.logf, stderr=subprocess.STDOUT
         )
         try:
-            _wait_bound(port, "u1")
+            wait_bound(port, "u1")
         except Exception:
             self.stop()
             raise

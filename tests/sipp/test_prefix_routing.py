@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT, free_port, stop_process
 from tests.integration.ctlkit import rpc
-from tests.sipp.harness import _wait_bound, run_uac
+from tests.sipp.runner import run_uac, wait_bound
 
 APP = ROOT / "tests" / "apps" / "prefix_proxy.py"
 SCENARIOS = ROOT / "tests" / "sipp" / "scenarios"
@@ -29,7 +29,7 @@ class Gateway:
              "-trace_stat", "-stf", str(self.stat), "-fd", "1"],
             cwd=self.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        _wait_bound(self.port, "u1")
+        wait_bound(self.port, "u1")
 
     def completed(self) -> int:
         """Calls completed so far, from the statistics SIPp writes every second."""

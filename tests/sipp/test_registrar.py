@@ -21,15 +21,15 @@ import pytest
 from sipr.auth import ha1_all
 from sipr.store import open_store
 from tests.conftest import free_port, header, status_of
+from tests.sipp import runner
 from tests.sipp.regkit import (
     PBX,
     REGISTRAR_APP,
     RedisServer,
     SipClient,
-    Sipp,
     challenges,
     headers_all,
-    reap_sipp,
+    reg_sipp,
     render,
     sipp_register,
     wait_for,
@@ -41,7 +41,7 @@ pytestmark = pytest.mark.sipp
 @pytest.fixture(autouse=True)
 def _no_sipp_left() -> Iterator[None]:
     yield
-    reap_sipp()
+    runner.reap()
 
 
 def add_user(url: str, user: str = "alice", password: str = "secret", realm: str = "sipr"):
@@ -149,11 +149,11 @@ def pbx_sha256(sipr_factory, tmp_path: Path, sqlite_url: str, path: str):  # typ
 
 def call_alice(sipp: str, pbx_addr: tuple[str, int], tmp: Path):  # type: ignore[no-untyped-def]
     scen = render("uac_call.xml", tmp)
-    return Sipp(sipp, port=free_port(), scenario=scen, remote=pbx_addr, workdir=tmp).wait()
+    return reg_sipp(sipp, port=free_port(), scenario=scen, remote=pbx_addr, workdir=tmp).wait()
 
 
-def uas(sipp: str, port: int, scenario: str, tmp: Path) -> Sipp:
-    return Sipp(sipp, port=port, scenario=render(scenario, tmp), workdir=tmp)
+def uas(sipp: str, port: int, scenario: str, tmp: Path) -> runner.Sipp:
+    return reg_sipp(sipp, port=port, scenario=render(scenario, tmp), workdir=tmp)
 
 
 def firsts(result) -> list[str]:  # type: ignore[no-untyped-def]

@@ -21,7 +21,8 @@ from collections import Counter
 from pathlib import Path
 
 from tests.conftest import ROOT, UdpPeer, free_port, header, non2xx_ack, sip_request, status_of
-from tests.sipp.peers import Sipp, sipr_stats
+from tests.sipp.peers import sipr_stats
+from tests.sipp.runner import Sipp
 
 PROXY = ROOT / "tests" / "apps" / "stateful_proxy.py"
 CALLS, RATE = 5_000, 500

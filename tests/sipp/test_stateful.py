@@ -20,7 +20,8 @@ from tests.conftest import (
     sip_request,
     status_of,
 )
-from tests.sipp.peers import Sipp, cpu_ns, cpu_ticks_ms, sipr_stats, wait_drained
+from tests.sipp.peers import cpu_ns, cpu_ticks_ms, sipr_stats, wait_drained
+from tests.sipp.runner import Sipp
 
 PROXY = ROOT / "tests" / "apps" / "stateful_proxy.py"
 

@@ -4,7 +4,7 @@ UAS, 10,000 calls at 500 cps, 0 failed, over UDP and over TCP."""
 import pytest
 
 from tests.conftest import EXAMPLES, free_port
-from tests.sipp.harness import SippUas, run_uac
+from tests.sipp.runner import run_uac, start_uas
 
 CALLS = 10_000
 RATE = 500
@@ -14,7 +14,7 @@ RATE = 500
 def test_stateless_forward_10k_calls(sipp: str, sipr_factory, transport: str) -> None:
     uas_port, uac_port = free_port(), free_port()
     mode = "u1" if transport == "udp" else "t1"
-    uas = SippUas(sipp, uas_port, mode)
+    uas = start_uas(sipp, uas_port, mode)
     try:
         hop = f"sip:127.0.0.1:{uas_port}" + (";transport=tcp" if transport == "tcp" else "")
         proxy = sipr_factory(

@@ -6,7 +6,8 @@ the caller's connection) are checked in tests/integration/test_udp_tcp.py."""
 from __future__ import annotations
 
 from tests.conftest import ROOT, free_port
-from tests.sipp.peers import Sipp, sipr_stats
+from tests.sipp.peers import sipr_stats
+from tests.sipp.runner import Sipp
 
 PROXY = ROOT / "tests" / "apps" / "stateful_proxy.py"
 

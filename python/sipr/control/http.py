@@ -18,6 +18,7 @@ from importlib import resources
 
 import h11
 
+from sipr import http_routes
 from sipr._protocols import ServerView
 from sipr.control.config import ControlError
 from sipr.control.listener import Listener
@@ -59,10 +60,14 @@ class HttpError(Exception):
 
 
 class Request:
-    """What the listener acts on: method, path (no query), headers, body."""
+    """What the listener acts on: method, path (no query), headers, body;
+    `target` is the path with its query (the app's routes read both)."""
 
-    def __init__(self, method: str, path: str, headers: dict[str, str], body: bytes) -> None:
+    def __init__(
+        self, method: str, path: str, headers: dict[str, str], body: bytes, target: str = ""
+    ) -> None:
         self.method, self.path, self.headers, self.body = method, path, headers, body
+        self.target = target or path
 
 
 class HttpListener(Listener):
@@ -108,6 +113,16 @@ class HttpListener(Listener):
             async with asyncio.timeout(REQUEST_SECONDS):
                 request = await _read_request(conn, reader)
             method = request.method
+            routes = self.served.app.http_routes
+            if routes:  # the app's own routes (@app.http) come first
+                mine = await http_routes.answer(
+                    routes, self.token, method, request.target, request.headers, request.body
+                )
+                if mine is not None:
+                    status, payload, ctype = mine
+                    body = payload if method != "HEAD" else b""
+                    await _respond(conn, writer, status, body, ctype)
+                    return
             if request.path not in STATUS_PAGE_PATHS:
                 # The page itself is static and holds no data; what it
                 # fetches (/rpc) needs the token, which the page takes
@@ -203,8 +218,8 @@ async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader) -> R
             break
         else:
             raise HttpError(400, "incomplete body")
-    path = event.target.decode("latin-1").split("?", 1)[0]
-    return Request(method, path, headers, bytes(body))
+    target = event.target.decode("latin-1")
+    return Request(method, target.split("?", 1)[0], headers, bytes(body), target)
 
 
 async def _respond(

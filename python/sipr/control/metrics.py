@@ -311,6 +311,17 @@ SINGLES: dict[str, tuple[str, str, str]] = {
         "Route handlers stopped by their deadline",
     ),
     "loop.stalls": ("sipr_loop_stalls_total", COUNTER, "Event-loop stalls detected"),
+    "events.dispatched": ("sipr_event_hook_calls_total", COUNTER, "Event hook calls (app.events)"),
+    "events.sends_refused": (
+        "sipr_sends_refused_total",
+        COUNTER,
+        "Requests an on_send hook kept from being sent",
+    ),
+    "events.core_calls": (
+        "sipr_event_hook_core_calls_total",
+        COUNTER,
+        "Calls from the core into Python for on_send / on_timeout hooks",
+    ),
     "loop.lag_ms": ("sipr_loop_lag_seconds", GAUGE, "Event-loop lag of the last probe"),
     "registrations.aors": ("sipr_registered_aors", GAUGE, "AoRs with live bindings"),
     "registrations.bindings": ("sipr_registered_contacts", GAUGE, "Live registered contacts"),

@@ -5,7 +5,7 @@
 
 use super::round::synthesize;
 use super::Proxy;
-use crate::service::{Ctx, Event};
+use crate::service::{BranchTimeout, Ctx, Event};
 use crate::sip::Message;
 use crate::transaction::client::{self, ClientState};
 use crate::transaction::{BranchId, CtxId};
@@ -71,12 +71,20 @@ impl Proxy {
             cx.txns.remove_client(bid);
             return;
         }
+        let node = cx.node;
+        node.hooks
+            .on_branch_timeout(cx, bid, BranchTimeout::NoResponse);
         self.fail_branch(cx, bid, 408);
     }
 
     /// Timer C (§16.8): a branch that sent a provisional is cancelled (its
     /// final then counts as 408); one that never did fails with 408.
     pub fn on_timer_c(&mut self, cx: &mut Ctx<'_>, bid: BranchId) {
+        if !cx.txns.clients.contains_key(&bid) {
+            return;
+        }
+        let node = cx.node;
+        node.hooks.on_branch_timeout(cx, bid, BranchTimeout::TimerC);
         let Some(c) = cx.txns.clients.get_mut(&bid) else {
             return;
         };
@@ -103,6 +111,12 @@ impl Proxy {
             if c.is_final() {
                 continue;
             }
+            let node = cx.node;
+            node.hooks
+                .on_branch_timeout(cx, b, BranchTimeout::RelayTimeout);
+            let Some(c) = cx.txns.clients.get_mut(&b) else {
+                continue;
+            };
             c.timed_out = true;
             if c.state == ClientState::Proceeding {
                 client::cancel(&cx.node.wire, cx.txns, b);

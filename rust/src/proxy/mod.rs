@@ -111,6 +111,8 @@ pub enum ForwardError {
     NoRoute,
     #[error("request already answered or forwarded")]
     AlreadyHandled,
+    #[error("sending to {0} was refused (on_send)")]
+    Denied(std::net::SocketAddr),
 }
 
 impl ForwardError {
@@ -123,6 +125,7 @@ impl ForwardError {
             ForwardError::Unresolvable(_) => 503,
             ForwardError::NoRoute => 404,
             ForwardError::AlreadyHandled => 500,
+            ForwardError::Denied(_) => 403,
         }
     }
 }
@@ -203,6 +206,9 @@ pub fn forward_stateless(
             writer: None,
         };
         node.hooks.on_relay(node, &mut plan);
+        if node.hooks.on_send(node, &plan, ruri_text) == crate::service::Verdict::Stop {
+            return Err(ForwardError::Denied(plan.hop.addr));
+        }
         hop = plan.hop;
         writer = plan.writer;
         header_edits = &hooked_edits;

@@ -12,7 +12,7 @@ use super::fallback::congestion_controlled_hop;
 use super::round::{synthesize, synthesize_with};
 use super::route::{branch_for, creates_dialog, loop_hash, next_hop, record_route, NextHop};
 use super::{fmt_hostport, via_alias, ForwardError, Hop, Proxy, SERVICE};
-use crate::service::{BranchPlan, Ctx, Outgoing};
+use crate::service::{BranchPlan, Ctx, Outgoing, Verdict};
 use crate::sip::write::{build_forward, ForwardEdits, HeaderEdit};
 use crate::sip::{HeaderId, Message};
 use crate::transaction::{client, server, BranchId, CtxId, Owner, TimerKey, TxnId, FINE};
@@ -134,7 +134,7 @@ impl Proxy {
         } else {
             &opts.targets
         };
-        let mut started = 0;
+        let (mut started, mut denied) = (0, 0);
         let mut first_error = None;
         // Each target's next hop and destinations (RFC 3263 order).
         let mut usable: Vec<(usize, NextHop, Vec<Hop>)> = Vec::with_capacity(targets.len());
@@ -188,8 +188,22 @@ impl Proxy {
             ) else {
                 continue;
             };
-            self.start_planned(cx, ctx_id, &msg, source, lh, plan);
-            started += 1;
+            match self.start_planned(cx, ctx_id, &msg, source, lh, plan) {
+                Some(_) => started += 1,
+                None => denied += 1,
+            }
+        }
+        if started == 0 && denied > 0 {
+            // Every branch was refused (on_send): their 403s end the round.
+            self.ctxs
+                .get_mut(&ctx_id)
+                .expect("exists")
+                .waiting
+                .push(relay_id);
+            if self.round_complete(cx.txns, ctx_id) {
+                self.complete_round(cx, ctx_id);
+            }
+            return Ok(());
         }
         if started == 0 {
             let err = first_error.unwrap_or(if opts.serial.is_some() {
@@ -234,7 +248,8 @@ impl Proxy {
     }
 
     /// Starts the first attempt of `plan`; keeps the plan beside its branch
-    /// when there are destinations left to fail over to.
+    /// when there are destinations left to fail over to. None when a service
+    /// refused to send it (`on_send`): the branch then counts as a 403.
     pub(crate) fn start_planned(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -243,8 +258,14 @@ impl Proxy {
         source: Source,
         lh: u64,
         mut plan: Plan,
-    ) -> u64 {
-        let bid = self.start_branch(cx, ctx_id, msg, source, lh, &plan);
+    ) -> Option<u64> {
+        let Some(bid) = self.start_branch(cx, ctx_id, msg, source, lh, &plan) else {
+            let server = self.ctxs.get(&ctx_id).map(|c| c.server);
+            if let Some(f) = server.and_then(|t| synthesize(cx.node, cx.txns, t, 403)) {
+                self.ctxs.get_mut(&ctx_id).expect("exists").finals.push(f);
+            }
+            return None;
+        };
         if plan.has_alternatives() {
             shorten_timeout(cx, bid);
             plan.shrink();
@@ -253,7 +274,7 @@ impl Proxy {
                 .or_default()
                 .push((bid, Box::new(plan)));
         }
-        bid
+        Some(bid)
     }
 
     /// Sends one branch of `msg` to the plan's current destination and adds
@@ -266,7 +287,7 @@ impl Proxy {
         source: Source,
         lh: u64,
         plan: &Plan,
-    ) -> u64 {
+    ) -> Option<u64> {
         let node = cx.node;
         let (target, nh, params) = (&plan.target, &plan.nh, &plan.params);
         let mut hop = plan.hop;
@@ -293,6 +314,10 @@ impl Proxy {
                 writer: None,
             };
             node.hooks.on_relay(node, &mut bp);
+            let ruri = branch_ruri.or(msg.request_uri_str()).unwrap_or_default();
+            if node.hooks.on_send(node, &bp, ruri) == Verdict::Stop {
+                return None;
+            }
             hop = bp.hop;
             writer = bp.writer;
         }
@@ -367,7 +392,7 @@ impl Proxy {
         if let Some(ctx) = self.ctxs.get_mut(&ctx_id) {
             ctx.branches.push(bid);
         }
-        bid
+        Some(bid)
     }
 
     /// Routes an in-dialog request that carries our Route entirely in Rust.

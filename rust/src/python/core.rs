@@ -17,6 +17,8 @@ use crate::transport::ListenSpec;
 #[pyclass(module = "sipr._core", name = "Core")]
 pub struct PyCore {
     shared: Arc<Shared>,
+    /// The app's `on_send` / `on_timeout` hooks, once some app had one.
+    app_events: std::sync::OnceLock<Arc<super::events::AppEvents>>,
 }
 
 impl PyCore {
@@ -120,6 +122,7 @@ impl PyCore {
         core.set_in_dialog_to_app(in_dialog_to_app);
         Ok(PyCore {
             shared: Arc::new(Shared::new(core, record_route)),
+            app_events: std::sync::OnceLock::new(),
         })
     }
 
@@ -430,6 +433,22 @@ impl PyCore {
     /// port, unanswered pings in a row)]`.
     fn natping_rows(&self) -> Vec<(String, String, String, String, u16, u32)> {
         super::nat::rows(&self.shared)
+    }
+
+    /// Installs (None: removes) the callables the core calls itself for
+    /// `@app.on_send` and `@app.on_timeout` (rust/src/python/events.rs).
+    #[pyo3(signature = (*, on_send=None, on_timeout=None))]
+    fn set_event_hooks(
+        &self,
+        on_send: Option<Py<PyAny>>,
+        on_timeout: Option<Py<PyAny>>,
+    ) -> PyResult<()> {
+        super::events::install(&self.shared.core, &self.app_events, on_send, on_timeout)
+    }
+
+    /// Calls from the core into Python for those hooks since it started.
+    fn event_hook_calls(&self) -> u64 {
+        self.app_events.get().map_or(0, |e| e.calls())
     }
 
     /// The security services of this core (`sipr.security` drives them).

@@ -7,6 +7,7 @@ mod dialogs;
 mod digest;
 mod dispatcher;
 mod dns;
+mod events;
 mod logbridge;
 mod message;
 mod nat;

@@ -78,6 +78,28 @@ pub enum InDialog {
     Answer(u16),
 }
 
+/// Why a proxied branch ended without a final answer (`on_branch_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BranchTimeout {
+    /// No response at all in time: Timer B/F (64*T1), or the shorter
+    /// failover timeout of a destination with alternatives behind it.
+    NoResponse,
+    /// Timer C (§16.8): a provisional, then no final answer.
+    TimerC,
+    /// The application's `relay(..., timeout=)` ran out.
+    RelayTimeout,
+}
+
+impl BranchTimeout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BranchTimeout::NoResponse => "no_response",
+            BranchTimeout::TimerC => "timer_c",
+            BranchTimeout::RelayTimeout => "relay_timeout",
+        }
+    }
+}
+
 /// A service beside the proxy (dialogs, NAT, DNS failover, bans, ...). Every
 /// hook has a default that does nothing, so a service implements the ones it
 /// needs. Hooks run on the thread that processes the message: keep them
@@ -114,6 +136,19 @@ pub trait Service: Send + Sync {
     /// The proxy is about to build and send a request on one branch: the
     /// hook may change the hop, add header edits, or write it (`writer`).
     fn on_relay(&self, _node: &Node, _plan: &mut BranchPlan<'_>) {}
+
+    /// The last word on a request about to leave (after every `on_relay`):
+    /// `plan.hop` is where it goes, `request_uri` its Request-URI there.
+    /// `Stop` keeps it from being sent (Kamailio's `drop` in
+    /// `onsend_route`): a stateful branch ends as if it had answered 403, a
+    /// stateless forward is refused with 403.
+    fn on_send(&self, _node: &Node, _plan: &BranchPlan<'_>, _request_uri: &str) -> Verdict {
+        Verdict::Continue
+    }
+
+    /// Proxied branch `branch` (still in `cx.txns.clients`) is about to end
+    /// for want of an answer in time.
+    fn on_branch_timeout(&self, _cx: &mut Ctx<'_>, _branch: BranchId, _why: BranchTimeout) {}
 
     /// The bytes a response on a proxied branch goes upstream as, instead of
     /// the response without our Via (topology hiding). The first service
@@ -293,6 +328,27 @@ impl Hooks {
         if let Some(all) = self.all() {
             for s in all.iter() {
                 s.on_relay(node, plan);
+            }
+        }
+    }
+
+    /// Runs `on_send` of every service until one stops the request.
+    pub fn on_send(&self, node: &Node, plan: &BranchPlan<'_>, request_uri: &str) -> Verdict {
+        let Some(all) = self.all() else {
+            return Verdict::Continue;
+        };
+        for s in all.iter() {
+            if s.on_send(node, plan, request_uri) == Verdict::Stop {
+                return Verdict::Stop;
+            }
+        }
+        Verdict::Continue
+    }
+
+    pub fn on_branch_timeout(&self, cx: &mut Ctx<'_>, branch: BranchId, why: BranchTimeout) {
+        if let Some(all) = self.all() {
+            for s in all.iter() {
+                s.on_branch_timeout(cx, branch, why);
             }
         }
     }

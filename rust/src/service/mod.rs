@@ -21,7 +21,8 @@ use std::sync::Arc;
 
 pub use event::{Event, Final, HeldReply, Incoming};
 pub use hooks::{
-    BranchPlan, BranchWriter, Hooks, InDialog, Outgoing, ResponseAt, Service, Verdict, PROXY,
+    BranchPlan, BranchTimeout, BranchWriter, Hooks, InDialog, Outgoing, ResponseAt, Service,
+    Verdict, PROXY,
 };
 
 use crate::dns::Resolver;
