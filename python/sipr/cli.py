@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from sipr.app import App
+from sipr.workers import current as workers_spec
 
 cli = typer.Typer(
     name="sipr",
@@ -145,8 +146,13 @@ def run(
             help="DNS server for RFC 3263 lookups, repeatable: HOST:PORT (default: resolv.conf)",
         ),
     ] = None,
+    workers: Annotated[
+        str,
+        typer.Option("--workers", help="worker processes: N, or auto (one per core)"),
+    ] = "1",
 ) -> None:
     """Serve APP. SIGHUP reloads APP; SIGTERM/SIGINT drains, then exits."""
+    params = dict(locals())  # what `--workers` hands to each worker
     from sipr import _core
     from sipr.control import ControlError
     from sipr.server import run as serve
@@ -184,6 +190,16 @@ def run(
         connect_timeout=connect_timeout,
         max_connections=max_connections,
     )
+    count = _workers(workers)
+    if count > 1:
+        status = _supervise(params, listen, count, control, log_level, log_format)
+        if status:
+            sys.exit(status)
+        return
+    worker = workers_spec()
+    if worker is not None:
+        listen = worker.listen
+        options["listen_fds"] = worker.fds
     application = load_app(app)
     try:
         status = serve(
@@ -202,6 +218,36 @@ def run(
         status = 1
     if status:
         sys.exit(status)
+
+
+def _workers(value: str) -> int:
+    from sipr.workers import WorkersError, worker_count
+
+    try:
+        return worker_count(value)
+    except WorkersError as e:
+        raise CliError(str(e)) from e
+
+
+def _supervise(params, listen, count, control, log_level, log_format) -> int:  # type: ignore[no-untyped-def]
+    """`--workers N`: the supervisor binds LISTEN once and runs N workers."""
+    from sipr import _core
+    from sipr.control import ControlError
+    from sipr.workers.supervisor import supervise
+
+    addrs = [_core.parse_listen(spec) for spec in listen]
+    load_app(params["app"])  # a broken script is one error line here, not N
+    try:
+        return supervise(
+            params,
+            addrs,
+            count,
+            control,
+            log_level=log_level.lower(),
+            log_format=log_format.lower(),
+        )
+    except (OSError, ControlError) as e:
+        raise CliError(str(e)) from e
 
 
 def _resolver(spec: str) -> str:

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from sipr import _core, _lifecycle
+from sipr import _core, _lifecycle, workers
 from sipr._deadlines import Deadlines
 from sipr._watchdog import Watchdog
 from sipr.app import App
@@ -102,6 +102,7 @@ class Server:
             **self.core_options,
         )
         core.set_timers(**self._timers)
+        workers.serving(core)  # the address registrations name as their owner (0052)
         for name, value in self._dns_settings.items():
             setattr(core.dns(), name, value)
         self.app._core = core

@@ -6,7 +6,9 @@ still exported, as an untyped `sipr_<key>` metric, so nothing is silently lost."
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 
 COUNTER, GAUGE = "counter", "gauge"
 
@@ -186,12 +188,33 @@ def _number(value: float) -> str:
 
 
 def render(stats: dict[str, float]) -> str:
+    return render_labelled([("", stats)])
+
+
+def render_labelled(sets: list[tuple[str, dict[str, float]]]) -> str:
+    """Several stats dicts in one exposition, each sample carrying its set's
+    extra labels (`worker="0"` under `--workers`)."""
     # metric → (type, help, [(labels, value)])
     out: dict[str, tuple[str, str, list[tuple[str, float]]]] = {}
 
-    def add(metric: str, kind: str, help_: str, labels: str, value: float) -> None:
+    def add(extra: str, metric: str, kind: str, help_: str, labels: str, value: float) -> None:
+        labels = ",".join(x for x in (extra, labels) if x)
         out.setdefault(metric, (kind, help_, []))[2].append((labels, value))
 
+    for extra, stats in sets:
+        _add_all(stats, functools.partial(add, extra))
+    lines = []
+    for metric in sorted(out):
+        kind, help_, samples = out[metric]
+        lines.append(f"# HELP {metric} {help_}")
+        lines.append(f"# TYPE {metric} {kind}")
+        for labels, value in samples:
+            name = f"{metric}{{{labels}}}" if labels else metric
+            lines.append(f"{name} {_number(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _add_all(stats: dict[str, float], add: Callable[[str, str, str, str, float], None]) -> None:
     for key, value in stats.items():
         if key in SKIPPED:
             continue
@@ -213,12 +236,3 @@ def render(stats: dict[str, float]) -> str:
             continue
         name = "sipr_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
         add(name, "untyped", f"sipr statistic {key}", "", value)
-    lines = []
-    for metric in sorted(out):
-        kind, help_, samples = out[metric]
-        lines.append(f"# HELP {metric} {help_}")
-        lines.append(f"# TYPE {metric} {kind}")
-        for labels, value in samples:
-            name = f"{metric}{{{labels}}}" if labels else metric
-            lines.append(f"{name} {_number(value)}")
-    return "\n".join(lines) + "\n"

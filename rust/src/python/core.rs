@@ -29,7 +29,7 @@ impl PyCore {
 #[pymethods]
 impl PyCore {
     #[new]
-    #[pyo3(signature = (listen, *, max_pending=10_000, retry_after=5, max_message_size=65_535, aliases=Vec::new(), in_dialog_to_app=false, record_route=true, tls_cert=None, tls_key=None, tls_sni=Vec::new(), tls_client_ca=None, tls_verify_client=false, tls_verify_client_on=Vec::new(), tls_ca=None, connect_timeout=None, connection_lifetime=None, max_connections=None, udp_reader="loop", resolvers=Vec::new()))]
+    #[pyo3(signature = (listen, *, max_pending=10_000, retry_after=5, max_message_size=65_535, aliases=Vec::new(), in_dialog_to_app=false, record_route=true, tls_cert=None, tls_key=None, tls_sni=Vec::new(), tls_client_ca=None, tls_verify_client=false, tls_verify_client_on=Vec::new(), tls_ca=None, connect_timeout=None, connection_lifetime=None, max_connections=None, udp_reader="loop", resolvers=Vec::new(), listen_fds=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         listen: Vec<String>,
@@ -51,13 +51,18 @@ impl PyCore {
         max_connections: Option<usize>,
         udp_reader: &str,
         resolvers: Vec<String>,
+        listen_fds: Vec<Option<i32>>,
     ) -> PyResult<PyCore> {
         let udp_reader = udp_reader.parse().map_err(PyValueError::new_err)?;
-        let listen: Vec<ListenSpec> = listen
+        let mut listen: Vec<ListenSpec> = listen
             .iter()
             .map(|l| ListenSpec::parse(l))
             .collect::<Result<_, _>>()
             .map_err(PyValueError::new_err)?;
+        // `--workers`: sockets the supervisor bound, by listen index.
+        for (spec, fd) in listen.iter_mut().zip(listen_fds) {
+            spec.fd = fd;
+        }
         if listen.is_empty() {
             return Err(PyValueError::new_err(
                 "at least one listen address is needed",

@@ -7,9 +7,12 @@ use std::sync::Arc;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
+use super::registrar::PyStore;
 use super::request::PyRequest;
 use crate::registrar::auth::{self, Attempt, DigestRules, Step};
-use crate::registrar::digest::{Algorithm, NonceCounts, NonceState, Nonces};
+use crate::registrar::digest::{
+    Algorithm, CheckedByCaller, NonceCounts, NonceState, Nonces, ReplayGuard,
+};
 use crate::registrar::unix_now;
 use crate::registrar::Reply;
 use crate::sip::Method;
@@ -42,12 +45,36 @@ impl PyAttempt {
     fn algorithm(&self) -> &'static str {
         self.inner.algorithm.name()
     }
+    #[getter]
+    fn nonce(&self) -> &str {
+        self.inner.nonce()
+    }
+    #[getter]
+    fn nc(&self) -> Option<u64> {
+        self.inner.nc()
+    }
 }
 
 #[derive(IntoPyObject)]
 pub enum Begun {
     Answer(ReplyTuple),
     Verify(PyAttempt),
+}
+
+/// Where nonce-counts are kept: in the store's file when it can share them
+/// with other processes (`sqlite:`, `--workers`), by the caller (Python, a
+/// `redis://` store), else in this process.
+fn replay_guard(
+    store: Option<PyRef<'_, PyStore>>,
+    by_caller: bool,
+    max_tracked: usize,
+) -> Arc<dyn ReplayGuard> {
+    if by_caller {
+        return Arc::new(CheckedByCaller);
+    }
+    store
+        .and_then(|s| s.inner.shared_nonce_counts())
+        .unwrap_or_else(|| Arc::new(NonceCounts::new(max_tracked)))
 }
 
 fn algorithm(name: &str) -> PyResult<Algorithm> {
@@ -58,7 +85,8 @@ fn algorithm(name: &str) -> PyResult<Algorithm> {
 #[pymethods]
 impl PyDigestRules {
     #[new]
-    #[pyo3(signature = (realm, secret, algorithms, *, nonce_ttl=300.0, check_identity=true, max_tracked_nonces=100_000))]
+    #[pyo3(signature = (realm, secret, algorithms, *, nonce_ttl=300.0, check_identity=true, max_tracked_nonces=100_000, replay_store=None, replay_checked_by_caller=false))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         realm: &str,
         secret: Vec<u8>,
@@ -66,6 +94,8 @@ impl PyDigestRules {
         nonce_ttl: f64,
         check_identity: bool,
         max_tracked_nonces: usize,
+        replay_store: Option<PyRef<'_, PyStore>>,
+        replay_checked_by_caller: bool,
     ) -> PyResult<PyDigestRules> {
         let algorithms = algorithms
             .iter()
@@ -81,7 +111,7 @@ impl PyDigestRules {
                 nonces: Nonces::new(&secret, realm, nonce_ttl),
                 algorithms,
                 check_identity,
-                replay: Arc::new(NonceCounts::new(max_tracked_nonces)),
+                replay: replay_guard(replay_store, replay_checked_by_caller, max_tracked_nonces),
             }),
         })
     }
