@@ -69,11 +69,28 @@ pub fn next_hop(
     })
 }
 
-/// The connection named by the `flow` parameter of one of our Route values.
+/// The connection named by the `flow` parameter of one of our Route values:
+/// a WebSocket client's (our Record-Route), or a phone's TCP/TLS connection
+/// named in the Path we gave its registration (`flow-transport`, decision
+/// 0052: requests for it reach the worker or host holding the connection).
 fn flow_of(route: &Uri<'_>) -> Option<Hop> {
-    let transport = route.param("transport").and_then(Transport::parse)?;
     let addr = route.param(FLOW_PARAM)?.parse::<SocketAddr>().ok()?;
+    if let Some(owned) = route.param(FLOW_TRANSPORT_PARAM) {
+        let transport = Transport::parse(owned)?;
+        return transport.is_stream().then_some(Hop { transport, addr });
+    }
+    let transport = route.param("transport").and_then(Transport::parse)?;
     transport.is_websocket().then_some(Hop { transport, addr })
+}
+
+/// Names the transport of a `flow` that is not the Route's own (a Path to
+/// the owner of a TCP connection, reached over UDP, decision 0052).
+pub const FLOW_TRANSPORT_PARAM: &str = "flow-transport";
+
+/// Whether `route` (our own) names a phone's connection on this instance:
+/// an initial request through it was decided where it was relayed from.
+pub fn names_owned_flow(route: &Uri<'_>) -> bool {
+    route.param(FLOW_TRANSPORT_PARAM).is_some() && flow_of(route).is_some()
 }
 
 /// Whether relaying `msg` creates a dialog we should stay in (RFC 3261 §16.6

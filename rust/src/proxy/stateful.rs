@@ -352,6 +352,9 @@ impl Proxy {
 
     /// Routes an in-dialog request that carries our Route entirely in Rust.
     pub fn route_in_core(&mut self, cx: &mut Ctx<'_>, msg: Message, source: Source) {
+        // An initial request delivered to a connection we hold (decision
+        // 0052): we stay in the dialog, its in-dialog requests need us too.
+        let initial = msg.to_tag().is_none();
         let txn = server::create(cx.txns, msg, source);
         let ctx_id = cx.txns.next_id();
         let lh = loop_hash(cx.node, &cx.txns.servers[&txn].request);
@@ -364,7 +367,7 @@ impl Proxy {
             targets: Vec::new(),
             request_uri: None,
             header_edits: &[],
-            record_route: false,
+            record_route: initial,
             timeout: None,
             serial: None,
         };
