@@ -272,6 +272,7 @@ class Store:
     def __new__(cls, url: str) -> Store: ...
     @property
     def url(self) -> str: ...
+    def shared_nonce_counts(self) -> SharedNonceCounts | None: ...
     def bindings(self, aor: str, now: float | None = None) -> list[Binding]: ...
     def update(self, aor: str, upsert: list[Binding], delete: list[str]) -> None: ...
     def remove(self, aor: str) -> int: ...
@@ -313,6 +314,10 @@ class DigestAttempt:
     def nc(self) -> int | None: ...
 
 @final
+class SharedNonceCounts:
+    """Digest nonce-counts shared by the processes opening one store."""
+
+@final
 class DigestRules:
     """The digest check of a realm (RFC 7616, RFC 8760 algorithms, qop=auth)."""
 
@@ -325,7 +330,7 @@ class DigestRules:
         nonce_ttl: float = 300.0,
         check_identity: bool = True,
         max_tracked_nonces: int = 100000,
-        replay_store: Store | None = None,
+        replay: SharedNonceCounts | None = None,
         replay_checked_by_caller: bool = False,
     ) -> DigestRules: ...
     @property

@@ -84,7 +84,7 @@ class DigestAuth:
             nonce_ttl=float(nonce_ttl),
             check_identity=check_identity,
             max_tracked_nonces=max_tracked_nonces,
-            replay_store=store.native if isinstance(store, NativeStore) else None,
+            replay=store.native.shared_nonce_counts() if isinstance(store, NativeStore) else None,
             replay_checked_by_caller=self._replay_store is not None,
         )
 

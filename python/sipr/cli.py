@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -229,7 +229,14 @@ def _workers(value: str) -> int:
         raise CliError(str(e)) from e
 
 
-def _supervise(params, listen, count, control, log_level, log_format) -> int:  # type: ignore[no-untyped-def]
+def _supervise(
+    params: dict[str, Any],
+    listen: list[str],
+    count: int,
+    control: Any,
+    log_level: str,
+    log_format: str,
+) -> int:
     """`--workers N`: the supervisor binds LISTEN once and runs N workers."""
     from sipr import _core
     from sipr.control import ControlError

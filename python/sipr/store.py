@@ -169,7 +169,7 @@ class RedisStore:
         """Records digest nonce-count `nc` if it is above every one seen for
         `nonce` by any instance on this Redis; False is a replay (decision 0051)."""
         key = f"{self.prefix}nc:{nonce}"
-        fresh = await self.r.eval(_FRESH_NONCE, 1, key, nc, max(1, int(ttl)))  # type: ignore[misc]
+        fresh = await self.r.eval(_FRESH_NONCE, 1, key, nc, max(1, int(ttl)))
         return bool(fresh)
 
     async def close(self) -> None:

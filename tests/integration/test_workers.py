@@ -82,6 +82,10 @@ def test_two_workers_share_udp_and_tcp_and_one_control_socket(sipr_factory) -> N
     assert total["requests_in.OPTIONS"] == 2 * SOURCES, total
     per_worker = {r["pid"]: r["requests"] for r in rpc(s.ctl, "workers")}
     assert sum(per_worker.values()) == 2 * SOURCES and all(per_worker.values()), per_worker
+    by_worker = {r["stat"]: r for r in rpc(s.ctl, "workers.stats", "requests_in.")}
+    row = by_worker["requests_in.OPTIONS"]
+    assert row["w0"] + row["w1"] == row["all"] == 2 * SOURCES, row
+    assert "workers.stats" in rpc(s.ctl, "system.listMethods")
     # People's table and --json.
     out = sipr_ctl("--ctl", str(s.ctl), "workers")
     assert out.returncode == 0, out.stderr
@@ -129,9 +133,7 @@ def test_killed_worker_is_restarted_within_a_second(sipr_factory) -> None:
 def test_sighup_reloads_every_worker_and_sigterm_drains_all(sipr_factory, tmp_path) -> None:
     version = tmp_path / "version"
     version.write_text("1")
-    s = sipr_factory(
-        APP, env={"SIPR_VERSION_FILE": str(version)}, extra_args=("--workers", "2")
-    )
+    s = sipr_factory(APP, env={"SIPR_VERSION_FILE": str(version)}, extra_args=("--workers", "2"))
     wait_serving(s.ctl, 2)
     peers = [UdpPeer() for _ in range(SOURCES)]
     try:
@@ -154,5 +156,7 @@ def test_sighup_reloads_every_worker_and_sigterm_drains_all(sipr_factory, tmp_pa
     pids = [r["pid"] for r in rpc(s.ctl, "workers")]
     assert s.stop() == 0, s.log()
     for pid in pids:
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        )
     assert not s.ctl.exists()

@@ -58,8 +58,17 @@ def test_calls_spread_over_two_workers(sipp: str, sipr_factory) -> None:
     uas = Sipp(sipp, "uas_rr.xml", uas_port, calls=CALLS, timeout_s=timeout)
     try:
         proxy = _proxy(sipr_factory, uas_port)
-        uac = Sipp(sipp, "uac_rr.xml", uac_port, calls=CALLS, remote=proxy.udp, rate=RATE,
-                   transport="un", timeout_s=timeout, extra=SPREAD)  # fmt: skip
+        uac = Sipp(
+            sipp,
+            "uac_rr.xml",
+            uac_port,
+            calls=CALLS,
+            remote=proxy.udp,
+            rate=RATE,
+            transport="un",
+            timeout_s=timeout,
+            extra=SPREAD,
+        )
         r = uac.wait()
         assert (r.successful, r.failed, r.returncode) == (CALLS, 0, 0), r.summary()
         u = uas.wait()
@@ -71,9 +80,11 @@ def test_calls_spread_over_two_workers(sipp: str, sipr_factory) -> None:
         assert s["requests_in.INVITE"] >= CALLS and s["requests_in.BYE"] >= CALLS, s
         rows = rpc(proxy.ctl, "workers")
         assert all(row["requests"] > CALLS // 10 for row in rows), rows
-        print(f"\n{CALLS} calls at {RATE} cps over 2 workers: requests per worker "
-              f"{[row['requests'] for row in rows]}, CPU s {[row['cpu_seconds'] for row in rows]}, "
-              f"UAC retrans {r.retransmissions}")  # fmt: skip
+        print(
+            f"\n{CALLS} calls at {RATE} cps over 2 workers: requests per worker "
+            f"{[row['requests'] for row in rows]}, CPU s {[row['cpu_seconds'] for row in rows]}, "
+            f"UAC retrans {r.retransmissions}"
+        )
         assert proxy.stop() == 0, proxy.log()
     finally:
         uas.kill()
@@ -85,12 +96,29 @@ def test_ten_percent_loss_over_two_workers(sipp: str, sipr_factory) -> None:
     their transaction."""
     calls, rate = LOSSY_CALLS, 250
     uas_port, uac_port = free_port(), free_port()
-    uas = Sipp(sipp, "uas_rr_lossy.xml", uas_port, calls=calls, timeout_s=120,
-               recv_timeout_s=35, extra=("-lost", "10", "-default_behaviors", "all,-abortunexp"))  # fmt: skip
+    uas = Sipp(
+        sipp,
+        "uas_rr_lossy.xml",
+        uas_port,
+        calls=calls,
+        timeout_s=120,
+        recv_timeout_s=35,
+        extra=("-lost", "10", "-default_behaviors", "all,-abortunexp"),
+    )
     try:
         proxy = _proxy(sipr_factory, uas_port)
-        uac = Sipp(sipp, "uac_rr.xml", uac_port, calls=calls, remote=proxy.udp, rate=rate,
-                   transport="un", timeout_s=120, recv_timeout_s=35, extra=("-lost", "10", *SPREAD))  # fmt: skip
+        uac = Sipp(
+            sipp,
+            "uac_rr.xml",
+            uac_port,
+            calls=calls,
+            remote=proxy.udp,
+            rate=rate,
+            transport="un",
+            timeout_s=120,
+            recv_timeout_s=35,
+            extra=("-lost", "10", *SPREAD),
+        )
         r = uac.wait()
         assert (r.successful, r.failed, r.returncode) == (calls, 0, 0), r.summary()
         s = _settled(proxy.ctl)
@@ -98,8 +126,10 @@ def test_ten_percent_loss_over_two_workers(sipp: str, sipr_factory) -> None:
         # that reached the other worker would have started a second one.
         assert s["core.requests_forwarded"] - s["requests_in.ACK"] == 2 * calls, s
         assert s["core.retransmissions"] > 0 and r.retransmissions > 0, s
-        print(f"\nloss: {calls} calls over 2 workers, UAC retrans {r.retransmissions}, "
-              f"proxy retrans absorbed {s['core.retransmissions']}")  # fmt: skip
+        print(
+            f"\nloss: {calls} calls over 2 workers, UAC retrans {r.retransmissions}, "
+            f"proxy retrans absorbed {s['core.retransmissions']}"
+        )
         assert proxy.stop() == 0, proxy.log()
     finally:
         uas.kill()
@@ -112,13 +142,29 @@ def test_kill_one_worker_under_load(sipp: str, sipr_factory) -> None:
     rate = min(RATE, 200)
     calls = rate * 6  # six seconds: the kill (at a third) falls well inside the run
     uas_port, uac_port = free_port(), free_port()
-    uas = Sipp(sipp, "uas_rr.xml", uas_port, calls=calls, timeout_s=120,
-               extra=("-default_behaviors", "all,-abortunexp"))  # fmt: skip
+    uas = Sipp(
+        sipp,
+        "uas_rr.xml",
+        uas_port,
+        calls=calls,
+        timeout_s=120,
+        extra=("-default_behaviors", "all,-abortunexp"),
+    )
     try:
         # A lost call may leave a relay waiting for its Timer B: drain briefly.
         proxy = _proxy(sipr_factory, uas_port, "--drain-timeout", "1")
-        uac = Sipp(sipp, "uac_rr.xml", uac_port, calls=calls, remote=proxy.udp, rate=rate,
-                   transport="un", timeout_s=120, recv_timeout_s=10, extra=SPREAD)  # fmt: skip
+        uac = Sipp(
+            sipp,
+            "uac_rr.xml",
+            uac_port,
+            calls=calls,
+            remote=proxy.udp,
+            rate=rate,
+            transport="un",
+            timeout_s=120,
+            recv_timeout_s=10,
+            extra=SPREAD,
+        )
         deadline = time.monotonic() + 30
         while int(uac.live_stats().get("TotalCallCreated", 0) or 0) < calls // 3:
             assert time.monotonic() < deadline, uac.live_stats()
@@ -141,9 +187,11 @@ def test_kill_one_worker_under_load(sipp: str, sipr_factory) -> None:
         # here; 2 s covers the restart and the UAC's retransmissions).
         in_flight_bound = rate * 2 // 2 + 10
         assert r.failed <= in_flight_bound, r.summary()
-        print(f"\nkill -9 under load: {calls} calls at {rate} cps, {r.failed} lost "
-              f"(bound {in_flight_bound}), {r.successful} completed, replaced and "
-              f"serving after {restart_ms:.0f} ms")  # fmt: skip
+        print(
+            f"\nkill -9 under load: {calls} calls at {rate} cps, {r.failed} lost "
+            f"(bound {in_flight_bound}), {r.successful} completed, replaced and "
+            f"serving after {restart_ms:.0f} ms"
+        )
         assert restart_ms < 1000
         assert proxy.stop() == 0, proxy.log()
     finally:

@@ -70,8 +70,12 @@ class TcpPhone:
 
     def answer(self, req: bytes, code: int, reason: str) -> None:
         head = req.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
-        keep = [ln for ln in head[1:] if ln.split(":", 1)[0].strip().lower()
-                in ("via", "from", "call-id", "cseq", "record-route")]  # fmt: skip
+        keep = [
+            ln
+            for ln in head[1:]
+            if ln.split(":", 1)[0].strip().lower()
+            in ("via", "from", "call-id", "cseq", "record-route")
+        ]
         to = header(req, "To") or ""
         if ";tag=" not in to:
             to += ";tag=alice1"
@@ -83,15 +87,19 @@ class TcpPhone:
 def authorization(challenge: bytes, user: str, password: str, uri: str) -> str:
     params = challenges(challenge)["MD5"]
     nc, cnonce = "00000001", os.urandom(4).hex()
-    resp = digest_response("MD5", user, params["realm"], password, "REGISTER", uri,
-                           params["nonce"], nc, cnonce)  # fmt: skip
-    return (f'Authorization: Digest username="{user}", realm="{params["realm"]}", '
-            f'nonce="{params["nonce"]}", uri="{uri}", response="{resp}", algorithm=MD5, '
-            f'qop=auth, nc={nc}, cnonce="{cnonce}"\r\n')  # fmt: skip
+    resp = digest_response(
+        "MD5", user, params["realm"], password, "REGISTER", uri, params["nonce"], nc, cnonce
+    )
+    return (
+        f'Authorization: Digest username="{user}", realm="{params["realm"]}", '
+        f'nonce="{params["nonce"]}", uri="{uri}", response="{resp}", algorithm=MD5, '
+        f'qop=auth, nc={nc}, cnonce="{cnonce}"\r\n'
+    )
 
 
-def request_to(route_set: list[str], method: str, uri: str, ok: bytes, cseq: int,
-               via_port: int) -> bytes:  # fmt: skip
+def request_to(
+    route_set: list[str], method: str, uri: str, ok: bytes, cseq: int, via_port: int
+) -> bytes:
     """An in-dialog request of the caller after `ok` (the 2xx): Route from its
     Record-Route, reversed (RFC 3261 §12.1.2)."""
     routes = "".join(f"Route: {r}\r\n" for r in reversed(route_set))
@@ -124,16 +132,23 @@ def test_two_hosts_on_one_redis(sipr_factory) -> None:
             # The same credentials replayed to the other host: refused there.
             replay = SipClient(b.udp, user="alice")
             try:
-                sent = replay.build("REGISTER", "sip:127.0.0.1", headers=[
-                    f"Contact: <sip:alice@127.0.0.1:{replay.port}>", cred.strip()])  # fmt: skip
+                sent = replay.build(
+                    "REGISTER",
+                    "sip:127.0.0.1",
+                    headers=[f"Contact: <sip:alice@127.0.0.1:{replay.port}>", cred.strip()],
+                )
                 resp = replay.exchange(sent)
                 assert status_of(resp) == 403 and b"replayed" in resp.split(b"\r\n")[0], resp
             finally:
                 replay.close()
             # bob calls through B; B finds alice in Redis, relays along her Path to A,
             # and A sends the INVITE over alice's own connection.
-            invite = bob.build("INVITE", "sip:alice@127.0.0.1", to="sip:alice@127.0.0.1",
-                               headers=[f"Contact: <sip:bob@127.0.0.1:{bob.port}>"])  # fmt: skip
+            invite = bob.build(
+                "INVITE",
+                "sip:alice@127.0.0.1",
+                to="sip:alice@127.0.0.1",
+                headers=[f"Contact: <sip:bob@127.0.0.1:{bob.port}>"],
+            )
             bob.sock.sendto(invite.data, b.udp)
             got = alice.read()
             assert got.startswith(b"INVITE sip:alice@127.0.0.1:"), got
@@ -142,8 +157,11 @@ def test_two_hosts_on_one_redis(sipr_factory) -> None:
             alice.answer(got, 200, "OK")
             ok = bob.final(invite, timeout=5)
             assert status_of(ok) == 200, ok
-            rr = [v.strip() for line in re.findall(rb"^Record-Route: (.+)$", ok, re.M)
-                  for v in line.decode().split(",")]  # fmt: skip
+            rr = [
+                v.strip()
+                for line in re.findall(rb"^Record-Route: (.+)$", ok, re.M)
+                for v in line.decode().split(",")
+            ]
             assert rr, ok
             contact = re.search(r"<([^>]+)>", header(ok, "Contact") or "")
             assert contact is not None

@@ -51,8 +51,12 @@ def test_register_on_one_worker_call_and_replay_on_the_other(sipr_factory, tmp_p
         resp = caller.sock.recv(65535)
         assert status_of(resp) == 403 and b"replayed" in resp.split(b"\r\n", 1)[0], resp
         # A call handled by the other worker reaches alice, registered on the first.
-        sent = caller.build("INVITE", "sip:alice@127.0.0.1", to="sip:alice@127.0.0.1",
-                            headers=[f"Contact: <sip:caller@127.0.0.1:{caller.port}>"])  # fmt: skip
+        sent = caller.build(
+            "INVITE",
+            "sip:alice@127.0.0.1",
+            to="sip:alice@127.0.0.1",
+            headers=[f"Contact: <sip:caller@127.0.0.1:{caller.port}>"],
+        )
         caller.sock.sendto(sent.data, s.udp)
         invite = alice.recv_request(5.0)
         assert invite is not None and invite.startswith(b"INVITE sip:alice@127.0.0.1:"), invite

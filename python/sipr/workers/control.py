@@ -10,12 +10,21 @@ import itertools
 import json
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sipr.control.rpc import APP_ERROR, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, RpcError
+from sipr.workers.process import Worker
 
-if TYPE_CHECKING:
-    from sipr.workers.supervisor import Supervisor, Worker
+
+class Supervisor(Protocol):
+    """What the control plane reads of `sipr.workers.supervisor.Supervisor`."""
+
+    workers: list[Worker]
+    count: int
+    started: float
+
+    def return_ports(self, index: int) -> list[str]: ...
+
 
 #: How long one worker may take to answer a forwarded call.
 WORKER_TIMEOUT = 30.0
@@ -33,6 +42,18 @@ NOT_ADDED = {
     "loop.lag_ms",
 }
 NOT_SHOWN = {"process.pid"}
+
+#: Methods the supervisor answers itself: usage, description.
+LOCAL_HELP = {
+    "workers": (
+        "workers",
+        "The worker processes: pid, state, uptime, restarts, requests, suspended, CPU.",
+    ),
+    "workers.stats": (
+        "workers.stats [PREFIX]",
+        "Statistics per worker and summed, optionally only those starting with PREFIX.",
+    ),
+}
 
 _ids = itertools.count(1)
 
@@ -115,6 +136,7 @@ class Aggregator:
                 "requests": 0,
                 "suspended": 0,
                 "cpu_seconds": 0.0,
+                "return_ports": ", ".join(self.sup.return_ports(w.index)),
             }
             if not w.alive():
                 row["state"] = "down"
@@ -129,6 +151,21 @@ class Aggregator:
             rows.append(row)
         return rows
 
+    async def stats_by_worker(self, prefix: str = "") -> list[dict[str, Any]]:
+        """One row per statistic: each worker's value and the sum."""
+        if not isinstance(prefix, str):
+            raise RpcError(APP_ERROR, "workers.stats [PREFIX]: PREFIX must be a string")
+        got = await self.per_worker("stats.get", [prefix])
+        summed = add_up([r for _, r in got])
+        rows = []
+        for key in sorted(summed):
+            row: dict[str, Any] = {"stat": key}
+            for index, result in got:
+                row[f"w{index}"] = result.get(key)
+            row["all"] = summed[key]
+            rows.append(row)
+        return rows
+
     async def per_worker(self, method: str, params: Any = None) -> list[tuple[int, Any]]:
         live = self.live()
         if not live:
@@ -139,6 +176,8 @@ class Aggregator:
     async def call(self, method: str, params: Any) -> Any:
         if method == "workers":
             return await self.worker_rows()
+        if method == "workers.stats":
+            return await self.stats_by_worker(*(params or []))
         if method == "core.uptime":
             up = time.monotonic() - self.sup.started
             return {"uptime": round(up, 3), "workers": self.sup.count}
@@ -161,7 +200,7 @@ class Aggregator:
             raise RpcError(APP_ERROR, "no worker is serving")
         result = await call_worker(live[0], method, params)
         if method == "system.listMethods" and isinstance(result, list):
-            result = sorted({*result, "workers"})
+            result = sorted({*result, *LOCAL_HELP})
         return result
 
     async def handle(self, raw: bytes) -> dict[str, Any] | list[Any] | None:
@@ -180,12 +219,13 @@ class Aggregator:
         req_id, method = msg.get("id"), msg.get("method")
         if not isinstance(method, str):
             return _error(req_id, INVALID_REQUEST, "method must be a string")
-        if method == "system.methodHelp" and msg.get("params") in (["workers"], {"name": "workers"}):
-            result: Any = {
-                "name": "workers",
-                "usage": "workers",
-                "help": "The worker processes: pid, uptime, restarts, requests, suspended, CPU.",
-            }
+        params = msg.get("params")
+        asked = params[0] if isinstance(params, list) and params else None
+        if isinstance(params, dict):
+            asked = params.get("name")
+        if method == "system.methodHelp" and asked in LOCAL_HELP:
+            usage, text = LOCAL_HELP[asked]
+            result: Any = {"name": asked, "usage": usage, "help": text}
         else:
             try:
                 result = await self.call(method, msg.get("params"))

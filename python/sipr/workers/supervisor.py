@@ -15,7 +15,6 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from sipr.workers import (
     WorkerSpec,
     sockets,
 )
+from sipr.workers.process import Holder, Worker
 
 log = logging.getLogger("sipr.workers")
 
@@ -39,35 +39,6 @@ STABLE_SECONDS = 2.0
 MAX_RESTART_PAUSE = 5.0
 #: The line a worker prints once it serves (its own addresses are not ours to announce).
 READY_MARK = "sipr: listening on "
-
-
-@dataclass
-class Worker:
-    index: int
-    proc: asyncio.subprocess.Process | None = None
-    started: float = 0.0
-    #: Wall clock of the start, for `workers` (uptime) and the restart bound.
-    started_wall: float = 0.0
-    restarts: int = 0
-    quick_crashes: int = 0
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    ctl: Path = Path()
-    last_exit: int | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
-
-@dataclass
-class Holder:
-    """Whose output a process's stderr is: a worker's, or nobody's yet (the
-    standby, until it takes a worker's place)."""
-
-    worker: Worker | None = None
 
 
 class Supervisor:
@@ -111,7 +82,9 @@ class Supervisor:
             if k not in ("http", "http_token", "no_ctl")
         }
         params.update(workers="1", ctl=str(w.ctl), listen=self.listeners.uris[w.index])
-        return WorkerSpec(w.index, self.listeners.uris[w.index], self.listeners.fds(w.index), params)
+        return WorkerSpec(
+            w.index, self.listeners.uris[w.index], self.listeners.fds(w.index), params
+        )
 
     async def _start(self, w: Worker) -> None:
         assert self.listeners is not None
@@ -223,6 +196,13 @@ class Supervisor:
         w.restarts += 1
         if not await self._take_over(w):
             await self._start(w)
+
+    def return_ports(self, index: int) -> list[str]:
+        """Worker `index`'s private UDP return addresses (listed before the shared ones)."""
+        if self.listeners is None:
+            return []
+        shared = {sockets.uri(*addr) for addr in self.listeners.shared}
+        return [u for u in self.listeners.uris[index] if u not in shared]
 
     # -- signals ------------------------------------------------------------
 

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use super::registrar::PyStore;
 use super::request::PyRequest;
 use crate::registrar::auth::{self, Attempt, DigestRules, Step};
 use crate::registrar::digest::{
@@ -61,20 +60,28 @@ pub enum Begun {
     Verify(PyAttempt),
 }
 
-/// Where nonce-counts are kept: in the store's file when it can share them
-/// with other processes (`sqlite:`, `--workers`), by the caller (Python, a
-/// `redis://` store), else in this process.
+/// Nonce-counts kept where several processes see them (a `sqlite:` store's
+/// file, `Store.shared_nonce_counts()`), for `DigestRules(replay=...)`.
+#[pyclass(module = "sipr._core", name = "SharedNonceCounts", frozen)]
+pub struct PySharedNonceCounts {
+    pub inner: Arc<dyn ReplayGuard>,
+}
+
+/// Where nonce-counts are kept: shared with other processes (`--workers`,
+/// decision 0051), by the caller (Python, a `redis://` store), else in
+/// this process.
 fn replay_guard(
-    store: Option<PyRef<'_, PyStore>>,
+    shared: Option<PyRef<'_, PySharedNonceCounts>>,
     by_caller: bool,
     max_tracked: usize,
 ) -> Arc<dyn ReplayGuard> {
     if by_caller {
         return Arc::new(CheckedByCaller);
     }
-    store
-        .and_then(|s| s.inner.shared_nonce_counts())
-        .unwrap_or_else(|| Arc::new(NonceCounts::new(max_tracked)))
+    shared.map_or_else(
+        || Arc::new(NonceCounts::new(max_tracked)) as Arc<dyn ReplayGuard>,
+        |s| s.inner.clone(),
+    )
 }
 
 fn algorithm(name: &str) -> PyResult<Algorithm> {
@@ -85,7 +92,7 @@ fn algorithm(name: &str) -> PyResult<Algorithm> {
 #[pymethods]
 impl PyDigestRules {
     #[new]
-    #[pyo3(signature = (realm, secret, algorithms, *, nonce_ttl=300.0, check_identity=true, max_tracked_nonces=100_000, replay_store=None, replay_checked_by_caller=false))]
+    #[pyo3(signature = (realm, secret, algorithms, *, nonce_ttl=300.0, check_identity=true, max_tracked_nonces=100_000, replay=None, replay_checked_by_caller=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         realm: &str,
@@ -94,7 +101,7 @@ impl PyDigestRules {
         nonce_ttl: f64,
         check_identity: bool,
         max_tracked_nonces: usize,
-        replay_store: Option<PyRef<'_, PyStore>>,
+        replay: Option<PyRef<'_, PySharedNonceCounts>>,
         replay_checked_by_caller: bool,
     ) -> PyResult<PyDigestRules> {
         let algorithms = algorithms
@@ -111,7 +118,7 @@ impl PyDigestRules {
                 nonces: Nonces::new(&secret, realm, nonce_ttl),
                 algorithms,
                 check_identity,
-                replay: replay_guard(replay_store, replay_checked_by_caller, max_tracked_nonces),
+                replay: replay_guard(replay, replay_checked_by_caller, max_tracked_nonces),
             }),
         })
     }
