@@ -196,3 +196,29 @@ def test_kill_one_worker_under_load(sipp: str, sipr_factory) -> None:
         assert proxy.stop() == 0, proxy.log()
     finally:
         uas.kill()
+
+
+def test_cancel_finds_its_invite_over_two_workers(sipp: str, sipr_factory) -> None:
+    """Each call's CANCEL comes from the socket of its INVITE, so the kernel
+    gives it to the worker holding the INVITE's transaction: every call ends
+    487, none 481, on both workers."""
+    calls = 40
+    uas_port, uac_port = free_port(), free_port()
+    uas = Sipp(sipp, "uas_cancelled.xml", uas_port, calls=calls, timeout_s=40)
+    try:
+        proxy = _proxy(sipr_factory, uas_port)
+        uac = Sipp(
+            sipp, "uac_cancel.xml", uac_port, calls=calls, remote=proxy.udp, rate=20,
+            transport="un", timeout_s=40, extra=SPREAD,
+        )  # fmt: skip
+        r = uac.wait()
+        assert (r.successful, r.failed, r.returncode) == (calls, 0, 0), r.summary()
+        assert r.logs.count("CANCELLED") == calls, r.logs
+        u = uas.wait()
+        assert (u.successful, u.failed) == (calls, 0), u.summary()
+        s = rpc(proxy.ctl, "stats.get", "requests_in.")
+        assert s["requests_in.CANCEL"] == calls, s
+        assert all(row["requests"] > 0 for row in rpc(proxy.ctl, "workers"))
+        assert proxy.stop() == 0, proxy.log()
+    finally:
+        uas.kill()
