@@ -64,6 +64,11 @@ SDP = (
 )
 
 
+async def _server(app: sipr.App) -> Server:
+    """A Server made on the loop it will run on (it keeps that loop)."""
+    return Server(app, ["udp:127.0.0.1:0"])
+
+
 class Rig:
     """A core on an ephemeral UDP port, a client socket that feeds it and a
     sink socket that plays the next hop."""
@@ -206,9 +211,9 @@ def test_dispatch_stateless(benchmark, rig: Rig) -> None:  # type: ignore[no-unt
     async def route(req: sipr.Request) -> None:
         req.forward(target)
 
-    server = Server(app, ["udp:127.0.0.1:0"])
-    server.core = rig.core
     loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(_server(app))
+    server.core = rig.core
 
     async def one_round() -> int:
         server._on_udp(0)

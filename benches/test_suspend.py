@@ -77,12 +77,17 @@ def _handler(kind: str):  # type: ignore[no-untyped-def]
     return route
 
 
+async def _server(app: sipr.App) -> Server:
+    """A Server made on the loop it will run on (it keeps that loop)."""
+    return Server(app, ["udp:127.0.0.1:0"])
+
+
 class Rig:
     def __init__(self, kind: str) -> None:
         app = sipr.App(max_pending=1_000_000)
         app.route(_handler(kind))
         self.loop = asyncio.new_event_loop()
-        self.server = Server(app, ["udp:127.0.0.1:0"])
+        self.server = self.loop.run_until_complete(_server(app))
         self.core = _core.Core(["udp:127.0.0.1:0"], max_pending=1_000_000)
         self.server.core = self.core
         app._core = self.core

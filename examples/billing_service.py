@@ -13,7 +13,9 @@ import asyncio
 from urllib.parse import parse_qs, urlsplit
 
 
-async def handle(reader, writer, args) -> None:  # type: ignore[no-untyped-def]
+async def handle(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, args: argparse.Namespace
+) -> None:
     try:
         while True:
             line = await reader.readline()

@@ -22,17 +22,18 @@ from sipr.paths import default_realm, default_store_url
 registrar = sipr.Registrar(
     default_store_url(), min_expires=int(os.environ.get("SIPR_MIN_EXPIRES", "60"))
 )
-# Offered strongest first (RFC 8760); SIPp only speaks MD5: "MD5,SHA-256".
-ALGORITHMS = tuple(
-    a.strip() for a in os.environ.get("SIPR_DIGEST_ALGORITHMS", "SHA-256,MD5").split(",")
-)
+# MD5 by default: phones that see a SHA-256 challenge in the 401 often give up
+# (docs/routing.md#digest-algorithms). "SHA-256,MD5" offers both, strongest first.
+ALGORITHMS = tuple(a.strip() for a in os.environ.get("SIPR_DIGEST_ALGORITHMS", "MD5").split(","))
 USERS = dict(
     u.strip().split(":", 1) for u in os.environ.get("SIPR_USERS", "").split(",") if ":" in u
 )
 auth = sipr.DigestAuth(default_realm(), credentials=USERS or registrar.store, algorithms=ALGORITHMS)
 AUTH_CALLS = os.environ.get("SIPR_AUTH_CALLS", "1") != "0"
 
-app = sipr.App()
+# An edge proxy faces phones behind NAT that do not ask for rport: answer
+# them at the address and port they sent from (RFC 3581 §4).
+app = sipr.App(force_rport=True)
 # Native REGISTER handling when the store and credentials allow it (memory: or
 # SQLite store; users in a dict or that store); otherwise a no-op and the
 # route below does it all.
@@ -56,7 +57,7 @@ async def route(req: sipr.Request) -> None:
         return req.reply(480 if req.method == "INVITE" else 404)
     for group in sipr.by_q(contacts):
         resp = await req.relay(group, timeout=30)
-        if resp.status < 300 or resp.status >= 600 or resp.status in (486, 487):
+        if resp is None or resp.status < 300 or resp.status >= 600 or resp.status in (486, 487):
             return  # answered, refused everywhere, busy, or cancelled by the caller
 
 

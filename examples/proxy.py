@@ -38,7 +38,7 @@ async def route(req: sipr.Request) -> None:
         return
     for hop in TARGETS:
         resp = await req.relay(hop, timeout=BRANCH_TIMEOUT)
-        if resp.status < 300 or resp.status in (401, 407) or resp.status >= 600:
+        if resp is None or resp.status < 300 or resp.status in (401, 407) or resp.status >= 600:
             return  # success, a challenge for the caller, or a global refusal
     # Every hop failed: the best failure goes upstream when we return.
 

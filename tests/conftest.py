@@ -24,6 +24,7 @@ FIXTURES = ROOT / "rust" / "tests" / "fixtures"
 
 # The startup line, plain or as the "msg" of a JSON log line (--log-format json).
 LISTEN_RE = re.compile(r'sipr: listening on (\w+):\[?([0-9a-fA-F.:]+?)\]?:(\d+)(?:"\})?$')
+CTL_RE = re.compile(r'sipr: control socket (/.+?)(?:"\})?$')
 HTTP_RE = re.compile(r'sipr: control http on \[?([0-9a-fA-F.:]+?)\]?:(\d+)(?:"\})?$')
 
 
@@ -86,7 +87,7 @@ def start_sipr(
         args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
     )
     assert proc.stderr is not None
-    sipr = Sipr(proc, {}, ctl=Path(env["SIPR_RUN_DIR"]) / "sipr.ctl")
+    sipr = Sipr(proc, {})
     deadline = time.monotonic() + timeout
     while len(sipr.addrs) < len(listen):
         line = proc.stderr.readline()
@@ -98,6 +99,9 @@ def start_sipr(
         m = LISTEN_RE.search(line)
         if m:
             sipr.addrs[m.group(1)] = (m.group(2), int(m.group(3)))
+        m = CTL_RE.search(line)
+        if m:
+            sipr.ctl = Path(m.group(1))
         m = HTTP_RE.search(line)
         if m:
             sipr.http = (m.group(1), int(m.group(2)))

@@ -1,55 +1,140 @@
-"""Type stubs for the native module `sipr._core` (Rust, PyO3)."""
+"""Type stubs for the native module `sipr._core` (Rust, PyO3: rust/src/python/).
 
-from collections.abc import Iterable, Mapping
-from typing import Any, final
+Every name the module exports is described here; `python -m mypy.stubtest
+sipr._core` checks that in CI (.ci/run)."""
+
+import asyncio
+import builtins
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypedDict, final
+
+__all__ = [
+    "URI",
+    "Address",
+    "Binding",
+    "CSeq",
+    "Core",
+    "DigestAttempt",
+    "DigestRules",
+    "Dispatcher",
+    "Dns",
+    "Headers",
+    "RegistrarRules",
+    "Request",
+    "Response",
+    "Selection",
+    "Serial",
+    "SiprError",
+    "Source",
+    "Store",
+    "TransactionError",
+    "__version__",
+    "aor_key",
+    "core_defaults",
+    "digest_ha1",
+    "drain_logs",
+    "log_fd",
+    "log_rate_limit",
+    "parse_listen",
+    "parse_uri",
+    "set_log_level",
+]
 
 __version__: str
 
 class SiprError(Exception): ...
 class TransactionError(SiprError): ...
 
+@final
 class URI:
-    scheme: str
-    user: str | None
-    password: str | None
-    host: str
-    port: int | None
-    headers: str | None
-    def __init__(self, uri: str) -> None: ...
+    @property
+    def scheme(self) -> str: ...
+    @property
+    def user(self) -> str | None: ...
+    @property
+    def password(self) -> str | None: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int | None: ...
+    @property
+    def headers(self) -> str | None: ...
+    def __new__(cls, uri: str) -> URI: ...
     @property
     def params(self) -> list[tuple[str, str]]: ...
     def param(self, name: str) -> str | None: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
 
+@final
 class Address:
-    uri: URI
-    display: str | None
-    tag: str | None
+    @property
+    def uri(self) -> URI: ...
+    @property
+    def display(self) -> str | None: ...
+    @property
+    def tag(self) -> str | None: ...
     def param(self, name: str) -> str | None: ...
 
+@final
 class CSeq:
-    number: int
-    method: str
+    @property
+    def number(self) -> int: ...
+    @property
+    def method(self) -> str: ...
 
+@final
 class Source:
-    transport: str
-    host: str
-    port: int
+    @property
+    def transport(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
 
+@final
 class Headers:
     def get(self, name: str, default: str | None = None) -> str | None: ...
     def getall(self, name: str) -> list[str]: ...
-    def __getitem__(self, name: str) -> str: ...
-    def __setitem__(self, name: str, value: object) -> None: ...
-    def __delitem__(self, name: str) -> None: ...
-    def __contains__(self, name: str) -> bool: ...
+    def __getitem__(self, name: str, /) -> str: ...
+    def __setitem__(self, name: str, value: object, /) -> None: ...
+    def __delitem__(self, name: str, /) -> None: ...
+    def __contains__(self, name: str, /) -> bool: ...
     def __len__(self) -> int: ...
     def items(self) -> list[tuple[str, str]]: ...
     def add(self, name: str, value: object) -> None: ...
     def set(self, name: str, value: object) -> None: ...
     def remove(self, name: str) -> None: ...
 
-HeadersArg = Mapping[str, object] | Iterable[tuple[str, object]] | None
+_HeadersArg = Mapping[str, object] | Iterable[tuple[str, object]] | None
 
+@final
+class Response:
+    """The final answer a `relay()` resolved to."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def headers(self) -> Headers: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def raw(self) -> bytes: ...
+
+class _Contact(Protocol):
+    """A registered contact (`sipr.registrar.Contact`): relayed to its
+    `next_hop` with Request-URI `uri`, through its `path`."""
+
+    @property
+    def uri(self) -> str: ...
+    @property
+    def next_hop(self) -> str: ...
+
+_Target = URI | str | _Contact
+
+@final
 class Request:
     @property
     def method(self) -> str: ...
@@ -79,53 +164,77 @@ class Request:
     def raw(self) -> bytes: ...
     @property
     def handled(self) -> bool: ...
+    @property
+    def deadline(self) -> float | None:
+        """This request's route deadline in seconds (None: the app's)."""
+    @deadline.setter
+    def deadline(self, seconds: float | None) -> None: ...
+    @property
+    def _txn(self) -> int | None: ...
     def reply(
         self,
         status: int,
         reason: str | None = None,
         *,
-        headers: HeadersArg = None,
+        headers: _HeadersArg = None,
         body: bytes | None = None,
     ) -> None: ...
     def forward(self, target: URI | str | None = None) -> bool: ...
+    def relay(
+        self,
+        target: _Target | Sequence[_Target] | None = None,
+        *,
+        timeout: float | None = None,
+        record_route: bool | None = None,
+    ) -> asyncio.Future[Response | None]:
+        """Relays statefully; the future resolves to the final response
+        (None for an ACK, which is relayed statelessly and has none)."""
+    def force_rport(self) -> None: ...
     def _finish(self) -> None: ...
 
+@final
 class Core:
-    def __init__(
-        self,
-        listen: list[str],
+    def __new__(
+        cls,
+        listen: Sequence[str],
         *,
-        max_pending: int = 10000,
-        retry_after: int = 5,
-        max_message_size: int = 65535,
-        aliases: list[str] = ...,
+        max_pending: int | None = None,
+        retry_after: int | None = None,
+        max_message_size: int | None = None,
+        aliases: Sequence[str] = ...,
         in_dialog_to_app: bool = False,
         record_route: bool = True,
         tls_cert: str | None = None,
         tls_key: str | None = None,
-        tls_sni: list[tuple[str, str, str]] = ...,
+        tls_sni: Sequence[tuple[str, str, str]] = ...,
         tls_client_ca: str | None = None,
         tls_verify_client: bool = False,
-        tls_verify_client_on: list[str] = ...,
+        tls_verify_client_on: Sequence[str] = ...,
         tls_ca: str | None = None,
         connect_timeout: float | None = None,
         connection_lifetime: float | None = None,
         max_connections: int | None = None,
         udp_reader: str = "loop",
-        resolvers: list[str] = ...,
-        listen_fds: list[int | None] = ...,
-    ) -> None: ...
+        resolvers: Sequence[str] = ...,
+        branch_secret: bytes | None = None,
+        listen_fds: Sequence[int | None] = ...,
+    ) -> Core: ...
     def dns(self) -> Dns: ...
     def udp_fds(self) -> list[int]: ...
     def wake_fd(self) -> int: ...
+    def timer_fd(self) -> int: ...
     def poll_udp(self, index: int) -> list[Request]: ...
     def drain_streams(self) -> list[Request]: ...
+    def on_timer(self) -> list[Request]: ...
+    @property
+    def has_cancelled(self) -> bool: ...
+    def take_cancelled(self) -> list[int]: ...
     def local_addrs(self) -> list[tuple[str, str, int]]: ...
     @property
     def pending(self) -> int: ...
     def stats(self) -> list[tuple[str, int]]: ...
-    def timer_fd(self) -> int: ...
-    def on_timer(self) -> list[Request]: ...
+    def reset_stats(self) -> None: ...
+    def dns_cache(self) -> list[tuple[str, int, str, int]]: ...
     def set_timers(
         self,
         *,
@@ -135,17 +244,22 @@ class Core:
         timer_c: float | None = None,
     ) -> None: ...
     def timers(self) -> tuple[float, float, float, float]: ...
-    max_pending: int
-    retry_after: int
+    @property
+    def max_pending(self) -> int: ...
+    @max_pending.setter
+    def max_pending(self, n: int) -> None: ...
+    @property
+    def retry_after(self) -> int: ...
+    @retry_after.setter
+    def retry_after(self, seconds: int) -> None: ...
     def set_in_dialog_to_app(self, on: bool) -> None: ...
+    def set_force_rport(self, on: bool) -> None: ...
     def start_drain(self) -> None: ...
     @property
     def draining(self) -> bool: ...
     def open_transactions(self) -> tuple[int, int]: ...
-    def reset_stats(self) -> None: ...
-    def dns_cache(self) -> list[tuple[str, int, str, int]]: ...
     def reload_tls(self) -> None: ...
-    def tls_info(self) -> dict[str, object]: ...
+    def tls_info(self) -> _TlsInfo: ...
     def stop(self) -> None: ...
     def serve_registrar(
         self,
@@ -154,6 +268,31 @@ class Core:
         auth: tuple[DigestRules, dict[str, dict[str, str]] | Store] | None = None,
     ) -> None: ...
 
+class _Certificate(TypedDict):
+    domain: str | None
+    subject: str
+    issuer: str
+    names: list[str]
+    not_after: int
+    path: str
+
+class _TlsInfo(TypedDict):
+    listeners: list[tuple[str, int]]
+    certificates: list[_Certificate]
+
+class _CoreDefaults(TypedDict):
+    max_pending: int
+    retry_after: int
+    max_message_size: int
+    connect_timeout: float
+    connection_lifetime: float
+    max_connections: int
+    t1: float
+    t2: float
+    t4: float
+    timer_c: float
+
+@final
 class Dns:
     """The core's RFC 3263 cache, destination blocklist and their settings."""
 
@@ -166,22 +305,25 @@ class Dns:
     def stats(self) -> list[tuple[str, int]]: ...
     def nameservers(self) -> list[str]: ...
 
+@final
 class Serial:
     """Relay targets tried one after another (failover on `codes`)."""
 
-    def __init__(self, targets: Iterable[object], *, codes: list[int] | None = None) -> None: ...
+    def __new__(cls, targets: Iterable[object], *, codes: list[int] | None = None) -> Serial: ...
     @property
     def targets(self) -> list[str]: ...
     @property
     def codes(self) -> list[int]: ...
     def __len__(self) -> int: ...
 
+@final
 class Selection:
     """A dispatcher selection, evaluated by `Request.relay()` for its request."""
 
     @property
     def set(self) -> int: ...
 
+@final
 class Dispatcher:
     """The native half of `sipr.Dispatcher`."""
 
@@ -208,7 +350,7 @@ class Dispatcher:
         timeout: float,
         fail_threshold: int,
         ok_threshold: int,
-        alive_codes: list[int],
+        alive_codes: builtins.list[int],
         from_uri: str,
     ) -> None: ...
     def stop_probing(self) -> None: ...
@@ -218,11 +360,27 @@ class Dispatcher:
 
 def parse_uri(uri: str) -> URI: ...
 def parse_listen(spec: str) -> tuple[str, str, int]: ...
+def core_defaults() -> _CoreDefaults:
+    """The Rust core's default settings (rust/src/python/defaults.rs)."""
+
+def log_fd() -> int:
+    """Installs the tracing → logging bridge; the eventfd readable when
+    core log records wait (rust/src/python/logbridge.rs)."""
+
+def drain_logs() -> tuple[list[tuple[int, str, str, str | None]], int]:
+    """Waiting core log records: (logging level, logger name, message,
+    Call-ID), and how many were suppressed since the last call."""
+
+def log_rate_limit() -> int:
+    """Core log records a second that pass the rate limit."""
+
+def set_log_level(level: int) -> None:
+    """Passes core events at this Python `logging` level and above."""
 
 # -- registrar and digest (rust/src/python/registrar.rs, digest.rs) ----------
 
 #: (status, reason or None, headers): what `Request.reply` takes.
-Reply = tuple[int, str | None, list[tuple[str, str]]]
+_Reply = tuple[int, str | None, list[tuple[str, str]]]
 
 @final
 class Binding:
@@ -295,11 +453,11 @@ class RegistrarRules:
         default_expires: int = 3600,
         max_contacts: int = 10,
     ) -> RegistrarRules: ...
-    def target(self, req: Request) -> tuple[str | None, Reply | None]: ...
-    def save(self, req: Request, store: Store, now: float | None = None) -> Reply: ...
+    def target(self, req: Request) -> tuple[str | None, _Reply | None]: ...
+    def save(self, req: Request, store: Store, now: float | None = None) -> _Reply: ...
     def decide(
         self, req: Request, existing: list[Binding], now: float | None = None
-    ) -> tuple[Reply, list[Binding], list[str]]: ...
+    ) -> tuple[_Reply, list[Binding], list[str]]: ...
     def serves(self, host: str) -> bool: ...
 
 @final
@@ -337,9 +495,9 @@ class DigestRules:
     def realm(self) -> str: ...
     def new_nonce(self) -> str: ...
     def nonce_state(self, nonce: str) -> str: ...
-    def challenge(self, method: str, *, stale: bool = False) -> Reply: ...
-    def begin(self, req: Request) -> Reply | DigestAttempt: ...
-    def finish(self, req: Request, attempt: DigestAttempt, ha1: str | None) -> Reply | None: ...
+    def challenge(self, method: str, *, stale: bool = False) -> _Reply: ...
+    def begin(self, req: Request) -> _Reply | DigestAttempt: ...
+    def finish(self, req: Request, attempt: DigestAttempt, ha1: str | None) -> _Reply | None: ...
 
 def aor_key(user: str | None, host: str) -> str: ...
 def digest_ha1(user: str, realm: str, password: str, algorithm: str = "MD5") -> str: ...

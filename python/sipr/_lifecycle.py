@@ -14,18 +14,15 @@ has been in flight for `DRAIN_QUIET` seconds, or at the drain timeout.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-import sys
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
-from sipr.app import App
-from sipr.logs import JsonFormatter
-from sipr.runtime import AppLoadError, ReloadError, describe, load_app
+import anyio
 
-if TYPE_CHECKING:
-    from sipr.server import Server
+from sipr._core import Core
+from sipr._protocols import AppLike, Job, Running, ServerView
+from sipr.loader import AppLoadError, ReloadError, describe, load_app
 
 log = logging.getLogger("sipr")
 
@@ -34,71 +31,96 @@ log = logging.getLogger("sipr")
 DRAIN_QUIET = 0.5
 _POLL = 0.05
 
-#: `--log-format json`: the startup lines are JSON too.
-json_banner = False
 
-#: App settings a reload does not take from the new script (they are runtime
-#: settings, changed with cfg.set, or fixed at start).
-_FIXED_SETTINGS = (
-    "record_route",
-    "default_reply",
-    "max_pending",
-    "retry_after",
-    "timers",
-    "route_deadline",
-    "deadline_reply",
-    "stall_threshold",
-    "eager",
-    "udp_reader",
-)
+def _changed_settings(old: AppLike, new: AppLike) -> list[str]:
+    """App settings a reload does not take from the new script (they are
+    runtime settings, changed with cfg.set, or fixed at start) that differ."""
+    changed = []
+    for attr in ("core_settings", "timer_settings", "route_settings"):
+        before, after = getattr(old, attr), getattr(new, attr)
+        for f in dataclasses.fields(before):
+            if getattr(before, f.name) != getattr(after, f.name):
+                changed.append(f.name)
+    return changed
 
 
-def announce(text: str) -> None:
-    """A startup line on stderr (what tests and operators wait for)."""
-    if json_banner:
-        record = logging.LogRecord("sipr", logging.INFO, __file__, 0, text, None, None)
-        text = JsonFormatter().format(record)
-    print(text, file=sys.stderr, flush=True)
+class Services:
+    """An app's background work, on anyio: its `@app.every` jobs and its
+    queues' consumers run in two task groups hosted by one task while the
+    app is served; `start` runs its `on_startup` hooks first, `stop` lets
+    the queues empty (bounded), then runs its `on_shutdown` hooks."""
+
+    def __init__(self, app: AppLike) -> None:
+        self.app = app
+        self._host: asyncio.Task[None] | None = None
+        self._jobs: anyio.CancelScope | None = None
+        self._consumers: anyio.CancelScope | None = None
+
+    async def start(self) -> None:
+        app = self.app
+        for fn in app.startup:
+            await fn()
+        for q in app.queues.values():
+            q.open()
+        ready = anyio.Event()
+        self._host = asyncio.get_running_loop().create_task(self._run(ready), name="sipr-services")
+        await ready.wait()
+
+    async def _run(self, ready: anyio.Event) -> None:
+        async with anyio.create_task_group() as consumers:
+            self._consumers = consumers.cancel_scope
+            for q in self.app.queues.values():
+                for _ in range(q.workers):
+                    consumers.start_soon(q.work, name=f"sipr-queue-{q.name}")
+            async with anyio.create_task_group() as jobs:
+                self._jobs = jobs.cancel_scope
+                for seconds, fn in self.app.periodic:
+                    jobs.start_soon(_every, seconds, fn)
+                ready.set()
+
+    async def stop(self, queue_timeout: float) -> None:
+        """Stops the jobs, gives the queues `queue_timeout` seconds to empty,
+        stops the consumers and runs the `on_shutdown` hooks."""
+        if self._jobs is not None:
+            self._jobs.cancel()
+        for q in self.app.queues.values():
+            await q.join(queue_timeout)
+        if self._consumers is not None:
+            self._consumers.cancel()
+        if self._host is not None:
+            await asyncio.gather(self._host, return_exceptions=True)
+        for q in self.app.queues.values():
+            q.close()
+        for fn in self.app.shutdown:
+            try:
+                await fn()
+            except Exception:
+                log.exception("on_shutdown hook %s failed", getattr(fn, "__name__", fn))
 
 
-Every = Callable[[float, Callable[[], Awaitable[None]]], Awaitable[None]]
-
-
-async def start_services(app: App, every: Every) -> list[asyncio.Task[None]]:
-    """Runs the app's on_startup hooks, starts its queues and its
-    `@app.every` jobs; returns the job tasks."""
-    for fn in app.startup:
-        await fn()
-    for q in app.queues.values():
-        q.start()
-    loop = asyncio.get_running_loop()
-    return [loop.create_task(every(seconds, fn)) for seconds, fn in app.periodic]
-
-
-async def stop_services(app: App, jobs: list[asyncio.Task[None]], queue_timeout: float) -> None:
-    for t in jobs:
-        t.cancel()
-    await asyncio.gather(*jobs, return_exceptions=True)
-    for q in app.queues.values():
-        await q.stop(queue_timeout)
-    for fn in app.shutdown:
+async def _every(seconds: float, fn: Job) -> None:
+    """Runs `fn` every `seconds` (`@app.every`); a failure is logged."""
+    next_at = anyio.current_time() + seconds
+    while True:
+        await anyio.sleep(max(0.0, next_at - anyio.current_time()))
+        next_at += seconds
         try:
             await fn()
         except Exception:
-            log.exception("on_shutdown hook %s failed", getattr(fn, "__name__", fn))
+            log.exception("@app.every(%s) job %s failed", seconds, getattr(fn, "__name__", fn))
 
 
 @dataclass
 class _Retiring:
     """An app replaced by a reload, waiting for its handler tasks to end."""
 
-    app: App
-    jobs: list[asyncio.Task[None]]
+    app: AppLike
+    services: Running
     handlers: set[asyncio.Task[None]]
     waiter: asyncio.Task[None] | None = field(default=None)
 
 
-async def reload(server: Server) -> dict[str, Any]:
+async def reload(server: ServerView) -> dict[str, object]:
     source = server.source
     if source is None:
         message = "no route script to reload: the app was not started by `sipr run`"
@@ -106,29 +128,31 @@ async def reload(server: Server) -> dict[str, Any]:
         raise ReloadError(message)
     old = server.app
     try:
-        new = load_app(source, fresh=True)
+        new = load_app(source, type(old), fresh=True)
     except AppLoadError as e:
         log.error("reload refused, the running app stays: %s", e)
         raise ReloadError(str(e)) from None
-    changed = [name for name in _FIXED_SETTINGS if getattr(new, name) != getattr(old, name)]
+    changed = _changed_settings(old, new)
     if changed:
         log.warning(
             "reload: App(...) settings changed in %s are not applied (use cfg.set or restart): %s",
             source,
             ", ".join(changed),
         )
+    services = Services(new)
     try:
-        jobs = await start_services(new, server._every)
+        await services.start()
     except Exception as e:
         message = f"{source}: on_startup failed: {describe(e)}"
         log.error("reload refused, the running app stays: %s", message)
         raise ReloadError(message) from None
-    retiring = _Retiring(old, server.side_tasks, set(server.tasks))
+    retiring = _Retiring(old, server.services, set(server.tasks))
     new._core, new._server = server.core, server
-    server.side_tasks = jobs
+    server.services = services
     server.app = new
     if server.core is not None:
         server.core.set_in_dialog_to_app(new.in_dialog_handler is not None)
+        server.core.set_force_rport(new.core_settings.force_rport)
     server.reloads += 1
     retiring.waiter = server.loop.create_task(_retire(server, retiring))
     server.retiring.append(retiring)
@@ -140,24 +164,24 @@ async def reload(server: Server) -> dict[str, Any]:
     return {"source": source, "reloads": server.reloads, "on_old_code": len(retiring.handlers)}
 
 
-async def _retire(server: Server, old: _Retiring) -> None:
+async def _retire(server: ServerView, old: _Retiring) -> None:
     if old.handlers:
         await asyncio.wait(old.handlers)
     server.retiring.remove(old)
-    await stop_services(old.app, old.jobs, max(server.drain_timeout, 0.5))
+    await old.services.stop(max(server.drain_timeout, 0.5))
     old.app._server = old.app._core = None
 
 
-async def retire_all(server: Server) -> None:
+async def retire_all(server: ServerView) -> None:
     """At shutdown: stop the services of apps replaced by reloads at once."""
     for old in list(server.retiring):
         if old.waiter is not None:
             old.waiter.cancel()
-        await stop_services(old.app, old.jobs, 0.0)
+        await old.services.stop(0.0)
     server.retiring.clear()
 
 
-def _activity(core: Any) -> int:
+def _activity(core: Core) -> int:
     """Grows with every transaction created and response received: in-dialog
     traffic during a drain. (Refused requests create no transaction.)"""
     stats = dict(core.stats())
@@ -167,7 +191,7 @@ def _activity(core: Any) -> int:
     )
 
 
-async def drain(server: Server) -> None:
+async def drain(server: ServerView) -> None:
     """Refuses new transactions and waits (bounded) for the in-flight ones."""
     core = server.core
     assert core is not None

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import inspect
-import os
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from sipr._core import Request
+from sipr._core import Core
+from sipr._protocols import Handler, Job, RpcMethod, ServerView, Settings
+from sipr.settings import (
+    CoreSettings,
+    RouteSettings,
+    RunSettings,
+    TimerSettings,
+    default,
+    env_flag,
+)
 from sipr.workqueue import WorkQueue
 
-Handler = Callable[[Request], Awaitable[None]]
-H = TypeVar("H", bound=Callable[..., object])
+H = TypeVar("H", bound=Callable[..., Any])
 
 
 class App:
@@ -21,74 +28,130 @@ class App:
     so a caller is never left retransmitting into silence. `timers` overrides
     the RFC 3261 timer values in seconds (keys `t1`, `t2`, `t4`, `timer_c`),
     e.g. `App(timers={"t1": 0.05})` in tests, so transactions expire quickly.
+    `force_rport` answers every UDP request at its source address and port,
+    as if its top Via had `rport` (RFC 3581 §4, Kamailio's `force_rport()`):
+    for an edge proxy facing phones behind NAT. Per request:
+    `req.force_rport()`.
+    Every argument and its default: docs/settings.md (`CoreSettings`,
+    `TimerSettings`, `RouteSettings`).
     """
 
     def __init__(
         self,
         *,
-        record_route: bool = True,
-        default_reply: tuple[int, str | None] = (404, None),
-        max_pending: int = 10_000,
-        retry_after: int = 5,
+        record_route: bool = default(CoreSettings, "record_route"),
+        default_reply: tuple[int, str | None] = default(RouteSettings, "default_reply"),
+        max_pending: int = default(CoreSettings, "max_pending"),
+        retry_after: int = default(CoreSettings, "retry_after"),
         timers: dict[str, float] | None = None,
-        route_deadline: float = 30.0,
-        deadline_reply: tuple[int, str | None] = (500, None),
-        stall_threshold: float = 0.2,
+        route_deadline: float = default(RouteSettings, "route_deadline"),
+        deadline_reply: tuple[int, str | None] = default(RouteSettings, "deadline_reply"),
+        stall_threshold: float = default(RouteSettings, "stall_threshold"),
         eager: bool | None = None,
         udp_reader: str | None = None,
+        force_rport: bool = default(CoreSettings, "force_rport"),
     ) -> None:
-        self.record_route = record_route
-        self.default_reply = default_reply
-        self.max_pending = max_pending
-        self.retry_after = retry_after
         if route_deadline <= 0 or stall_threshold <= 0:
             raise ValueError("route_deadline and stall_threshold must be positive seconds")
-        self.route_deadline = route_deadline
-        self.deadline_reply = deadline_reply
-        self.stall_threshold = stall_threshold
-        # Run each handler's first step (up to its first await) at once, with
-        # no asyncio Task unless it suspends: ~3 µs less per request. On
-        # Python 3.11 that step runs outside any task, so it must not enter
-        # asyncio.timeout() / anyio cancel scopes before its first await.
-        # Python 3.12+ always runs first steps eagerly inside real tasks.
-        self.eager = eager if eager is not None else os.environ.get("SIPR_EAGER") == "1"
-        # "thread": a Rust thread per UDP socket answers native REGISTERs
-        # itself and queues the rest for the loop (docs/decisions/0019).
-        self.udp_reader = udp_reader or os.environ.get("SIPR_UDP_READER") or "loop"
-        if self.udp_reader not in ("loop", "thread"):
-            raise ValueError(f'udp_reader must be "loop" or "thread", not {self.udp_reader!r}')
+        reader = udp_reader or env_flag("SIPR_UDP_READER") or default(CoreSettings, "udp_reader")
+        if reader not in ("loop", "thread"):
+            raise ValueError(f'udp_reader must be "loop" or "thread", not {reader!r}')
+        self.core_settings = CoreSettings(
+            max_pending=max_pending,
+            retry_after=retry_after,
+            record_route=record_route,
+            force_rport=force_rport,
+            # "thread": a Rust thread per UDP socket answers native REGISTERs
+            # itself and queues the rest for the loop (docs/decisions/0019).
+            udp_reader=reader,
+        )
+        self.timer_settings = TimerSettings.with_overrides(timers)
+        self.route_settings = RouteSettings(
+            route_deadline=route_deadline,
+            default_reply=default_reply,
+            deadline_reply=deadline_reply,
+            stall_threshold=stall_threshold,
+            # Run each handler's first step (up to its first await) at once,
+            # with no asyncio Task unless it suspends: ~3 µs less per request.
+            # On Python 3.11 that step runs outside any task, so it must not
+            # enter asyncio.timeout() / anyio cancel scopes before its first
+            # await. Python 3.12+ always runs first steps eagerly inside real
+            # tasks.
+            eager=eager if eager is not None else env_flag("SIPR_EAGER") == "1",
+        )
         self.queues: dict[str, WorkQueue] = {}
-        self.periodic: list[tuple[float, Callable[[], Awaitable[None]]]] = []
-        self._server: object | None = None
-        self.timers = dict(timers or {})
-        unknown = set(self.timers) - {"t1", "t2", "t4", "timer_c"}
-        if unknown:
-            raise ValueError(f"unknown timer(s) {sorted(unknown)}: use t1, t2, t4, timer_c")
-        #: The running core while served (`sipr._core.Core`), e.g. for `stats()`.
-        self._core: object | None = None
+        self.periodic: list[tuple[float, Job]] = []
+        #: The running server and core while served (`sipr._core.Core`, e.g. for `stats()`).
+        self._server: ServerView | None = None
+        self._core: Core | None = None
         self.route_handler: Handler | None = None
         self.in_dialog_handler: Handler | None = None
         #: Control methods the app adds (`@app.rpc`), by name.
-        self.rpc_methods: dict[str, Callable[..., Awaitable[object]]] = {}
-        self.startup: list[Callable[[], Awaitable[None]]] = []
-        self.shutdown: list[Callable[[], Awaitable[None]]] = []
+        self.rpc_methods: dict[str, RpcMethod] = {}
+        self.startup: list[Job] = []
+        self.shutdown: list[Job] = []
+
+    # The settings under their `App(...)` argument names (read-only).
+    @property
+    def record_route(self) -> bool:
+        return self.core_settings.record_route
+
+    @property
+    def force_rport(self) -> bool:
+        return self.core_settings.force_rport
+
+    @property
+    def max_pending(self) -> int:
+        return self.core_settings.max_pending
+
+    @property
+    def retry_after(self) -> int:
+        return self.core_settings.retry_after
+
+    @property
+    def udp_reader(self) -> str:
+        return self.core_settings.udp_reader
+
+    @property
+    def timers(self) -> dict[str, float]:
+        return self.timer_settings.as_dict()
+
+    @property
+    def default_reply(self) -> tuple[int, str | None]:
+        return self.route_settings.default_reply
+
+    @property
+    def deadline_reply(self) -> tuple[int, str | None]:
+        return self.route_settings.deadline_reply
+
+    @property
+    def route_deadline(self) -> float:
+        return self.route_settings.route_deadline
+
+    @property
+    def stall_threshold(self) -> float:
+        return self.route_settings.stall_threshold
+
+    @property
+    def eager(self) -> bool:
+        return self.route_settings.eager
 
     def route(self, fn: H) -> H:
         """Register the handler for initial requests (Kamailio's request_route)."""
-        self.route_handler = _checked_handler(fn, "route")  # type: ignore[assignment]
+        self.route_handler = _checked_handler(fn, "route")
         return fn
 
     def in_dialog(self, fn: H) -> H:
         """Register the handler for in-dialog requests (To tag present)."""
-        self.in_dialog_handler = _checked_handler(fn, "in_dialog")  # type: ignore[assignment]
+        self.in_dialog_handler = _checked_handler(fn, "in_dialog")
         return fn
 
     def on_startup(self, fn: H) -> H:
-        self.startup.append(_checked_handler(fn, "on_startup", nargs=0))  # type: ignore[arg-type]
+        self.startup.append(_checked_handler(fn, "on_startup", nargs=0))
         return fn
 
     def on_shutdown(self, fn: H) -> H:
-        self.shutdown.append(_checked_handler(fn, "on_shutdown", nargs=0))  # type: ignore[arg-type]
+        self.shutdown.append(_checked_handler(fn, "on_shutdown", nargs=0))
         return fn
 
     def every(self, seconds: float) -> Callable[[H], H]:
@@ -97,7 +160,7 @@ class App:
             raise ValueError("@app.every needs a positive number of seconds")
 
         def register(fn: H) -> H:
-            self.periodic.append((seconds, _checked_handler(fn, "every", nargs=0)))  # type: ignore[arg-type]
+            self.periodic.append((seconds, _checked_handler(fn, "every", nargs=0)))
             return fn
 
         return register
@@ -111,7 +174,7 @@ class App:
         def register(fn: H) -> H:
             if not inspect.iscoroutinefunction(fn):
                 raise TypeError(f"@app.rpc({name!r}) handler must be 'async def'")
-            self.rpc_methods[name] = fn  # type: ignore[assignment]
+            self.rpc_methods[name] = fn
             return fn
 
         return register
@@ -124,24 +187,24 @@ class App:
         return q
 
     @property
-    def config(self):  # type: ignore[no-untyped-def]
+    def config(self) -> Settings:
         """The running server's settings (`sipr.runtime.RuntimeConfig`):
         `app.config.set("tm.t1", 0.1)` acts like `sipr ctl cfg.set`."""
         server = self._server
         if server is None:
             raise RuntimeError("app.config is only there while the app is served")
-        return server.config  # type: ignore[attr-defined]
+        return server.config
 
     def stats(self) -> dict[str, int]:
         """Live counters of the running server (core and Python side)."""
         server = self._server
-        if server is None:
+        if server is None or server.core is None:
             return {}
-        out = dict(server.core.stats())  # type: ignore[attr-defined]
-        out["handlers.running"] = len(server.tasks)  # type: ignore[attr-defined]
-        out["handlers.suspended"] = server.suspended  # type: ignore[attr-defined]
-        out["handlers.deadline_expired"] = server.deadline_expired  # type: ignore[attr-defined]
-        out["loop.stalls"] = server.watchdog.stalls  # type: ignore[attr-defined]
+        out = dict(server.core.stats())
+        out["handlers.running"] = len(server.tasks)
+        out["handlers.suspended"] = server.suspended
+        out["handlers.deadline_expired"] = server.deadline_expired
+        out["loop.stalls"] = server.watchdog.stalls if server.watchdog is not None else 0
         for name, q in self.queues.items():
             out[f"queue.{name}.size"] = q.qsize()
             out[f"queue.{name}.processed"] = q.processed
@@ -152,35 +215,35 @@ class App:
         self,
         listen: list[str] | None = None,
         *,
-        log_level: str = "info",
-        log_format: str = "text",
-        drain_timeout: float = 10.0,
+        log_level: str = default(RunSettings, "log_level"),
+        log_format: str = default(RunSettings, "log_format"),
+        drain_timeout: float = default(RunSettings, "drain_timeout"),
     ) -> int:
         """Serve until SIGINT/SIGTERM (blocking); returns the exit status.
         (No reload: only `sipr run` knows the script to import again.)"""
         from sipr.server import run
 
-        return run(
-            self,
-            listen or ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"],
+        settings = RunSettings(
+            listen=tuple(listen) if listen else default(RunSettings, "listen"),
             log_level=log_level,
             log_format=log_format,
             drain_timeout=drain_timeout,
         )
+        return run(self, settings)
 
 
-def _checked_handler(fn: object, what: str, nargs: int = 1) -> object:
+def _checked_handler(fn: Callable[..., Any], what: str, nargs: int = 1) -> Any:
+    """`fn` when it is an `async def` taking `nargs` positional arguments."""
     if not callable(fn):
         raise TypeError(f"@app.{what} expects a function, got {fn!r}")
+    name = getattr(fn, "__name__", repr(fn))
     if not inspect.iscoroutinefunction(fn):
-        raise TypeError(f"@app.{what} handler {getattr(fn, '__name__', fn)!r} must be 'async def'")
+        raise TypeError(f"@app.{what} handler {name!r} must be 'async def'")
     params = [
         p
         for p in inspect.signature(fn).parameters.values()
         if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
     if len(params) != nargs:
-        raise TypeError(
-            f"@app.{what} handler {fn.__name__!r} must take {nargs} argument(s)"  # type: ignore[attr-defined]
-        )
+        raise TypeError(f"@app.{what} handler {name!r} must take {nargs} argument(s)")
     return fn

@@ -24,6 +24,12 @@ from sipr.workers import shared_nonce_secret, shared_nonce_store
 #: The digest algorithms sipr offers and verifies (RFC 8760).
 ALGORITHMS = ("MD5", "SHA-256")
 
+#: Offered by default: MD5 only. Many deployed phones (baresip 1.0, SIPp,
+#: older desk phones) give up on any 401 that carries a SHA-256 challenge,
+#: whatever its position; `algorithms=("SHA-256", "MD5")` offers both,
+#: strongest first (RFC 8760). See docs/decisions/0020-digest-md5-by-default.md.
+DEFAULT_ALGORITHMS: tuple[str, ...] = ("MD5",)
+
 # user -> password (kept in memory only); a callable user -> password |
 # {algorithm: HA1} | None (sync or async); or a Store with HA1s kept by
 # `sipr user add`.
@@ -52,7 +58,7 @@ class DigestAuth:
         realm: str,
         credentials: Credentials,
         *,
-        algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
+        algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS,
         nonce_ttl: float = 300.0,
         secret: bytes | None = None,
         check_identity: bool = True,

@@ -8,169 +8,124 @@ from __future__ import annotations
 
 import ipaddress
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from sipr.app import App
+from sipr.cli_base import CliError, cli
+from sipr.settings import (
+    ConnectionSettings,
+    ControlSettings,
+    DnsSettings,
+    RunSettings,
+    TlsSettings,
+    default,
+    meta,
+)
 from sipr.workers import current as workers_spec
 
-cli = typer.Typer(
-    name="sipr",
-    help="sipr: an asynchronous SIP router with Python routing on a Rust core.",
-    add_completion=True,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
+if TYPE_CHECKING:
+    from sipr.store import Store
 
+__all__ = ["CliError", "cli", "load_app", "main"]
 
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit status 1."""
+T = TypeVar("T")
 
 
 def load_app(spec: str) -> App:
     """Load APP given as `path/to/file.py` (attribute `app`) or `module:attr`."""
-    from sipr.runtime import AppLoadError
-    from sipr.runtime import load_app as load
+    from sipr.loader import AppLoadError
+    from sipr.loader import load_app as load
 
     try:
-        return load(spec)
+        return load(spec, App)
     except AppLoadError as e:
         raise CliError(str(e)) from e
 
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("text", "json")
+def _option(settings: type[Any], name: str, *aliases: str) -> Any:
+    """The `sipr run` option of a settings field: flag, help and
+    environment variable from its documentation (sipr.settings)."""
+    m = meta(settings, name)
+    shown = m["help"] + (f": {', '.join(m['choices'])}" if m["choices"] else "")
+    return typer.Option(m["flag"], *aliases, help=shown, envvar=m["env"])
 
 
 @cli.command()
 def run(
     app: Annotated[str, typer.Argument(help="path/to/app.py (attribute `app`) or module:attr")],
-    listen: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--listen",
-            "-l",
-            help=(
-                "Listen URI, repeatable: udp:127.0.0.1:5060, tcp:[::1]:5060, "
-                "tls:0.0.0.0:5061, ws:0.0.0.0:8080, wss:0.0.0.0:8443"
-            ),
-        ),
-    ] = None,
-    log_level: Annotated[
-        str, typer.Option("--log-level", help="debug, info, warning, error")
-    ] = "info",
-    log_format: Annotated[
-        str, typer.Option("--log-format", help="text, or json (one object per line)")
-    ] = "text",
-    drain_timeout: Annotated[
-        float,
-        typer.Option(
-            "--drain-timeout",
-            help="seconds SIGTERM waits for in-flight transactions before exiting",
-        ),
-    ] = 10.0,
-    ctl: Annotated[
-        Path | None,
-        typer.Option("--ctl", help="control socket path (default: <run dir>/sipr.ctl)"),
-    ] = None,
+    listen: Annotated[list[str] | None, _option(RunSettings, "listen", "-l")] = None,
+    log_level: Annotated[str, _option(RunSettings, "log_level")] = default(
+        RunSettings, "log_level"
+    ),
+    log_format: Annotated[str, _option(RunSettings, "log_format")] = default(
+        RunSettings, "log_format"
+    ),
+    drain_timeout: Annotated[float, _option(RunSettings, "drain_timeout")] = default(
+        RunSettings, "drain_timeout"
+    ),
+    ctl: Annotated[Path | None, _option(ControlSettings, "ctl_socket")] = None,
     no_ctl: Annotated[bool, typer.Option("--no-ctl", help="no control socket")] = False,
-    http: Annotated[
-        str | None,
-        typer.Option("--http", help="HTTP control listener HOST:PORT: /rpc, /metrics, status page"),
-    ] = None,
-    http_token: Annotated[
-        str | None,
-        typer.Option(
-            "--http-token",
-            envvar="SIPR_HTTP_TOKEN",
-            help="bearer token for the HTTP listener (required off loopback)",
-        ),
-    ] = None,
-    tls_cert: Annotated[
-        Path | None,
-        typer.Option("--tls-cert", help="PEM certificate chain for tls: and wss: listeners"),
-    ] = None,
-    tls_key: Annotated[
-        Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert")
-    ] = None,
-    tls_sni: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--tls-sni",
-            help="Per-domain certificate chosen by SNI, repeatable: DOMAIN=CERT.pem,KEY.pem",
-        ),
-    ] = None,
-    tls_client_ca: Annotated[
-        Path | None,
-        typer.Option("--tls-client-ca", help="PEM CAs that client certificates must chain to"),
-    ] = None,
-    tls_verify_client: Annotated[
-        bool,
-        typer.Option(
-            "--tls-verify-client", help="Refuse TLS clients without a valid certificate (mTLS)"
-        ),
-    ] = False,
+    http: Annotated[str | None, _option(ControlSettings, "http")] = None,
+    http_token: Annotated[str | None, _option(ControlSettings, "http_token")] = None,
+    tls_cert: Annotated[Path | None, _option(TlsSettings, "cert")] = None,
+    tls_key: Annotated[Path | None, _option(TlsSettings, "key")] = None,
+    tls_sni: Annotated[list[str] | None, _option(TlsSettings, "sni")] = None,
+    tls_client_ca: Annotated[Path | None, _option(TlsSettings, "client_ca")] = None,
+    tls_verify_client: Annotated[bool, _option(TlsSettings, "verify_client")] = False,
     tls_verify_client_on: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--tls-verify-client-on",
-            help="Require client certificates on this TLS listener only, repeatable: IP:PORT",
-        ),
+        list[str] | None, _option(TlsSettings, "verify_client_on")
     ] = None,
-    tls_ca: Annotated[
-        Path | None,
-        typer.Option(
-            "--tls-ca", help="PEM CAs trusted for outgoing TLS (default: the system's roots)"
-        ),
-    ] = None,
+    tls_ca: Annotated[Path | None, _option(TlsSettings, "ca")] = None,
     connection_lifetime: Annotated[
-        float,
-        typer.Option(
-            "--tcp-connection-lifetime",
-            help="Close idle TCP/TLS connections after S s (a WebSocket client is pinged first)",
-        ),
-    ] = 600.0,
-    connect_timeout: Annotated[
-        float, typer.Option("--tcp-connect-timeout", help="Fail a TCP/TLS connect after S s")
-    ] = 5.0,
-    max_connections: Annotated[
-        int, typer.Option("--max-connections", help="Bound on open TCP/TLS connections")
-    ] = 65536,
-    resolver: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--resolver",
-            help="DNS server for RFC 3263 lookups, repeatable: HOST:PORT (default: resolv.conf)",
-        ),
-    ] = None,
+        float, _option(ConnectionSettings, "connection_lifetime")
+    ] = default(ConnectionSettings, "connection_lifetime"),
+    connect_timeout: Annotated[float, _option(ConnectionSettings, "connect_timeout")] = default(
+        ConnectionSettings, "connect_timeout"
+    ),
+    max_connections: Annotated[int, _option(ConnectionSettings, "max_connections")] = default(
+        ConnectionSettings, "max_connections"
+    ),
+    resolver: Annotated[list[str] | None, _option(DnsSettings, "resolvers")] = None,
     workers: Annotated[
-        str,
-        typer.Option("--workers", help="worker processes: N, or auto (one per core)"),
+        str, typer.Option("--workers", help="worker processes: N, or auto (one per core)")
     ] = "1",
 ) -> None:
     """Serve APP. SIGHUP reloads APP; SIGTERM/SIGINT drains, then exits."""
     params = dict(locals())  # what `--workers` hands to each worker
     from sipr import _core
-    from sipr.control import ControlError
+    from sipr.control.config import ControlError
     from sipr.server import run as serve
 
-    if log_level.lower() not in LOG_LEVELS:
-        raise CliError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
-    if log_format.lower() not in LOG_FORMATS:
-        raise CliError(f"--log-format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
-    if not 0 <= drain_timeout <= 86_400:
-        raise CliError(f"--drain-timeout must be 0 to 86400 seconds, got {drain_timeout:g}")
-    listen = listen or ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
-    for spec in listen:
+    worker = workers_spec()
+    if worker is not None:  # the listeners the supervisor bound for this worker
+        listen = worker.listen
+
+    try:
+        settings = RunSettings(
+            listen=tuple(listen) if listen else default(RunSettings, "listen"),
+            log_level=log_level.lower(),
+            log_format=log_format.lower(),
+            drain_timeout=drain_timeout,
+        )
+        connections = ConnectionSettings(
+            connect_timeout=connect_timeout,
+            connection_lifetime=connection_lifetime,
+            max_connections=max_connections,
+        )
+        dns = DnsSettings(resolvers=tuple(_resolver(r) for r in resolver or []))
+    except ValueError as e:
+        raise CliError(str(e)) from e
+    for spec in settings.listen:
         try:
             _core.parse_listen(spec)
         except ValueError as e:
             raise CliError(f"--listen {spec}: {e}") from e
-    control = _control_config(ctl, no_ctl, http, http_token)
-    options = core_options(
+    control = _control_settings(ctl, no_ctl, http, http_token)
+    tls = tls_settings(
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_sni=tls_sni or [],
@@ -179,38 +134,22 @@ def run(
         tls_verify_client_on=tls_verify_client_on or [],
         tls_ca=tls_ca,
     )
-    if connection_lifetime <= 0 or connect_timeout <= 0 or max_connections < 1:
-        raise CliError(
-            "--tcp-connection-lifetime, --tcp-connect-timeout and --max-connections"
-            " must be positive"
-        )
-    options.update(
-        resolvers=[_resolver(r) for r in resolver or []],
-        connection_lifetime=connection_lifetime,
-        connect_timeout=connect_timeout,
-        max_connections=max_connections,
-    )
     count = _workers(workers)
     if count > 1:
-        status = _supervise(params, listen, count, control, log_level, log_format)
+        status = _supervise(params, list(settings.listen), count, control, settings)
         if status:
             sys.exit(status)
         return
-    worker = workers_spec()
-    if worker is not None:
-        listen = worker.listen
-        options["listen_fds"] = worker.fds
     application = load_app(app)
     try:
         status = serve(
             application,
-            listen,
-            log_level=log_level.lower(),
-            log_format=log_format.lower(),
+            settings,
             source=app,
-            drain_timeout=drain_timeout,
             control=control,
-            core_options=options,
+            tls=tls,
+            connections=connections,
+            dns=dns,
         )
     except (OSError, ControlError) as e:
         raise CliError(str(e)) from e
@@ -233,13 +172,12 @@ def _supervise(
     params: dict[str, Any],
     listen: list[str],
     count: int,
-    control: Any,
-    log_level: str,
-    log_format: str,
+    control: ControlSettings,
+    settings: RunSettings,
 ) -> int:
     """`--workers N`: the supervisor binds LISTEN once and runs N workers."""
     from sipr import _core
-    from sipr.control import ControlError
+    from sipr.control.config import ControlError
     from sipr.workers.supervisor import supervise
 
     addrs = [_core.parse_listen(spec) for spec in listen]
@@ -250,8 +188,8 @@ def _supervise(
             addrs,
             count,
             control,
-            log_level=log_level.lower(),
-            log_format=log_format.lower(),
+            log_level=settings.log_level,
+            log_format=settings.log_format,
         )
     except (OSError, ControlError) as e:
         raise CliError(str(e)) from e
@@ -273,9 +211,10 @@ def _resolver(spec: str) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
-def _control_config(ctl: Path | None, no_ctl: bool, http: str | None, token: str | None):  # type: ignore[no-untyped-def]
-    from sipr.control import ControlConfig, ControlError, parse_http_bind
-    from sipr.paths import default_ctl_socket
+def _control_settings(
+    ctl: Path | None, no_ctl: bool, http: str | None, token: str | None
+) -> ControlSettings:
+    from sipr.control.config import ControlError, parse_http_bind
 
     if ctl is not None and no_ctl:
         raise CliError("--ctl and --no-ctl exclude each other")
@@ -283,11 +222,15 @@ def _control_config(ctl: Path | None, no_ctl: bool, http: str | None, token: str
         bind = parse_http_bind(http, token) if http is not None else None
     except ControlError as e:
         raise CliError(str(e)) from e
-    socket_path = None if no_ctl else (ctl or default_ctl_socket())
-    return ControlConfig(ctl_socket=socket_path, http=bind, http_token=token or None)
+    return ControlSettings(
+        ctl_socket=None if no_ctl else ctl,
+        http=bind,
+        http_token=token or None,
+        default_socket=not no_ctl and ctl is None,
+    )
 
 
-def core_options(
+def tls_settings(
     *,
     tls_cert: Path | None,
     tls_key: Path | None,
@@ -296,12 +239,8 @@ def core_options(
     tls_verify_client: bool,
     tls_verify_client_on: list[str],
     tls_ca: Path | None,
-) -> dict[str, object]:
-    """Checks the TLS flags and turns them into `_core.Core` keyword arguments."""
-    if (tls_cert is None) != (tls_key is None):
-        raise CliError("--tls-cert and --tls-key go together")
-    if (tls_verify_client or tls_verify_client_on) and tls_client_ca is None:
-        raise CliError("--tls-verify-client(-on) needs --tls-client-ca")
+) -> TlsSettings:
+    """Checks the TLS flags (files exist, forms parse) and makes their settings."""
     for flag, path in (
         ("--tls-cert", tls_cert),
         ("--tls-key", tls_key),
@@ -319,25 +258,28 @@ def core_options(
             valid = False
         if not valid:
             raise CliError(f"--tls-verify-client-on {addr}: expected IP:PORT of a tls: listener")
-    sni: list[tuple[str, str, str]] = []
+    sni: list[tuple[str, Path, Path]] = []
     for spec in tls_sni:
         domain, sep, files = spec.partition("=")
-        cert, comma, key = files.partition(",")
-        if not (sep and comma and domain and cert and key):
+        cert_file, comma, key_file = files.partition(",")
+        if not (sep and comma and domain and cert_file and key_file):
             raise CliError(f"--tls-sni {spec}: expected DOMAIN=CERT.pem,KEY.pem")
-        for path in (cert, key):
-            if not Path(path).is_file():
-                raise CliError(f"--tls-sni {spec}: file not found: {path}")
-        sni.append((domain, cert, key))
-    return {
-        "tls_cert": str(tls_cert) if tls_cert else None,
-        "tls_key": str(tls_key) if tls_key else None,
-        "tls_sni": sni,
-        "tls_client_ca": str(tls_client_ca) if tls_client_ca else None,
-        "tls_verify_client": tls_verify_client,
-        "tls_verify_client_on": tls_verify_client_on,
-        "tls_ca": str(tls_ca) if tls_ca else None,
-    }
+        for name in (cert_file, key_file):
+            if not Path(name).is_file():
+                raise CliError(f"--tls-sni {spec}: file not found: {name}")
+        sni.append((domain, Path(cert_file), Path(key_file)))
+    try:
+        return TlsSettings(
+            cert=tls_cert,
+            key=tls_key,
+            sni=tuple(sni),
+            client_ca=tls_client_ca,
+            verify_client=tls_verify_client,
+            verify_client_on=tuple(tls_verify_client_on),
+            ca=tls_ca,
+        )
+    except ValueError as e:
+        raise CliError(str(e)) from e
 
 
 users = typer.Typer(help="Manage digest credentials (HA1 only) in a store.", no_args_is_help=True)
@@ -359,17 +301,19 @@ def _store_errors() -> tuple[type[BaseException], ...]:
     """What a store raises when it cannot be opened or reached."""
     import sqlite3
 
-    errors: tuple[type[BaseException], ...] = (ValueError, OSError, sqlite3.Error)
+    from sipr.store import MissingExtra
+
+    errors: tuple[type[BaseException], ...] = (ValueError, OSError, sqlite3.Error, MissingExtra)
     try:
         import redis.exceptions
 
         errors += (redis.exceptions.RedisError,)
-    except ImportError:  # pragma: no cover - a declared dependency
+    except ImportError:  # no sipr[redis]: redis:// stores fail with MissingExtra
         pass
     return errors
 
 
-def _store(url: str | None):  # type: ignore[no-untyped-def]
+def _store(url: str | None) -> Store:
     from sipr.paths import default_store_url
     from sipr.store import open_store
 
@@ -380,7 +324,7 @@ def _store(url: str | None):  # type: ignore[no-untyped-def]
         raise CliError(f"--store {url}: {e}") from e
 
 
-def _run(coro):  # type: ignore[no-untyped-def]
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     """Runs a store operation; a store that fails (redis down, unwritable
     database) is one error line, not a traceback."""
     import asyncio
@@ -476,12 +420,13 @@ def user_list(
 @cli.command()
 def version() -> None:
     """Print the sipr version."""
-    from sipr import __version__
+    from sipr._core import __version__
 
     typer.echo(f"sipr {__version__}")
 
 
-from sipr import cli_ctl  # noqa: E402, F401  (registers `sipr ctl` on `cli`)
+# `sipr ctl` is defined on `cli` by its own module.
+import sipr.cli_ctl  # noqa: E402, F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sipr.cli import CliError, cli
+from sipr.cli_base import CliError, cli
 
 #: How long to wait for an answer (a reload or a large ul.dump takes a while).
 TIMEOUT_SECONDS = 30.0
@@ -30,7 +30,9 @@ class RpcFailed(CliError):
         self.code = code
 
 
-def call(path: Path, requests: list[tuple[str, list[Any]]], timeout: float = TIMEOUT_SECONDS):  # type: ignore[no-untyped-def]
+def call(
+    path: Path, requests: list[tuple[str, list[Any]]], timeout: float = TIMEOUT_SECONDS
+) -> list[Any]:
     """Sends the calls over one connection; returns their results in order
     (raises RpcFailed for the first that failed)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -43,7 +45,7 @@ def call(path: Path, requests: list[tuple[str, list[Any]]], timeout: float = TIM
     except PermissionError:
         sock.close()
         raise CliError(f"control socket {path}: permission denied (run as sipr's user)") from None
-    results = []
+    results: list[Any] = []
     try:
         with sock, sock.makefile("rwb") as stream:
             for method, params in requests:
@@ -74,9 +76,21 @@ def parse_arg(text: str) -> Any:
 
 
 def _socket_path(ctl: Path | None) -> Path:
-    from sipr.paths import default_ctl_socket
+    """`--ctl`, else the control socket of the one sipr running under this
+    account (in the run directory); several running must be chosen from."""
+    from sipr.paths import run_dir, running_ctl_sockets
 
-    return ctl or default_ctl_socket()
+    if ctl is not None:
+        return ctl
+    live = running_ctl_sockets()
+    if len(live) == 1:
+        return live[0]
+    if not live:
+        raise CliError(f"no sipr control socket in {run_dir()}: is sipr running? (or --ctl PATH)")
+    raise CliError(
+        f"{len(live)} sipr instances are running; choose one with --ctl: "
+        + ", ".join(map(str, live))
+    )
 
 
 def _complete_method(ctx: typer.Context, incomplete: str) -> list[str]:
@@ -99,7 +113,9 @@ def ctl(
     args: Annotated[list[str] | None, typer.Argument(help="params: JSON or strings")] = None,
     ctl: Annotated[
         Path | None,
-        typer.Option("--ctl", help="control socket (default: $SIPR_RUN_DIR/sipr.ctl …)"),
+        typer.Option(
+            "--ctl", help="control socket (default: the only sipr running, in the run dir)"
+        ),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:

@@ -17,6 +17,7 @@ default). Operator page: docs/dispatcher.md.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import sqlite3
 import weakref
@@ -225,7 +226,7 @@ class Dispatcher:
     async def _stop(self) -> None:
         self.native.stop_probing()
 
-    async def _rpc_list(self) -> list[dict[str, Any]]:
+    async def _rpc_list(self) -> builtins.list[dict[str, Any]]:
         """Dispatcher destinations: set, URI, state, probes, selections."""
         return self.list()
 

@@ -15,12 +15,25 @@ import sys
 import time
 from typing import Any
 
+from sipr._core import Request
+
 #: The request the running handler task serves (None outside handlers).
-current_request: contextvars.ContextVar[Any] = contextvars.ContextVar(
+current_request: contextvars.ContextVar[Request | None] = contextvars.ContextVar(
     "sipr_current_request", default=None
 )
 
 FORMATS = ("text", "json")
+
+#: `--log-format json`: the startup lines (`announce`) are JSON too.
+json_banner = False
+
+
+def announce(text: str) -> None:
+    """A startup line on stderr (what tests and operators wait for)."""
+    if json_banner:
+        record = logging.LogRecord("sipr", logging.INFO, __file__, 0, text, None, None)
+        text = JsonFormatter().format(record)
+    print(text, file=sys.stderr, flush=True)
 
 
 class CallIdFilter(logging.Filter):
@@ -72,8 +85,10 @@ def setup(level: str = "info", fmt: str = "text") -> None:
     """One stderr handler on the root logger in format `fmt`. If the app
     configured logging itself (root handlers exist), its handlers stay and
     only get the Call-ID filter (`%(call_id)s` in their format)."""
+    global json_banner
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    json_banner = fmt == "json"
     root = logging.getLogger()
     root.setLevel(level.upper())
     if root.handlers:

@@ -32,5 +32,26 @@ def run_dir() -> Path:
     return Path(f"/tmp/sipr-{os.getuid()}")
 
 
-def default_ctl_socket() -> Path:
-    return run_dir() / "sipr.ctl"
+def instance_ctl_socket(listener: tuple[str, str, int]) -> Path:
+    """The default control socket of an instance whose first listener is
+    (transport, host, port): `<run dir>/sipr-udp-127.0.0.1-5060.ctl`."""
+    transport, host, port = listener
+    return run_dir() / f"sipr-{transport}-{host}-{port}.ctl"
+
+
+def running_ctl_sockets() -> list[Path]:
+    """Control sockets in the run directory that a live sipr answers on."""
+    import socket
+
+    live = []
+    for path in sorted(run_dir().glob("sipr*.ctl")):
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+            live.append(path)
+        except OSError:
+            pass  # a socket left by a sipr that died, or not ours to use
+        finally:
+            probe.close()
+    return live

@@ -18,7 +18,7 @@ from sipr._core import Store as NativeHandle
 from sipr.store import NativeStore, Store, open_store
 
 if TYPE_CHECKING:
-    from sipr.app import App
+    from sipr._protocols import AppLike as App
     from sipr.auth import DigestAuth
 
 log = logging.getLogger("sipr")

@@ -1,120 +1,29 @@
-"""Runtime configuration (Kamailio's cfg framework) and loading the route
-script, for `sipr run` and route-script reload.
-
-`server.config` lists, reads and changes settings while sipr runs: each
-takes effect at once (timers for transactions created from then on), no
-restart. `load_app` imports the script given to `sipr run`; with
-`fresh=True` it executes it again as a new module, so a reload gets new code
-even when the module was imported before.
+"""Runtime configuration (Kamailio's cfg framework): `server.config` lists,
+reads and changes settings while sipr runs; each takes effect at once
+(timers for transactions created from then on), no restart. Names,
+descriptions and bounds come from `sipr.settings` (docs/settings.md).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sipr.app import App
+from sipr import corelog
+from sipr._protocols import ServerView
+from sipr.loader import AppLoadError, ReloadError
+from sipr.settings import (
+    CoreSettings,
+    DnsSettings,
+    RouteSettings,
+    RunSettings,
+    TimerSettings,
+    meta,
+)
 
-if TYPE_CHECKING:
-    from sipr.server import Server
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-class AppLoadError(Exception):
-    """The app could not be loaded: the message names the script and the problem."""
-
-
-class ReloadError(AppLoadError):
-    """A reload was refused; the running app stays in place."""
-
-
-# --- loading the app ---------------------------------------------------------
-
-
-def load_app(spec: str, *, fresh: bool = False) -> App:
-    """Load APP given as `path/to/file.py` (attribute `app`) or `module:attr`.
-
-    `fresh` executes the source again in a new module object, even if it was
-    imported before (a reload); the module it replaces in `sys.modules` is
-    put back if the new one fails."""
-    attr = "app"
-    if spec.endswith(".py") or "/" in spec:
-        path = Path(spec)
-        if not path.is_file():
-            raise AppLoadError(f"app file not found: {spec}")
-        name = f"sipr_app_{path.stem}"
-        mod_spec = importlib.util.spec_from_file_location(name, path)
-        if mod_spec is None or mod_spec.loader is None:
-            raise AppLoadError(f"cannot load {spec}")
-        folder = str(path.resolve().parent)
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-        module = _execute(name, mod_spec, spec)
-    else:
-        modname, _, attr = spec.partition(":")
-        attr = attr or "app"
-        if fresh:
-            try:
-                mod_spec = importlib.util.find_spec(modname)
-            except Exception as e:
-                raise AppLoadError(f"{modname} failed to import: {describe(e)}") from e
-            if mod_spec is None or mod_spec.loader is None:
-                raise AppLoadError(f"{modname} failed to import: no such module")
-            module = _execute(modname, mod_spec, modname)
-        else:
-            try:
-                module = importlib.import_module(modname)
-            except Exception as e:
-                raise AppLoadError(f"{modname} failed to import: {describe(e)}") from e
-    app = getattr(module, attr, None)
-    if app is None:
-        raise AppLoadError(f"{spec} has no attribute {attr!r} (expected a sipr.App)")
-    if not isinstance(app, App):
-        raise AppLoadError(f"{spec}:{attr} is a {type(app).__name__}, not a sipr.App")
-    if app.route_handler is None:
-        raise AppLoadError(f"{spec}: the app has no @app.route handler")
-    return app
-
-
-def _execute(name: str, mod_spec: Any, shown: str) -> ModuleType:
-    """Runs a module's source in a new module object registered as `name`.
-
-    The source is compiled from the file itself, never from a cached .pyc:
-    a script edited twice within the same second (same size) must not come
-    back as its old bytecode."""
-    module = importlib.util.module_from_spec(mod_spec)
-    previous = sys.modules.get(name)
-    sys.modules[name] = module
-    try:
-        origin = mod_spec.origin
-        if origin and origin.endswith(".py"):
-            code = compile(Path(origin).read_bytes(), origin, "exec")
-            exec(code, module.__dict__)
-        else:
-            mod_spec.loader.exec_module(module)
-    except BaseException as e:
-        if previous is not None:
-            sys.modules[name] = previous
-        else:
-            sys.modules.pop(name, None)
-        if isinstance(e, Exception):
-            raise AppLoadError(f"{shown} failed to import: {describe(e)}") from e
-        raise
-    return module
-
-
-def describe(e: BaseException) -> str:
-    if isinstance(e, SyntaxError):
-        return f"SyntaxError: {e.msg} (line {e.lineno})"
-    return f"{type(e).__name__}: {e}"
+__all__ = ["AppLoadError", "ReloadError", "RuntimeConfig", "Setting"]
 
 
 # --- runtime settings ----------------------------------------------------------
@@ -137,14 +46,14 @@ class Setting:
         try:
             if self.type is bool:
                 return _as_bool(value)
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
                 raise ValueError
             if self.type is int:
                 if isinstance(value, float) and not value.is_integer():
                     raise ValueError
                 return int(value) if not isinstance(value, str) else int(value.strip())
             if self.type is float:
-                number = float(value)  # type: ignore[arg-type]
+                number = float(value)
                 if number != number or number in (float("inf"), float("-inf")):
                     raise ValueError
                 return number
@@ -162,6 +71,11 @@ class Setting:
             raise ValueError(f"{self.name} must be at least {self.low:g}, got {value!r}")
         if self.high is not None and value > self.high:
             raise ValueError(f"{self.name} must be at most {self.high:g}, got {value!r}")
+
+
+def _set_log_level(level: str) -> None:
+    logging.getLogger().setLevel(level.upper())
+    corelog.sync_level()
 
 
 def _as_bool(value: object) -> bool:
@@ -182,107 +96,111 @@ def _type_name(t: type) -> str:
 class RuntimeConfig:
     """The settings of a running server: `list()`, `get(name)`, `set(name, value)`."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ServerView) -> None:
         self._server = server
         self._settings: dict[str, Setting] = {}
-        for key, what in (
-            ("t1", "RFC 3261 T1 (RTT estimate): retransmit intervals, INVITE timeout 64*T1"),
-            ("t2", "RFC 3261 T2: the longest retransmit interval"),
-            ("t4", "RFC 3261 T4: how long a message stays in the network"),
-            ("timer_c", "proxy INVITE timeout (Timer C) without a final answer"),
-        ):
+        for key in ("t1", "t2", "t4", "timer_c"):
             self._add(
-                f"tm.{key}",
+                TimerSettings,
+                key,
                 float,
-                f"seconds, {what}; applies to new transactions",
                 self._timer_reader(key),
                 self._timer_writer(key),
-                low=0.001,
-                high=86_400,
+                "; applies to new transactions",
             )
         self._add(
-            "tm.route_deadline",
+            RouteSettings,
+            "route_deadline",
             float,
-            "seconds a route handler may run before it is cancelled (new requests)",
             lambda: server.route_deadline,
             lambda v: setattr(server, "route_deadline", v),
-            low=0.001,
-            high=86_400,
+            " (new requests)",
         )
+        for key in ("max_pending", "retry_after"):
+            self._add(
+                CoreSettings,
+                key,
+                int,
+                self._core_reader(key),
+                self._core_writer(key),
+            )
         self._add(
-            "core.max_pending",
+            RouteSettings,
+            "default_reply",
             int,
-            "requests the app may hold before the core answers 503 + Retry-After",
-            lambda: server.core_setting("max_pending"),
-            lambda v: server.set_core_setting("max_pending", v),
-            low=1,
-            high=10_000_000,
-        )
-        self._add(
-            "core.retry_after",
-            int,
-            "seconds in the Retry-After of the core's 503 (overload, shutdown)",
-            lambda: server.core_setting("retry_after"),
-            lambda v: server.set_core_setting("retry_after", v),
-            low=0,
-            high=86_400,
-        )
-        self._add(
-            "core.default_reply",
-            int,
-            "status sent when a handler returns without acting",
             lambda: server.default_reply[0],
             lambda v: setattr(server, "default_reply", (v, None)),
             low=200,
             high=699,
         )
         self._add(
-            "dns.blocklist_time",
+            DnsSettings,
+            "blocklist_time",
             float,
-            "seconds a destination that timed out or was unreachable is tried last (0: off)",
             lambda: server.dns_setting("blocklist_time"),
             lambda v: server.set_dns_setting("blocklist_time", v),
-            low=0,
-            high=86_400,
         )
         self._add(
-            "dns.failover_timeout",
+            DnsSettings,
+            "failover_timeout",
             float,
-            "seconds a destination with alternatives may stay silent before the next is tried",
             lambda: server.dns_setting("failover_timeout"),
             lambda v: server.set_dns_setting("failover_timeout", v),
-            low=0,
-            high=86_400,
         )
         self._add(
-            "log.level",
+            RunSettings,
+            "log_level",
             str,
-            "log level: debug, info, warning, error",
             lambda: logging.getLevelName(logging.getLogger().level).lower(),
-            lambda v: logging.getLogger().setLevel(v.upper()),
-            choices=LOG_LEVELS,
+            _set_log_level,
         )
         self._add(
-            "watchdog.stall_threshold",
+            RouteSettings,
+            "stall_threshold",
             float,
-            "seconds the event loop may be blocked before a stall is logged",
             lambda: server.stall_threshold,
             server.set_stall_threshold,
-            low=0.001,
-            high=3600,
         )
         self._add(
-            "shutdown.drain_timeout",
+            RunSettings,
+            "drain_timeout",
             float,
-            "seconds SIGTERM waits for in-flight transactions before exiting",
             lambda: server.drain_timeout,
             lambda v: setattr(server, "drain_timeout", v),
-            low=0,
-            high=86_400,
         )
 
-    def _add(self, name: str, typ: type, description: str, read, apply, **bounds) -> None:  # type: ignore[no-untyped-def]
-        self._settings[name] = Setting(name, typ, description, read, apply, **bounds)
+    def _add(
+        self,
+        settings: type[Any],
+        key: str,
+        typ: type,
+        read: Callable[[], Any],
+        apply: Callable[[Any], None],
+        note: str = "",
+        *,
+        low: float | None = None,
+        high: float | None = None,
+    ) -> None:
+        """Runtime setting for field `key` of a settings class: its cfg name,
+        description, bounds and choices are the field's."""
+        m = meta(settings, key)
+        name = m["cfg"]
+        self._settings[name] = Setting(
+            name,
+            typ,
+            f"{m['help']}{note}",
+            read,
+            apply,
+            low=m["low"] if low is None else low,
+            high=m["high"] if high is None else high,
+            choices=m["choices"],
+        )
+
+    def _core_reader(self, key: str) -> Callable[[], int]:
+        return lambda: self._server.core_setting(key)
+
+    def _core_writer(self, key: str) -> Callable[[int], None]:
+        return lambda v: self._server.set_core_setting(key, v)
 
     def _timer_reader(self, key: str) -> Callable[[], float]:
         return lambda: self._server.timers()[key]

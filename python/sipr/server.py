@@ -9,70 +9,84 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Coroutine, Generator, Sequence
 from typing import Any
 
-from sipr import _core, _lifecycle, workers
+from sipr import _core, _lifecycle, _protocols, corelog, workers
 from sipr._deadlines import Deadlines
+from sipr._protocols import AppLike, Handler
+from sipr._secret import branch_secret
 from sipr._watchdog import Watchdog
-from sipr.app import App
-from sipr.control import ControlConfig, ControlServer
-from sipr.logs import current_request
+from sipr.control.server import ControlServer
+from sipr.logs import announce, current_request
 from sipr.runtime import ReloadError, RuntimeConfig
+from sipr.settings import (
+    ConnectionSettings,
+    ControlSettings,
+    DnsSettings,
+    RunSettings,
+    TlsSettings,
+    default,
+)
 
 log = logging.getLogger("sipr")
 
-#: How long SIGTERM waits for in-flight transactions before exiting anyway.
-DRAIN_SECONDS = 10.0
-#: RFC 3261 timer values of the core until it runs (`tm.*` settings).
-DEFAULT_TIMERS = {"t1": 0.5, "t2": 4.0, "t4": 5.0, "timer_c": 181.0}
-#: `dns.*` settings of the core until it runs (docs/dns.md).
-DNS_DEFAULTS = {"blocklist_time": 60.0, "failover_timeout": 5.0}
+HandlerCoroutine = Coroutine[Any, Any, None]
 
 
 class Server:
     def __init__(
         self,
-        app: App,
-        listen: list[str],
-        control: ControlConfig | None = None,
+        app: AppLike,
+        listen: Sequence[str],
+        control: ControlSettings | None = None,
         *,
         source: str | None = None,
-        drain_timeout: float = DRAIN_SECONDS,
-        core_options: Mapping[str, Any] | None = None,
+        drain_timeout: float = default(RunSettings, "drain_timeout"),
+        tls: TlsSettings | None = None,
+        connections: ConnectionSettings | None = None,
+        dns: DnsSettings | None = None,
     ) -> None:
         if app.route_handler is None:
             raise RuntimeError("the app has no @app.route handler")
         self.app = app
-        self.listen = listen
+        self.listen = list(listen)
         #: What `sipr run` was given (path or module:attr): reloads import it again.
         self.source = source
         # Runtime settings (`self.config`), first taken from the app; a
         # reload keeps them.
-        self.route_deadline = app.route_deadline
-        self.default_reply = app.default_reply
-        self.deadline_reply = app.deadline_reply
-        self.stall_threshold = app.stall_threshold
+        route = app.route_settings
+        self.route_deadline = route.route_deadline
+        self.default_reply = route.default_reply
+        self.deadline_reply = route.deadline_reply
+        self.stall_threshold = route.stall_threshold
         self.drain_timeout = drain_timeout
-        self._timers = {**DEFAULT_TIMERS, **app.timers}
+        self._timers = app.timer_settings.as_dict()
+        # Before the core runs, `core.*` settings changed with cfg.set.
+        self._core_settings: dict[str, int] = {
+            "max_pending": app.core_settings.max_pending,
+            "retry_after": app.core_settings.retry_after,
+        }
+        # `dns.*` settings changed with cfg.set before the core runs.
         self._dns_settings: dict[str, float] = {}
         self.config = RuntimeConfig(self)
         self.reloads = 0
         #: Apps replaced by reloads whose handler tasks are still running.
-        self.retiring: list[_lifecycle._Retiring] = []
+        self.retiring: list[Any] = []
         self._reload_lock = asyncio.Lock()
         #: Set by a second SIGINT/SIGTERM: stop waiting for anything.
         self.aborted = asyncio.Event()
         #: When the shutdown drain must end (loop time), once it started.
         self.drain_deadline: float | None = None
-        self.control_config = control
+        self.control_settings = control
         self.control: ControlServer | None = None
-        # Transport settings (TLS files, connection limits) for `_core.Core`.
-        self.core_options = dict(core_options or {})
+        self.tls = tls or TlsSettings()
+        self.connections = connections or ConnectionSettings()
+        self.dns = dns or DnsSettings()
         self.core: _core.Core | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         # Handler tasks of requests a CANCEL can end, by transaction id.
-        self.cancellable: dict[int, asyncio.Task[None]] = {}
+        self.cancellable: dict[int | None, asyncio.Task[None]] = {}
         self.stopping = asyncio.Event()
         # Handlers that suspended (awaited something) and have not finished.
         self.suspended = 0
@@ -85,24 +99,47 @@ class Server:
         self.loop = asyncio.get_running_loop()
         # Python 3.12+ runs first steps eagerly inside real tasks (set below);
         # on 3.11 App(eager=True) runs them outside a task.
-        self.eager = app.eager and not hasattr(asyncio, "eager_task_factory")
-        self.side_tasks: list[asyncio.Task[None]] = []
+        self.eager = route.eager and not hasattr(asyncio, "eager_task_factory")
+        #: The running app's background work (`@app.every`, queues), once started.
+        self.services: _protocols.Running = _lifecycle.Services(app)
         # Bound once: a new bound method per task would cost an allocation.
         self._on_task_done = self._task_done
 
+    def _start_core(self) -> _core.Core:
+        """The one place the settings become the core's arguments."""
+        app, tls, conn = self.app, self.tls, self.connections
+        settings = app.core_settings
+        return _core.Core(
+            self.listen,
+            max_pending=self._core_settings["max_pending"],
+            retry_after=self._core_settings["retry_after"],
+            max_message_size=settings.max_message_size,
+            in_dialog_to_app=app.in_dialog_handler is not None,
+            record_route=settings.record_route,
+            udp_reader=settings.udp_reader,
+            tls_cert=str(tls.cert) if tls.cert else None,
+            tls_key=str(tls.key) if tls.key else None,
+            tls_sni=[(domain, str(cert), str(key)) for domain, cert, key in tls.sni],
+            tls_client_ca=str(tls.client_ca) if tls.client_ca else None,
+            tls_verify_client=tls.verify_client,
+            tls_verify_client_on=list(tls.verify_client_on),
+            tls_ca=str(tls.ca) if tls.ca else None,
+            connect_timeout=conn.connect_timeout,
+            connection_lifetime=conn.connection_lifetime,
+            max_connections=conn.max_connections,
+            resolvers=list(self.dns.resolvers),
+            branch_secret=branch_secret(),
+            # `--workers`: the sockets the supervisor bound (decision 0050).
+            listen_fds=workers.listen_fds(self.listen),
+        )
+
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
-        self.core = core = _core.Core(
-            self.listen,
-            max_pending=self.app.max_pending,
-            retry_after=self.app.retry_after,
-            in_dialog_to_app=self.app.in_dialog_handler is not None,
-            record_route=self.app.record_route,
-            udp_reader=self.app.udp_reader,
-            **self.core_options,
-        )
-        core.set_timers(**self._timers)
+        close_logs = corelog.attach(loop)
+        self.core = core = self._start_core()
         workers.serving(core)  # the address registrations name as their owner (0052)
+        core.set_force_rport(self.app.core_settings.force_rport)
+        core.set_timers(**self._timers)
         for name, value in self._dns_settings.items():
             setattr(core.dns(), name, value)
         self.app._core = core
@@ -114,23 +151,26 @@ class Server:
         )
         self.busy = self.watchdog.busy
         self.watchdog.start()
-        if hasattr(asyncio, "eager_task_factory"):
+        eager_factory = getattr(asyncio, "eager_task_factory", None)
+        if eager_factory is not None:
             # Python 3.12+: a handler runs its first step inside create_task.
-            loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
-        self.side_tasks = await _lifecycle.start_services(self.app, self._every)
-        udp_fds = core.udp_fds() if self.app.udp_reader == "loop" else []
+            loop.set_task_factory(eager_factory)
+        services = _lifecycle.Services(self.app)
+        await services.start()
+        self.services = services
+        udp_fds = core.udp_fds() if self.app.core_settings.udp_reader == "loop" else []
         for index, fd in enumerate(udp_fds):
             loop.add_reader(fd, self._on_udp, index)
         loop.add_reader(core.wake_fd(), self._on_streams)
         loop.add_reader(core.timer_fd(), self._on_timer)
         try:
-            if self.control_config is not None:
+            if self.control_settings is not None:
                 # Before "listening on": once that is printed, `sipr ctl` works.
-                self.control = ControlServer(self, self.control_config)
+                self.control = ControlServer(self, self.control_settings)
                 await self.control.start()
             for transport, host, port in core.local_addrs():
                 shown = f"[{host}]" if ":" in host else host
-                _lifecycle.announce(f"sipr: listening on {transport}:{shown}:{port}")
+                announce(f"sipr: listening on {transport}:{shown}:{port}")
             await self.stopping.wait()
             await _lifecycle.drain(self)
         finally:
@@ -138,13 +178,14 @@ class Server:
                 loop.remove_reader(fd)
             loop.remove_reader(core.wake_fd())
             loop.remove_reader(core.timer_fd())
-            await _lifecycle.stop_services(self.app, self.side_tasks, self._queue_budget())
+            await self.services.stop(self._queue_budget())
             await _lifecycle.retire_all(self)
             self.deadlines.close()
             self.watchdog.stop()
             if self.control is not None:  # answered during the drain above
                 await self.control.stop()
             core.stop()
+            close_logs()
             self.app._server = None
 
     def stop(self) -> None:
@@ -195,17 +236,22 @@ class Server:
             self.core.set_timers(**{key: seconds})
 
     def core_setting(self, name: str) -> int:
-        source = self.core if self.core is not None else self.app
-        return int(getattr(source, name))
+        if self.core is not None:
+            return int(getattr(self.core, name))
+        return self._core_settings[name]
 
     def set_core_setting(self, name: str, value: int) -> None:
-        setattr(self.core if self.core is not None else self.app, name, value)
+        if name not in self._core_settings:
+            raise ValueError(f"no core setting {name!r}")
+        self._core_settings[name] = value
+        if self.core is not None:
+            setattr(self.core, name, value)
 
     def dns_setting(self, name: str) -> float:
         """`dns.*` settings: the core's once it runs, else what will be applied."""
         if self.core is not None:
             return float(getattr(self.core.dns(), name))
-        return float(self._dns_settings.get(name, DNS_DEFAULTS[name]))
+        return float(self._dns_settings.get(name, default(DnsSettings, name)))
 
     def set_dns_setting(self, name: str, value: float) -> None:
         self._dns_settings[name] = value
@@ -219,8 +265,7 @@ class Server:
 
     def reload_tls(self) -> None:
         """SIGHUP: re-read the TLS certificates; open connections keep theirs."""
-        opts = self.core_options
-        if self.core is None or not (opts.get("tls_cert") or opts.get("tls_sni")):
+        if self.core is None or not self.tls.configured:
             return
         try:
             self.core.reload_tls()
@@ -307,17 +352,6 @@ class Server:
         self.expired.add(task)
         task.cancel()
 
-    async def _every(self, seconds: float, fn) -> None:  # type: ignore[no-untyped-def]
-        loop = asyncio.get_running_loop()
-        next_at = loop.time() + seconds
-        while True:
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            next_at += seconds
-            try:
-                await fn()
-            except Exception:
-                log.exception("@app.every(%s) job %s failed", seconds, fn.__name__)
-
     def _answer_if_silent(self, req: _core.Request) -> None:
         if not req.handled and req.method != "ACK":
             status, reason = self.default_reply
@@ -338,14 +372,20 @@ class Server:
             except _core.TransactionError:
                 pass
 
-    async def _run(self, handler, req: _core.Request, coro=None, first=None) -> None:  # type: ignore[no-untyped-def]
+    async def _run(
+        self,
+        handler: Handler,
+        req: _core.Request,
+        coro: HandlerCoroutine | None = None,
+        first: Any = None,
+    ) -> None:
         suspended = False
         txn = req._txn  # read now: forward() drops it from the request
         # Task-local: log lines of this handler (the app's too) get the Call-ID.
         current_request.set(req)
         try:
             started = coro is not None
-            if not started:
+            if coro is None:
                 coro = handler(req)
                 # The first step runs inline: most handlers act without
                 # awaiting and never need a deadline.
@@ -366,8 +406,8 @@ class Server:
             self._answer_if_silent(req)
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if task in self.expired:
-                self.expired.discard(task)  # type: ignore[arg-type]
+            if task is not None and task in self.expired:
+                self.expired.discard(task)
                 self.deadline_expired += 1
                 log.warning("route deadline reached for %s (Call-ID %s)", req.method, req.call_id)
                 if not req.handled and req.method != "ACK":
@@ -382,14 +422,14 @@ class Server:
         except Exception:
             self._handler_failed(req)
         finally:
-            if suspended:
+            if suspended and self.deadlines is not None:
                 self.suspended -= 1
-                self.deadlines.finished()  # type: ignore[union-attr]
+                self.deadlines.finished()
             self.cancellable.pop(txn, None)
             req._finish()
 
 
-class _Resume:
+class _Resume(Generator[Any, Any, None]):
     """Continues a coroutine whose first step already ran, inside the
     awaiting task: values and exceptions (cancellation) pass straight through.
 
@@ -399,26 +439,26 @@ class _Resume:
 
     __slots__ = ("coro", "first")
 
-    def __init__(self, coro, first) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, coro: HandlerCoroutine, first: Any) -> None:
         self.coro = coro
         self.first = first
 
-    def __await__(self):  # type: ignore[no-untyped-def]
+    def __await__(self) -> Generator[Any, Any, None]:
         return self
 
-    def __next__(self):  # type: ignore[no-untyped-def]
+    def __next__(self) -> Any:
         first = self.first
         if first is not _TAKEN:
             self.first = _TAKEN
             return first  # the value the first step yielded, for the task
         return self.coro.send(None)  # StopIteration(value) ends the await
 
-    def send(self, value):  # type: ignore[no-untyped-def]
+    def send(self, value: Any) -> Any:
         if self.first is not _TAKEN:
             return self.__next__()
         return self.coro.send(value)
 
-    def throw(self, typ, val=None, tb=None):  # type: ignore[no-untyped-def]
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
         self.first = _TAKEN
         if val is None and tb is None:
             return self.coro.throw(typ)
@@ -432,35 +472,41 @@ _TAKEN = object()
 
 
 def run(
-    app: App,
-    listen: list[str],
+    app: AppLike,
+    settings: RunSettings,
     *,
-    log_level: str = "info",
-    log_format: str = "text",
     source: str | None = None,
-    drain_timeout: float = DRAIN_SECONDS,
-    control: ControlConfig | None = None,
-    core_options: Mapping[str, Any] | None = None,
+    control: ControlSettings | None = None,
+    tls: TlsSettings | None = None,
+    connections: ConnectionSettings | None = None,
+    dns: DnsSettings | None = None,
 ) -> int:
     """Serves until SIGINT/SIGTERM; returns the exit status (0 after a
     drain, 1 when a second signal cut it short)."""
     from sipr import logs
 
-    logs.setup(log_level, log_format)
-    _lifecycle.json_banner = log_format == "json"
-    return asyncio.run(_main(app, listen, source, drain_timeout, control, core_options))
+    logs.setup(settings.log_level, settings.log_format)
+    return asyncio.run(_main(app, settings, source, control, tls, connections, dns))
 
 
 async def _main(
-    app: App,
-    listen: list[str],
+    app: AppLike,
+    settings: RunSettings,
     source: str | None,
-    drain_timeout: float,
-    control: ControlConfig | None,
-    core_options: Mapping[str, Any] | None,
+    control: ControlSettings | None,
+    tls: TlsSettings | None,
+    connections: ConnectionSettings | None,
+    dns: DnsSettings | None,
 ) -> int:
     server = Server(
-        app, listen, control, source=source, drain_timeout=drain_timeout, core_options=core_options
+        app,
+        settings.listen,
+        control,
+        source=source,
+        drain_timeout=settings.drain_timeout,
+        tls=tls,
+        connections=connections,
+        dns=dns,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

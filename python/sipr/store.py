@@ -27,12 +27,18 @@ from sipr._core import Store as NativeHandle
 __all__ = [
     "Binding",
     "MemoryStore",
+    "MissingExtra",
     "NativeStore",
     "RedisStore",
     "SqliteStore",
     "Store",
     "open_store",
 ]
+
+
+class MissingExtra(ImportError):
+    """A store needs an optional dependency that is not installed; the
+    message names the extra to install (`sipr[redis]`)."""
 
 
 class Store(Protocol):
@@ -104,8 +110,10 @@ class RedisStore:
     def __init__(self, url: str) -> None:
         try:
             import redis.asyncio as aioredis
-        except ImportError as e:  # pragma: no cover - the dependency is declared
-            raise RuntimeError("redis:// stores need the 'redis' package") from e
+        except ImportError:
+            raise MissingExtra(
+                "redis:// stores need the redis client: pip install 'sipr[redis]'"
+            ) from None
         self.r = aioredis.from_url(url)
         self.prefix = "sipr:"
 

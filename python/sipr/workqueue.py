@@ -1,14 +1,22 @@
 """In-process work queues (Kamailio's mqueue): a handler hands work (a CDR
-post, a notification) to background consumers and goes on routing."""
+post, a notification) to background consumers and goes on routing.
+
+Written on anyio: the queue is a bounded memory object stream, its
+consumers run in the app's service task group (`sipr._lifecycle.Services`)."""
 
 from __future__ import annotations
 
-import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
 log = logging.getLogger("sipr.queue")
+
+Consumer = Callable[[Any], Awaitable[None]]
 
 
 class QueueFull(Exception):
@@ -34,65 +42,64 @@ class WorkQueue:
         self.name = name
         self.maxsize = maxsize
         self.workers = workers
-        self._consumer: Callable[[Any], Awaitable[None]] | None = None
-        self._queue: asyncio.Queue[Any] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._consumer: Consumer | None = None
+        self._send: MemoryObjectSendStream[Any] | None = None
+        self._receive: MemoryObjectReceiveStream[Any] | None = None
+        #: Items accepted and not yet consumed (queued or being consumed).
+        self._unfinished = 0
+        #: Set while nothing is unfinished (made by `open`: an anyio Event
+        #: belongs to the running event loop).
+        self._idle: anyio.Event | None = None
         self.processed = 0
         self.failed = 0
         self.dropped = 0
 
-    def consumer(self, fn: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
-        if not asyncio.iscoroutinefunction(fn):
+    def consumer(self, fn: Consumer) -> Consumer:
+        if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"queue {self.name!r} consumer must be 'async def'")
         self._consumer = fn
         return fn
 
+    def _stream(self) -> MemoryObjectSendStream[Any]:
+        if self._send is None:
+            raise RuntimeError(f"queue {self.name!r} is not running (the app is not served)")
+        return self._send
+
+    def _accepted(self) -> None:
+        self._unfinished += 1
+        if self._idle is None or self._idle.is_set():
+            self._idle = anyio.Event()
+
     def put_nowait(self, item: Any) -> None:
         """Queue `item`; raises `QueueFull` at the bound (memory stays bounded)."""
-        if self._queue is None:
-            raise RuntimeError(f"queue {self.name!r} is not running (the app is not served)")
         try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
+            self._stream().send_nowait(item)
+        except anyio.WouldBlock:
             self.dropped += 1
             raise QueueFull(f"queue {self.name!r} is full ({self.maxsize} items)") from None
+        self._accepted()
 
     async def put(self, item: Any) -> None:
         """Queue `item`, waiting for room."""
-        if self._queue is None:
-            raise RuntimeError(f"queue {self.name!r} is not running (the app is not served)")
-        await self._queue.put(item)
+        await self._stream().send(item)
+        self._accepted()
 
     def qsize(self) -> int:
-        return self._queue.qsize() if self._queue is not None else 0
+        if self._send is None:
+            return 0
+        return self._send.statistics().current_buffer_used
 
-    def start(self) -> None:
+    def open(self) -> None:
+        """Accept items from now on (the app is starting)."""
         if self._consumer is None:
             raise RuntimeError(f"queue {self.name!r} has no @consumer")
-        self._queue = asyncio.Queue(self.maxsize)
-        self._tasks = [
-            asyncio.get_running_loop().create_task(self._work(), name=f"sipr-queue-{self.name}")
-            for _ in range(self.workers)
-        ]
+        self._send, self._receive = anyio.create_memory_object_stream[Any](self.maxsize)
 
-    async def stop(self, timeout: float) -> None:
-        """Let consumers finish what is queued (bounded by `timeout`), then stop."""
-        if self._queue is None:
-            return
-        try:
-            await asyncio.wait_for(self._queue.join(), timeout)
-        except TimeoutError:
-            log.warning("queue %s: %d items left at shutdown", self.name, self._queue.qsize())
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._queue = None
-
-    async def _work(self) -> None:
-        assert self._queue is not None and self._consumer is not None
-        queue, consume = self._queue, self._consumer
-        while True:
-            item = await queue.get()
+    async def work(self) -> None:
+        """One consumer: runs until cancelled (the app's services stop)."""
+        assert self._receive is not None and self._consumer is not None
+        consume = self._consumer
+        async for item in self._receive:
             try:
                 await consume(item)
                 self.processed += 1
@@ -100,4 +107,23 @@ class WorkQueue:
                 self.failed += 1
                 log.exception("queue %s: consumer failed", self.name)
             finally:
-                queue.task_done()
+                self._unfinished -= 1
+                if self._unfinished == 0 and self._idle is not None:
+                    self._idle.set()
+
+    async def join(self, timeout: float) -> None:
+        """Waits (at most `timeout` seconds) until every accepted item was consumed."""
+        with anyio.move_on_after(timeout):
+            while self._unfinished and self._idle is not None:
+                await self._idle.wait()
+        if self._unfinished:
+            log.warning("queue %s: %d items left at shutdown", self.name, self.qsize())
+
+    def close(self) -> None:
+        """Refuse items from now on (the app stopped)."""
+        for stream in (self._send, self._receive):
+            if stream is not None:
+                stream.close()
+        self._send = self._receive = None
+        self._unfinished = 0
+        self._idle = None

@@ -18,6 +18,8 @@ pub struct Stats {
     pub drain_rejects: AtomicU64,
     pub send_errors: AtomicU64,
     pub dropped: AtomicU64,
+    /// Responses matching no transaction and no branch of ours (dropped).
+    pub stray_responses: AtomicU64,
     pub retransmissions: AtomicU64,
     /// By status class: index 0 is 1xx … 5 is 6xx.
     pub responses_in_class: [AtomicU64; 6],
@@ -85,6 +87,7 @@ impl Stats {
             &self.drain_rejects,
             &self.send_errors,
             &self.dropped,
+            &self.stray_responses,
             &self.retransmissions,
             &self.native_registers,
         ];
@@ -116,6 +119,7 @@ impl Stats {
             ("drain_rejects", &self.drain_rejects),
             ("send_errors", &self.send_errors),
             ("dropped", &self.dropped),
+            ("stray_responses", &self.stray_responses),
             ("retransmissions", &self.retransmissions),
             ("registrar.native", &self.native_registers),
         ] {

@@ -162,15 +162,20 @@ def test_sipr_ctl_tables_json_and_errors(sipr_factory) -> None:
 
 
 def test_control_socket_lifecycle(tmp_path: Path) -> None:
-    """Mode 0600; a second sipr on the same socket is refused naming it; the
-    socket is removed on exit; a stale socket file is replaced."""
+    """Named after the first listener, mode 0600; a second sipr on the same
+    socket is refused naming it; the socket is removed on exit; a stale
+    socket file is replaced."""
     env = {"SIPR_RUN_DIR": str(tmp_path)}
-    first = start_sipr(OPS_APP, env=env)
+    port = free_port()
+    listen = (f"udp:127.0.0.1:{port}",)
+    first = start_sipr(OPS_APP, listen=listen, env=env)
     try:
-        path = tmp_path / "sipr.ctl"
+        path = tmp_path / f"sipr-udp-127.0.0.1-{port}.ctl"
+        assert first.ctl == path
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         second = subprocess.run(
-            [sys.executable, "-m", "sipr", "run", str(OPS_APP), "--listen", "udp:127.0.0.1:0"],
+            [sys.executable, "-m", "sipr", "run", str(OPS_APP), "--listen", "udp:127.0.0.1:0",
+             "--ctl", str(path)],
             env={**os.environ, **env}, capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         assert second.returncode == 1
@@ -187,7 +192,7 @@ def test_control_socket_lifecycle(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stale:
         stale.bind(str(path))
     assert stat.S_ISSOCK(os.stat(path).st_mode)
-    third = start_sipr(OPS_APP, env=env)
+    third = start_sipr(OPS_APP, listen=listen, env=env)
     try:
         assert rpc(path, "system.listMethods")
     finally:

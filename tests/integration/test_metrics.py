@@ -159,11 +159,29 @@ def test_http_bounds_and_errors(sipr_factory) -> None:
     assert http_request(proxy.http, "GET", "/nope")[0] == 404
     assert http_request(proxy.http, "GET", "/rpc")[0] == 405
     with socket.create_connection(proxy.http, timeout=10) as s:
-        s.sendall(b"POST /rpc HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n")
+        s.sendall(b"POST /rpc HTTP/1.1\r\nHost: sipr\r\nContent-Length: 99999999\r\n\r\n")
         assert s.recv(100).startswith(b"HTTP/1.1 413")
     with socket.create_connection(proxy.http, timeout=10) as s:
         s.sendall(b"GET / HTTP/1.1\r\n" + b"X-Filler: " + b"a" * 20_000 + b"\r\n\r\n")
         assert s.recv(100).startswith(b"HTTP/1.1 431")
+    # HTTP/1.1 framing is h11's (decision 0026): a request without Host, a
+    # malformed header line, a chunked body.
+    with socket.create_connection(proxy.http, timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 400")
+    with socket.create_connection(proxy.http, timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: sipr\r\nno colon here\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 400")
+    rpc = b'{"jsonrpc":"2.0","id":7,"method":"app.add","params":[2,3]}'
+    with socket.create_connection(proxy.http, timeout=10) as s:
+        s.sendall(
+            b"POST /rpc HTTP/1.1\r\nHost: sipr\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n%s\r\n0\r\n\r\n" % (len(rpc), rpc)
+        )
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200") and b'"result":5' in answer, answer
     assert http_rpc(proxy.http, "app.add", 1, 2) == 3  # still serving
 
 

@@ -2,9 +2,11 @@
 calls to registered contacts) between real SIPp phones and Python digest
 clients, over the memory:, SQLite and redis stores.
 
-SIPp speaks only MD5 and answers the first challenge, so the pbx under SIPp
-offers "MD5,SHA-256"; SHA-256 is exercised by the Python client (tests/sipp/regkit.py),
-which computes the digest itself."""
+The pbx offers MD5 only by default (decision 0020); SIPp speaks only MD5 and
+answers the first challenge, so `pbx_sipp` offers "MD5,SHA-256" to show the
+MD5 answer is taken with SHA-256 offered too. SHA-256 is exercised by the Python
+client (tests/sipp/regkit.py), which computes the digest itself, against
+`pbx_sha256` ("SHA-256,MD5")."""
 
 from __future__ import annotations
 
@@ -135,8 +137,14 @@ def pbx_sipp(sipr_factory, tmp_path: Path, sqlite_url: str, path: str):  # type:
 
 @pytest.fixture
 def pbx_default(sipr_factory, tmp_path: Path, sqlite_url: str, path: str):  # type: ignore[no-untyped-def]
-    """The pbx as shipped: SHA-256 offered first, calls authenticated."""
+    """The pbx as shipped: MD5 offered (decision 0020), calls authenticated."""
     return start_pbx(sipr_factory, tmp_path, sqlite_url, path)
+
+
+@pytest.fixture
+def pbx_sha256(sipr_factory, tmp_path: Path, sqlite_url: str, path: str):  # type: ignore[no-untyped-def]
+    """The pbx configured for SHA-256: offered first, MD5 next (RFC 8760)."""
+    return start_pbx(sipr_factory, tmp_path, sqlite_url, path, SIPR_DIGEST_ALGORITHMS="SHA-256,MD5")
 
 
 def call_alice(sipp: str, pbx_addr: tuple[str, int], tmp: Path):  # type: ignore[no-untyped-def]
@@ -203,9 +211,32 @@ def test_sipp_register_md5_401_then_200_wrong_password_403_replay_403(
 
 
 @pytest.mark.parametrize("path", ALL_PATHS)
+def test_default_pbx_offers_md5_only(pbx_default) -> None:
+    c = SipClient(pbx_default.udp, auth=("alice", "secret"), algorithm="MD5")
+    try:
+        first = c.exchange(c.build("REGISTER", "sip:127.0.0.1", headers=["Contact: <sip:a@h>"]))
+        assert status_of(first) == 401
+        assert list(challenges(first)) == ["MD5"]
+        # A SHA-256 answer to an MD5-only challenge is challenged again, never accepted.
+        params = challenges(first)["MD5"]
+        sha = SipClient(pbx_default.udp, auth=("alice", "secret"), algorithm="SHA-256")
+        try:
+            forged = first.replace(b"algorithm=MD5", b"algorithm=SHA-256")
+            cred = sha.authorization(forged, "REGISTER", "sip:127.0.0.1")
+            assert params["nonce"] in cred
+            again = sha.exchange(sha.build("REGISTER", "sip:127.0.0.1", headers=[cred]))
+            assert status_of(again) == 401 and list(challenges(again)) == ["MD5"], again
+        finally:
+            sha.close()
+        assert status_of(c.register(expires=600)) == 200
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("path", ALL_PATHS)
 @pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
-def test_python_digest_client(pbx_default, algorithm: str) -> None:
-    c = SipClient(pbx_default.udp, auth=("alice", "secret"), algorithm=algorithm)
+def test_python_digest_client(pbx_sha256, algorithm: str) -> None:
+    c = SipClient(pbx_sha256.udp, auth=("alice", "secret"), algorithm=algorithm)
     try:
         first = c.exchange(c.build("REGISTER", "sip:127.0.0.1", headers=["Contact: <sip:a@h>"]))
         assert status_of(first) == 401
@@ -234,7 +265,7 @@ def test_python_digest_client(pbx_default, algorithm: str) -> None:
 
 @pytest.mark.parametrize("path", ALL_PATHS)
 def test_retransmitted_authorized_register_is_answered_200_again(pbx_default) -> None:
-    c = SipClient(pbx_default.udp, auth=("alice", "secret"), algorithm="SHA-256")
+    c = SipClient(pbx_default.udp, auth=("alice", "secret"), algorithm="MD5")
     try:
         assert status_of(c.register(expires=600)) == 200
         # The same authorized bytes again (same branch): a retransmission, not a replay.
@@ -246,7 +277,7 @@ def test_retransmitted_authorized_register_is_answered_200_again(pbx_default) ->
 
 def test_wrong_password_and_unknown_user_are_403(pbx_default) -> None:
     for user, password in (("alice", "nope"), ("mallory", "secret")):
-        c = SipClient(pbx_default.udp, user=user, auth=(user, password), algorithm="SHA-256")
+        c = SipClient(pbx_default.udp, user=user, auth=(user, password), algorithm="MD5")
         try:
             r = c.register(expires=600)
             assert status_of(r) == 403, r
@@ -281,7 +312,7 @@ def test_invite_challenged_with_407_and_identity_checked(pbx_default) -> None:
     finally:
         caller.close()
     # Authenticated as alice, calling as alice: past auth, nobody registered -> 480.
-    alice = SipClient(pbx_default.udp, auth=("alice", "secret"), algorithm="SHA-256")
+    alice = SipClient(pbx_default.udp, auth=("alice", "secret"), algorithm="MD5")
     try:
         first = alice.invite("sip:nobody@127.0.0.1")
         cred = alice.authorization(first, "INVITE", "sip:nobody@127.0.0.1")

@@ -7,32 +7,31 @@ import platform
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from sipr._core import Core, __version__
+from sipr._protocols import RpcMethod, ServerView, Settings
 from sipr.control import stats
 from sipr.control.rpc import APP_ERROR, Registry, RpcError
+from sipr.loader import ReloadError
 from sipr.registrar import aor_of
-
-if TYPE_CHECKING:
-    from sipr.control import ControlServer
+from sipr.store import Binding
 
 #: Stream transports that carry TLS (their listeners are what `tls.list` shows).
 TLS_TRANSPORTS = ("tls", "wss")
 
 
-def register_builtins(registry: Registry, ctl: ControlServer) -> None:
-    server = ctl.server
+def register_builtins(registry: Registry, server: ServerView, started: float) -> None:
+    """Adds the built-in methods for `server`, running since `started`
+    (`time.monotonic()`)."""
 
-    def core() -> Any:
+    def core() -> Core:
         if server.core is None:
             raise RpcError(APP_ERROR, "the core is not running")
         return server.core
 
-    def runtime_config() -> Any:
-        config = getattr(server, "config", None)
-        if config is None:
-            raise RpcError(APP_ERROR, "runtime configuration is not available in this build")
-        return config
+    def runtime_config() -> Settings:
+        return server.config
 
     async def list_methods() -> list[str]:
         """The methods this server answers."""
@@ -50,8 +49,6 @@ def register_builtins(registry: Registry, ctl: ControlServer) -> None:
 
     async def version() -> dict[str, str]:
         """sipr, Python and platform versions."""
-        from sipr import __version__
-
         return {
             "version": __version__,
             "python": platform.python_version(),
@@ -60,7 +57,7 @@ def register_builtins(registry: Registry, ctl: ControlServer) -> None:
 
     async def uptime() -> dict[str, Any]:
         """When the server started and how long it has run (seconds)."""
-        up = time.monotonic() - ctl.started
+        up = time.monotonic() - started
         since = datetime.fromtimestamp(time.time() - up, UTC)
         return {
             "now": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -119,7 +116,7 @@ def register_builtins(registry: Registry, ctl: ControlServer) -> None:
             out[f"{c}xx"] = s[f"responses_out.{c}xx"]
         return out
 
-    def binding_row(b: Any, now: float) -> dict[str, Any]:
+    def binding_row(b: Binding, now: float) -> dict[str, Any]:
         return {
             "contact": b.contact,
             "expires": b.remaining(now),
@@ -186,7 +183,7 @@ def register_builtins(registry: Registry, ctl: ControlServer) -> None:
 
     async def stats_get(prefix: str = "") -> dict[str, float]:
         """Statistics as group.name → value, optionally only those starting with PREFIX."""
-        got = await stats.collect(server, ctl.started)
+        got = await stats.collect(server, started)
         return {k: v for k, v in sorted(got.items()) if k.startswith(prefix)}
 
     async def stats_reset() -> dict[str, bool]:
@@ -277,18 +274,13 @@ def register_builtins(registry: Registry, ctl: ControlServer) -> None:
 
     async def app_reload() -> dict[str, Any]:
         """Re-imports the route script; a script that fails to import is refused."""
-        reload = getattr(server, "reload", None)
-        if reload is None:
-            raise RpcError(APP_ERROR, "route-script reload is not available in this build")
-        from sipr.runtime import ReloadError
-
         try:
-            result = await reload()
+            result = await server.reload()
         except ReloadError as e:
             raise RpcError(APP_ERROR, f"reload refused, the running app stays: {e}") from e
-        return {"reloaded": True, **(result or {})}
+        return {"reloaded": True, **result}
 
-    for name, fn in {
+    methods: dict[str, RpcMethod] = {
         "system.listMethods": list_methods,
         "system.methodHelp": method_help,
         "core.version": version,
@@ -311,5 +303,6 @@ def register_builtins(registry: Registry, ctl: ControlServer) -> None:
         "dst.blocklist_remove": dst_blocklist_remove,
         "tls.list": tls_list,
         "app.reload": app_reload,
-    }.items():
+    }
+    for name, fn in methods.items():
         registry.add(name, fn)

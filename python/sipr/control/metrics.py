@@ -1,14 +1,34 @@
-"""`stats.get` keys as Prometheus metrics (text exposition format 0.0.4).
+"""`stats.get` keys as Prometheus metrics, written by `prometheus_client`
+(text exposition format; docs/decisions/0026-control-http-and-metrics.md).
 
-Families with a label (method, status class, queue) are listed in FAMILIES;
-the other keys are in SINGLES. A key in neither (a new core counter) is
-still exported, as an untyped `sipr_<key>` metric, so nothing is silently lost."""
+Every metric's name, type and help is in this file: families with a label
+(method, status class, queue) in FAMILIES, the other keys in SINGLES. A key
+in neither (a new core counter) is still exported, as an untyped
+`sipr_<key>` metric, so nothing is silently lost (and the metrics test, which
+wants a type for each, names it)."""
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    UnknownMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+Family = CounterMetricFamily | GaugeMetricFamily | UnknownMetricFamily
+
+#: The Content-Type of `render()`'s output: every metric and label name here
+#: is a classic (ASCII) one, so the text is format 0.0.4, which every
+#: Prometheus version reads (prometheus_client's newest default, 1.0.0, only
+#: adds UTF-8 names).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 COUNTER, GAUGE = "counter", "gauge"
 
@@ -78,6 +98,11 @@ SINGLES: dict[str, tuple[str, str, str]] = {
     ),
     "core.send_errors": ("sipr_send_errors_total", COUNTER, "Messages that could not be sent"),
     "core.dropped": ("sipr_dropped_total", COUNTER, "Messages dropped"),
+    "core.stray_responses": (
+        "sipr_stray_responses_dropped_total",
+        COUNTER,
+        "Responses matching no transaction and no branch this instance minted, dropped",
+    ),
     "core.retransmissions": (
         "sipr_retransmissions_total",
         COUNTER,
@@ -179,60 +204,72 @@ _QUEUE_METRICS = {
 }
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+_MAKERS: dict[str, type[Family]] = {COUNTER: CounterMetricFamily, GAUGE: GaugeMetricFamily}
 
 
-def _number(value: float) -> str:
-    return repr(float(value)) if isinstance(value, float) else str(int(value))
+class _Snapshot(Collector):
+    """A prometheus_client collector over `stats.get` dicts, each with extra
+    labels of its own (`{"worker": "0"}` under `--workers`; none for one
+    process)."""
+
+    def __init__(self, sets: list[tuple[dict[str, str], dict[str, float]]]) -> None:
+        self.sets = sets
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Family] = {}
+        for extra, stats in self.sets:
+            values = list(extra.values())
+            family = functools.partial(_family, families, list(extra))
+            for key, value in stats.items():
+                if key in SKIPPED:
+                    continue
+                if key in SINGLES:
+                    metric, kind, help_ = SINGLES[key]
+                    if key == "loop.lag_ms":
+                        value = value / 1000
+                    family(metric, kind, help_, []).add_metric(values, value)
+                    continue
+                prefix = next((p for p in FAMILIES if key.startswith(p)), None)
+                if prefix is not None:
+                    metric, kind, label, help_ = FAMILIES[prefix]
+                    fam = family(metric, kind, help_, [label])
+                    fam.add_metric([*values, key[len(prefix) :]], value)
+                    continue
+                m = _QUEUE.match(key)
+                if m:
+                    metric, kind, help_ = _QUEUE_METRICS[m.group(2)]
+                    fam = family(metric, kind, help_, ["queue"])
+                    fam.add_metric([*values, m.group(1)], value)
+                    continue
+                name = "sipr_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
+                family(name, "untyped", f"sipr statistic {key}", []).add_metric(values, value)
+        yield from (families[name] for name in sorted(families))
 
 
-def render(stats: dict[str, float]) -> str:
-    return render_labelled([("", stats)])
+def _family(
+    families: dict[str, Family],
+    extra: list[str],
+    metric: str,
+    kind: str,
+    help_: str,
+    labels: list[str],
+) -> Family:
+    """The family `metric` of one exposition, made on first use with the
+    extra label names before its own."""
+    if metric not in families:
+        make = _MAKERS.get(kind, UnknownMetricFamily)
+        families[metric] = make(metric, help_, labels=[*extra, *labels])
+    return families[metric]
 
 
-def render_labelled(sets: list[tuple[str, dict[str, float]]]) -> str:
-    """Several stats dicts in one exposition, each sample carrying its set's
-    extra labels (`worker="0"` under `--workers`)."""
-    # metric → (type, help, [(labels, value)])
-    out: dict[str, tuple[str, str, list[tuple[str, float]]]] = {}
-
-    def add(extra: str, metric: str, kind: str, help_: str, labels: str, value: float) -> None:
-        labels = ",".join(x for x in (extra, labels) if x)
-        out.setdefault(metric, (kind, help_, []))[2].append((labels, value))
-
-    for extra, stats in sets:
-        _add_all(stats, functools.partial(add, extra))
-    lines = []
-    for metric in sorted(out):
-        kind, help_, samples = out[metric]
-        lines.append(f"# HELP {metric} {help_}")
-        lines.append(f"# TYPE {metric} {kind}")
-        for labels, value in samples:
-            name = f"{metric}{{{labels}}}" if labels else metric
-            lines.append(f"{name} {_number(value)}")
-    return "\n".join(lines) + "\n"
+def render(stats: dict[str, float]) -> bytes:
+    """The exposition of one snapshot of the statistics."""
+    return render_labelled([({}, stats)])
 
 
-def _add_all(stats: dict[str, float], add: Callable[[str, str, str, str, float], None]) -> None:
-    for key, value in stats.items():
-        if key in SKIPPED:
-            continue
-        if key in SINGLES:
-            metric, kind, help_ = SINGLES[key]
-            if key == "loop.lag_ms":
-                value = value / 1000
-            add(metric, kind, help_, "", value)
-            continue
-        family = next((p for p in FAMILIES if key.startswith(p)), None)
-        if family is not None:
-            metric, kind, label, help_ = FAMILIES[family]
-            add(metric, kind, help_, f'{label}="{_label(key[len(family) :])}"', value)
-            continue
-        m = _QUEUE.match(key)
-        if m:
-            metric, kind, help_ = _QUEUE_METRICS[m.group(2)]
-            add(metric, kind, help_, f'queue="{_label(m.group(1))}"', value)
-            continue
-        name = "sipr_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
-        add(name, "untyped", f"sipr statistic {key}", "", value)
+def render_labelled(sets: list[tuple[dict[str, str], dict[str, float]]]) -> bytes:
+    """Several snapshots in one exposition, each sample carrying its set's
+    extra labels (every set must name the same ones)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(sets))
+    return generate_latest(registry)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import os
 import time
 import weakref
-from typing import Any
 
+from sipr._protocols import ServerView
 from sipr.dispatcher import stats as dispatcher_stats
 from sipr.registrar import Registrar
+from sipr.store import Store
 
 #: Registrations are counted by walking the stores; a scrape every second
 #: should not walk a large redis store every second.
@@ -21,15 +22,17 @@ def registrars() -> list[Registrar]:
     return list(Registrar.instances)
 
 
-def stores() -> list[Any]:
+def stores() -> list[Store]:
     """The distinct stores behind the app's registrars (two registrars often share one)."""
-    seen: dict[int, Any] = {}
+    seen: dict[int, Store] = {}
     for r in registrars():
         seen.setdefault(id(r.store), r.store)
     return list(seen.values())
 
 
-_registrations: weakref.WeakKeyDictionary[Any, tuple[float, int, int]] = weakref.WeakKeyDictionary()
+_registrations: weakref.WeakKeyDictionary[Store, tuple[float, int, int]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def count_registrations() -> tuple[int, int]:
@@ -69,7 +72,7 @@ def proc_status() -> dict[str, int]:
     return out
 
 
-async def collect(server: Any, started: float) -> dict[str, float]:
+async def collect(server: ServerView, started: float) -> dict[str, float]:
     """Every statistic, flat. Keys without a group from the core (`pending`,
     `parse_errors`, …) are put under `core.`."""
     out: dict[str, float] = {}

@@ -12,7 +12,7 @@ import socket
 import stat
 from pathlib import Path
 
-from sipr.control import ControlError
+from sipr.control.config import ControlError
 from sipr.control.listener import Listener
 from sipr.control.rpc import INVALID_REQUEST, Registry, encode
 

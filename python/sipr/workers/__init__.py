@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,15 @@ class WorkerSpec:
     def decode(text: str) -> WorkerSpec:
         raw = json.loads(text)
         return WorkerSpec(int(raw["index"]), list(raw["listen"]), list(raw["fds"]), raw["params"])
+
+
+def listen_fds(listen: Sequence[str]) -> list[int | None]:
+    """The inherited socket of each listen URI, when this process is a
+    worker serving exactly the listeners its supervisor bound for it."""
+    spec = current()
+    if spec is None or list(listen) != spec.listen:
+        return []
+    return list(spec.fds)
 
 
 def current() -> WorkerSpec | None:

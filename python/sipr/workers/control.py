@@ -22,6 +22,8 @@ class Supervisor(Protocol):
     workers: list[Worker]
     count: int
     started: float
+    #: (transport, host, port) of the shared listeners.
+    shared: list[tuple[str, str, int]]
 
     def return_ports(self, index: int) -> list[str]: ...
 
@@ -252,18 +254,25 @@ class WorkersControl:
 
     async def start(self) -> None:
         from sipr.control.unix import UnixListener
+        from sipr.logs import announce
+        from sipr.paths import instance_ctl_socket
         from sipr.workers.http import WorkersHttp
 
-        if self.config is None:
+        config = self.config
+        if config is None:
             return
+        path = config.ctl_socket
+        if path is None and config.default_socket and self.sup.shared:
+            path = instance_ctl_socket(self.sup.shared[0])
         try:
-            if self.config.ctl_socket is not None:
-                unix = UnixListener(self.registry, self.config.ctl_socket)  # type: ignore[arg-type]
+            if path is not None:
+                unix = UnixListener(self.registry, path)  # type: ignore[arg-type]
                 await unix.start()
                 self.listeners.append(unix)
-            if self.config.http is not None:
-                host, port = self.config.http
-                http = WorkersHttp(self, host, port, self.config.http_token)
+                announce(f"sipr: control socket {path}")
+            if config.http is not None:
+                host, port = config.http
+                http = WorkersHttp(self, host, port, config.http_token)
                 await http.start()
                 self.listeners.append(http)
         except BaseException:
@@ -275,9 +284,9 @@ class WorkersControl:
             await listener.stop()
         self.listeners.clear()
 
-    async def metrics(self) -> str:
+    async def metrics(self) -> bytes:
         """/metrics: every worker's statistics, each sample labelled `worker`."""
         from sipr.control.metrics import render_labelled
 
-        sets = [(f'worker="{i}"', r) for i, r in await self.registry.per_worker("stats.get", [])]
-        return render_labelled(sets)
+        got = await self.registry.per_worker("stats.get", [])
+        return render_labelled([({"worker": str(i)}, r) for i, r in got])

@@ -6,24 +6,25 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sipr.control.http import HttpError, HttpListener
-from sipr.control.rpc import RpcError, encode
+from sipr.control.http import HttpError, HttpListener, Request
+from sipr.control.metrics import CONTENT_TYPE
+from sipr.control.rpc import RpcError
 
 
 class WorkersHttp(HttpListener):
-    async def _route(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
-        path = path.split("?", 1)[0]
-        ctl: Any = self.ctl
+    def __init__(self, ctl: Any, host: str, port: int, token: str | None) -> None:
+        # No serving loop of its own here: the routes below answer from the workers.
+        super().__init__(ctl.registry, None, ctl.started, host, port, token)  # type: ignore[arg-type]
+        self.ctl = ctl
+
+    async def _route(self, request: Request) -> tuple[int, bytes, str]:
+        method, path = request.method, request.path
         try:
             if path == "/metrics" and method in ("GET", "HEAD"):
-                text = await ctl.metrics()
-                return 200, text.encode(), "text/plain; version=0.0.4; charset=utf-8"
+                return 200, await self.ctl.metrics(), CONTENT_TYPE
             if path == "/stats.json" and method in ("GET", "HEAD"):
-                stats = await ctl.registry.call("stats.get", [])
+                stats = await self.ctl.registry.call("stats.get", [])
                 return 200, json.dumps(stats).encode(), "application/json"
         except RpcError as e:
             raise HttpError(503, e.message) from e
-        if path == "/rpc" and method == "POST":
-            response = await ctl.registry.handle(body)
-            return 200, encode(response) if response is not None else b"", "application/json"
-        return await super()._route(method, path, body)
+        return await super()._route(request)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sipr import _lifecycle
+from sipr import logs
 from sipr.workers import (
     NONCE_SECRET_ENV,
     NONCE_STORE_ENV,
@@ -39,6 +39,8 @@ STABLE_SECONDS = 2.0
 MAX_RESTART_PAUSE = 5.0
 #: The line a worker prints once it serves (its own addresses are not ours to announce).
 READY_MARK = "sipr: listening on "
+#: A worker's own control socket: the supervisor's is the one to announce.
+CTL_MARK = "sipr: control socket "
 
 
 class Supervisor:
@@ -60,6 +62,7 @@ class Supervisor:
         self.signals = 0
         self.started = time.monotonic()
         self.listeners: sockets.Listeners | None = None
+        self.shared: list[tuple[str, str, int]] = []
         self.run_dir = Path(tempfile.mkdtemp(prefix="sipr-workers-"))
         self.env = dict(os.environ)
         # One nonce secret for every worker: a nonce one issued, any verifies.
@@ -169,6 +172,8 @@ class Supervisor:
                 if holder.worker is not None:
                     holder.worker.ready.set()
                 continue
+            if CTL_MARK in text:
+                continue
             sys.stderr.write(text)
             sys.stderr.flush()
 
@@ -234,6 +239,7 @@ class Supervisor:
 
         loop = asyncio.get_running_loop()
         self.listeners = sockets.bind(self.listen, self.count)
+        self.shared = self.listeners.shared
         control: WorkersControl | None = None
         try:
             for w in self.workers:
@@ -251,8 +257,8 @@ class Supervisor:
             await control.start()
             for transport, host, port in self.listeners.shared:
                 shown = f"[{host}]" if ":" in host else host
-                _lifecycle.announce(f"sipr: listening on {transport}:{shown}:{port}")
-            _lifecycle.announce(f"sipr: {self.count} workers serving")
+                logs.announce(f"sipr: listening on {transport}:{shown}:{port}")
+            logs.announce(f"sipr: {self.count} workers serving")
             await self.stopping.wait()
             codes = await self._wait_all()
             return 0 if all(c == 0 for c in codes) and self.signals < 2 else 1
@@ -315,8 +321,5 @@ def supervise(
 ) -> int:
     """Runs the supervisor until SIGTERM/SIGINT; the exit status is 0 when
     every worker drained cleanly."""
-    from sipr import logs
-
     logs.setup(log_level, log_format)
-    _lifecycle.json_banner = log_format == "json"
     return asyncio.run(Supervisor(params, listen, count, control).run())

@@ -1,4 +1,4 @@
-//! Overload admission (DESIGN §1): how many requests the application may
+//! Overload admission (docs/architecture.md): how many requests the application may
 //! hold, and the 503 + Retry-After the core answers beyond that or while
 //! draining.
 

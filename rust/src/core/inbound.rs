@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::{Core, Event, Incoming, Stack};
 use crate::proxy;
 use crate::service::{Ctx, Verdict};
-use crate::sip::{write, Framing, Message, Method, ParseError, Scheme};
+use crate::sip::{write, Framing, HeaderId, Message, Method, ParseError, Scheme};
 use crate::transaction::{client, on_timer, server, Expiry, TimerKey};
 use crate::transport::{Destination, Source, Transport};
 
@@ -26,7 +26,17 @@ impl Core {
             Framing::Datagram
         };
         match Message::parse(bytes.clone(), framing, &self.config.limits) {
-            Ok(m) => Some(m),
+            Ok(m) if framing == Framing::Stream && m.header(HeaderId::ContentLength).is_none() => {
+                // RFC 3261 §18.3; the stream layer closes the connection.
+                if m.is_request() && m.method() != Method::Ack {
+                    let e = ParseError::bad("Missing Content-Length on a stream");
+                    self.reject_unparsable(&bytes, &e, source);
+                } else {
+                    self.stats.parse_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                None
+            }
+            Ok(m) => Some(self.apply_force_rport(m, source)),
             Err(e) => {
                 self.reject_unparsable(&bytes, &e, source);
                 None

@@ -7,7 +7,9 @@
 
 mod actions;
 mod admission;
+mod held;
 mod inbound;
+pub mod rport;
 mod udp_reader;
 
 use std::net::SocketAddr;
@@ -23,6 +25,7 @@ pub use crate::service::{Event, Incoming};
 pub use crate::transport::StartError;
 pub use actions::Reply;
 use admission::Admission;
+pub use held::{ActionError, HeldRequest, Relayed};
 
 use crate::proxy::Proxy;
 use crate::registrar::Registrars;
@@ -41,7 +44,7 @@ pub struct Config {
     pub listen: Vec<ListenSpec>,
     pub limits: Limits,
     /// Requests handed to the application and not yet acted on; beyond this
-    /// the core answers new requests 503 itself (DESIGN §1, overload), and
+    /// the core answers new requests 503 itself (docs/architecture.md), and
     /// in-dialog ones beyond twice this.
     pub max_pending: usize,
     /// Requests read from streams waiting for the loop thread.
@@ -53,6 +56,9 @@ pub struct Config {
     pub stream: StreamConfig,
     pub tls: TlsSettings,
     pub udp_reader: UdpReaderMode,
+    /// Key of the MAC in the branches we mint (service/branch.rs); None: a
+    /// random key for this run only.
+    pub branch_secret: Option<Vec<u8>>,
     /// Nameservers and cache bounds for RFC 3263 lookups.
     pub dns: crate::dns::DnsConfig,
 }
@@ -73,6 +79,7 @@ impl Default for Config {
             stream: StreamConfig::default(),
             tls: TlsSettings::default(),
             udp_reader: UdpReaderMode::Loop,
+            branch_secret: None,
             dns: crate::dns::DnsConfig::default(),
         }
     }
@@ -112,6 +119,8 @@ pub struct Core {
     timerfd: Mutex<TimerFd>,
     /// The application handles in-dialog requests itself (`@app.in_dialog`).
     in_dialog_to_app: AtomicBool,
+    /// `App(force_rport=True)` (rport.rs).
+    force_rport: AtomicBool,
     wake: OwnedFd,
     admission: Admission,
     /// REGISTERs answered before Python (`registrar.serve(app)`).
@@ -138,7 +147,10 @@ impl Core {
             )));
         }
         let timerfd = TimerFd::new().map_err(|e| StartError::Other(format!("timerfd: {e}")))?;
-        let mut node = Node::new(wire, stats.clone(), config.server_name.clone());
+        let mut node = Node::new(wire, config.server_name.clone());
+        if let Some(secret) = &config.branch_secret {
+            node.branch_mac = crate::service::branch::BranchKey::new(secret);
+        }
         node.resolver = crate::dns::Resolver::new(crate::dns::DnsConfig {
             ipv4: config.listen.iter().any(|l| l.addr.is_ipv4()),
             ipv6: config.listen.iter().any(|l| l.addr.is_ipv6()),
@@ -152,6 +164,7 @@ impl Core {
             stack: Mutex::new(Stack::default()),
             timerfd: Mutex::new(timerfd),
             in_dialog_to_app: AtomicBool::new(false),
+            force_rport: AtomicBool::new(false),
             ingress: ArrayQueue::new(config.ingress_capacity.max(1)),
             transport_errors: ArrayQueue::new(1024),
             recv: Mutex::new(RecvBatch::default()),
@@ -290,7 +303,8 @@ impl Core {
     pub fn on_timer(&self, out: &mut Vec<Event>) {
         self.timerfd.lock().clear();
         let mut stack = self.stack.lock();
-        let due = stack.txns.timers.pop_due(std::time::Instant::now());
+        let now = stack.txns.timers.now();
+        let due = stack.txns.timers.pop_due(now);
         for (_, key) in due {
             self.fire(&mut stack, key, out);
         }
@@ -448,3 +462,6 @@ impl StreamSink for SinkRef {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

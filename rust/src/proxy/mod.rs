@@ -24,12 +24,13 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
+use crate::service::branch::Upstream;
 use crate::service::{BranchPlan, Incoming, Node};
 use crate::sip::write::{build_forward, strip_top_via, ForwardEdits, HeaderEdit};
 use crate::sip::{HeaderId, Message, NameAddr, Uri};
 use crate::transaction::CtxId;
 pub use crate::transport::Hop;
-use crate::transport::{Destination, Transport};
+use crate::transport::{Destination, Source, Transport};
 use context::ProxyCtx;
 
 /// The owner name of the proxy's client transactions and timers.
@@ -169,9 +170,14 @@ pub fn forward_stateless(
         header_edits = &hooked_edits;
     }
     let local = node.wire.advertised(hop.transport, hop.addr);
-    let branch = stateless_branch(node, msg, hop);
+    let branch = seal_branch(
+        node,
+        format!("z9hG4bK{:016x}", stateless_branch(node, msg, hop)),
+        msg,
+        &inc.source,
+    );
     let via = format!(
-        "SIP/2.0/{} {};branch=z9hG4bK{branch:016x}{}",
+        "SIP/2.0/{} {};branch={branch}{}",
         hop.transport,
         fmt_hostport(local),
         via_alias(hop.transport)
@@ -211,6 +217,13 @@ pub fn route_set(msg: &Message) -> Result<Vec<NameAddr<'_>>, ForwardError> {
     Ok(out)
 }
 
+/// `branch` with the MAC that lets a response to `msg` (received from
+/// `source`) be relayed back without state (service/branch.rs).
+pub fn seal_branch(node: &Node, branch: String, msg: &Message, source: &Source) -> String {
+    let up = Upstream::of_request(&msg.top_via(), source);
+    node.branch_mac.seal(branch, &up)
+}
+
 fn stateless_branch(node: &Node, msg: &Message, hop: Hop) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     node.branch_key().hash(&mut h);
@@ -246,61 +259,39 @@ fn is_unicast(a: &SocketAddr) -> bool {
     }
 }
 
-/// Relays a response whose top Via is ours to the next Via (RFC 3261 §16.7
-/// step 9, §18.2.2). Anything else is dropped: it matches nothing we sent.
+/// Relays a response that matches no client transaction to the next Via
+/// (RFC 3261 §16.7 step 9, §18.2.2), if its top Via is ours and carries a
+/// branch we minted for exactly that next hop (service/branch.rs). Anything
+/// else is dropped silently and counted: it answers nothing we sent, and
+/// relaying it would let anyone bounce responses off us.
 pub fn relay_response_stateless(node: &Node, msg: &Message) {
     let top = msg.top_via();
-    if !node
+    let ours = node
         .wire
-        .is_local(top.host, top.port, Transport::parse(top.transport))
-    {
+        .is_local(top.host, top.port, Transport::parse(top.transport));
+    let up = Upstream::of_response(msg)
+        .filter(|up| ours && node.branch_mac.verify(top.branch().unwrap_or_default(), up));
+    let Some(up) = up else {
+        node.stats.stray_responses.fetch_add(1, Ordering::Relaxed);
         node.stats.dropped.fetch_add(1, Ordering::Relaxed);
         return;
-    }
-    let vias = msg.vias();
-    let Some(next) = vias.get(1) else {
-        node.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        return;
     };
-    let transport = Transport::parse(next.transport).unwrap_or(Transport::Udp);
-    let port = match next.rport() {
-        Some(Some(p)) => p,
-        _ => next.port.unwrap_or(if transport == Transport::Tls {
-            5061
-        } else {
-            5060
-        }),
-    };
-    let host = next.received().unwrap_or(next.host);
-    // RFC 3263 §5: a sent-by name is looked up as A/AAAA (no NAPTR/SRV with
-    // a port); not cached yet, this response is dropped and the next
-    // retransmission goes.
-    let target = crate::dns::SipTarget {
-        host: host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase(),
-        port: Some(port),
-        transport: Some(transport),
-        secure: false,
-    };
-    let addr = node
-        .resolver
-        .resolve_now(&target)
-        .and_then(|h| h.first().map(|h| h.addr));
-    let Some(addr) = addr.filter(is_unicast) else {
+    if !is_unicast(&up.addr) {
         // RFC 4475 bcast: never relay towards broadcast, multicast
         // or unspecified addresses, whatever a Via claims.
         node.stats.dropped.fetch_add(1, Ordering::Relaxed);
         return;
-    };
+    }
     node.stats.responses_relayed.fetch_add(1, Ordering::Relaxed);
     node.wire.send(
         Destination {
-            transport,
-            addr,
+            transport: up.transport,
+            addr: up.addr,
             conn: None,
         },
         Bytes::from(strip_top_via(msg)),
     );
 }
+
+#[cfg(test)]
+mod tests;

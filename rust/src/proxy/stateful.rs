@@ -4,7 +4,6 @@
 //! (§16.10), Timer C (§16.8) and transport failures in `failures`.
 
 use std::time::Duration;
-use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -13,7 +12,7 @@ use super::fallback::congestion_controlled_hop;
 use super::round::{synthesize, synthesize_with};
 use super::route::{branch_for, creates_dialog, loop_hash, next_hop, record_route, NextHop};
 use super::{fmt_hostport, via_alias, ForwardError, Hop, Proxy, SERVICE};
-use crate::service::{BranchPlan, Ctx, Event};
+use crate::service::{BranchPlan, Ctx};
 use crate::sip::write::{build_forward, ForwardEdits, HeaderEdit};
 use crate::sip::{HeaderId, Message};
 use crate::transaction::{client, server, BranchId, CtxId, Owner, TimerKey, TxnId, FINE};
@@ -43,8 +42,9 @@ pub struct RelayOptions<'a> {
     pub serial: Option<std::sync::Arc<[u16]>>,
 }
 
-/// The relay id of a round nobody awaits (in-core routing). The application
-/// layer numbers its `relay()` calls from 1.
+/// The relay id of a round nobody awaits (in-core routing): it produces no
+/// `Event::RelayDone`. The application layer numbers its `relay()` calls
+/// from 1.
 pub const UNAWAITED: u64 = 0;
 
 impl Proxy {
@@ -204,21 +204,26 @@ impl Proxy {
             };
             if let Some(f) = synthesize_with(node, cx.txns, txn, status, &extra) {
                 let ctx = self.ctxs.get_mut(&ctx_id).expect("exists");
-                ctx.waiting.push(relay_id);
+                if relay_id != UNAWAITED {
+                    ctx.waiting.push(relay_id);
+                }
                 ctx.finals.push(f);
                 self.complete_round(cx, ctx_id);
             }
             return Ok(());
         }
         let ctx = self.ctxs.get_mut(&ctx_id).expect("exists");
-        ctx.waiting.push(relay_id);
+        if relay_id != UNAWAITED {
+            ctx.waiting.push(relay_id);
+        }
         if let Some(t) = opts.timeout {
             let old = ctx.relay_timer.take();
             let key = TimerKey::Service(Owner {
                 service: SERVICE,
                 id: ctx_id,
             });
-            let tid = cx.txns.timers.schedule(Instant::now() + t, FINE, key);
+            let at = cx.txns.timers.now() + t;
+            let tid = cx.txns.timers.schedule(at, FINE, key);
             if let Some(o) = old {
                 cx.txns.timers.cancel(o);
             }
@@ -269,7 +274,7 @@ impl Proxy {
             .as_deref()
             .or(params.request_uri.as_deref());
         let unique = cx.txns.next_id();
-        let branch = branch_for(lh, unique);
+        let branch = super::seal_branch(node, branch_for(lh, unique), msg, &source);
         let mut edits = params.header_edits.clone();
         edits.extend(
             target
@@ -376,8 +381,6 @@ impl Proxy {
                 self.send_final_upstream(cx, ctx_id, f);
             }
         }
-        cx.events
-            .retain(|e| !matches!(e, Event::RelayDone { relay, .. } if *relay == UNAWAITED));
     }
 }
 
@@ -483,10 +486,11 @@ pub fn shorten_timeout(cx: &mut Ctx<'_>, bid: BranchId) {
     if let Some(t) = old {
         cx.txns.timers.cancel(t);
     }
+    let at = cx.txns.timers.now() + limit;
     let id = cx
         .txns
         .timers
-        .schedule(Instant::now() + limit, FINE, TimerKey::ClientTimeout(bid));
+        .schedule(at, FINE, TimerKey::ClientTimeout(bid));
     if let Some(c) = cx.txns.clients.get_mut(&bid) {
         c.timers[1] = Some(id);
     }

@@ -29,13 +29,13 @@ impl PyCore {
 #[pymethods]
 impl PyCore {
     #[new]
-    #[pyo3(signature = (listen, *, max_pending=10_000, retry_after=5, max_message_size=65_535, aliases=Vec::new(), in_dialog_to_app=false, record_route=true, tls_cert=None, tls_key=None, tls_sni=Vec::new(), tls_client_ca=None, tls_verify_client=false, tls_verify_client_on=Vec::new(), tls_ca=None, connect_timeout=None, connection_lifetime=None, max_connections=None, udp_reader="loop", resolvers=Vec::new(), listen_fds=Vec::new()))]
+    #[pyo3(signature = (listen, *, max_pending=None, retry_after=None, max_message_size=None, aliases=Vec::new(), in_dialog_to_app=false, record_route=true, tls_cert=None, tls_key=None, tls_sni=Vec::new(), tls_client_ca=None, tls_verify_client=false, tls_verify_client_on=Vec::new(), tls_ca=None, connect_timeout=None, connection_lifetime=None, max_connections=None, udp_reader="loop", resolvers=Vec::new(), branch_secret=None, listen_fds=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         listen: Vec<String>,
-        max_pending: usize,
-        retry_after: u32,
-        max_message_size: usize,
+        max_pending: Option<usize>,
+        retry_after: Option<u32>,
+        max_message_size: Option<usize>,
         aliases: Vec<String>,
         in_dialog_to_app: bool,
         record_route: bool,
@@ -51,6 +51,7 @@ impl PyCore {
         max_connections: Option<usize>,
         udp_reader: &str,
         resolvers: Vec<String>,
+        branch_secret: Option<Vec<u8>>,
         listen_fds: Vec<Option<i32>>,
     ) -> PyResult<PyCore> {
         let udp_reader = udp_reader.parse().map_err(PyValueError::new_err)?;
@@ -110,11 +111,12 @@ impl PyCore {
             },
             listen,
             udp_reader,
-            max_pending: max_pending.max(1),
-            retry_after,
+            branch_secret,
+            max_pending: max_pending.unwrap_or(defaults.max_pending).max(1),
+            retry_after: retry_after.unwrap_or(defaults.retry_after),
             aliases,
             limits: crate::sip::Limits {
-                max_message_size,
+                max_message_size: max_message_size.unwrap_or(defaults.limits.max_message_size),
                 ..defaults.limits.clone()
             },
             ..defaults
@@ -315,6 +317,12 @@ impl PyCore {
     /// or are loose-routed by the core.
     fn set_in_dialog_to_app(&self, on: bool) {
         self.shared.core.set_in_dialog_to_app(on);
+    }
+
+    /// `App(force_rport=True)`: UDP requests are answered (and relayed) as if
+    /// their top Via had `rport` (RFC 3581 §4; Kamailio's force_rport()).
+    fn set_force_rport(&self, on: bool) {
+        self.shared.core.set_force_rport(on);
     }
 
     /// Refuses new transactions from now on (503 + Retry-After); in-dialog

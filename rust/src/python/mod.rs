@@ -2,9 +2,11 @@
 //! builds and tests without Python. Exposed as the private `sipr._core`.
 
 mod core;
+mod defaults;
 mod digest;
 mod dispatcher;
 mod dns;
+mod logbridge;
 mod message;
 mod registrar;
 mod request;
@@ -53,5 +55,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<targets::PySelection>()?;
     m.add_function(wrap_pyfunction!(message::parse_uri, m)?)?;
     m.add_function(wrap_pyfunction!(core::parse_listen, m)?)?;
+    m.add_function(wrap_pyfunction!(defaults::core_defaults, m)?)?;
+    m.add_function(wrap_pyfunction!(logbridge::log_fd, m)?)?;
+    m.add_function(wrap_pyfunction!(logbridge::drain_logs, m)?)?;
+    m.add_function(wrap_pyfunction!(logbridge::set_log_level, m)?)?;
+    m.add_function(wrap_pyfunction!(logbridge::log_rate_limit, m)?)?;
     Ok(())
 }

@@ -11,11 +11,10 @@ use super::message::{PyAddress, PyCSeq, PySource, PyUri};
 use super::shared::Shared;
 use super::targets::{relay_target, target_string};
 use super::TransactionError;
-use crate::core::{Event, Incoming, Reply};
-use crate::proxy::stateful::{RelayOptions, Target};
-use crate::proxy::ForwardRequest;
-use crate::sip::write::HeaderEdit;
-use crate::sip::{HeaderId, Message, Method};
+use crate::core::{ActionError, Event, HeldRequest, Incoming, Relayed};
+use crate::proxy::stateful::Target;
+use crate::sip::edits::{message_pairs, same_header, split_values};
+use crate::sip::{HeaderId, Message};
 
 /// Turns core events into Python: requests are returned, relay results
 /// resolve their futures, cancellations are queued for the server.
@@ -46,17 +45,7 @@ pub fn dispatch(
 #[pyclass(module = "sipr._core", name = "Request")]
 pub struct PyRequest {
     shared: Arc<Shared>,
-    inc: Incoming,
-    /// Boxed: a `PyUri` inline would add ~200 bytes to every request held.
-    uri_override: Option<Box<PyUri>>,
-    edits: Vec<HeaderEdit>,
-    to_tag: Option<String>,
-    /// A final answer was sent, or the request was forwarded or relayed.
-    handled: bool,
-    /// A final answer was sent (by `reply`).
-    answered: bool,
-    /// The core's pending count was released for this request.
-    released: bool,
+    held: HeldRequest,
     /// Per-request route deadline in seconds (None: the app's default).
     deadline: Option<f64>,
 }
@@ -65,152 +54,37 @@ impl PyRequest {
     pub fn new(shared: Arc<Shared>, inc: Incoming) -> PyRequest {
         PyRequest {
             shared,
-            inc,
-            uri_override: None,
-            edits: Vec::new(),
-            to_tag: None,
-            handled: false,
-            answered: false,
-            released: false,
+            held: HeldRequest::new(inc),
             deadline: None,
         }
+    }
+
+    fn record_route_default(&self) -> bool {
+        self.shared
+            .record_route
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The request as received and where from (the registrar and digest
     /// rules read it directly).
     pub(crate) fn incoming(&self) -> &Incoming {
-        &self.inc
+        &self.held.inc
     }
 
     /// The request as received (services that select on it: dispatcher).
     pub(super) fn message(&self) -> &Message {
-        &self.inc.msg
-    }
-
-    /// The handler is done with the request: free its overload slot, and let
-    /// a held relay result go upstream.
-    fn release(&mut self) {
-        if !self.released {
-            self.released = true;
-            self.shared.core.finish(self.inc.txn);
-        }
-    }
-
-    fn ensure_open(&self, action: &str) -> PyResult<()> {
-        if self.answered || (self.handled && action == "forward") {
-            return Err(TransactionError::new_err(format!(
-                "cannot {action}: request {} {} (Call-ID {}) was already answered or forwarded",
-                self.inc.msg.method_str(),
-                self.inc.msg.cseq(),
-                self.inc.msg.call_id()
-            )));
-        }
-        Ok(())
-    }
-
-    /// Every (name, value) the application sees: received headers minus
-    /// removed ones, then added ones.
-    fn header_pairs(&self) -> Vec<(String, String)> {
-        let msg = &self.inc.msg;
-        let mut out: Vec<(String, String)> = Vec::with_capacity(msg.headers().len());
-        for h in msg.headers() {
-            let name = msg.header_name(h);
-            if !self.is_removed(name) {
-                out.push((canonical_name(name), msg.header_value(h).to_string()));
-            }
-        }
-        // `set`/`remove` drop earlier additions, so every remaining Add stands.
-        for e in &self.edits {
-            if let HeaderEdit::Add(n, v) = e {
-                out.push((n.clone(), v.clone()));
-            }
-        }
-        out
-    }
-
-    fn is_removed(&self, name: &str) -> bool {
-        self.edits
-            .iter()
-            .any(|e| matches!(e, HeaderEdit::Remove(n) if same_header(n, name)))
-    }
-
-    /// Sends an answer: through the server transaction when there is one
-    /// (retransmissions, ACK matching), else statelessly.
-    fn send_reply(
-        &mut self,
-        status: u16,
-        reason: Option<&str>,
-        extra: Vec<(String, String)>,
-        body: &[u8],
-    ) -> PyResult<()> {
-        let reply = Reply {
-            status,
-            reason,
-            headers: &extra,
-            body,
-        };
-        let sent = self.shared.core.reply(&self.inc, &mut self.to_tag, &reply);
-        if !sent {
-            self.answered = true;
-            self.handled = true;
-            return Err(self.closed_error("reply"));
-        }
-        if status >= 200 {
-            self.answered = true;
-            self.handled = true;
-        }
-        Ok(())
-    }
-
-    fn closed_error(&self, action: &str) -> PyErr {
-        TransactionError::new_err(format!(
-            "cannot {action}: request {} {} (Call-ID {}) was already answered, cancelled or ended",
-            self.inc.msg.method_str(),
-            self.inc.msg.cseq(),
-            self.inc.msg.call_id()
-        ))
-    }
-
-    /// Drops the server transaction: the request is handled statelessly.
-    fn forget_txn(&mut self) {
-        if let Some(txn) = self.inc.txn.take() {
-            self.shared.core.forget(txn);
-        }
+        &self.held.inc.msg
     }
 }
 
-fn canonical_name(name: &str) -> String {
-    HeaderId::from_name(name.as_bytes())
-        .canonical()
-        .map_or_else(|| name.to_string(), str::to_string)
-}
-
-fn same_header(a: &str, b: &str) -> bool {
-    let (ia, ib) = (
-        HeaderId::from_name(a.as_bytes()),
-        HeaderId::from_name(b.as_bytes()),
-    );
-    if ia == HeaderId::Other || ib == HeaderId::Other {
-        a.eq_ignore_ascii_case(b)
-    } else {
-        ia == ib
+fn to_py(e: ActionError) -> PyErr {
+    match e {
+        ActionError::Closed(m) => TransactionError::new_err(m),
+        ActionError::Invalid(m) => PyValueError::new_err(m),
     }
 }
 
-/// Splits a header value into list elements when the header is a list type.
-fn split_values(name: &str, value: &str) -> Vec<String> {
-    if !HeaderId::from_name(name.as_bytes()).is_list() {
-        return vec![value.to_string()];
-    }
-    match crate::sip::scan::split_commas(value.as_bytes(), 0, value.len()) {
-        Some(parts) => parts
-            .into_iter()
-            .map(|(a, b)| value[a..b].to_string())
-            .collect(),
-        None => vec![value.to_string()],
-    }
-}
-
+/// `headers=` of `reply()`: a dict or a sequence of (name, value) pairs.
 fn extract_headers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(String, String)>> {
     let Some(obj) = obj else {
         return Ok(Vec::new());
@@ -233,13 +107,6 @@ fn extract_headers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(String, Stri
         })?;
         out.push((k, v.str()?.to_string()));
     }
-    for (k, v) in &out {
-        if k.is_empty() || !k.bytes().all(crate::sip::scan::is_token) || v.contains(['\r', '\n']) {
-            return Err(PyValueError::new_err(format!(
-                "invalid header {k:?}: {v:?}"
-            )));
-        }
-    }
     Ok(out)
 }
 
@@ -248,21 +115,20 @@ impl PyRequest {
     /// The server transaction id (internal; used to cancel the handler task).
     #[getter]
     fn _txn(&self) -> Option<u64> {
-        self.inc.txn
+        self.held.inc.txn
     }
 
     #[getter]
     fn method(&self) -> &str {
-        self.inc.msg.method_str()
+        self.held.inc.msg.method_str()
     }
 
     /// The Request-URI (assign a str or URI to change where it is relayed).
     #[getter]
     fn uri(&self) -> PyResult<PyUri> {
-        if let Some(u) = &self.uri_override {
-            return Ok(u.as_ref().clone());
-        }
-        PyUri::parse_str(self.inc.msg.request_uri_str().unwrap_or_default())
+        let held = &self.held;
+        let raw = held.request_uri.as_deref();
+        PyUri::parse_str(raw.or(held.inc.msg.request_uri_str()).unwrap_or_default())
     }
 
     #[setter]
@@ -272,7 +138,7 @@ impl PyRequest {
         } else {
             PyUri::parse_str(&value.extract::<String>()?)?
         };
-        self.uri_override = Some(Box::new(uri));
+        self.held.request_uri = Some(uri.as_str().to_string());
         Ok(())
     }
 
@@ -286,60 +152,60 @@ impl PyRequest {
 
     #[getter]
     fn from_(&self) -> PyAddress {
-        let msg = &self.inc.msg;
+        let msg = &self.held.inc.msg;
         PyAddress::from_nameaddr(&msg.from(), msg.header(HeaderId::From).unwrap_or_default())
     }
 
     #[getter]
     fn to(&self) -> PyAddress {
-        let msg = &self.inc.msg;
+        let msg = &self.held.inc.msg;
         PyAddress::from_nameaddr(&msg.to(), msg.header(HeaderId::To).unwrap_or_default())
     }
 
     #[getter]
     fn call_id(&self) -> &str {
-        self.inc.msg.call_id()
+        self.held.inc.msg.call_id()
     }
 
     #[getter]
     fn cseq(&self) -> PyCSeq {
         PyCSeq {
-            number: self.inc.msg.cseq(),
-            method: self.inc.msg.cseq_method().to_string(),
+            number: self.held.inc.msg.cseq(),
+            method: self.held.inc.msg.cseq_method().to_string(),
         }
     }
 
     #[getter]
     fn body<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
-        pyo3::types::PyBytes::new(py, self.inc.msg.body())
+        pyo3::types::PyBytes::new(py, self.held.inc.msg.body())
     }
 
     #[getter]
     fn source(&self) -> PySource {
-        PySource::from_source(&self.inc.source)
+        PySource::from_source(&self.held.inc.source)
     }
 
     /// True for a request inside a dialog (its To carries a tag).
     #[getter]
     fn in_dialog(&self) -> bool {
-        self.inc.msg.to_tag().is_some()
+        self.held.inc.msg.to_tag().is_some()
     }
 
     #[getter]
     fn max_forwards(&self) -> Option<u8> {
-        self.inc.msg.max_forwards()
+        self.held.inc.msg.max_forwards()
     }
 
     /// The request exactly as received.
     #[getter]
     fn raw<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
-        pyo3::types::PyBytes::new(py, self.inc.msg.as_bytes())
+        pyo3::types::PyBytes::new(py, self.held.inc.msg.as_bytes())
     }
 
     /// Whether a final answer was sent or the request was forwarded/relayed.
     #[getter]
     fn handled(&self) -> bool {
-        self.handled
+        self.held.handled()
     }
 
     /// This request's route deadline in seconds from its arrival, overriding
@@ -372,26 +238,19 @@ impl PyRequest {
         headers: Option<&Bound<'_, PyAny>>,
         body: Option<&[u8]>,
     ) -> PyResult<()> {
-        if !(100..700).contains(&status) {
-            return Err(PyValueError::new_err(format!(
-                "status must be 100-699, got {status}"
-            )));
-        }
-        if let Some(r) = reason {
-            if r.contains(['\r', '\n']) {
-                return Err(PyValueError::new_err("reason must be a single line"));
-            }
-        }
-        if self.inc.msg.method() == Method::Ack {
-            return Err(TransactionError::new_err("ACK cannot be answered"));
-        }
-        self.ensure_open("reply")?;
-        let mut extra = extract_headers(headers)?;
-        extra.push((
-            "Server".to_string(),
-            self.shared.core.config.server_name.clone(),
-        ));
-        self.send_reply(status, reason, extra, body.unwrap_or_default())
+        let headers = extract_headers(headers)?;
+        let core = &self.shared.core;
+        self.held
+            .reply(core, status, reason, headers, body.unwrap_or_default())
+            .map_err(to_py)
+    }
+
+    /// Kamailio's force_rport(): answer this UDP request at its source
+    /// address and port, and relay it with `received`/`rport` stamped, as if
+    /// its top Via had `rport` (RFC 3581 §4). Call it before replying or
+    /// relaying; a no-op over TCP/TLS/WS (answered over the connection).
+    fn force_rport(&mut self) {
+        self.held.force_rport(&self.shared.core);
     }
 
     /// Forwards statelessly to `target` (a next-hop URI, like Kamailio's $du),
@@ -399,37 +258,9 @@ impl PyRequest {
     /// to answer instead (e.g. 483 Too Many Hops).
     #[pyo3(signature = (target=None))]
     fn forward(&mut self, target: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
-        self.ensure_open("forward")?;
         let target = target.map(target_string).transpose()?;
-        let ruri = self.uri_override.as_ref().map(|u| u.as_str().to_string());
-        self.forget_txn();
-        let core = self.shared.core.clone();
-        let result = core.forward(
-            &self.inc,
-            &ForwardRequest {
-                target: target.as_deref(),
-                request_uri: ruri.as_deref(),
-                header_edits: &self.edits,
-            },
-        );
-        match result {
-            Ok(_) => {
-                self.handled = true;
-                Ok(true)
-            }
-            Err(e) => {
-                tracing::info!(call_id = self.inc.msg.call_id(), error = %e, "forward refused");
-                if self.inc.msg.method() != Method::Ack {
-                    let mut extra = vec![("Server".to_string(), core.config.server_name.clone())];
-                    if let crate::proxy::ForwardError::BadExtension(ext) = &e {
-                        extra.push(("Unsupported".to_string(), ext.clone()));
-                    }
-                    self.send_reply(e.status(), None, extra, b"")?;
-                }
-                self.handled = true;
-                Ok(false)
-            }
-        }
+        let core = &self.shared.core;
+        self.held.forward(core, target.as_deref()).map_err(to_py)
     }
 
     /// Relays statefully to `target` (a next-hop URI), a list of them (a
@@ -448,16 +279,13 @@ impl PyRequest {
         let fut = asyncio
             .call_method0("get_running_loop")?
             .call_method0("create_future")?;
-        if self.answered {
-            return Err(self.closed_error("relay"));
-        }
         let mut serial = None;
         let targets: Vec<Target> = match target {
             None => Vec::new(),
             // Serial targets (`sipr.Serial`, a dispatcher or prefix-route
             // selection): one branch failing over from one to the next.
             Some(t) if super::targets::is_serial(t) => {
-                let (targets, codes) = super::targets::serial_targets(t, &self.inc.msg)?;
+                let (targets, codes) = super::targets::serial_targets(t, &self.held.inc.msg)?;
                 serial = Some(codes);
                 targets
             }
@@ -482,76 +310,49 @@ impl PyRequest {
             })?),
             None => None,
         };
-        let Some(txn) = self.inc.txn else {
-            // ACK (and anything without a transaction) is relayed statelessly.
-            let ruri = self.uri_override.as_ref().map(|u| u.as_str().to_string());
-            let _ = self.shared.core.forward(
-                &self.inc,
-                &ForwardRequest {
-                    target: targets.first().and_then(|t| t.hop.as_deref()),
-                    request_uri: targets
-                        .first()
-                        .and_then(|t| t.request_uri.as_deref())
-                        .or(ruri.as_deref()),
-                    header_edits: &self.edits,
-                },
-            );
-            self.handled = true;
-            fut.call_method1("set_result", (py.None(),))?;
-            return Ok(fut.unbind());
-        };
+        let record_route = record_route.unwrap_or(self.record_route_default());
         let relay_id = self.shared.next_relay_id();
-        self.shared
-            .futures
-            .lock()
-            .insert(relay_id, fut.clone().unbind());
-        let ruri = self.uri_override.as_ref().map(|u| u.as_str().to_string());
-        let opts = RelayOptions {
-            targets,
-            request_uri: ruri.as_deref(),
-            header_edits: &self.edits,
-            record_route: record_route.unwrap_or(self.record_route_default()),
-            timeout,
-            serial,
-        };
-        let (result, events) = self.shared.core.relay(txn, &opts, relay_id);
-        if result.is_err() {
-            self.shared.futures.lock().remove(&relay_id);
-            return Err(self.closed_error("relay"));
+        let core = &self.shared.core;
+        match self
+            .held
+            .relay(core, targets, serial, timeout, record_route, relay_id)
+            .map_err(to_py)?
+        {
+            Relayed::Stateless => {
+                fut.call_method1("set_result", (py.None(),))?;
+            }
+            Relayed::Started(events) => {
+                self.shared
+                    .futures
+                    .lock()
+                    .insert(relay_id, fut.clone().unbind());
+                let requests = dispatch(&self.shared, py, events)?;
+                debug_assert!(requests.is_empty());
+            }
         }
-        self.handled = true;
-        let requests = dispatch(&self.shared, py, events)?;
-        debug_assert!(requests.is_empty());
         Ok(fut.unbind())
     }
 
     /// Called by the dispatcher when the handler is done: frees the request's
     /// slot in the core's overload bound.
     fn _finish(&mut self) {
-        self.release();
+        self.held.finish(&self.shared.core);
     }
 
     fn __repr__(&self) -> String {
+        let msg = &self.held.inc.msg;
         format!(
             "<Request {} {} Call-ID={}>",
-            self.inc.msg.method_str(),
-            self.inc.msg.request_uri_str().unwrap_or_default(),
-            self.inc.msg.call_id()
+            msg.method_str(),
+            msg.request_uri_str().unwrap_or_default(),
+            msg.call_id()
         )
-    }
-}
-
-impl PyRequest {
-    fn record_route_default(&self) -> bool {
-        self.shared
-            .record_route
-            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
 impl Drop for PyRequest {
     fn drop(&mut self) {
-        self.release();
+        self.held.finish(&self.shared.core);
     }
 }
 
@@ -566,7 +367,10 @@ pub struct PyHeaders {
 impl PyHeaders {
     fn pairs(&self, py: Python<'_>) -> Vec<(String, String)> {
         match (&self.req, &self.resp) {
-            (Some(r), _) => r.borrow(py).header_pairs(),
+            (Some(r), _) => {
+                let r = r.borrow(py);
+                r.held.headers.pairs(&r.held.inc.msg)
+            }
             (None, Some(r)) => message_pairs(&r.borrow(py).msg),
             _ => Vec::new(),
         }
@@ -577,18 +381,6 @@ impl PyHeaders {
             None => Err(PyTypeError::new_err("response headers are read-only")),
         }
     }
-}
-
-fn message_pairs(msg: &Message) -> Vec<(String, String)> {
-    msg.headers()
-        .iter()
-        .map(|h| {
-            (
-                canonical_name(msg.header_name(h)),
-                msg.header_value(h).to_string(),
-            )
-        })
-        .collect()
 }
 
 #[pymethods]
@@ -637,40 +429,29 @@ impl PyHeaders {
 
     fn add(&self, py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let value = value.str()?.to_string();
-        check_header(name, &value)?;
         self.request(py)?
-            .edits
-            .push(HeaderEdit::Add(name.to_string(), value));
-        Ok(())
+            .held
+            .headers
+            .add(name, &value)
+            .map_err(PyValueError::new_err)
     }
 
     /// Replaces every `name` header with one carrying `value`.
     fn set(&self, py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let value = value.str()?.to_string();
-        check_header(name, &value)?;
-        let mut req = self.request(py)?;
-        req.edits
-            .retain(|e| !matches!(e, HeaderEdit::Add(n, _) if same_header(n, name)));
-        req.edits.push(HeaderEdit::Remove(name.to_string()));
-        req.edits.push(HeaderEdit::Add(name.to_string(), value));
-        Ok(())
+        self.request(py)?
+            .held
+            .headers
+            .set(name, &value)
+            .map_err(PyValueError::new_err)
     }
 
     fn remove(&self, py: Python<'_>, name: &str) -> PyResult<()> {
-        let id = HeaderId::from_name(name.as_bytes());
-        if matches!(
-            id,
-            HeaderId::Via | HeaderId::CallId | HeaderId::CSeq | HeaderId::From | HeaderId::To
-        ) {
-            return Err(PyValueError::new_err(format!(
-                "{name} is managed by the core and cannot be removed"
-            )));
-        }
-        let mut req = self.request(py)?;
-        req.edits
-            .retain(|e| !matches!(e, HeaderEdit::Add(n, _) if same_header(n, name)));
-        req.edits.push(HeaderEdit::Remove(name.to_string()));
-        Ok(())
+        self.request(py)?
+            .held
+            .headers
+            .remove(name)
+            .map_err(PyValueError::new_err)
     }
 
     fn __delitem__(&self, py: Python<'_>, name: &str) -> PyResult<()> {
@@ -680,34 +461,6 @@ impl PyHeaders {
     fn __setitem__(&self, py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
         self.set(py, name, value)
     }
-}
-
-fn check_header(name: &str, value: &str) -> PyResult<()> {
-    if name.is_empty() || !name.bytes().all(crate::sip::scan::is_token) {
-        return Err(PyValueError::new_err(format!(
-            "invalid header name {name:?}"
-        )));
-    }
-    if value.contains(['\r', '\n']) {
-        return Err(PyValueError::new_err(format!(
-            "header {name} value must be a single line"
-        )));
-    }
-    let id = HeaderId::from_name(name.as_bytes());
-    if matches!(
-        id,
-        HeaderId::Via
-            | HeaderId::CallId
-            | HeaderId::CSeq
-            | HeaderId::From
-            | HeaderId::To
-            | HeaderId::ContentLength
-    ) {
-        return Err(PyValueError::new_err(format!(
-            "{name} is managed by the core"
-        )));
-    }
-    Ok(())
 }
 
 /// A response from downstream (what `await req.relay()` returns).

@@ -10,8 +10,11 @@
 //! - [`Service`]: the hook points a service implements.
 //! - [`Event`]: what the services tell the application.
 
+pub mod branch;
 mod event;
 mod hooks;
+#[cfg(test)]
+pub mod testkit;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -54,10 +57,15 @@ pub struct Node {
     tag_seed: u64,
     /// Prefix of the To tags of stateless answers (`stateless_tag`).
     stateless_prefix: String,
+    /// Seals the branches we mint, so stray responses can be checked
+    /// (branch.rs); a per-run key unless the core is given a persisted one.
+    pub branch_mac: branch::BranchKey,
 }
 
 impl Node {
-    pub fn new(wire: Wire, stats: Arc<Stats>, server_name: String) -> Node {
+    /// A node around `wire`, sharing its counters.
+    pub fn new(wire: Wire, server_name: String) -> Node {
+        let stats = wire.shared_stats();
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
@@ -71,6 +79,7 @@ impl Node {
             tag_counter: AtomicU64::new(1),
             tag_seed: seed,
             stateless_prefix: format!("{:x}-", mix64(seed ^ 0x5354_4154_454C_4553)),
+            branch_mac: branch::BranchKey::random(),
         }
     }
 

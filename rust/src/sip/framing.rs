@@ -14,6 +14,10 @@ pub enum StreamFrame {
     KeepAlive { consumed: usize, pong: bool },
     /// A whole message of this many bytes is at the front of the buffer.
     Message(usize),
+    /// A header section of this many bytes without Content-Length, which
+    /// RFC 3261 §18.3 requires on streams: where its body ends is unknowable,
+    /// so it is handed up to be answered 400 and the connection is closed.
+    Unframed(usize),
     /// The stream cannot be framed (oversized or unparseable header section):
     /// the connection must be closed.
     Invalid(&'static str),
@@ -60,7 +64,10 @@ pub fn frame_stream(buf: &[u8], limits: &Limits) -> StreamFrame {
             None => return StreamFrame::Invalid("malformed Content-Length on a stream"),
         }
     }
-    let total = hdr_end + cl.unwrap_or(0);
+    let Some(cl) = cl else {
+        return StreamFrame::Unframed(hdr_end);
+    };
+    let total = hdr_end + cl;
     if total > limits.max_message_size {
         return StreamFrame::Invalid("message too large");
     }
@@ -159,6 +166,11 @@ mod tests {
         ));
         let two = b"A: b\r\nContent-Length: 3\r\nl: 3\r\n\r\nabc";
         assert!(matches!(frame_stream(two, &l), StreamFrame::Invalid(_)));
+        let bare = b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\nrest";
+        assert_eq!(
+            frame_stream(bare, &l),
+            StreamFrame::Unframed(bare.len() - 4)
+        );
         let huge = vec![b'a'; 70_000];
         assert!(matches!(frame_stream(&huge, &l), StreamFrame::Invalid(_)));
     }

@@ -1,6 +1,7 @@
 //! SIP messages: parsing (zero-copy over the received bytes), the grammar
 //! pieces (URI, Via, name-addr), and writing responses and forwarded requests.
 
+pub mod edits;
 mod error;
 mod framing;
 mod header;
@@ -14,6 +15,7 @@ mod uri;
 mod via;
 pub mod write;
 
+pub use edits::HeaderEdits;
 pub use error::ParseError;
 pub use framing::{frame_stream, StreamFrame};
 pub use header::HeaderId;

@@ -31,6 +31,9 @@ pub struct TimerQueue<K> {
     entries: BTreeMap<TimerId, K>,
     seq: u64,
     epoch: Instant,
+    /// Unit tests move this queue's clock forward instead of sleeping.
+    #[cfg(test)]
+    skew: Duration,
 }
 
 impl<K> Default for TimerQueue<K> {
@@ -39,11 +42,33 @@ impl<K> Default for TimerQueue<K> {
             entries: BTreeMap::new(),
             seq: 0,
             epoch: Instant::now(),
+            #[cfg(test)]
+            skew: Duration::ZERO,
         }
     }
 }
 
 impl<K> TimerQueue<K> {
+    /// The time timers are set from: the clock, which unit tests can move
+    /// forward (`advance_to`).
+    pub fn now(&self) -> Instant {
+        #[cfg(test)]
+        {
+            Instant::now() + self.skew
+        }
+        #[cfg(not(test))]
+        {
+            Instant::now()
+        }
+    }
+
+    /// Moves this queue's clock forward to at least `at` (unit tests).
+    #[cfg(test)]
+    pub fn advance_to(&mut self, at: Instant) {
+        let real = Instant::now();
+        self.skew = self.skew.max(at.saturating_duration_since(real));
+    }
+
     /// Schedules `key` at `at`, rounded up to a multiple of `granularity`
     /// (measured from the queue's epoch) so nearby timers coalesce.
     pub fn schedule(&mut self, at: Instant, granularity: Duration, key: K) -> TimerId {

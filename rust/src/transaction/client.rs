@@ -1,7 +1,7 @@
 //! Client transactions (RFC 3261 §17.1, RFC 6026 §7.2): send a request to one
 //! next hop, retransmit it over UDP, time it out, and ACK non-2xx finals.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -77,7 +77,7 @@ pub fn start(
     let id = layer.next_id();
     let invite = method == "INVITE";
     let timing = layer.timing.clone();
-    let now = Instant::now();
+    let now = layer.timers.now();
     wire.send(dest, request.clone());
     let mut txn = ClientTxn {
         id,
@@ -137,7 +137,7 @@ pub enum Outcome {
 
 pub fn on_response(wire: &Wire, layer: &mut Layer, id: BranchId, resp: &Message) -> Outcome {
     let timing = layer.timing.clone();
-    let now = Instant::now();
+    let now = layer.timers.now();
     let Some(txn) = layer.clients.get_mut(&id) else {
         return Outcome::Absorb;
     };
@@ -245,7 +245,7 @@ pub fn on_retransmit_timer(wire: &Wire, layer: &mut Layer, id: BranchId) {
     } else {
         (txn.interval * 2).min(t2)
     };
-    let next = Instant::now() + txn.interval;
+    let next = layer.timers.now() + txn.interval;
     let tid = layer
         .timers
         .schedule(next, FINE, TimerKey::ClientRetransmit(id));
@@ -270,9 +270,11 @@ pub fn retry_over_udp(wire: &Wire, layer: &mut Layer, id: BranchId) -> bool {
     txn.dest.conn = None;
     txn.interval = t1;
     wire.send(txn.dest, txn.request.clone());
-    let tid = layer
-        .timers
-        .schedule(Instant::now() + t1, FINE, TimerKey::ClientRetransmit(id));
+    let tid = layer.timers.schedule(
+        layer.timers.now() + t1,
+        FINE,
+        TimerKey::ClientRetransmit(id),
+    );
     if let Some(old) = layer
         .clients
         .get_mut(&id)
@@ -326,7 +328,7 @@ pub fn fail(layer: &mut Layer, id: BranchId, status: u16) {
     }
     let end = layer
         .timers
-        .schedule(Instant::now(), COARSE, TimerKey::ClientEnd(id));
+        .schedule(layer.timers.now(), COARSE, TimerKey::ClientEnd(id));
     match layer.clients.get_mut(&id) {
         Some(c) => c.timers[3] = Some(end),
         None => {
@@ -392,7 +394,7 @@ fn build_cancel(txn: &mut ClientTxn) -> Option<CancelRequest> {
 /// (normally a 487) before it ends as if it had answered 408 (§9.1).
 fn start_cancel(wire: &Wire, layer: &mut Layer, invite: BranchId, c: CancelRequest) {
     start(wire, layer, c.owner, c.branch, "CANCEL", c.bytes, c.dest);
-    let at = Instant::now() + layer.timing.t1x64();
+    let at = layer.timers.now() + layer.timing.t1x64();
     let tid = layer
         .timers
         .schedule(at, COARSE, TimerKey::ClientTimeout(invite));
@@ -456,3 +458,6 @@ pub fn derived_request(sent: &Bytes, method: &str, to: Option<&str>) -> Option<V
     );
     Some(out)
 }
+
+#[cfg(test)]
+mod tests;

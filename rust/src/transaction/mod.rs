@@ -12,6 +12,8 @@
 
 pub mod client;
 pub mod server;
+#[cfg(test)]
+pub mod testkit;
 mod timers;
 
 use std::collections::HashMap;

@@ -1,7 +1,7 @@
 //! Server transactions (RFC 3261 §17.2, RFC 6026 §7.1): absorb and answer
 //! retransmitted requests, retransmit final answers over UDP until ACKed.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -86,7 +86,7 @@ pub fn create(layer: &mut Layer, msg: Message, source: Source) -> TxnId {
         trying_sent: false,
     };
     if invite {
-        let at = Instant::now() + Duration::from_millis(200);
+        let at = layer.timers.now() + Duration::from_millis(200);
         txn.timers[2] = Some(layer.timers.schedule(at, FINE, TimerKey::ServerTrying(id)));
     }
     layer.insert_server(txn);
@@ -154,7 +154,7 @@ pub fn send_response(
     let timing = layer.timing.clone();
     let hasher = layer.hasher();
     let mut ack_to_index = None;
-    let now = Instant::now();
+    let now = layer.timers.now();
     let Some(txn) = layer.servers.get_mut(&id) else {
         return false;
     };
@@ -239,7 +239,7 @@ pub fn send_response(
 /// The ACK for a non-2xx final (same branch) or for our own 2xx arrived.
 pub fn on_ack(layer: &mut Layer, id: TxnId) {
     let t4 = layer.timing.t4;
-    let now = Instant::now();
+    let now = layer.timers.now();
     let Some(txn) = layer.servers.get_mut(&id) else {
         return;
     };
@@ -282,7 +282,7 @@ pub fn on_retransmit_timer(wire: &Wire, layer: &mut Layer, id: TxnId) {
         wire.send_response(&txn.request, txn.source, r);
     }
     txn.retransmit_interval = (txn.retransmit_interval * 2).min(t2);
-    let next = Instant::now() + txn.retransmit_interval;
+    let next = layer.timers.now() + txn.retransmit_interval;
     let tid = layer
         .timers
         .schedule(next, FINE, TimerKey::ServerRetransmit(id));
@@ -290,3 +290,6 @@ pub fn on_retransmit_timer(wire: &Wire, layer: &mut Layer, id: TxnId) {
         txn.timers[0] = Some(tid);
     }
 }
+
+#[cfg(test)]
+mod tests;

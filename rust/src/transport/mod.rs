@@ -7,6 +7,8 @@
 
 pub mod listen;
 pub mod stream;
+#[cfg(test)]
+pub mod testkit;
 pub mod udp;
 pub mod wire;
 pub mod ws;

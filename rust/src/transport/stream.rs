@@ -368,7 +368,7 @@ async fn accept_loop(
                     match handshake.await {
                         Ok(Ok(tls_stream)) => spawn_connection(tls_stream, meta, pending, shared),
                         Ok(Err(e)) => {
-                            tracing::info!(%peer, error = %e, "TLS handshake failed");
+                            tracing::warn!(%peer, error = %e, "TLS handshake failed");
                             shared.unregister(id);
                         }
                         Err(_) => {
@@ -575,6 +575,13 @@ where
                     StreamFrame::Message(len) => {
                         let msg = buf.split_to(len).freeze();
                         shared.sink.on_message(msg, source);
+                    }
+                    StreamFrame::Unframed(len) => {
+                        // The core answers it 400 (queued before we close).
+                        let msg = buf.split_to(len).freeze();
+                        shared.sink.on_message(msg, source);
+                        tracing::info!(peer = %meta.peer, "no Content-Length on a stream: closing");
+                        break 'read;
                     }
                     StreamFrame::Invalid(why) => {
                         tracing::info!(peer = %meta.peer, why, "closing stream connection");

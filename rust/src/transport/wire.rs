@@ -143,6 +143,10 @@ impl Wire {
         &self.stats
     }
 
+    pub fn shared_stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
     /// Sends bytes; UDP straight from this thread, streams through their queue.
     pub fn send(&self, dest: Destination, bytes: Bytes) -> bool {
         self.send_from(None, dest, bytes)
