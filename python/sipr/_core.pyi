@@ -24,6 +24,7 @@ __all__ = [
     "Response",
     "Selection",
     "Serial",
+    "SharedNonceCounts",
     "SiprError",
     "Source",
     "Store",
