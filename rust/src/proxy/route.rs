@@ -254,4 +254,28 @@ mod tests {
             assert_eq!(flow_of(&Uri::parse(raw).unwrap()), None, "{raw}");
         }
     }
+
+    #[test]
+    fn owner_path_names_a_stream_connection_reached_over_udp() {
+        // The Path hop a registrar gives a phone registered over TCP (decision 0052).
+        let raw = "sip:127.0.0.1:40211;lr;flow=127.0.0.1:53000;flow-transport=tcp";
+        let uri = Uri::parse(raw).unwrap();
+        let phone: SocketAddr = "127.0.0.1:53000".parse().unwrap();
+        assert_eq!(
+            flow_of(&uri),
+            Some(Hop {
+                transport: Transport::Tcp,
+                addr: phone
+            })
+        );
+        assert!(names_owned_flow(&uri));
+        // Not a stream transport, or no flow: nothing to deliver over.
+        for raw in [
+            "sip:127.0.0.1:40211;lr;flow=127.0.0.1:53000;flow-transport=udp",
+            "sip:127.0.0.1:40211;lr;flow-transport=tcp",
+            "sip:127.0.0.1:40211;lr;flow=127.0.0.1:1",
+        ] {
+            assert!(!names_owned_flow(&Uri::parse(raw).unwrap()), "{raw}");
+        }
+    }
 }
