@@ -9,6 +9,7 @@ async def route(req: sipr.Request) -> None:
     req.reply(200)
 """
 
+from sipr import limits
 from sipr._core import (
     URI,
     Address,
@@ -22,21 +23,28 @@ from sipr._core import (
     TransactionError,
     __version__,
 )
+from sipr.acl import AddressGroups
 from sipr.app import App
 from sipr.auth import DigestAuth
 from sipr.dispatcher import Dispatcher
 from sipr.prefix_routing import Gateway, PrefixRouter, Rule
 from sipr.registrar import Contact, Registrar, by_q
+from sipr.security import AuthBans, Blocklist, FloodGuard, Security
+from sipr.topology import TopologyHiding
 from sipr.workqueue import QueueFull, WorkQueue
 
 __all__ = [
     "URI",
     "Address",
+    "AddressGroups",
     "App",
+    "AuthBans",
+    "Blocklist",
     "CSeq",
     "Contact",
     "DigestAuth",
     "Dispatcher",
+    "FloodGuard",
     "Gateway",
     "Headers",
     "PrefixRouter",
@@ -45,11 +53,14 @@ __all__ = [
     "Request",
     "Response",
     "Rule",
+    "Security",
     "Serial",
     "SiprError",
     "Source",
+    "TopologyHiding",
     "TransactionError",
     "WorkQueue",
     "__version__",
     "by_q",
+    "limits",
 ]

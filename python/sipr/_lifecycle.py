@@ -139,6 +139,12 @@ async def reload(server: ServerView) -> dict[str, object]:
             source,
             ", ".join(changed),
         )
+    try:
+        await server.security.reload(new)
+    except ValueError as e:
+        message = f"{source}: security settings: {e}"
+        log.error("reload refused, the running app stays: %s", message)
+        raise ReloadError(message) from None
     services = Services(new)
     try:
         await services.start()

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sipr._core import Core, Request
 from sipr.settings import CoreSettings, RouteSettings, TimerSettings
 from sipr.workqueue import WorkQueue
+
+if TYPE_CHECKING:
+    from sipr.security import Security, SecurityRuntime
 
 #: An `async def` route handler: called, it returns the coroutine the server drives.
 Handler = Callable[[Request], Coroutine[Any, Any, None]]
@@ -38,6 +41,8 @@ class AppLike(Protocol):
     core_settings: CoreSettings
     timer_settings: TimerSettings
     route_settings: RouteSettings
+    #: Bans, flood detection, limits, ACLs, topology hiding (docs/security.md).
+    security: Security
     #: The running core and server while served.
     _core: Core | None
     _server: ServerView | None
@@ -94,6 +99,8 @@ class ServerView(Protocol):
     drain_timeout: float
     drain_deadline: float | None
     aborted: asyncio.Event
+    #: The security services of this server (docs/security.md).
+    security: SecurityRuntime
 
     @property
     def watchdog(self) -> Watched | None: ...

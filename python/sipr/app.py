@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from sipr._core import Core
 from sipr._protocols import Handler, Job, RpcMethod, ServerView, Settings
+from sipr.security import Security, validate
 from sipr.settings import (
     CoreSettings,
     RouteSettings,
@@ -50,6 +51,7 @@ class App:
         eager: bool | None = None,
         udp_reader: str | None = None,
         force_rport: bool = default(CoreSettings, "force_rport"),
+        security: Security | None = None,
     ) -> None:
         if route_deadline <= 0 or stall_threshold <= 0:
             raise ValueError("route_deadline and stall_threshold must be positive seconds")
@@ -79,6 +81,9 @@ class App:
             # tasks.
             eager=eager if eager is not None else env_flag("SIPR_EAGER") == "1",
         )
+        #: Bans, flood detection, limits, ACLs, topology hiding (docs/security.md).
+        self.security = security if security is not None else Security()
+        validate(self.security)
         self.queues: dict[str, WorkQueue] = {}
         self.periodic: list[tuple[float, Job]] = []
         #: The running server and core while served (`sipr._core.Core`, e.g. for `stats()`).

@@ -156,18 +156,55 @@ class DigestAuth:
             status, reason, headers = step
             req.reply(status, reason, headers=headers)
             return False
+        # Authentication-failure bans (docs/security.md): a locked user is
+        # refused before its password is checked; every verdict is reported.
+        bans = _AuthBans(req, f"{step.user}@{self.realm}")
+        if bans.locked():
+            req.reply(403, LOCKED_REASON)
+            return False
         refusal = self.rules.finish(req, step, await self._ha1(step.user, step.algorithm))
         if refusal is not None:
             status, reason, headers = refusal
+            if status == 403:
+                bans.failed()
             req.reply(status, reason, headers=headers)
             return False
         replay = self._replay_store
         if replay is not None and not await replay.fresh_nonce(
             step.nonce, step.nc or 0, self.nonce_ttl
         ):
+            bans.failed()
             req.reply(403, "Forbidden (replayed credentials)")
             return False
+        bans.succeeded()
         return True
 
 
 AuthCheck = Callable[[Request], Awaitable[bool]]
+
+#: The answer to an attempt for a user locked by too many failures.
+LOCKED_REASON = "Forbidden (too many failed attempts, try later)"
+
+
+class _AuthBans:
+    """The core's authentication-failure bans for one attempt of `user`
+    (`user@realm`) from the request's source: ask `locked()` first, then
+    report `failed()` or `succeeded()`."""
+
+    __slots__ = ("host", "native", "user")
+
+    def __init__(self, req: Request, user: str) -> None:
+        self.native = getattr(req, "_security", None)
+        self.host = req.source.host
+        self.user = user
+
+    def locked(self) -> bool:
+        return self.native is not None and self.native.user_locked(self.host, self.user)
+
+    def failed(self) -> None:
+        if self.native is not None:
+            self.native.digest_failed(self.host, self.user)
+
+    def succeeded(self) -> None:
+        if self.native is not None:
+            self.native.digest_succeeded(self.host, self.user)

@@ -20,6 +20,7 @@ from sipr._watchdog import Watchdog
 from sipr.control.server import ControlServer
 from sipr.logs import announce, current_request
 from sipr.runtime import ReloadError, RuntimeConfig
+from sipr.security import SecurityRuntime
 from sipr.settings import (
     ConnectionSettings,
     ControlSettings,
@@ -93,6 +94,8 @@ class Server:
         self.deadline_expired = 0
         self.expired: set[asyncio.Task[None]] = set()
         self.deadlines: Deadlines | None = None
+        #: Bans, flood detection, ACLs, topology hiding of this server (docs/security.md).
+        self.security = SecurityRuntime(self)
         self.watchdog: Watchdog | None = None
         self.busy: threading.Event | None = None
         self.inline = 0
@@ -144,6 +147,7 @@ class Server:
             setattr(core.dns(), name, value)
         self.app._core = core
         self.app._server = self
+        await self.security.start()
         self.deadlines = Deadlines(loop, self._expire)
         self.loop = loop
         self.watchdog = Watchdog(
@@ -180,6 +184,7 @@ class Server:
             loop.remove_reader(core.timer_fd())
             await self.services.stop(self._queue_budget())
             await _lifecycle.retire_all(self)
+            await self.security.stop()
             self.deadlines.close()
             self.watchdog.stop()
             if self.control is not None:  # answered during the drain above

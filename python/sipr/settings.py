@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sipr import _core
 
@@ -75,9 +75,13 @@ def check_value(label: str, value: Any, meta: Mapping[str, Any]) -> None:
 class _Checked:
     """Checks every field against its bounds and choices when made."""
 
+    #: Names errors as `<label_prefix><field>` where no flag names the field.
+    label_prefix: ClassVar[str] = ""
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            check_value(f.metadata.get("flag") or f.name, getattr(self, f.name), f.metadata)
+            label = f.metadata.get("flag") or self.label_prefix + f.name
+            check_value(label, getattr(self, f.name), f.metadata)
 
 
 @dataclass(frozen=True)
@@ -354,6 +358,52 @@ class ControlSettings(_Checked):
     )
 
 
+@dataclass(frozen=True)
+class FloodSettings(_Checked):
+    """Flood detection in the core (`sipr.FloodGuard`, Kamailio `pike`): per source (IPv4
+    address, IPv6 /64) requests over a sliding window; above `limit` the source is banned
+    and its packets dropped unparsed, unanswered (docs/security.md)."""
+
+    label_prefix: ClassVar[str] = "flood."
+
+    enabled: bool = setting(True, "count requests per source and ban floods")
+    limit: int = setting(400, "requests per window that ban a source", low=1, high=10_000_000)
+    window: float = setting(2.0, "sliding window of the count", low=0.01, high=3600, unit="s")
+    ban: float = setting(300.0, "how long a flooding source stays banned", low=0.01, unit="s")
+    max_sources: int = setting(
+        100_000,
+        "sources tracked at once (~40 bytes each; the least recent are forgotten)",
+        low=1,
+        high=100_000_000,
+    )
+
+
+@dataclass(frozen=True)
+class AuthBanSettings(_Checked):
+    """Authentication-failure bans (`sipr.AuthBans`, fail2ban inside the server): failed
+    digest attempts ban their source, or lock their user against every source that has
+    not authenticated as it lately (docs/security.md)."""
+
+    label_prefix: ClassVar[str] = "auth."
+
+    enabled: bool = setting(True, "count failed digest attempts and ban or lock")
+    source_failures: int = setting(
+        10, "failures from one source within `window` that ban it", low=1, high=1_000_000
+    )
+    window: float = setting(60.0, "window of the failure counts", low=0.01, unit="s")
+    source_ban: float = setting(600.0, "how long such a source stays banned", low=0.01, unit="s")
+    user_failures: int = setting(
+        30, "failures for one user (any source) within `window` that lock it", low=1
+    )
+    user_lock: float = setting(300.0, "how long a locked user is refused", low=0.01, unit="s")
+    known_for: float = setting(
+        7 * 24 * 3600.0,
+        "a source that authenticated as a user is exempt from its locks this long",
+        low=0.01,
+        unit="s",
+    )
+
+
 #: The classes documented in docs/settings.md, in order.
 ALL: tuple[type[Any], ...] = (
     RunSettings,
@@ -364,6 +414,8 @@ ALL: tuple[type[Any], ...] = (
     DnsSettings,
     TlsSettings,
     ControlSettings,
+    FloodSettings,
+    AuthBanSettings,
 )
 
 

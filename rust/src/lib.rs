@@ -7,11 +7,13 @@ pub mod dispatcher;
 pub mod dns;
 pub mod proxy;
 pub mod registrar;
+pub mod security;
 pub mod service;
 pub mod sip;
 pub mod stats;
 pub mod timer;
 pub mod tls;
+pub mod topology;
 pub mod transaction;
 pub mod transport;
 

@@ -36,6 +36,11 @@ def _call_args(name: str, ctl: Path) -> list[object]:
         "stats.get": ["transactions."],
         "app.add": [2, 3],
         "app.echo": ["a", 1],
+        "ban.add": ["192.0.2.1", 60],
+        "ban.remove": ["192.0.2.1"],
+        "auth.unlock": ["nobody@ops.test"],
+        "permissions.check": ["carriers", "192.0.2.1"],
+        "limits.set_method": ["OPTIONS", None],
     }.get(name, [])
 
 

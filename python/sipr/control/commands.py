@@ -13,6 +13,7 @@ from sipr._core import Core, __version__
 from sipr._protocols import RpcMethod, ServerView, Settings
 from sipr.control import stats
 from sipr.control.rpc import APP_ERROR, Registry, RpcError
+from sipr.control.security_commands import register_security
 from sipr.loader import ReloadError
 from sipr.registrar import aor_of
 from sipr.store import Binding
@@ -306,3 +307,4 @@ def register_builtins(registry: Registry, server: ServerView, started: float) ->
     }
     for name, fn in methods.items():
         registry.add(name, fn)
+    register_security(registry, server)

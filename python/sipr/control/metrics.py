@@ -59,6 +59,12 @@ FAMILIES: dict[str, tuple[str, str, str, str]] = {
         "destination",
         "1 while a dispatcher destination (set/URI) is active",
     ),
+    "security.bans.": (
+        "sipr_security_bans_total",
+        COUNTER,
+        "reason",
+        "Sources banned, by reason (flood, auth, scanner, manual)",
+    ),
     "responses_in.": (
         "sipr_responses_received_total",
         COUNTER,
@@ -112,6 +118,79 @@ SINGLES: dict[str, tuple[str, str, str]] = {
         "sipr_registrar_native_total",
         COUNTER,
         "REGISTERs answered by the core's native registrar (no Python)",
+    ),
+    "security.bans_active": ("sipr_security_bans_active", GAUGE, "Sources banned now"),
+    "security.banned_drops": (
+        "sipr_security_banned_packets_dropped_total",
+        COUNTER,
+        "Packets from banned sources dropped unparsed",
+    ),
+    "security.flood.sources": (
+        "sipr_security_flood_sources_tracked",
+        GAUGE,
+        "Sources whose request rate the flood detection tracks",
+    ),
+    "security.flood.evicted": (
+        "sipr_security_flood_sources_evicted_total",
+        COUNTER,
+        "Tracked sources forgotten to keep the flood table bounded",
+    ),
+    "security.auth.failures": (
+        "sipr_security_auth_failures_total",
+        COUNTER,
+        "Failed digest authentications counted for bans",
+    ),
+    "security.auth.user_locks": (
+        "sipr_security_user_locks_total",
+        COUNTER,
+        "Users locked by failed authentications",
+    ),
+    "security.auth.users_locked": ("sipr_security_users_locked", GAUGE, "Users locked now"),
+    "security.auth.locked_refusals": (
+        "sipr_security_locked_refusals_total",
+        COUNTER,
+        "Authentication attempts refused because their user is locked",
+    ),
+    "security.auth.known_sources": (
+        "sipr_security_known_sources",
+        GAUGE,
+        "(user, source) pairs that authenticated: exempt from that user's locks",
+    ),
+    "security.method_limited": (
+        "sipr_security_method_limited_total",
+        COUNTER,
+        "Requests answered 503 by a per-method rate limit",
+    ),
+    "security.sanity_refused": (
+        "sipr_security_sanity_refused_total",
+        COUNTER,
+        "Requests refused by the sanity checklist",
+    ),
+    "security.blocklist_drops": (
+        "sipr_security_blocklist_drops_total",
+        COUNTER,
+        "Requests dropped by the User-Agent / From-user blocklist",
+    ),
+    "security.acl.rules": ("sipr_security_address_rules", GAUGE, "Address-group rules in force"),
+    "security.topology.dialogs": (
+        "sipr_topology_dialogs",
+        GAUGE,
+        "Dialogs kept for topology hiding",
+    ),
+    "security.topology.routed": (
+        "sipr_topology_routed_total",
+        COUNTER,
+        "In-dialog requests routed by a topology-hiding token",
+    ),
+    "security.topology.unknown": (
+        "sipr_topology_unknown_total",
+        COUNTER,
+        "In-dialog requests naming a hidden dialog that is not known (481)",
+    ),
+    "security.topology.evicted": (
+        "sipr_topology_evicted_total",
+        COUNTER,
+        "Hidden dialogs dropped to keep the table bounded",
     ),
     "core.pending": ("sipr_requests_pending", GAUGE, "Requests held by the application"),
     "dns.lookups": ("sipr_dns_lookups_total", COUNTER, "RFC 3263 lookups of a name"),

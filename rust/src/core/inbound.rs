@@ -10,14 +10,20 @@ use bytes::Bytes;
 
 use super::{Core, Event, Incoming, Stack};
 use crate::proxy;
-use crate::service::{Ctx, Verdict};
+use crate::service::{Ctx, InDialog, Verdict};
 use crate::sip::{write, Framing, HeaderId, Message, Method, ParseError, Scheme};
 use crate::transaction::{client, on_timer, server, Expiry, TimerKey};
 use crate::transport::{Destination, Source, Transport};
 
 impl Core {
-    /// Parses received bytes; malformed ones are answered (or dropped) here.
+    /// Parses received bytes; malformed ones are answered (or dropped) here,
+    /// and what a service's `on_receive` stops (a banned source) is dropped
+    /// unparsed.
     pub fn parse_inbound(&self, bytes: Bytes, source: Source) -> Option<Message> {
+        let node = &self.node;
+        if node.hooks.on_receive(node, &bytes, &source) == Verdict::Stop {
+            return None;
+        }
         // A WebSocket message is one whole SIP message (RFC 7118 §5): no
         // Content-Length needed, as in a datagram.
         let framing = if source.transport.is_stream() && !source.transport.is_websocket() {
@@ -102,6 +108,24 @@ impl Core {
                 if !screen(&msg) {
                     return;
                 }
+                match node.hooks.route_in_dialog(node, &msg) {
+                    InDialog::Pass => {}
+                    InDialog::Answer(_) => return,
+                    InDialog::Route { hop, request_uri } => {
+                        let inc = Incoming {
+                            msg,
+                            source,
+                            txn: None,
+                        };
+                        let fwd = proxy::ForwardRequest {
+                            target: Some(&hop),
+                            request_uri: Some(&request_uri),
+                            header_edits: &[],
+                        };
+                        let _ = proxy::forward_stateless(node, &inc, &fwd);
+                        return;
+                    }
+                }
                 if self.routed_by_us(&msg) {
                     // ACK for a 2xx: no transaction, loose-routed statelessly.
                     let inc = Incoming {
@@ -137,6 +161,22 @@ impl Core {
                 if proxy::route::is_loop(node, &msg) {
                     node.reply_stateless(&msg, source, 482, None, &[]);
                     return;
+                }
+                match node.hooks.route_in_dialog(node, &msg) {
+                    InDialog::Pass => {}
+                    InDialog::Answer(status) => {
+                        node.reply_stateless(&msg, source, status, None, &[]);
+                        return;
+                    }
+                    InDialog::Route { hop, request_uri } => {
+                        let target = proxy::stateful::Target {
+                            hop: Some(hop),
+                            request_uri: Some(request_uri),
+                            routes: Vec::new(),
+                        };
+                        proxy.route_in_core_to(cx, msg, source, Some(target));
+                        return;
+                    }
                 }
                 if self.routed_by_us(&msg) {
                     proxy.route_in_core(cx, msg, source);

@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use crate::service::branch::Upstream;
-use crate::service::{BranchPlan, Incoming, Node};
+use crate::service::{BranchPlan, Incoming, Node, Outgoing};
 use crate::sip::write::{build_forward, strip_top_via, ForwardEdits, HeaderEdit};
 use crate::sip::{HeaderId, Message, NameAddr, Uri};
 use crate::transaction::CtxId;
@@ -158,15 +158,19 @@ pub fn forward_stateless(
     };
     let mut hooked_edits;
     let mut header_edits = fwd.header_edits;
+    let mut writer = None;
     if !node.hooks.is_empty() {
         hooked_edits = fwd.header_edits.to_vec();
         let mut plan = BranchPlan {
             request: msg,
             hop,
             edits: &mut hooked_edits,
+            stateless: true,
+            writer: None,
         };
         node.hooks.on_relay(node, &mut plan);
         hop = plan.hop;
+        writer = plan.writer;
         header_edits = &hooked_edits;
     }
     let local = node.wire.advertised(hop.transport, hop.addr);
@@ -182,18 +186,28 @@ pub fn forward_stateless(
         fmt_hostport(local),
         via_alias(hop.transport)
     );
-    let bytes = build_forward(
-        msg,
-        &ForwardEdits {
-            request_uri: fwd.request_uri,
-            via: &via,
-            source: Some(inc.source.addr),
-            force_rport: inc.source.transport.is_stream(),
-            pop_routes: next.pop_routes,
-            record_route: None,
-            header_edits,
-        },
-    );
+    let out = Outgoing {
+        hop,
+        via: &via,
+        pop_routes: next.pop_routes,
+        request_uri: fwd.request_uri,
+        edits: header_edits,
+    };
+    let bytes = match &writer {
+        Some(w) => w.write(node, msg, &out),
+        None => build_forward(
+            msg,
+            &ForwardEdits {
+                request_uri: fwd.request_uri,
+                via: &via,
+                source: Some(inc.source.addr),
+                force_rport: inc.source.transport.is_stream(),
+                pop_routes: next.pop_routes,
+                record_route: None,
+                header_edits,
+            },
+        ),
+    };
     node.stats
         .requests_forwarded
         .fetch_add(1, Ordering::Relaxed);

@@ -60,16 +60,21 @@ impl Proxy {
         };
         let server_id = ctx.server;
         let status = msg.status().unwrap_or(0);
+        let at = ResponseAt {
+            server: server_id,
+            branch: bid,
+            outcome,
+        };
         match outcome {
             Outcome::Absorb => {}
             Outcome::Provisional => {
                 if !ctx.final_sent {
-                    let up = Bytes::from(strip_top_via(&msg));
+                    let up = upstream(cx, at, &msg);
                     server::send_response(&node.wire, cx.txns, server_id, status, up, false);
                 }
             }
             Outcome::Success => {
-                let up = Bytes::from(strip_top_via(&msg));
+                let up = upstream(cx, at, &msg);
                 if !ctx.final_sent {
                     ctx.final_sent = true;
                     ctx.held = None;
@@ -112,7 +117,7 @@ impl Proxy {
                     Some(Final {
                         status,
                         message: msg.clone(),
-                        upstream: Bytes::from(strip_top_via(&msg)),
+                        upstream: upstream(cx, at, &msg),
                     })
                 };
                 let Some(f) = f else { return };
@@ -164,4 +169,16 @@ impl Proxy {
             client::cancel(&cx.node.wire, cx.txns, b);
         }
     }
+}
+
+/// A response as it goes upstream: as a service writes it (topology
+/// hiding), else without our Via.
+fn upstream(cx: &Ctx<'_>, at: ResponseAt, msg: &Message) -> Bytes {
+    let hooks = &cx.node.hooks;
+    if !hooks.is_empty() {
+        if let Some(bytes) = hooks.on_upstream(cx, at, msg) {
+            return Bytes::from(bytes);
+        }
+    }
+    Bytes::from(strip_top_via(msg))
 }

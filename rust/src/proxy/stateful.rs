@@ -12,7 +12,7 @@ use super::fallback::congestion_controlled_hop;
 use super::round::{synthesize, synthesize_with};
 use super::route::{branch_for, creates_dialog, loop_hash, next_hop, record_route, NextHop};
 use super::{fmt_hostport, via_alias, ForwardError, Hop, Proxy, SERVICE};
-use crate::service::{BranchPlan, Ctx};
+use crate::service::{BranchPlan, Ctx, Outgoing};
 use crate::sip::write::{build_forward, ForwardEdits, HeaderEdit};
 use crate::sip::{HeaderId, Message};
 use crate::transaction::{client, server, BranchId, CtxId, Owner, TimerKey, TxnId, FINE};
@@ -282,14 +282,18 @@ impl Proxy {
                 .iter()
                 .map(|r| HeaderEdit::Add("Route".into(), r.clone())),
         );
+        let mut writer = None;
         if !node.hooks.is_empty() {
             let mut bp = BranchPlan {
                 request: msg,
                 hop,
                 edits: &mut edits,
+                stateless: false,
+                writer: None,
             };
             node.hooks.on_relay(node, &mut bp);
             hop = bp.hop;
+            writer = bp.writer;
         }
         let build = |hop: &Hop| {
             let local = node.wire.advertised(hop.transport, hop.addr);
@@ -299,6 +303,16 @@ impl Proxy {
                 fmt_hostport(local),
                 via_alias(hop.transport)
             );
+            if let Some(w) = &writer {
+                let out = Outgoing {
+                    hop: *hop,
+                    via: &via,
+                    pop_routes: nh.pop_routes,
+                    request_uri: branch_ruri,
+                    edits: &edits,
+                };
+                return w.write(node, msg, &out);
+            }
             let rr = (params.record_route && creates_dialog(msg)).then(|| {
                 let sips = msg
                     .request_uri()
@@ -357,6 +371,18 @@ impl Proxy {
 
     /// Routes an in-dialog request that carries our Route entirely in Rust.
     pub fn route_in_core(&mut self, cx: &mut Ctx<'_>, msg: Message, source: Source) {
+        self.route_in_core_to(cx, msg, source, None);
+    }
+
+    /// Routes an in-dialog request in Rust, by its Route set or (a service's
+    /// `route_in_dialog`) to `target`.
+    pub fn route_in_core_to(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        msg: Message,
+        source: Source,
+        target: Option<Target>,
+    ) {
         // An initial request delivered to a connection we hold (decision
         // 0052): we stay in the dialog, its in-dialog requests need us too.
         let initial = msg.to_tag().is_none();
@@ -369,7 +395,7 @@ impl Proxy {
             t.ctx = Some(ctx_id);
         }
         let opts = RelayOptions {
-            targets: Vec::new(),
+            targets: target.into_iter().collect(),
             request_uri: None,
             header_edits: &[],
             record_route: initial,

@@ -223,6 +223,8 @@ impl PyCore {
             self.shared.futures.lock().len() as u64,
         ));
         s.extend(super::dns::stats(core));
+        s.extend(self.shared.security.snapshot());
+        s.extend(self.shared.topology.snapshot());
         s
     }
 
@@ -231,6 +233,7 @@ impl PyCore {
         let core = &self.shared.core;
         core.stats.reset();
         core.reset_created();
+        self.shared.security.stats.reset();
     }
 
     /// The resolver cache, one row per address: `[(host, port, address,
@@ -378,6 +381,11 @@ impl PyCore {
 
     fn stop(&self) {
         self.shared.core.stop();
+    }
+
+    /// The security services of this core (`sipr.security` drives them).
+    fn security(&self) -> super::security::PySecurity {
+        super::security::PySecurity::new(self.shared.clone())
     }
 
     /// Answers REGISTERs for the domains of `rules` in the core from now on,

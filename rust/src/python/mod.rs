@@ -10,8 +10,10 @@ mod logbridge;
 mod message;
 mod registrar;
 mod request;
+mod security;
 mod shared;
 mod targets;
+mod topology;
 
 use pyo3::prelude::*;
 
@@ -53,6 +55,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<targets::PySerial>()?;
     m.add_class::<dispatcher::PyDispatcher>()?;
     m.add_class::<targets::PySelection>()?;
+    m.add_class::<security::PySecurity>()?;
+    m.add_class::<security::PyTokenBuckets>()?;
     m.add_function(wrap_pyfunction!(message::parse_uri, m)?)?;
     m.add_function(wrap_pyfunction!(core::parse_listen, m)?)?;
     m.add_function(wrap_pyfunction!(defaults::core_defaults, m)?)?;

@@ -202,6 +202,18 @@ impl PyRequest {
         pyo3::types::PyBytes::new(py, self.held.inc.msg.as_bytes())
     }
 
+    /// Whether the source address, port and transport match a rule of
+    /// address group `group` (Kamailio `allow_source_address`; `sipr.acl`).
+    fn source_in(&self, group: &str) -> bool {
+        super::security::source_in(&self.shared.security, &self.held.inc.source, group)
+    }
+
+    /// The core's security services (internal: `sipr.auth`, `sipr.security`).
+    #[getter]
+    fn _security(&self) -> super::security::PySecurity {
+        super::security::PySecurity::new(self.shared.clone())
+    }
+
     /// Whether a final answer was sent or the request was forwarded/relayed.
     #[getter]
     fn handled(&self) -> bool {

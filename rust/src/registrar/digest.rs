@@ -253,6 +253,27 @@ impl NonceCounts {
 /// `Digest k=v, k="v", ...` → lower-cased keys, unquoted values. None when
 /// the scheme is not Digest or the list is not well formed (the Python path
 /// then decides, with its more lenient reading).
+/// The answer to an attempt of a user locked by failed authentications.
+pub const LOCKED_REASON: &str = "Forbidden (too many failed attempts, try later)";
+
+/// `user@realm` of the digest credentials for `realm` in `msg` (in
+/// Authorization or Proxy-Authorization), if any: the key of the
+/// authentication-failure bans (`Service::on_digest_attempt`).
+pub fn digest_user(msg: &crate::sip::Message, realm: &str) -> Option<String> {
+    use crate::sip::HeaderId;
+    msg.headers()
+        .iter()
+        .filter(|h| matches!(h.id, HeaderId::Authorization | HeaderId::ProxyAuthorization))
+        .filter_map(|h| parse_credentials(msg.header_value(h)))
+        .find(|c| c.iter().any(|(k, v)| k == "realm" && v == realm))
+        .and_then(|c| {
+            c.into_iter()
+                .rev()
+                .find(|(k, _)| k == "username")
+                .map(|(_, u)| format!("{u}@{realm}"))
+        })
+}
+
 pub fn parse_credentials(value: &str) -> Option<Vec<(String, String)>> {
     let value = value.trim();
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));

@@ -148,14 +148,33 @@ impl Registrars {
             node.wire.send_response(msg, source, bytes);
             return true;
         }
+        // Authentication-failure bans (docs/security.md): a service may refuse
+        // a user's attempt unchecked (a locked user), and hears each verdict.
+        let user = registrar
+            .auth
+            .as_ref()
+            .and_then(|(rules, _)| digest::digest_user(msg, &rules.nonces.realm));
+        let refused = user.as_deref().is_some_and(|u| {
+            node.hooks.on_digest_attempt(node, &source, u) == crate::service::Verdict::Stop
+        });
+        let outcome = if refused {
+            Outcome::Reply(Reply::new(403, Some(digest::LOCKED_REASON)))
+        } else {
+            registrar.decide(msg, &source, unix_now())
+        };
         let Outcome::Reply(Reply {
             status,
             reason,
             mut headers,
-        }) = registrar.decide(msg, &source, unix_now())
+        }) = outcome
         else {
             return false;
         };
+        if let Some(u) = user.as_deref().filter(|_| !refused) {
+            if status == 403 || (200..300).contains(&status) {
+                node.hooks.on_digest_result(node, &source, u, status != 403);
+            }
+        }
         // As `req.reply()` does.
         headers.push(("Server".to_string(), node.server_name.clone()));
         let tag = node.stateless_tag();

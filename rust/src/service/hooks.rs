@@ -35,11 +35,46 @@ pub struct ResponseAt {
 
 /// A request about to leave on one branch (a stateful relay branch or a
 /// stateless forward): the request as received, where it goes, and the
-/// header edits applied on the way.
+/// header edits applied on the way. A service that must write the branch's
+/// bytes itself (topology hiding) sets `writer`.
 pub struct BranchPlan<'a> {
     pub request: &'a Message,
     pub hop: Hop,
     pub edits: &'a mut Vec<HeaderEdit>,
+    /// Forwarded without a transaction (`forward_stateless`): its
+    /// responses are relayed along the Vias it carries.
+    pub stateless: bool,
+    pub writer: Option<Arc<dyn BranchWriter>>,
+}
+
+/// What the proxy decided for one outgoing branch, for a [`BranchWriter`].
+pub struct Outgoing<'a> {
+    pub hop: Hop,
+    /// Our Via value (without `Via: `).
+    pub via: &'a str,
+    /// Leading Route values of the request that name us.
+    pub pop_routes: usize,
+    /// The branch's Request-URI, when not the request's own.
+    pub request_uri: Option<&'a str>,
+    pub edits: &'a [HeaderEdit],
+}
+
+/// Writes the bytes of a branch instead of the proxy (`BranchPlan::writer`).
+pub trait BranchWriter: Send + Sync {
+    fn write(&self, node: &Node, request: &Message, out: &Outgoing<'_>) -> Vec<u8>;
+}
+
+/// Where a service sends an in-dialog request it recognises
+/// (`Service::route_in_dialog`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InDialog {
+    /// Not the service's: routing goes on.
+    Pass,
+    /// Relay it (statefully; an ACK statelessly) to `hop` with this
+    /// Request-URI.
+    Route { hop: String, request_uri: String },
+    /// Answer it with this status (an ACK is dropped).
+    Answer(u16),
 }
 
 /// A service beside the proxy (dialogs, NAT, DNS failover, bans, ...). Every
@@ -51,6 +86,14 @@ pub trait Service: Send + Sync {
     /// ([`crate::transaction::Owner`]); unique among the services.
     fn name(&self) -> &'static str;
 
+    /// Bytes just read from `source`, before they are parsed (every message:
+    /// requests, responses, retransmissions, garbage). `Stop` drops them
+    /// unparsed and unanswered. Runs on every reading thread (loop, stream,
+    /// UDP reader): lock-free or nearly, and short.
+    fn on_receive(&self, _node: &Node, _bytes: &[u8], _source: &Source) -> Verdict {
+        Verdict::Continue
+    }
+
     /// A new request (not a retransmission, not a CANCEL or ACK a
     /// transaction absorbs), before any routing: loop detection, the native
     /// registrar, in-dialog routing, Python. `Stop` drops it; answer it first
@@ -60,9 +103,32 @@ pub trait Service: Send + Sync {
         Verdict::Continue
     }
 
+    /// An in-dialog request (To tag) after loop detection, before the
+    /// proxy's own loose routing and the application: a service that keeps
+    /// such dialogs (topology hiding) routes or answers it.
+    fn route_in_dialog(&self, _node: &Node, _msg: &Message) -> InDialog {
+        InDialog::Pass
+    }
+
     /// The proxy is about to build and send a request on one branch: the
-    /// hook may change the hop or add header edits.
+    /// hook may change the hop, add header edits, or write it (`writer`).
     fn on_relay(&self, _node: &Node, _plan: &mut BranchPlan<'_>) {}
+
+    /// The bytes a response on a proxied branch goes upstream as, instead of
+    /// the response without our Via (topology hiding). The first service
+    /// with an answer wins.
+    fn on_upstream(&self, _cx: &Ctx<'_>, _at: ResponseAt, _msg: &Message) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Digest credentials of `user` (`user@realm`) from `source` are about to
+    /// be checked: `Stop` refuses them unchecked (a locked user).
+    fn on_digest_attempt(&self, _node: &Node, _source: &Source, _user: &str) -> Verdict {
+        Verdict::Continue
+    }
+
+    /// The digest check of `user` from `source` passed or failed.
+    fn on_digest_result(&self, _node: &Node, _source: &Source, _user: &str, _accepted: bool) {}
 
     /// A provisional or final response on a proxied branch, after its client
     /// transaction took it and before the proxy acts on it (passes it
@@ -146,6 +212,60 @@ impl Hooks {
 
     pub fn named(&self, name: &str) -> Option<Arc<dyn Service>> {
         self.all()?.iter().find(|s| s.name() == name).cloned()
+    }
+
+    /// Runs `on_receive` of every service until one stops the bytes.
+    pub fn on_receive(&self, node: &Node, bytes: &[u8], source: &Source) -> Verdict {
+        let Some(all) = self.all() else {
+            return Verdict::Continue;
+        };
+        for s in all.iter() {
+            if s.on_receive(node, bytes, source) == Verdict::Stop {
+                return Verdict::Stop;
+            }
+        }
+        Verdict::Continue
+    }
+
+    /// The first service that routes or answers an in-dialog request.
+    pub fn route_in_dialog(&self, node: &Node, msg: &Message) -> InDialog {
+        if msg.to_tag().is_none() {
+            return InDialog::Pass;
+        }
+        let Some(all) = self.all() else {
+            return InDialog::Pass;
+        };
+        for s in all.iter() {
+            let r = s.route_in_dialog(node, msg);
+            if r != InDialog::Pass {
+                return r;
+            }
+        }
+        InDialog::Pass
+    }
+
+    pub fn on_upstream(&self, cx: &Ctx<'_>, at: ResponseAt, msg: &Message) -> Option<Vec<u8>> {
+        self.all()?.iter().find_map(|s| s.on_upstream(cx, at, msg))
+    }
+
+    pub fn on_digest_attempt(&self, node: &Node, source: &Source, user: &str) -> Verdict {
+        let Some(all) = self.all() else {
+            return Verdict::Continue;
+        };
+        for s in all.iter() {
+            if s.on_digest_attempt(node, source, user) == Verdict::Stop {
+                return Verdict::Stop;
+            }
+        }
+        Verdict::Continue
+    }
+
+    pub fn on_digest_result(&self, node: &Node, source: &Source, user: &str, accepted: bool) {
+        if let Some(all) = self.all() {
+            for s in all.iter() {
+                s.on_digest_result(node, source, user, accepted);
+            }
+        }
     }
 
     /// Runs `on_request` of every service until one stops the request.

@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use event::{Event, Final, Incoming};
-pub use hooks::{BranchPlan, Hooks, ResponseAt, Service, Verdict, PROXY};
+pub use hooks::{
+    BranchPlan, BranchWriter, Hooks, InDialog, Outgoing, ResponseAt, Service, Verdict, PROXY,
+};
 
 use crate::dns::Resolver;
 use crate::sip::{write, Message};
