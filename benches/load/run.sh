@@ -49,6 +49,9 @@
 #               Python route (auth.check + save) instead of the core (registrar.serve)
 #               sipr-eager is sipr with SIPR_EAGER=1 (App(eager=True): a handler's first step
 #               runs without an asyncio Task, one is made only when it suspends)
+#               sipr-w1 / sipr-w2 are sipr with --workers 1 / 2 (decision 0050): with either in
+#               PROXIES every UAC of the run sends each call from its own socket (SIPP_EXTRA
+#               "-t un"), so the kernel spreads calls over the workers; see workers.sh
 #               sipr-thr is sipr with SIPR_UDP_READER=thread: a Rust thread reads UDP, answers
 #               native REGISTERs itself and queues the rest for the event loop (decision 0019)
 #
@@ -188,6 +191,7 @@ proxy_cmd() { # $1 proxy $2 mode
   fi
   case $1 in
     sipr|sipr-eager|sipr-py|sipr-thr) echo "env $env $SIPR run $app --listen udp:127.0.0.1:$PROXY_PORT ${SIPR_ARGS:-}" ;;
+    sipr-w1|sipr-w2) echo "env $env $SIPR run $app --listen udp:127.0.0.1:$PROXY_PORT --workers ${1#sipr-w} ${SIPR_ARGS:-}" ;;
     kamailio)
       case $2 in
         default|rr) echo "$WORK/kamailio/run-kamailio.sh stateless ${KAMAILIO_ARGS:-}" ;;
@@ -277,6 +281,11 @@ run_one() { # $1 proxy $2 mode $3 rate $4 label $5 rep
     echo no
   fi
 }
+
+# --workers: one socket per call at the UAC, for every proxy of the run (same traffic).
+case " $PROXIES " in *" sipr-w"*)
+  export SIPP_EXTRA="${SIPP_EXTRA:-} -t un -max_socket 4000" ;;
+esac
 
 echo "# sipr vs kamailio: rate=$RATE dur=${DURATION}s reps=$REPS modes=[$MODES] sweep=[$SWEEP] out=$OUTDIR" >&2
 echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

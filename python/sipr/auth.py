@@ -18,7 +18,8 @@ from typing import Any
 
 from sipr._core import DigestRules, Request, digest_ha1
 from sipr._core import Store as NativeHandle
-from sipr.store import NativeStore, Store
+from sipr.store import NativeStore, Store, open_store
+from sipr.workers import shared_nonce_secret, shared_nonce_store
 
 #: The digest algorithms sipr offers and verifies (RFC 8760).
 ALGORITHMS = ("MD5", "SHA-256")
@@ -62,6 +63,7 @@ class DigestAuth:
         secret: bytes | None = None,
         check_identity: bool = True,
         max_tracked_nonces: int = 100_000,
+        nonce_store: Store | str | None = None,
     ) -> None:
         unknown = [a for a in algorithms if a not in ALGORITHMS]
         if unknown or not algorithms:
@@ -70,8 +72,17 @@ class DigestAuth:
         self.credentials = credentials
         self.algorithms = algorithms
         self.nonce_ttl = nonce_ttl
-        self.secret = secret or os.urandom(32)
+        # Under `--workers` every worker gets the supervisor's secret, so a
+        # nonce one worker issued verifies on another.
+        self.secret = secret or shared_nonce_secret() or os.urandom(32)
         self.check_identity = check_identity
+        # Nonce-counts: in this process, unless a store shared with other
+        # workers or hosts keeps them (`--workers` sets one, decision 0051).
+        if nonce_store is None:
+            nonce_store = shared_nonce_store()
+        store = open_store(nonce_store) if isinstance(nonce_store, str) else nonce_store
+        #: A store only Python reaches (redis://): checked in `check`.
+        self._replay_store = store if hasattr(store, "fresh_nonce") else None
         self.rules = DigestRules(
             realm,
             self.secret,
@@ -79,6 +90,8 @@ class DigestAuth:
             nonce_ttl=float(nonce_ttl),
             check_identity=check_identity,
             max_tracked_nonces=max_tracked_nonces,
+            replay=store.native.shared_nonce_counts() if isinstance(store, NativeStore) else None,
+            replay_checked_by_caller=self._replay_store is not None,
         )
 
     # -- nonces ---------------------------------------------------------
@@ -155,6 +168,13 @@ class DigestAuth:
             if status == 403:
                 bans.failed()
             req.reply(status, reason, headers=headers)
+            return False
+        replay = self._replay_store
+        if replay is not None and not await replay.fresh_nonce(
+            step.nonce, step.nc or 0, self.nonce_ttl
+        ):
+            bans.failed()
+            req.reply(403, "Forbidden (replayed credentials)")
             return False
         bans.succeeded()
         return True

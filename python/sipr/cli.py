@@ -25,6 +25,7 @@ from sipr.settings import (
     default,
     meta,
 )
+from sipr.workers import current as workers_spec
 
 if TYPE_CHECKING:
     from sipr.store import Store
@@ -89,11 +90,19 @@ def run(
         ConnectionSettings, "max_connections"
     ),
     resolver: Annotated[list[str] | None, _option(DnsSettings, "resolvers")] = None,
+    workers: Annotated[
+        str, typer.Option("--workers", help="worker processes: N, or auto (one per core)")
+    ] = "1",
 ) -> None:
     """Serve APP. SIGHUP reloads APP; SIGTERM/SIGINT drains, then exits."""
+    params = dict(locals())  # what `--workers` hands to each worker
     from sipr import _core
     from sipr.control.config import ControlError
     from sipr.server import run as serve
+
+    worker = workers_spec()
+    if worker is not None:  # the listeners the supervisor bound for this worker
+        listen = worker.listen
 
     try:
         settings = RunSettings(
@@ -125,6 +134,12 @@ def run(
         tls_verify_client_on=tls_verify_client_on or [],
         tls_ca=tls_ca,
     )
+    count = _workers(workers)
+    if count > 1:
+        status = _supervise(params, list(settings.listen), count, control, settings)
+        if status:
+            sys.exit(status)
+        return
     application = load_app(app)
     try:
         status = serve(
@@ -142,6 +157,42 @@ def run(
         status = 1
     if status:
         sys.exit(status)
+
+
+def _workers(value: str) -> int:
+    from sipr.workers import WorkersError, worker_count
+
+    try:
+        return worker_count(value)
+    except WorkersError as e:
+        raise CliError(str(e)) from e
+
+
+def _supervise(
+    params: dict[str, Any],
+    listen: list[str],
+    count: int,
+    control: ControlSettings,
+    settings: RunSettings,
+) -> int:
+    """`--workers N`: the supervisor binds LISTEN once and runs N workers."""
+    from sipr import _core
+    from sipr.control.config import ControlError
+    from sipr.workers.supervisor import supervise
+
+    addrs = [_core.parse_listen(spec) for spec in listen]
+    load_app(params["app"])  # a broken script is one error line here, not N
+    try:
+        return supervise(
+            params,
+            addrs,
+            count,
+            control,
+            log_level=settings.log_level,
+            log_format=settings.log_format,
+        )
+    except (OSError, ControlError) as e:
+        raise CliError(str(e)) from e
 
 
 def _resolver(spec: str) -> str:

@@ -14,7 +14,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
-from sipr import events
+from sipr import events, workers
 from sipr._core import URI, Binding, Core, RegistrarRules, Request, aor_key
 from sipr._core import Store as NativeHandle
 from sipr.store import NativeStore, Store, open_store
@@ -43,6 +43,23 @@ class Contact:
         if self.path:
             return self.path[0].strip("<>")
         return self.received or self.uri
+
+
+def _with_path(b: Binding, owner: str) -> Binding:
+    if b.path:
+        return b
+    return Binding(
+        b.contact, b.expires_at, b.q, b.call_id, b.cseq, b.received, [owner], b.user_agent,
+        b.instance,
+    )  # fmt: skip
+
+
+def _path_from_here(path: list[str]) -> tuple[str, ...]:
+    """A binding's Path as seen from this process: the hop naming us (we
+    hold the phone's connection) is dropped."""
+    if path and workers.is_own_route(path[0]):
+        return tuple(path[1:])
+    return tuple(path)
 
 
 def aor_of(uri: URI | str) -> str:
@@ -77,8 +94,19 @@ class Registrar:
         max_expires: int = 3600,
         default_expires: int = 3600,
         max_contacts: int = 10,
+        owner_path: bool | None = None,
     ) -> None:
         self.store = open_store(store) if isinstance(store, str) else store
+        #: Whether a registration over TCP/TLS/WS records this process as
+        #: the holder of its connection (a Path to us, decision 0052), so
+        #: other workers and hosts sharing the store relay through us. By
+        #: default: under `--workers`, or with a store not in this process
+        #: (redis://, an application's own).
+        self.owner_path = (
+            owner_path
+            if owner_path is not None
+            else workers.current() is not None or not isinstance(self.store, NativeStore)
+        )
         self.domains = {d.lower() for d in domains} if domains else None
         self.min_expires = min_expires
         self.max_expires = max_expires
@@ -196,13 +224,16 @@ class Registrar:
 
     async def _save(self, req: Request) -> None:
         native = self._native_store()
-        if native is not None:
+        owner = self._owner_route(req)
+        if native is not None and owner is None:
             status, reason, headers = self.rules.save(req, native)
         else:
             aor, refusal = self.rules.target(req)
             if refusal is None and aor is not None:
                 existing = await self.store.bindings(aor)
                 refusal, upsert, delete = self.rules.decide(req, existing)
+                if owner is not None:
+                    upsert = [_with_path(b, owner) for b in upsert]
                 if upsert or delete:
                     await self.store.update(aor, upsert, delete)
             assert refusal is not None
@@ -213,9 +244,16 @@ class Registrar:
         """Live contacts of the AoR of `uri`, best q first."""
         bindings = await self.store.bindings(aor_of(uri))
         return [
-            Contact(b.contact, b.q, b.remaining(), b.received, tuple(b.path))
+            Contact(b.contact, b.q, b.remaining(), b.received, _path_from_here(b.path))
             for b in sorted(bindings, key=lambda b: (-b.q, -b.expires_at))
         ]
+
+    def _owner_route(self, req: Request) -> str | None:
+        """Our Path value for a REGISTER over a connection, when we record owners."""
+        if not self.owner_path or req.headers.get("Path"):
+            return None  # an edge proxy's Path already leads to the phone
+        source = req.source
+        return workers.owner_route(source.transport, source.host, source.port)
 
     async def remove(self, uri: URI | str) -> int:
         return await self.store.remove(aor_of(uri))

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Coroutine, Generator, Sequence
 from typing import Any
 
-from sipr import _core, _lifecycle, _protocols, corelog, events
+from sipr import _core, _lifecycle, _protocols, corelog, events, workers
 from sipr._deadlines import Deadlines
 from sipr._eager import EagerTasks
 from sipr._protocols import AppLike, Handler
@@ -139,12 +139,15 @@ class Server:
             max_connections=conn.max_connections,
             resolvers=list(self.dns.resolvers),
             branch_secret=branch_secret(),
+            # `--workers`: the sockets the supervisor bound (decision 0050).
+            listen_fds=workers.listen_fds(self.listen),
         )
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         close_logs = corelog.attach(loop)
         self.core = core = self._start_core()
+        workers.serving(core)  # the address registrations name as their owner (0052)
         core.set_force_rport(self.app.core_settings.force_rport)
         core.set_timers(**self._timers)
         core.set_loop(loop)  # relay() futures without a getpid() each (decision 0039)

@@ -173,8 +173,27 @@ class RedisStore:
             out.append((r, u))
         return sorted(out)
 
+    async def fresh_nonce(self, nonce: str, nc: int, ttl: float) -> bool:
+        """Records digest nonce-count `nc` if it is above every one seen for
+        `nonce` by any instance on this Redis; False is a replay (decision 0051)."""
+        key = f"{self.prefix}nc:{nonce}"
+        fresh = await self.r.eval(_FRESH_NONCE, 1, key, nc, max(1, int(ttl)))
+        return bool(fresh)
+
     async def close(self) -> None:
         await self.r.aclose()
+
+
+#: One round trip, atomic on the Redis server: a replay sent to two
+#: instances at once is accepted by one at most.
+_FRESH_NONCE = """
+local seen = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > seen then
+    redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+    return 1
+end
+return 0
+"""
 
 
 def open_store(url: str) -> Store:

@@ -9,6 +9,7 @@ wants a type for each, names it)."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 
@@ -428,54 +429,74 @@ _MAKERS: dict[str, type[Family]] = {COUNTER: CounterMetricFamily, GAUGE: GaugeMe
 
 
 class _Snapshot(Collector):
-    """A prometheus_client collector over one `stats.get` dict."""
+    """A prometheus_client collector over `stats.get` dicts, each with extra
+    labels of its own (`{"worker": "0"}` under `--workers`; none for one
+    process)."""
 
-    def __init__(self, stats: dict[str, float]) -> None:
-        self.stats = stats
+    def __init__(self, sets: list[tuple[dict[str, str], dict[str, float]]]) -> None:
+        self.sets = sets
 
     def collect(self) -> Iterator[Metric]:
         families: dict[str, Family] = {}
-
-        def family(metric: str, kind: str, help_: str, labels: list[str]) -> Family:
-            if metric not in families:
-                make = _MAKERS.get(kind, UnknownMetricFamily)
-                families[metric] = make(metric, help_, labels=labels)
-            return families[metric]
-
-        for key, value in self.stats.items():
-            if key in SKIPPED:
-                continue
-            if key in SINGLES:
-                metric, kind, help_ = SINGLES[key]
-                if key == "loop.lag_ms":
-                    value = value / 1000
-                family(metric, kind, help_, []).add_metric([], value)
-                continue
-            prefix = next((p for p in FAMILIES if key.startswith(p)), None)
-            if prefix is not None:
-                metric, kind, label, help_ = FAMILIES[prefix]
-                fam = family(metric, kind, help_, [label])
-                fam.add_metric([key[len(prefix) :]], value)
-                continue
-            m = _RTPENGINE.match(key)
-            if m:
-                metric, kind, help_ = _RTPENGINE_METRICS[m.group(2)]
-                fam = family(metric, kind, help_, ["set"])
-                fam.add_metric([m.group(1)], value)
-                continue
-            m = _QUEUE.match(key)
-            if m:
-                metric, kind, help_ = _QUEUE_METRICS[m.group(2)]
-                fam = family(metric, kind, help_, ["queue"])
-                fam.add_metric([m.group(1)], value)
-                continue
-            name = "sipr_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
-            family(name, "untyped", f"sipr statistic {key}", []).add_metric([], value)
+        for extra, stats in self.sets:
+            values = list(extra.values())
+            family = functools.partial(_family, families, list(extra))
+            for key, value in stats.items():
+                if key in SKIPPED:
+                    continue
+                if key in SINGLES:
+                    metric, kind, help_ = SINGLES[key]
+                    if key == "loop.lag_ms":
+                        value = value / 1000
+                    family(metric, kind, help_, []).add_metric(values, value)
+                    continue
+                prefix = next((p for p in FAMILIES if key.startswith(p)), None)
+                if prefix is not None:
+                    metric, kind, label, help_ = FAMILIES[prefix]
+                    fam = family(metric, kind, help_, [label])
+                    fam.add_metric([*values, key[len(prefix) :]], value)
+                    continue
+                m = _RTPENGINE.match(key)
+                if m:
+                    metric, kind, help_ = _RTPENGINE_METRICS[m.group(2)]
+                    fam = family(metric, kind, help_, ["set"])
+                    fam.add_metric([*values, m.group(1)], value)
+                    continue
+                m = _QUEUE.match(key)
+                if m:
+                    metric, kind, help_ = _QUEUE_METRICS[m.group(2)]
+                    fam = family(metric, kind, help_, ["queue"])
+                    fam.add_metric([*values, m.group(1)], value)
+                    continue
+                name = "sipr_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
+                family(name, "untyped", f"sipr statistic {key}", []).add_metric(values, value)
         yield from (families[name] for name in sorted(families))
+
+
+def _family(
+    families: dict[str, Family],
+    extra: list[str],
+    metric: str,
+    kind: str,
+    help_: str,
+    labels: list[str],
+) -> Family:
+    """The family `metric` of one exposition, made on first use with the
+    extra label names before its own."""
+    if metric not in families:
+        make = _MAKERS.get(kind, UnknownMetricFamily)
+        families[metric] = make(metric, help_, labels=[*extra, *labels])
+    return families[metric]
 
 
 def render(stats: dict[str, float]) -> bytes:
     """The exposition of one snapshot of the statistics."""
+    return render_labelled([({}, stats)])
+
+
+def render_labelled(sets: list[tuple[dict[str, str], dict[str, float]]]) -> bytes:
+    """Several snapshots in one exposition, each sample carrying its set's
+    extra labels (every set must name the same ones)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(stats))
+    registry.register(_Snapshot(sets))
     return generate_latest(registry)

@@ -204,16 +204,27 @@ impl Core {
 
     /// An in-dialog request whose first Route names us, unless the
     /// application handles in-dialog requests itself: the proxy routes it.
+    /// So is an initial request sent along the Path we gave a registration
+    /// over a connection we hold (decision 0052): it was routed by the
+    /// instance that relayed it; we only deliver it over the connection.
     fn routed_by_us(&self, m: &Message) -> bool {
-        m.to_tag().is_some()
-            && !self.in_dialog_to_app.load(Ordering::Relaxed)
-            && proxy::route_set(m)
-                .ok()
-                .and_then(|r| {
-                    r.first()
-                        .map(|n| self.node.wire.is_local(n.uri.host, n.uri.port, None))
-                })
-                .unwrap_or(false)
+        let Ok(routes) = proxy::route_set(m) else {
+            return false;
+        };
+        let Some(first) = routes.first() else {
+            return false;
+        };
+        if !self
+            .node
+            .wire
+            .is_local(first.uri.host, first.uri.port, None)
+        {
+            return false;
+        }
+        if m.to_tag().is_some() {
+            return !self.in_dialog_to_app.load(Ordering::Relaxed);
+        }
+        routes.len() == 1 && proxy::route::names_owned_flow(&first.uri)
     }
 
     /// A response: its client transaction takes it, then the transaction's

@@ -69,11 +69,28 @@ pub fn next_hop(
     })
 }
 
-/// The connection named by the `flow` parameter of one of our Route values.
+/// The connection named by the `flow` parameter of one of our Route values:
+/// a WebSocket client's (our Record-Route), or a phone's TCP/TLS connection
+/// named in the Path we gave its registration (`flow-transport`, decision
+/// 0052: requests for it reach the worker or host holding the connection).
 fn flow_of(route: &Uri<'_>) -> Option<Hop> {
-    let transport = route.param("transport").and_then(Transport::parse)?;
     let addr = route.param(FLOW_PARAM)?.parse::<SocketAddr>().ok()?;
+    if let Some(owned) = route.param(FLOW_TRANSPORT_PARAM) {
+        let transport = Transport::parse(owned)?;
+        return transport.is_stream().then_some(Hop { transport, addr });
+    }
+    let transport = route.param("transport").and_then(Transport::parse)?;
     transport.is_websocket().then_some(Hop { transport, addr })
+}
+
+/// Names the transport of a `flow` that is not the Route's own (a Path to
+/// the owner of a TCP connection, reached over UDP, decision 0052).
+pub const FLOW_TRANSPORT_PARAM: &str = "flow-transport";
+
+/// Whether `route` (our own) names a phone's connection on this instance:
+/// an initial request through it was decided where it was relayed from.
+pub fn names_owned_flow(route: &Uri<'_>) -> bool {
+    route.param(FLOW_TRANSPORT_PARAM).is_some() && flow_of(route).is_some()
 }
 
 /// Whether relaying `msg` creates a dialog we should stay in (RFC 3261 §16.6
@@ -235,6 +252,30 @@ mod tests {
             "sip:127.0.0.1:8080;transport=ws;lr",
         ] {
             assert_eq!(flow_of(&Uri::parse(raw).unwrap()), None, "{raw}");
+        }
+    }
+
+    #[test]
+    fn owner_path_names_a_stream_connection_reached_over_udp() {
+        // The Path hop a registrar gives a phone registered over TCP (decision 0052).
+        let raw = "sip:127.0.0.1:40211;lr;flow=127.0.0.1:53000;flow-transport=tcp";
+        let uri = Uri::parse(raw).unwrap();
+        let phone: SocketAddr = "127.0.0.1:53000".parse().unwrap();
+        assert_eq!(
+            flow_of(&uri),
+            Some(Hop {
+                transport: Transport::Tcp,
+                addr: phone
+            })
+        );
+        assert!(names_owned_flow(&uri));
+        // Not a stream transport, or no flow: nothing to deliver over.
+        for raw in [
+            "sip:127.0.0.1:40211;lr;flow=127.0.0.1:53000;flow-transport=udp",
+            "sip:127.0.0.1:40211;lr;flow-transport=tcp",
+            "sip:127.0.0.1:40211;lr;flow=127.0.0.1:1",
+        ] {
+            assert!(!names_owned_flow(&Uri::parse(raw).unwrap()), "{raw}");
         }
     }
 }

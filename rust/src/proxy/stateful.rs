@@ -409,6 +409,9 @@ impl Proxy {
         source: Source,
         target: Option<Target>,
     ) {
+        // An initial request delivered to a connection we hold (decision
+        // 0052): we stay in the dialog, its in-dialog requests need us too.
+        let initial = msg.to_tag().is_none();
         let txn = server::create(cx.txns, msg, source);
         let ctx_id = cx.txns.next_id();
         let lh = loop_hash(cx.node, &cx.txns.servers[&txn].request);
@@ -421,7 +424,7 @@ impl Proxy {
             targets: target.into_iter().collect(),
             request_uri: None,
             header_edits: &[],
-            record_route: false,
+            record_route: initial,
             timeout: None,
             serial: None,
         };

@@ -31,7 +31,7 @@ impl PyCore {
 #[pymethods]
 impl PyCore {
     #[new]
-    #[pyo3(signature = (listen, *, max_pending=None, retry_after=None, max_message_size=None, aliases=Vec::new(), in_dialog_to_app=false, record_route=true, tls_cert=None, tls_key=None, tls_sni=Vec::new(), tls_client_ca=None, tls_verify_client=false, tls_verify_client_on=Vec::new(), tls_ca=None, connect_timeout=None, connection_lifetime=None, max_connections=None, udp_reader="loop", resolvers=Vec::new(), branch_secret=None))]
+    #[pyo3(signature = (listen, *, max_pending=None, retry_after=None, max_message_size=None, aliases=Vec::new(), in_dialog_to_app=false, record_route=true, tls_cert=None, tls_key=None, tls_sni=Vec::new(), tls_client_ca=None, tls_verify_client=false, tls_verify_client_on=Vec::new(), tls_ca=None, connect_timeout=None, connection_lifetime=None, max_connections=None, udp_reader="loop", resolvers=Vec::new(), branch_secret=None, listen_fds=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         listen: Vec<String>,
@@ -54,13 +54,18 @@ impl PyCore {
         udp_reader: &str,
         resolvers: Vec<String>,
         branch_secret: Option<Vec<u8>>,
+        listen_fds: Vec<Option<i32>>,
     ) -> PyResult<PyCore> {
         let udp_reader = udp_reader.parse().map_err(PyValueError::new_err)?;
-        let listen: Vec<ListenSpec> = listen
+        let mut listen: Vec<ListenSpec> = listen
             .iter()
             .map(|l| ListenSpec::parse(l))
             .collect::<Result<_, _>>()
             .map_err(PyValueError::new_err)?;
+        // `--workers`: sockets the supervisor bound, by listen index.
+        for (spec, fd) in listen.iter_mut().zip(listen_fds) {
+            spec.fd = fd;
+        }
         if listen.is_empty() {
             return Err(PyValueError::new_err(
                 "at least one listen address is needed",

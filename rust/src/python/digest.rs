@@ -9,7 +9,9 @@ use pyo3::prelude::*;
 
 use super::request::PyRequest;
 use crate::registrar::auth::{self, Attempt, DigestRules, Step};
-use crate::registrar::digest::{Algorithm, NonceCounts, NonceState, Nonces};
+use crate::registrar::digest::{
+    Algorithm, CheckedByCaller, NonceCounts, NonceState, Nonces, ReplayGuard,
+};
 use crate::registrar::unix_now;
 use crate::registrar::Reply;
 use crate::sip::Method;
@@ -42,12 +44,44 @@ impl PyAttempt {
     fn algorithm(&self) -> &'static str {
         self.inner.algorithm.name()
     }
+    #[getter]
+    fn nonce(&self) -> &str {
+        self.inner.nonce()
+    }
+    #[getter]
+    fn nc(&self) -> Option<u64> {
+        self.inner.nc()
+    }
 }
 
 #[derive(IntoPyObject)]
 pub enum Begun {
     Answer(ReplyTuple),
     Verify(PyAttempt),
+}
+
+/// Nonce-counts kept where several processes see them (a `sqlite:` store's
+/// file, `Store.shared_nonce_counts()`), for `DigestRules(replay=...)`.
+#[pyclass(module = "sipr._core", name = "SharedNonceCounts", frozen)]
+pub struct PySharedNonceCounts {
+    pub inner: Arc<dyn ReplayGuard>,
+}
+
+/// Where nonce-counts are kept: shared with other processes (`--workers`,
+/// decision 0051), by the caller (Python, a `redis://` store), else in
+/// this process.
+fn replay_guard(
+    shared: Option<PyRef<'_, PySharedNonceCounts>>,
+    by_caller: bool,
+    max_tracked: usize,
+) -> Arc<dyn ReplayGuard> {
+    if by_caller {
+        return Arc::new(CheckedByCaller);
+    }
+    shared.map_or_else(
+        || Arc::new(NonceCounts::new(max_tracked)) as Arc<dyn ReplayGuard>,
+        |s| s.inner.clone(),
+    )
 }
 
 fn algorithm(name: &str) -> PyResult<Algorithm> {
@@ -58,7 +92,8 @@ fn algorithm(name: &str) -> PyResult<Algorithm> {
 #[pymethods]
 impl PyDigestRules {
     #[new]
-    #[pyo3(signature = (realm, secret, algorithms, *, nonce_ttl=300.0, check_identity=true, max_tracked_nonces=100_000))]
+    #[pyo3(signature = (realm, secret, algorithms, *, nonce_ttl=300.0, check_identity=true, max_tracked_nonces=100_000, replay=None, replay_checked_by_caller=false))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         realm: &str,
         secret: Vec<u8>,
@@ -66,6 +101,8 @@ impl PyDigestRules {
         nonce_ttl: f64,
         check_identity: bool,
         max_tracked_nonces: usize,
+        replay: Option<PyRef<'_, PySharedNonceCounts>>,
+        replay_checked_by_caller: bool,
     ) -> PyResult<PyDigestRules> {
         let algorithms = algorithms
             .iter()
@@ -81,7 +118,7 @@ impl PyDigestRules {
                 nonces: Nonces::new(&secret, realm, nonce_ttl),
                 algorithms,
                 check_identity,
-                replay: Arc::new(NonceCounts::new(max_tracked_nonces)),
+                replay: replay_guard(replay, replay_checked_by_caller, max_tracked_nonces),
             }),
         })
     }

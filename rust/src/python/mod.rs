@@ -54,6 +54,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<registrar::PyRegistrarRules>()?;
     m.add_class::<digest::PyDigestRules>()?;
     m.add_class::<digest::PyAttempt>()?;
+    m.add_class::<digest::PySharedNonceCounts>()?;
     m.add_function(wrap_pyfunction!(registrar::aor_key, m)?)?;
     m.add_function(wrap_pyfunction!(digest::digest_ha1, m)?)?;
     m.add_class::<dns::PyDns>()?;

@@ -11,7 +11,7 @@ use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
-use super::digest::{reply_tuple, PyDigestRules, ReplyTuple};
+use super::digest::{reply_tuple, PyDigestRules, PySharedNonceCounts, ReplyTuple};
 use super::request::PyRequest;
 use crate::registrar::{rules, unix_now, Binding, Policy, Registrar, Store, StoreError, Users};
 
@@ -173,6 +173,14 @@ impl PyStore {
     #[getter]
     fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Nonce-counts every process opening this store shares (`sqlite:`),
+    /// for `DigestRules(replay=...)`; None when it keeps none (`memory:`).
+    fn shared_nonce_counts(&self) -> Option<PySharedNonceCounts> {
+        self.inner
+            .shared_nonce_counts()
+            .map(|inner| PySharedNonceCounts { inner })
     }
 
     #[pyo3(signature = (aor, now=None))]

@@ -47,6 +47,17 @@ pub enum Step {
     Verify(Attempt),
 }
 
+impl Attempt {
+    pub fn nonce(&self) -> &str {
+        &self.nonce
+    }
+
+    /// The nonce-count; None when above 2⁶⁴ or zero (never fresh).
+    pub fn nc(&self) -> Option<u64> {
+        self.nc
+    }
+}
+
 fn forbidden(reason: &str) -> Reply {
     Reply::new(403, Some(reason))
 }

@@ -174,6 +174,16 @@ impl ReplayGuard for NonceCounts {
     }
 }
 
+/// No check here: the application checks the nonce-count itself, against
+/// a store only Python reaches (`redis://`, decision 0051).
+pub struct CheckedByCaller;
+
+impl ReplayGuard for CheckedByCaller {
+    fn fresh(&self, _nonce: &str, _nc: u64) -> bool {
+        true
+    }
+}
+
 /// The highest nonce-count seen per nonce (bounded, least recently used
 /// dropped first), so a replayed Authorization is refused.
 pub struct NonceCounts {

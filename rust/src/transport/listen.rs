@@ -9,6 +9,9 @@ use super::Transport;
 pub struct ListenSpec {
     pub transport: Transport,
     pub addr: SocketAddr,
+    /// A socket already bound to `addr` and handed down by the `--workers`
+    /// supervisor (decision 0050): adopted instead of binding a new one.
+    pub fd: Option<i32>,
 }
 
 impl ListenSpec {
@@ -37,7 +40,11 @@ impl ListenSpec {
         } else {
             return Err(format!("bad address {rest:?} in listen URI {s:?}: expected IP:PORT, e.g. 127.0.0.1:5060 or [::1]:5060"));
         };
-        Ok(ListenSpec { transport, addr })
+        Ok(ListenSpec {
+            transport,
+            addr,
+            fd: None,
+        })
     }
 }
 

@@ -41,6 +41,18 @@ impl UdpEndpoint {
         Ok(UdpEndpoint { socket, local })
     }
 
+    /// Takes over a UDP socket bound by another process (the `--workers`
+    /// supervisor keeps it open across worker restarts, decision 0050).
+    pub fn adopt(fd: i32) -> io::Result<UdpEndpoint> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: the caller hands over ownership of an open UDP socket
+        // descriptor that nothing else in this process uses.
+        let socket = unsafe { UdpSocket::from_raw_fd(fd) };
+        socket.set_nonblocking(true)?;
+        let local = socket.local_addr()?;
+        Ok(UdpEndpoint { socket, local })
+    }
+
     pub fn fd(&self) -> i32 {
         self.socket.as_raw_fd()
     }

@@ -60,11 +60,21 @@ impl Wire {
                 source,
             };
             match l.transport {
-                Transport::Udp => udp.push(UdpEndpoint::bind(l.addr).map_err(bind_err)?),
+                Transport::Udp => udp.push(
+                    match l.fd {
+                        Some(fd) => UdpEndpoint::adopt(fd),
+                        None => UdpEndpoint::bind(l.addr),
+                    }
+                    .map_err(bind_err)?,
+                ),
                 Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss => {
                     stream_listeners.push(StreamListener {
                         transport: l.transport,
-                        socket: bind_tcp(l.addr).map_err(bind_err)?,
+                        socket: match l.fd {
+                            Some(fd) => adopt_tcp(fd),
+                            None => bind_tcp(l.addr),
+                        }
+                        .map_err(bind_err)?,
                     });
                 }
             }
@@ -139,12 +149,20 @@ impl Wire {
 
     /// Sends bytes; UDP straight from this thread, streams through their queue.
     pub fn send(&self, dest: Destination, bytes: Bytes) -> bool {
+        self.send_from(None, dest, bytes)
+    }
+
+    /// `send`, over UDP from the listener bound to `local` when there is one
+    /// (a response leaves from the socket its request came in on: the port
+    /// a NAT binding or a `--workers` shared port expects, decision 0050).
+    fn send_from(&self, local: Option<SocketAddr>, dest: Destination, bytes: Bytes) -> bool {
         if dest.transport.is_stream() {
             let streams = self.streams.lock().clone();
             let Some(streams) = streams else { return false };
             return streams.send(dest, bytes);
         }
-        let Some(ep) = self.udp_for(dest.addr) else {
+        let from = local.and_then(|l| self.udp.iter().find(|u| u.local == l));
+        let Some(ep) = from.or_else(|| self.udp_for(dest.addr)) else {
             self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
             return false;
         };
@@ -177,7 +195,7 @@ impl Wire {
                 dest.addr.set_ip(maddr);
             }
         }
-        self.send(dest, bytes);
+        self.send_from(Some(source.local), dest, bytes);
     }
 
     fn udp_for(&self, to: SocketAddr) -> Option<&UdpEndpoint> {
@@ -295,6 +313,16 @@ impl Wire {
         .map(|t| (t, streams.as_ref().map_or(0, |s| s.connections_of(t))))
         .collect()
     }
+}
+
+/// A listening TCP socket handed down by the `--workers` supervisor.
+fn adopt_tcp(fd: i32) -> io::Result<std::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the caller hands over ownership of an open, listening TCP
+    // socket descriptor that nothing else in this process uses.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {

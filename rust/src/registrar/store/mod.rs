@@ -10,6 +10,7 @@
 
 pub mod memory;
 pub mod sqlite;
+pub mod sqlite_nonces;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

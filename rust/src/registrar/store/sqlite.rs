@@ -32,6 +32,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct SqliteStore {
     db: Mutex<Db>,
+    path: std::path::PathBuf,
 }
 
 struct Db {
@@ -62,6 +63,7 @@ impl SqliteStore {
                 conn,
                 purged_at: 0.0,
             }),
+            path: path.to_path_buf(),
         })
     }
 }
@@ -197,5 +199,17 @@ impl Store for SqliteStore {
         )?;
         let rows = stmt.query_map(params![realm], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn shared_nonce_counts(
+        &self,
+    ) -> Option<std::sync::Arc<dyn crate::registrar::digest::ReplayGuard>> {
+        match super::sqlite_nonces::SqliteNonceCounts::open(&self.path) {
+            Ok(counts) => Some(std::sync::Arc::new(counts)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no shared nonce-counts in the SQLite store");
+                None
+            }
+        }
     }
 }
