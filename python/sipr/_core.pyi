@@ -244,6 +244,7 @@ class DialogTable:
     def records_fd(self) -> int | None: ...
     def clear_records_signal(self) -> None: ...
 
+@final
 class RelayReply:
     """A response on a relayed branch, held for an `on_reply` handler: its
     headers and body may change before it goes upstream."""
