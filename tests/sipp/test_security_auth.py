@@ -10,7 +10,8 @@ import pytest
 
 from tests.conftest import free_port, status_of
 from tests.integration.ctlkit import rpc
-from tests.sipp.regkit import SipClient, Sipp, reap_sipp, render
+from tests.sipp.regkit import SipClient, render
+from tests.sipp.runner import Sipp, reap
 from tests.sipp.securitykit import bans, log_lines, start, stats, wait_for
 
 ATTACKER, ALICE_HOST = "127.0.0.6", "127.0.0.7"
@@ -19,7 +20,7 @@ ATTACKER, ALICE_HOST = "127.0.0.6", "127.0.0.7"
 @pytest.fixture(autouse=True)
 def _reap():
     yield
-    reap_sipp()
+    reap()
 
 
 @pytest.fixture(params=["python", "native"])
