@@ -44,6 +44,9 @@ pub fn frame_stream(buf: &[u8], limits: &Limits) -> StreamFrame {
         }
         return StreamFrame::Incomplete;
     };
+    if hdr_end > limits.max_message_size {
+        return StreamFrame::Invalid("header section too large");
+    }
     let mut cl = None;
     for (name, value) in logical_lines(&buf[..hdr_end]) {
         if HeaderId::from_name(name.trim_ascii_end()) != HeaderId::ContentLength {
@@ -115,6 +118,19 @@ fn logical_lines(head: &[u8]) -> Vec<(&[u8], Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_section_over_the_limit_is_invalid_even_when_complete() {
+        let limits = Limits {
+            max_message_size: 64,
+            ..Limits::default()
+        };
+        let head = format!("OPTIONS sip:a SIP/2.0\r\nX: {}\r\n\r\n", "y".repeat(80));
+        assert_eq!(
+            frame_stream(head.as_bytes(), &limits),
+            StreamFrame::Invalid("header section too large")
+        );
+    }
 
     #[test]
     fn frames_by_content_length() {

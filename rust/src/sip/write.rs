@@ -247,19 +247,7 @@ pub fn build_forward(req: &Message, edits: &ForwardEdits<'_>) -> Vec<u8> {
     if let Some(rr) = edits.record_route {
         let _ = write!(VecWriter(&mut out), "Record-Route: {rr}\r\n");
     }
-    let removed = |name: &str| {
-        edits.header_edits.iter().any(|e| match e {
-            HeaderEdit::Remove(n) => {
-                let id = HeaderId::from_name(n.as_bytes());
-                if id == HeaderId::Other {
-                    n.eq_ignore_ascii_case(name)
-                } else {
-                    id == HeaderId::from_name(name.as_bytes())
-                }
-            }
-            HeaderEdit::Add(..) | HeaderEdit::Body(_) => false,
-        })
-    };
+    let removed = |name: &str| removed_by(edits.header_edits, name);
     let top_via = req.top_via_span();
     let mut to_pop = edits.pop_routes;
     let mut saw_max_forwards = false;
@@ -387,6 +375,21 @@ pub fn error_response_raw(bytes: &[u8], status: u16, reason: &str) -> Option<Vec
     }
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
     Some(out)
+}
+
+/// Whether `edits` remove the header `name` (compact and long forms match).
+pub fn removed_by(edits: &[HeaderEdit], name: &str) -> bool {
+    edits.iter().any(|e| match e {
+        HeaderEdit::Remove(n) => {
+            let id = HeaderId::from_name(n.as_bytes());
+            if id == HeaderId::Other {
+                n.eq_ignore_ascii_case(name)
+            } else {
+                id == HeaderId::from_name(name.as_bytes())
+            }
+        }
+        HeaderEdit::Add(..) | HeaderEdit::Body(_) => false,
+    })
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::sip::write::HeaderEdit;
+use crate::sip::write::{removed_by, HeaderEdit};
 use crate::sip::{HeaderId, Message, StartLine};
 
 /// What replaces the hidden parts of a forwarded request.
@@ -21,20 +21,6 @@ pub struct RequestEdits<'a> {
     pub contact: Option<&'a str>,
     pub call_id: &'a str,
     pub header_edits: &'a [HeaderEdit],
-}
-
-fn removed_by(edits: &[HeaderEdit], name: &str) -> bool {
-    edits.iter().any(|e| match e {
-        HeaderEdit::Remove(n) => {
-            let id = HeaderId::from_name(n.as_bytes());
-            if id == HeaderId::Other {
-                n.eq_ignore_ascii_case(name)
-            } else {
-                id == HeaderId::from_name(name.as_bytes())
-            }
-        }
-        HeaderEdit::Add(..) | HeaderEdit::Body(_) => false,
-    })
 }
 
 fn push(out: &mut Vec<u8>, s: &str) {
@@ -105,8 +91,7 @@ pub fn hidden_request(req: &Message, e: &RequestEdits<'_>) -> Vec<u8> {
             let _ = write!(Text(&mut out), "{n}: {v}\r\n");
         }
     }
-    // A body the application replaced (an SDP through rtpengine) goes instead.
-    let body = crate::sip::write::body_override(e.header_edits).unwrap_or(req.body());
+    let body = req.body();
     let _ = write!(Text(&mut out), "Content-Length: {}\r\n\r\n", body.len());
     out.extend_from_slice(body);
     out
