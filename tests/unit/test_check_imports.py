@@ -82,16 +82,16 @@ def test_path_attributes_and_unplaced_modules_are_refused(tmp_path: Path) -> Non
     write(
         tmp_path,
         {
-            "rust/src/lib.rs": "pub mod sip;\npub mod dialog;\n",
+            "rust/src/lib.rs": "pub mod sip;\npub mod gizmo;\n",
             "rust/src/sip/mod.rs": '#[path = "other.rs"]\nmod tests;\n',
             "rust/src/sip/other.rs": "",
-            "rust/src/dialog/mod.rs": "use crate::sip;\n",
+            "rust/src/gizmo/mod.rs": "use crate::sip;\n",
         },
     )
     result = run("--rust", "--root", tmp_path)
     assert result.returncode == 1
     assert '#[path = "other.rs"] mod tests' in result.stdout
-    assert "module 'dialog' has no layer" in result.stdout
+    assert "module 'gizmo' has no layer" in result.stdout
 
 
 def test_python_circles_count_lazy_and_type_only_imports(tmp_path: Path) -> None:
