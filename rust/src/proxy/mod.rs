@@ -63,21 +63,21 @@ pub fn send_final(
     local: bool,
 ) -> bool {
     let node = cx.node;
-    if node.hooks.is_empty() || status < 200 {
-        return crate::transaction::server::send_response(
-            &node.wire, cx.txns, txn, status, response, local,
-        );
+    let server = crate::transaction::server::send_response;
+    if status < 200 {
+        return server(&node.wire, cx.txns, txn, status, response, local);
     }
-    let sent = crate::transaction::server::send_response(
-        &node.wire,
-        cx.txns,
-        txn,
-        status,
-        response.clone(),
-        local,
-    );
+    let sent = if node.hooks.is_empty() {
+        server(&node.wire, cx.txns, txn, status, response, local)
+    } else {
+        let sent = server(&node.wire, cx.txns, txn, status, response.clone(), local);
+        if sent {
+            node.hooks.on_final_sent(cx, txn, status, &response);
+        }
+        sent
+    };
     if sent {
-        node.hooks.on_final_sent(cx, txn, status, &response);
+        crate::transaction::server::compact_request(cx.txns, txn);
     }
     sent
 }

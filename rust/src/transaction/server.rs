@@ -176,8 +176,6 @@ pub fn send_response(
     let first_final = txn.final_status.is_none();
     txn.final_status = Some(status);
     txn.last_response = Some(bytes);
-    // Held until Timer L/H/J: keep what absorbing retransmissions needs.
-    txn.request.drop_header_index();
     let reliable = txn.reliable();
     let mut schedule: Vec<(Duration, Duration, TimerKey, usize)> = Vec::new();
     if txn.invite && status < 300 {
@@ -294,6 +292,17 @@ pub fn on_retransmit_timer(wire: &Wire, layer: &mut Layer, id: TxnId) {
         .schedule(next, FINE, TimerKey::ServerRetransmit(id));
     if let Some(txn) = layer.servers.get_mut(&id) {
         txn.timers[0] = Some(tid);
+    }
+}
+
+/// Once a final is sent and the services have seen it, the transaction is
+/// held only to absorb retransmissions (until Timer L/H/J): its request
+/// keeps what matching and answering need, not the whole header index.
+pub fn compact_request(layer: &mut Layer, id: TxnId) {
+    if let Some(txn) = layer.servers.get_mut(&id) {
+        if txn.final_status.is_some_and(|s| s >= 200) {
+            txn.request.drop_header_index();
+        }
     }
 }
 
