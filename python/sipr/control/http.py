@@ -113,7 +113,7 @@ class HttpListener(Listener):
             async with asyncio.timeout(REQUEST_SECONDS):
                 request = await _read_request(conn, reader)
             method = request.method
-            routes = self.served.app.http_routes
+            routes = self.app_routes()
             if routes:  # the app's own routes (@app.http) come first
                 mine = await http_routes.answer(
                     routes, self.token, method, request.target, request.headers, request.body
@@ -133,7 +133,15 @@ class HttpListener(Listener):
             status, payload, ctype = e.status, f"{e}\n".encode(), "text/plain"
         except TimeoutError:
             status, payload, ctype = 408, b"request timeout\n", "text/plain"
+        except Exception:
+            # A bug of ours or of an app route: an answer, not a dropped connection.
+            log.exception("control http: %s failed", method or "request")
+            status, payload, ctype = 500, b"internal error\n", "text/plain"
         await _respond(conn, writer, status, payload if method != "HEAD" else b"", ctype)
+
+    def app_routes(self) -> dict[tuple[str, str], http_routes.HttpHandler]:
+        """The application's own `@app.http` routes, served before ours."""
+        return self.served.app.http_routes
 
     def _authorize(self, headers: dict[str, str]) -> None:
         if self.token is None:

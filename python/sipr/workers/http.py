@@ -9,6 +9,7 @@ from typing import Any
 from sipr.control.http import HttpError, HttpListener, Request
 from sipr.control.metrics import CONTENT_TYPE
 from sipr.control.rpc import RpcError
+from sipr.http_routes import HttpHandler
 
 
 class WorkersHttp(HttpListener):
@@ -16,6 +17,10 @@ class WorkersHttp(HttpListener):
         # No serving loop of its own here: the routes below answer from the workers.
         super().__init__(ctl.registry, None, ctl.started, host, port, token)  # type: ignore[arg-type]
         self.ctl = ctl
+
+    def app_routes(self) -> dict[tuple[str, str], HttpHandler]:
+        # The application lives in the workers; the supervisor has no routes of its own.
+        return {}
 
     async def _route(self, request: Request) -> tuple[int, bytes, str]:
         method, path = request.method, request.path
