@@ -392,8 +392,12 @@ def test_flood_3x_capacity(sipp: str, sipr_factory, billing) -> None:
         assert completed >= 0.2 * CAPACITY_CPS * seconds, (counts, r.summary())
         # Every call got its 503 or completed; none failed (no BYE was shed).
         assert shed + completed >= 0.999 * created, (counts, r.summary())
+        # The failures allowed are stray 200s ("7_200_Unexp"): an ACK that waited
+        # in the saturated proxy longer than T1 let the UAS retransmit its 200,
+        # which a proxy must pass on (RFC 3261 §16.7) and which this scenario,
+        # having sent its BYE already, cannot place.
         assert r.failed <= 0.001 * created, r.summary()
-        assert counts.get("7_200_Unexp", 0) == 0, counts
+        assert r.failed == counts.get("7_200_Unexp", 0), counts
         assert s["overload_rejects"] >= shed, s
         assert max(rss) <= FLOOD_RSS_LIMIT_MB * 1024, rss
         assert recovered is not None and recovered <= 2.0, outcomes
