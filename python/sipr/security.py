@@ -306,7 +306,7 @@ class SecurityRuntime:
                 log.info("user %s unlocked (%s)%s", subject, reason, suffix)
         if lost:
             log.warning("%d more security events not logged (event queue full)", lost)
-        return len(events) + lost
+        return len(events) + int(lost)
 
 
 def ban_rows(native: Any) -> list[dict[str, Any]]:
