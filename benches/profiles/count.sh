@@ -4,6 +4,9 @@
 #
 #   benches/profiles/count.sh [CALLS] [RATE] [MODE] [OUTPREFIX]     (defaults 400 20 sf_rr)
 #
+# MODE sf_rr / sf: the stateful proxy (stateful_app.py); sl_rr: the stateless one
+# (stateless_rr.py), Record-Route flow. PYTHON picks the interpreter (another build's venv
+# measures that build with the same apps and SIPp flows).
 # Starts `sipr run` under `valgrind --tool=callgrind --instr-atstart=no`, SIPp UAS and UAC
 # (Record-Route flow, uac_rr.xml / uas_rr.xml; MODE sf uses SIPp's default flow with
 # SIPR_IN_DIALOG=1), 20 warm-up calls uncounted, then switches instrumentation on for CALLS calls
@@ -21,10 +24,13 @@ DRAIN_S=${DRAIN_S:-34}
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 SCEN=${BENCH_DIR:-$ROOT/../shared/bench}/scenarios
 [ -d "$SCEN" ] || SCEN=/work/shared/bench/scenarios
+app=$ROOT/benches/load/stateful_app.py
 case $mode in
   sf_rr) uac="-sf $SCEN/uac_rr.xml"; uas="-sf $SCEN/uas_rr.xml"; extra_env="" ;;
   sf)    uac="-sn uac"; uas="-sn uas"; extra_env="SIPR_IN_DIALOG=1" ;;
-  *) echo "mode sf_rr or sf" >&2; exit 2 ;;
+  sl_rr) uac="-sf $SCEN/uac_rr.xml"; uas="-sf $SCEN/uas_rr.xml"; extra_env=""
+         app=$ROOT/benches/load/stateless_rr.py ;;
+  *) echo "mode sf_rr, sf or sl_rr" >&2; exit 2 ;;
 esac
 work=$(mktemp -d)
 pids=()
@@ -36,7 +42,7 @@ port_bound() { awk -v h="$(printf ':%04X' "$1")" 'NR > 1 && index($2, h) { f = 1
 for _ in $(seq 1 50); do port_bound "$UAS_PORT" && break; sleep 0.1; done
 env $extra_env SIPR_NEXT_HOP="sip:127.0.0.1:$UAS_PORT" \
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out.callgrind" \
-  "$PY" -m sipr run "$ROOT/benches/load/stateful_app.py" --listen "udp:127.0.0.1:$PROXY_PORT" \
+  "$PY" -m sipr run "$app" --listen "udp:127.0.0.1:$PROXY_PORT" \
   >"$work/proxy.log" 2>&1 &
 proxy=$!; pids+=("$proxy")
 for _ in $(seq 1 1200); do port_bound "$PROXY_PORT" && break; sleep 0.25; done

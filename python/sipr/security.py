@@ -52,10 +52,16 @@ SCANNER_USER_AGENTS = (
 #: The `sanity` checks the core can apply (`Security(sanity=True)`: all).
 SANITY_CHECKS = ("ruri_scheme", "cseq", "content_length", "proxy_require", "uris")
 
-#: How often the ban log lines are written (and topology records stored).
+#: How often the ban log lines are written (and topology records stored)
+#: while something happens; while nothing does, the interval doubles up to
+#: HOUSEKEEPING_IDLE_SECONDS, so an idle server wakes for it twice a second
+#: at most (a ban's log line is then up to that late, the ban itself is not:
+#: it is enforced in the core the moment it is taken).
 HOUSEKEEPING_SECONDS = 0.25
-#: Expired bans and locks are lifted every this many housekeeping rounds.
-SWEEP_EVERY = 4
+HOUSEKEEPING_IDLE_SECONDS = 2.0
+#: Expired bans and locks are lifted at most this often (walks every table;
+#: a banned source that sends again is let in at once anyway).
+SWEEP_SECONDS = 1.0
 
 
 #: Flood detection settings (`sipr.FloodGuard(limit=, window=, ban=)`; sipr.settings).
@@ -217,7 +223,7 @@ def apply(security: Security, core: Any) -> None:
 
 class SecurityRuntime:
     """The security services of one running server: applies the app's
-    settings, and every HOUSEKEEPING_SECONDS lifts expired bans and writes
+    settings, and every HOUSEKEEPING_SECONDS or so lifts expired bans and writes
     the ban log lines (one per ban, never one per packet)."""
 
     def __init__(self, server: Any) -> None:
@@ -266,22 +272,27 @@ class SecurityRuntime:
             self.topology = None
 
     async def _housekeeping(self) -> None:
-        rounds = 0
+        loop = asyncio.get_running_loop()
+        interval = HOUSEKEEPING_SECONDS
+        last_sweep = loop.time()
         while True:
-            await asyncio.sleep(HOUSEKEEPING_SECONDS)
-            rounds += 1
+            await asyncio.sleep(interval)
+            busy = False
             try:
-                if rounds % SWEEP_EVERY == 0:
-                    # Walks every table: once a second is plenty (a banned
-                    # source that sends again is let in at once anyway).
+                if loop.time() - last_sweep >= SWEEP_SECONDS:
+                    last_sweep = loop.time()
                     self.native.sweep()
-                self.log_events()
+                busy = self.log_events() > 0
                 if self.topology is not None:
-                    await self.topology.flush()
+                    busy = await self.topology.flush() > 0 or busy
             except Exception:
                 log.exception("security housekeeping failed")
+            interval = (
+                HOUSEKEEPING_SECONDS if busy else min(interval * 2, HOUSEKEEPING_IDLE_SECONDS)
+            )
 
-    def log_events(self) -> None:
+    def log_events(self) -> int:
+        """Writes the log lines of the core's ban and lock events; how many."""
         events, lost = self.native.take_events()
         for kind, subject, reason, seconds, detail in events:
             suffix = f" ({detail})" if detail else ""
@@ -295,6 +306,7 @@ class SecurityRuntime:
                 log.info("user %s unlocked (%s)%s", subject, reason, suffix)
         if lost:
             log.warning("%d more security events not logged (event queue full)", lost)
+        return len(events) + lost
 
 
 def ban_rows(native: Any) -> list[dict[str, Any]]:

@@ -174,11 +174,13 @@ class TopologyRuntime:
         )
         log.info("topology hiding on (store %s): %d dialog(s) restored", c.store, loaded)
 
-    async def flush(self) -> None:
+    async def flush(self) -> int:
+        """Stores the core's new topology records; how many."""
         changes = self.native.topology_changes()
         if changes:
             await self.store.write(changes)
             self.written += len(changes)
+        return len(changes)
 
     async def stop(self) -> None:
         try:

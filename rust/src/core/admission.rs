@@ -85,7 +85,10 @@ impl Core {
     /// Requests inside a dialog (To tag: ACK, BYE, re-INVITE) belong to calls
     /// already admitted; shedding them would leave those calls hanging (a BYE
     /// refused with 503), so they get headroom up to twice the bound, which
-    /// still caps what the application holds.
+    /// still caps what the application holds. An ACK gets four times: a lost
+    /// one makes the callee retransmit its 2xx for 32 s (more load, and a
+    /// caller that already moved on sees a stray 200), and it holds nothing
+    /// once routed.
     ///
     /// While draining, every request outside a dialog is refused the same way.
     pub(super) fn overloaded(&self, msg: &Message, source: Source) -> bool {
@@ -93,11 +96,12 @@ impl Core {
         if self.draining() && !in_dialog {
             self.stats.drain_rejects.fetch_add(1, Ordering::Relaxed);
         } else {
-            let limit = if in_dialog {
-                self.max_pending().saturating_mul(2)
-            } else {
-                self.max_pending()
+            let headroom = match (in_dialog, msg.method()) {
+                (true, Method::Ack) => 4,
+                (true, _) => 2,
+                (false, _) => 1,
             };
+            let limit = self.max_pending().saturating_mul(headroom);
             if self.pending() < limit {
                 return false;
             }

@@ -171,7 +171,16 @@ fn overload_and_drain_answer_503_with_retry_after() {
     // Its ACK-less non-INVITE needs no ACK; an in-dialog request gets headroom.
     let bye = request_text(&peer, "BYE", "z9hG4bKo3", "")
         .replace("To: <sip:bob@127.0.0.1>", "To: <sip:bob@127.0.0.1>;tag=x");
-    assert_eq!(deliver(&core, &peer, &bye).len(), 1);
+    let held_bye = deliver(&core, &peer, &bye);
+    assert_eq!(held_bye.len(), 1);
+    // At twice the bound another in-dialog request is refused, an ACK is
+    // not: losing it would make the callee retransmit its 2xx for 32 s.
+    let bye2 = bye.replace("z9hG4bKo3", "z9hG4bKo5");
+    assert!(deliver(&core, &peer, &bye2).is_empty());
+    assert_eq!(peer.one_message().status(), Some(503));
+    let ack = request_text(&peer, "ACK", "z9hG4bKo6", "")
+        .replace("To: <sip:bob@127.0.0.1>", "To: <sip:bob@127.0.0.1>;tag=x");
+    assert_eq!(deliver(&core, &peer, &ack).len(), 1);
     first.finish(&core);
     core.start_drain();
     assert!(core.draining());

@@ -4,8 +4,8 @@
 //! the transaction ended, the answer to a stateless forward) is relayed along
 //! its Via path without state. Anyone can write such a response: with our
 //! address in the top Via and a victim's in the second, sipr would reflect it.
-//! So every branch we put in a Via ends in `.MAC`, a truncated HMAC-SHA256
-//! over the rest of the branch and the upstream hop the response must go
+//! So every branch we put in a Via ends in `.MAC`, a 64-bit SipHash-2-4
+//! (a keyed PRF made for short inputs; decision 0059) over the rest of the branch and the upstream hop the response must go
 //! back to (transport, IP and port, as the stamped Via of the request names
 //! them). A stray response is relayed only if its branch verifies for the hop
 //! its second Via names: no table, nothing to expire, and a branch copied from
@@ -18,8 +18,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use std::hash::Hasher;
+
+use sha2::{Digest, Sha256};
+use siphasher::sip::SipHasher24;
 
 use crate::sip::{Message, Via};
 use crate::transport::{Source, Transport};
@@ -85,10 +87,10 @@ fn default_port(transport: Transport) -> u16 {
     }
 }
 
-/// The keyed state, cloned for each MAC (the key is hashed once).
+/// The 128-bit SipHash key, derived once from the configured secret.
 #[derive(Clone)]
 pub struct BranchKey {
-    keyed: Hmac<Sha256>,
+    key: [u8; 16],
 }
 
 impl std::fmt::Debug for BranchKey {
@@ -99,9 +101,14 @@ impl std::fmt::Debug for BranchKey {
 
 impl BranchKey {
     pub fn new(secret: &[u8]) -> BranchKey {
-        BranchKey {
-            keyed: Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key"),
-        }
+        // A secret of any length becomes the key through SHA-256 (with a
+        // label, so the same secret used elsewhere yields another key).
+        let mut d = Sha256::new();
+        d.update(b"sipr-branch-key-1\0");
+        d.update(secret);
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&d.finalize()[..16]);
+        BranchKey { key }
     }
 
     /// A key for this process only (branches stop verifying on restart).
@@ -122,16 +129,16 @@ impl BranchKey {
     }
 
     fn mac(&self, body: &str, up: &Upstream) -> String {
-        let mut h = self.keyed.clone();
-        h.update(b"sipr-branch-1\0");
-        h.update(body.as_bytes());
-        h.update(&[0, up.transport as u8]);
+        let mut h = SipHasher24::new_with_key(&self.key);
+        // A branch holds no NUL, so the 0 ends it unambiguously.
+        h.write(body.as_bytes());
+        h.write(&[0, up.transport as u8]);
         match up.addr.ip() {
-            IpAddr::V4(ip) => h.update(&ip.octets()),
-            IpAddr::V6(ip) => h.update(&ip.octets()),
+            IpAddr::V4(ip) => h.write(&ip.octets()),
+            IpAddr::V6(ip) => h.write(&ip.octets()),
         }
-        h.update(&up.addr.port().to_be_bytes());
-        let tag = h.finalize().into_bytes();
+        h.write(&up.addr.port().to_be_bytes());
+        let tag = h.finish().to_be_bytes();
         let mut out = String::with_capacity(MAC_HEX);
         for b in &tag[..MAC_HEX / 2] {
             out.push(char::from(HEX[usize::from(b >> 4)]));
