@@ -30,7 +30,7 @@ from sipr.acl import AddressGroups
 from sipr.app import App
 from sipr.auth import DigestAuth
 from sipr.dispatcher import Dispatcher
-from sipr.events import RegistrationEvent, ReloadEvent, SendEvent, TimeoutEvent
+from sipr.events import DialogEvent, RegistrationEvent, ReloadEvent, SendEvent, TimeoutEvent
 from sipr.http_routes import HttpRequest, HttpResponse
 from sipr.prefix_routing import Gateway, PrefixRouter, Rule
 from sipr.registrar import Contact, Registrar, by_q
@@ -50,6 +50,7 @@ __all__ = [
     "CSeq",
     "Contact",
     "DialogError",
+    "DialogEvent",
     "DigestAuth",
     "Dispatcher",
     "FloodGuard",

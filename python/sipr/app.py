@@ -9,7 +9,14 @@ from typing import Any, TypeVar
 from sipr._core import Core
 from sipr._protocols import Handler, Job, RpcMethod, ServerView, Settings
 from sipr.dialogs import Dialogs
-from sipr.events import Events, RegistrationEvent, ReloadEvent, SendEvent, TimeoutEvent
+from sipr.events import (
+    DialogEvent,
+    Events,
+    RegistrationEvent,
+    ReloadEvent,
+    SendEvent,
+    TimeoutEvent,
+)
 from sipr.http_routes import HttpHandler, check_route
 from sipr.security import Security, validate
 from sipr.settings import (
@@ -220,6 +227,24 @@ class App:
         """Called when a relayed branch gets no final answer in time (Timer
         B/F, Timer C, the relay's `timeout=`); the branch counts as a 408."""
         self.events.timeout.append(_checked_handler(fn, "on_timeout"))
+        return fn
+
+    def on_dialog_start(
+        self, fn: Callable[[DialogEvent], Awaitable[None]]
+    ) -> Callable[[DialogEvent], Awaitable[None]]:
+        """Called when a tracked dialog is confirmed: its first 2xx went
+        upstream (Kamailio's `event_route[dialog:start]`)."""
+        self.events.dialog_start.append(_checked_handler(fn, "on_dialog_start"))
+        return fn
+
+    def on_dialog_end(
+        self, fn: Callable[[DialogEvent], Awaitable[None]]
+    ) -> Callable[[DialogEvent], Awaitable[None]]:
+        """Called once for every tracked dialog that leaves the table:
+        `event.reason` says why (a BYE, its timeout, a failed keepalive,
+        `dlg.end`, shutdown, or "failed": a setup that was never answered;
+        Kamailio's `event_route[dialog:end]` and `[dialog:failed]`)."""
+        self.events.dialog_end.append(_checked_handler(fn, "on_dialog_end"))
         return fn
 
     def every(self, seconds: float) -> Callable[[H], H]:

@@ -17,14 +17,20 @@ truth test of an empty list per event, and no Python call
 
     @app.on_timeout
     async def timed_out(event: sipr.TimeoutEvent) -> None: ...
+
+    @app.on_dialog_start              # a tracked dialog was answered
+    async def up(event: sipr.DialogEvent) -> None: ...
+
+    @app.on_dialog_end                # it ended (BYE, timeout, dlg.end, ...) or failed
+    async def down(event: sipr.DialogEvent) -> None: ...
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, cast
 
 log = logging.getLogger("sipr")
@@ -102,6 +108,55 @@ class TimeoutEvent:
         return _destination(self.transport, self.host, self.port)
 
 
+DialogEventKind = Literal["start", "end"]
+DialogEndReason = Literal[
+    "caller_bye", "callee_bye", "timeout", "keepalive", "admin", "shutdown", "failed"
+]
+
+
+@dataclass(frozen=True)
+class DialogEvent:
+    """A dialog the route tracked (`req.track_dialog()`) started or ended
+    (Kamailio's `event_route[dialog:start]`, `[dialog:end]` and
+    `[dialog:failed]`). "start": its first 2xx went upstream. "end": it left
+    the table, once per tracked dialog, with `reason` "caller_bye",
+    "callee_bye", "timeout" (lifetime over: BYE sent to both sides),
+    "keepalive" (a keepalive went unanswered), "admin" (`dlg.end`,
+    `app.dialogs.end()`), "shutdown" (sipr stopped with the call up), or
+    "failed" (its INVITE got a final answer >= 300, or none: no "start"
+    came before it). docs/dialogs.md."""
+
+    kind: DialogEventKind
+    #: The dialog's id as `sipr ctl dlg.list` shows it ("1a2b-...").
+    id: str
+    call_id: str
+    #: The From URI and the dialled To URI of the INVITE.
+    caller: str
+    callee: str
+    #: Why it ended (None for a start).
+    reason: DialogEndReason | None
+    #: The INVITE's final status (0 when a setup got none).
+    code: int
+    #: Unix seconds of the event.
+    time: float
+    #: Seconds from answer to end (0 for a start or an unanswered dialog).
+    duration: float
+    #: Its profiles, "name" or "name:value".
+    profiles: tuple[str, ...]
+    #: The `cdr` fields the route gave `track_dialog`.
+    cdr: Mapping[str, str] = field(hash=False)
+    #: Where the INVITE came from ("udp:127.0.0.1:5062").
+    source: str = ""
+    #: Where the answering branch went ("10.0.0.7:5060"); None when the app
+    #: answered itself or nobody answered.
+    destination: str | None = None
+    from_tag: str = ""
+    to_tag: str = ""
+
+
+#: Dialog events taken from the core per loop turn (more: the next turn).
+DIALOG_EVENTS_PER_TURN = 1000
+
 E = TypeVar("E")
 Hook = Callable[[E], Awaitable[None]]
 #: `@app.on_send`: returns False to keep the request from being sent.
@@ -116,11 +171,15 @@ class Events:
         self.reload: list[Hook[ReloadEvent]] = []
         self.send: list[SendHook] = []
         self.timeout: list[Hook[TimeoutEvent]] = []
+        self.dialog_start: list[Hook[DialogEvent]] = []
+        self.dialog_end: list[Hook[DialogEvent]] = []
         #: Hook calls made (a stat: an app without hooks keeps it at 0).
         self.dispatched = 0
         #: Requests an `on_send` hook kept from being sent.
         self.sends_refused = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        #: (descriptor, table) of the core whose dialog events this app takes.
+        self._dialog_watch: tuple[int, Any] | None = None
 
     def emit(self, hooks: list[Hook[E]], event: E) -> None:
         """Runs each hook in its own task; a failing hook is logged."""
@@ -176,6 +235,54 @@ class Events:
             on_send=self.check_send if self.send else None,
             on_timeout=self.core_timeout if self.timeout else None,
         )
+        self._watch_dialogs(core)
+
+    def _watch_dialogs(self, core: Any) -> None:
+        """Has the core queue the dialog events this app listens to, and
+        takes them as its descriptor signals; without dialog hooks the core
+        queues none and nothing watches. Taking over the descriptor replaces
+        the previous app's reader (a reload)."""
+        table = core.dialogs()
+        table.want_events(start=bool(self.dialog_start), end=bool(self.dialog_end))
+        fd = table.events_fd()
+        if fd is None:
+            if self.dialog_start or self.dialog_end:
+                log.error("dialog hooks: the kernel refused an eventfd; no dialog events")
+            return
+        loop = asyncio.get_running_loop()
+        if self.dialog_start or self.dialog_end:
+            loop.add_reader(fd, self.take_dialog_events, table)
+            self._dialog_watch = (fd, table)
+        else:
+            loop.remove_reader(fd)
+
+    def take_dialog_events(self, table: Any) -> int:
+        """Runs the hooks of the dialog events the core queued, in order;
+        returns how many it took."""
+        table.clear_events_signal()
+        batch = table.take_events(DIALOG_EVENTS_PER_TURN)
+        for fields in batch:
+            event = DialogEvent(**fields)
+            hooks = self.dialog_start if event.kind == "start" else self.dialog_end
+            if hooks:
+                self.emit(hooks, event)
+        if len(batch) == DIALOG_EVENTS_PER_TURN:  # a non-empty queue signals no more
+            asyncio.get_running_loop().call_soon(self.take_dialog_events, table)
+        return len(batch)
+
+    def stop_dialog_events(self) -> None:
+        """At the server's stop: dialogs still up end ("shutdown", no BYE),
+        their events reach the hooks, and nothing watches any more."""
+        if self._dialog_watch is None:
+            return
+        fd, table = self._dialog_watch
+        self._dialog_watch = None
+        if self.dialog_end:
+            table.end_all()
+        while self.take_dialog_events(table) == DIALOG_EVENTS_PER_TURN:
+            pass
+        table.want_events(start=False, end=False)
+        asyncio.get_running_loop().remove_reader(fd)
 
     async def settle(self) -> None:
         """Waits for the hooks running now (tests; shutdown)."""
@@ -225,9 +332,11 @@ def serve(core: Any, events: Events) -> None:
 def swap(core: Any, old: Events, new: Events) -> None:
     """A reload replaced the served app: its hooks replace the old ones."""
     served[served.index(old)] = new
+    old._dialog_watch = None  # the new app's hooks take the descriptor over
     new.install(core)
 
 
 def unserve(events: Events) -> None:
     if events in served:
         served.remove(events)
+    events.stop_dialog_events()

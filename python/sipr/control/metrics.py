@@ -366,6 +366,16 @@ SINGLES: dict[str, tuple[str, str, str]] = {
         COUNTER,
         "Accounting records dropped in the core (its queue was full)",
     ),
+    "dialogs.events_queued": (
+        "sipr_dialog_events_queued_total",
+        COUNTER,
+        "Dialog start/end events queued for the app's hooks",
+    ),
+    "dialogs.events_dropped": (
+        "sipr_dialog_events_dropped_total",
+        COUNTER,
+        "Dialog events dropped: their queue was full (a stalled loop)",
+    ),
     "acc.records_queued": (
         "sipr_acc_records_queued",
         GAUGE,

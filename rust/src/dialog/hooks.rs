@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::events::EventKind;
 use super::msg::{
     contact_uri, names_us, parse, record_id, route_destination, route_values, source_text,
 };
@@ -220,8 +221,10 @@ fn answer(
     };
     d.destination = branch_dest.map(|b| b.addr);
     let status = resp.status().unwrap_or(200);
-    if d.on_answer(callee, status, reason_of(resp.bytes()), Instant::now()) {
+    let now = Instant::now();
+    if d.on_answer(callee, status, reason_of(resp.bytes()), now) {
         table.stats.answered += 1;
+        table.dialog_event(&d, EventKind::Start, None, now);
     }
     arm(&mut cx.txns.timers, table, &mut d);
     table.dialogs.insert(id, d);
@@ -242,8 +245,10 @@ fn fail(
     }
     d.on_failure(status, reason);
     table.stats.failed += 1;
-    let cdr = Cdr::of(&d, EndReason::Failed, Instant::now());
+    let now = Instant::now();
+    let cdr = Cdr::of(&d, EndReason::Failed, now);
     table.emit(Record::Cdr(cdr));
+    table.dialog_event(&d, EventKind::End, Some(EndReason::Failed), now);
 }
 
 /// An in-dialog request (not ACK) arrived, before it is routed. Runs where
@@ -503,4 +508,5 @@ fn finish(
     let cdr = Cdr::of(&d, reason, now);
     d.state = State::Terminated;
     table.emit(Record::Cdr(cdr));
+    table.dialog_event(&d, EventKind::End, Some(reason), now);
 }

@@ -17,6 +17,7 @@
 //! has its own lock (taken after the layer's) so Python can read counts
 //! without the layer.
 
+mod events;
 mod hooks;
 mod msg;
 mod profiles;
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
 
+pub use events::{DialogEvent, EventKind, MAX_EVENTS};
 pub use hooks::{end, end_all};
 pub use profiles::{Profile, Profiles};
 pub use records::{AccMark, Cdr, Disposition, Record, RequestRecord};
@@ -114,6 +116,9 @@ pub struct DialogStats {
     pub requests_sent: u64,
     pub records: u64,
     pub records_dropped: u64,
+    /// Dialog events queued for the app's hooks, and dropped (queue full).
+    pub events_queued: u64,
+    pub events_dropped: u64,
 }
 
 /// A request the dialog module sent itself (keepalive OPTIONS, BYE).
@@ -132,6 +137,8 @@ pub struct Dialogs {
     /// Readable when records wait (see `records_fd`); None if the kernel
     /// refused an eventfd (the writer then polls).
     signal: Option<OwnedFd>,
+    /// Readable when dialog events wait for the app's hooks (`events`).
+    event_signal: Option<OwnedFd>,
     /// The transaction layer's hasher: accounting marks are keyed like
     /// server transactions, also where the layer is not at hand
     /// (`on_request` on a UDP reader thread).
@@ -144,20 +151,37 @@ pub struct Dialogs {
 
 impl Default for Dialogs {
     fn default() -> Self {
-        // SAFETY: eventfd returns a new descriptor or -1.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        // SAFETY: a fresh descriptor we own.
-        let signal = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) });
+        let signal = eventfd();
+        let event_signal = eventfd();
         let mut table = Table::new(Settings::default());
         table.signal_fd = signal.as_ref().map_or(-1, |f| f.as_raw_fd());
+        table.events.signal_fd = event_signal.as_ref().map_or(-1, |f| f.as_raw_fd());
         Dialogs {
             table: Mutex::new(table),
             observing: AtomicBool::new(false),
             signal,
+            event_signal,
             txn_hasher: OnceLock::new(),
             registered: AtomicBool::new(false),
             next_record: AtomicU64::new(1),
         }
+    }
+}
+
+/// A non-blocking eventfd (None if the kernel refuses one).
+fn eventfd() -> Option<OwnedFd> {
+    // SAFETY: eventfd returns a new descriptor or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    // SAFETY: a fresh descriptor we own.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Consumes an eventfd's count (it is readable no more until written).
+fn clear_eventfd(fd: Option<&OwnedFd>) {
+    if let Some(f) = fd {
+        let mut counter = [0u8; 8];
+        // SAFETY: reading 8 bytes from our own non-blocking eventfd.
+        unsafe { libc::read(f.as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
     }
 }
 
@@ -265,11 +289,7 @@ impl Dialogs {
     /// Clears the signal of `records_fd` (the reader then takes the records
     /// when it chooses; new ones do not signal again until the queue empties).
     pub fn clear_signal(&self) {
-        if let Some(f) = &self.signal {
-            let mut counter = [0u8; 8];
-            // SAFETY: reading 8 bytes from our own non-blocking eventfd.
-            unsafe { libc::read(f.as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
-        }
+        clear_eventfd(self.signal.as_ref());
     }
 
     /// Takes up to `max` queued accounting records.
@@ -344,6 +364,8 @@ pub(crate) struct Table {
     pub profiles: Profiles,
     pub records: VecDeque<Record>,
     pub stats: DialogStats,
+    /// Start/end events for the app's hooks (`events`).
+    pub events: events::EventQueue,
     hasher: ahash::RandomState,
     /// `Dialogs::signal`'s descriptor (-1: none).
     signal_fd: i32,
@@ -371,6 +393,7 @@ impl Table {
             profiles: Profiles::default(),
             records: VecDeque::new(),
             stats: DialogStats::default(),
+            events: events::EventQueue::default(),
             hasher: ahash::RandomState::new(),
             signal_fd: -1,
         }

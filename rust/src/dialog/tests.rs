@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::records::{reason_of, Cdr, Disposition};
 use super::state::{Dialog, EndReason, Leg, State, MAX_FORKS};
-use super::{Profile, Profiles, Record, Settings, Table};
+use super::{EventKind, Profile, Profiles, Record, Settings, Table};
 use crate::transport::Transport;
 
 fn leg(tag: &str) -> Leg {
@@ -268,4 +268,76 @@ fn ids_round_trip_and_are_never_json_numbers() {
         assert_eq!(super::parse_id(&text.replace('-', "")), Some(id));
     }
     assert_eq!(super::parse_id("xyz"), None);
+}
+
+/// True when `fd` is readable now.
+fn readable(fd: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    unsafe { libc::poll(&mut p, 1, 0) == 1 }
+}
+
+#[test]
+fn dialog_events_are_queued_only_when_wanted_and_bounded() {
+    let dialogs = super::Dialogs::default();
+    let fd = dialogs.events_fd().expect("an eventfd");
+    let now = Instant::now();
+    let mut d = dialog(7, "c7", &[("user", "alice"), ("calls", "")]);
+    d.on_answer(leg("bob"), 200, "OK", now);
+    // Off by default: nothing built, queued, counted or signalled.
+    {
+        let mut t = dialogs.lock();
+        assert!(!t.dialog_event(&d, EventKind::Start, None, now));
+        assert!(!t.dialog_event(&d, EventKind::End, Some(EndReason::CallerBye), now));
+        assert_eq!((t.stats.events_queued, t.stats.events_dropped), (0, 0));
+    }
+    assert_eq!(dialogs.queued_events(), 0);
+    assert!(!readable(fd));
+
+    // Only end events wanted: a start is not queued.
+    dialogs.want_events(false, true);
+    let later = now + Duration::from_secs(2);
+    {
+        let mut t = dialogs.lock();
+        assert!(!t.dialog_event(&d, EventKind::Start, None, now));
+        assert!(t.dialog_event(&d, EventKind::End, Some(EndReason::CalleeBye), later));
+    }
+    assert!(readable(fd), "the first event signals");
+    let events = dialogs.take_events(10);
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
+    assert_eq!(e.kind, EventKind::End);
+    assert_eq!(e.id, super::format_id(7));
+    assert_eq!(e.reason, Some(EndReason::CalleeBye));
+    assert_eq!((e.code, e.to_tag.as_str()), (200, "bob"));
+    assert!((e.duration - 2.0).abs() < 1e-6, "{}", e.duration);
+    assert_eq!(e.profiles, ["user:alice", "calls"]);
+    assert_eq!(e.extra[0].1.as_ref(), "acme");
+    assert_eq!(e.source, "udp:127.0.0.1:5070");
+    dialogs.clear_events_signal();
+    assert!(!readable(fd));
+
+    // Bounded: beyond the bound, events are dropped and counted.
+    dialogs.want_events(true, true);
+    dialogs.lock().events.max = 3;
+    let queued: Vec<bool> = (0..5)
+        .map(|_| dialogs.lock().dialog_event(&d, EventKind::Start, None, now))
+        .collect();
+    assert_eq!(queued, [true, true, true, false, false]);
+    let stats = dialogs.stats();
+    assert_eq!((stats.events_queued, stats.events_dropped), (4, 2));
+    assert_eq!(dialogs.queued_events(), 3);
+    assert_eq!(
+        dialogs.take_events(2).len(),
+        2,
+        "taken oldest first, up to max"
+    );
+
+    // Nobody listens any more: what waits is dropped with the wish.
+    dialogs.want_events(false, false);
+    assert_eq!(dialogs.queued_events(), 0);
 }

@@ -12,7 +12,7 @@ use pyo3::types::{PyDict, PyList, PyString};
 use super::shared::Shared;
 use super::SiprError;
 use crate::core::HeldRequest;
-use crate::dialog::{self, Dialog, Profile, Record, TrackSpec};
+use crate::dialog::{self, Dialog, DialogEvent, Profile, Record, TrackSpec};
 
 pyo3::create_exception!(
     _core,
@@ -265,6 +265,27 @@ fn record_dict<'py>(py: Python<'py>, r: &Record) -> PyResult<Bound<'py, PyDict>>
     Ok(d)
 }
 
+/// The keyword arguments of `sipr.DialogEvent`.
+fn event_dict<'py>(py: Python<'py>, e: &DialogEvent) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("kind", e.kind.as_str())?;
+    d.set_item("id", &e.id)?;
+    d.set_item("call_id", &e.call_id)?;
+    d.set_item("caller", &e.caller)?;
+    d.set_item("callee", &e.callee)?;
+    d.set_item("reason", e.reason.map(|r| r.as_str()))?;
+    d.set_item("code", e.code)?;
+    d.set_item("time", e.time)?;
+    d.set_item("duration", e.duration)?;
+    d.set_item("profiles", pyo3::types::PyTuple::new(py, &e.profiles)?)?;
+    d.set_item("cdr", fields(py, &e.extra)?)?;
+    d.set_item("source", &e.source)?;
+    d.set_item("destination", e.destination.as_deref())?;
+    d.set_item("from_tag", &e.from_tag)?;
+    d.set_item("to_tag", &e.to_tag)?;
+    Ok(d)
+}
+
 #[pymethods]
 impl PyDialogTable {
     /// Live dialogs in profile `name` with `value` (any value when None).
@@ -345,6 +366,8 @@ impl PyDialogTable {
             ("acc.records", s.records),
             ("acc.records_dropped", s.records_dropped),
             ("acc.records_queued", d.queued_records() as u64),
+            ("dialogs.events_queued", s.events_queued),
+            ("dialogs.events_dropped", s.events_dropped),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -406,6 +429,39 @@ impl PyDialogTable {
     /// Records waiting for `take_records`.
     fn queued_records(&self) -> usize {
         self.shared.core.dialogs.queued_records()
+    }
+
+    /// Which dialog events the core queues for the app's hooks (both off:
+    /// nothing is built nor queued; turning one off drops its queued events).
+    #[pyo3(signature = (*, start, end))]
+    fn want_events(&self, start: bool, end: bool) {
+        self.shared.core.dialogs.want_events(start, end);
+    }
+
+    /// A descriptor readable when dialog events wait (None: none available).
+    fn events_fd(&self) -> Option<i32> {
+        self.shared.core.dialogs.events_fd()
+    }
+
+    /// Clears the readiness of `events_fd` (then take every event).
+    fn clear_events_signal(&self) {
+        self.shared.core.dialogs.clear_events_signal();
+    }
+
+    /// Takes up to `max` queued dialog events, oldest first: dicts of
+    /// `sipr.DialogEvent`'s fields.
+    #[pyo3(signature = (max=1_000))]
+    fn take_events<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for e in self.shared.core.dialogs.take_events(max) {
+            out.append(event_dict(py, &e)?)?;
+        }
+        Ok(out)
+    }
+
+    /// Dialog events waiting for `take_events`.
+    fn queued_events(&self) -> usize {
+        self.shared.core.dialogs.queued_events()
     }
 
     fn __repr__(&self) -> String {
