@@ -48,7 +48,7 @@ def _count(db: Path, sql: str, *args: object) -> int:
 def test_thousand_calls_give_cdrs_request_records_and_missed_calls(
     sipp: str, sipr_factory, tmp_path: Path
 ) -> None:
-    """1,000 SIPp calls with 2 s of talk: 1,000 CDRs whose durations are within
+    """1,000 SIPp calls with 2 s of talk: 1,000 CDRs, each duration within
     0.1 s of the pause, and INVITE, ACK and BYE records with their codes; a
     call answered 486 and a cancelled one are missed calls with their codes."""
     calls, rate, talk_ms = 1000, 250, 2000
@@ -162,7 +162,9 @@ def _check_cdr_times(
         f"caller sent BYE -> sipr ended the dialog: {ms(late_end)}; "
         f"SIPp's stamp lag seen: {early * 1000:.1f} ms"
     )
-    assert off[n // 2] < 0.1, off[n // 2]
+    # Issue 18: each duration within 0.1 s of the pause SIPp made (a quiet box
+    # shows single milliseconds; only a starved SIPp reads its 200 late).
+    assert off[-1] < 0.1, (off[n // 2], off[-1])
     assert nominal[n // 2] < 0.1, nominal[n // 2]
 
 
