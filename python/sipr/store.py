@@ -196,19 +196,30 @@ return 0
 """
 
 
-def open_store(url: str) -> Store:
-    """`memory:`, `sqlite:///abs/path.db` (`sqlite://rel/path.db`), `redis://host:port/db`."""
+def parse_store_url(url: str, what: str = "store") -> tuple[str, str, str]:
+    """(kind, target, synchronous) of a store URL: ("memory", "", ""), ("sqlite", path,
+    the `synchronous=` pragma, "normal" by default) or ("redis", url, ""). ValueError names
+    `what` and the accepted forms. One parser for every store the project opens."""
     if url in ("memory:", "memory://", "memory"):
-        return MemoryStore()
+        return "memory", "", ""
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         path = (parts.netloc + parts.path) if parts.netloc else parts.path
         if not path:
-            raise ValueError(f"store URL {url!r} names no database file")
-        sync = parse_qs(parts.query).get("synchronous", ["normal"])[0]
-        return SqliteStore(path, sync)
+            raise ValueError(f"{what} URL {url!r} names no database file")
+        return "sqlite", path, parse_qs(parts.query).get("synchronous", ["normal"])[0]
     if parts.scheme in ("redis", "rediss"):
-        return RedisStore(url)
+        return "redis", url, ""
     raise ValueError(
-        f"unknown store URL {url!r}: use memory:, sqlite:///path.db or redis://host:port/db"
+        f"unknown {what} URL {url!r}: use memory:, sqlite:///path.db or redis://host:port/db"
     )
+
+
+def open_store(url: str) -> Store:
+    """`memory:`, `sqlite:///abs/path.db` (`sqlite://rel/path.db`), `redis://host:port/db`."""
+    kind, target, sync = parse_store_url(url)
+    if kind == "sqlite":
+        return SqliteStore(target, sync)
+    if kind == "redis":
+        return RedisStore(target)
+    return MemoryStore()

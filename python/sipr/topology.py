@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qs, urlsplit
+
+from sipr.store import parse_store_url
 
 log = logging.getLogger("sipr.security")
 
@@ -135,20 +136,12 @@ class RedisDialogStore:
 
 
 def open_dialog_store(url: str) -> DialogStore:
-    if url in ("memory:", "memory", "memory://"):
-        return MemoryDialogStore()
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        path = (parts.netloc + parts.path) if parts.netloc else parts.path
-        if not path:
-            raise ValueError(f"topology store URL {url!r} names no database file")
-        sync = parse_qs(parts.query).get("synchronous", ["normal"])[0]
-        return SqliteDialogStore(path, sync)
-    if parts.scheme in ("redis", "rediss"):
-        return RedisDialogStore(url)
-    raise ValueError(
-        f"unknown topology store {url!r}: use sqlite:///path.db, redis://host:port/db or memory:"
-    )
+    kind, target, sync = parse_store_url(url, "topology store")
+    if kind == "sqlite":
+        return SqliteDialogStore(target, sync)
+    if kind == "redis":
+        return RedisDialogStore(target)
+    return MemoryDialogStore()
 
 
 class TopologyRuntime:
