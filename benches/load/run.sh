@@ -44,11 +44,13 @@
 #   -s RATES    also sweep these rates, 1 run each, per proxy and mode, stopping a proxy's
 #               sweep at its first unsustainable rate        (env SWEEP, default none)
 #   -o OUTDIR   results directory                           (env OUTDIR, default /tmp/sipr-load-<time>)
-#   -p PROXIES  any of: sipr kamailio sipr-eager sipr-py sipr-thr  (env PROXIES, default "sipr kamailio")
+#   -p PROXIES  any of: sipr kamailio sipr-eager sipr-py sipr-thr sipr-aio  (env PROXIES, default "sipr kamailio")
 #               sipr-py is sipr with SIPR_REG_PYTHON=1: in reg/reg_auth, REGISTER through the
 #               Python route (auth.check + save) instead of the core (registrar.serve)
 #               sipr-eager is sipr with SIPR_EAGER=1 (App(eager=True): a handler's first step
 #               runs without an asyncio Task, one is made only when it suspends)
+#               sipr-aio is sipr on the standard library's event loop (SIPR_EVENT_LOOP=asyncio;
+#               the default is uvloop, decision 0060); sipr-w1-aio / sipr-w2-aio likewise
 #               sipr-w1 / sipr-w2 are sipr with --workers 1 / 2 (decision 0050): with either in
 #               PROXIES every UAC of the run sends each call from its own socket (SIPP_EXTRA
 #               "-t un"), so the kernel spreads calls over the workers; see workers.sh
@@ -170,6 +172,7 @@ proxy_cmd() { # $1 proxy $2 mode
   [ "$1" = sipr-eager ] && env="$env SIPR_EAGER=1"
   [ "$1" = sipr-py ] && env="$env SIPR_REG_PYTHON=1"
   [ "$1" = sipr-thr ] && env="$env SIPR_UDP_READER=thread"
+  case $1 in *-aio) env="$env SIPR_EVENT_LOOP=asyncio" ;; esac
   case $2 in
     default)  app=$REPO/examples/stateless.py ;;
     rr)       app=$HERE/stateless_rr.py ;;
@@ -184,14 +187,15 @@ proxy_cmd() { # $1 proxy $2 mode
   esac
   if [ "$2" = tls ]; then
     case $1 in
-      sipr|sipr-eager) echo "env $env SIPR=$SIPR $HERE/tls_pair.sh sipr $WORK/certs" ;;
+      sipr|sipr-eager|sipr-aio) echo "env $env SIPR=$SIPR $HERE/tls_pair.sh sipr $WORK/certs" ;;
       kamailio) echo "$HERE/tls_pair.sh kamailio $WORK/certs" ;;
     esac
     return
   fi
   case $1 in
-    sipr|sipr-eager|sipr-py|sipr-thr) echo "env $env $SIPR run $app --listen udp:127.0.0.1:$PROXY_PORT ${SIPR_ARGS:-}" ;;
-    sipr-w1|sipr-w2) echo "env $env $SIPR run $app --listen udp:127.0.0.1:$PROXY_PORT --workers ${1#sipr-w} ${SIPR_ARGS:-}" ;;
+    sipr|sipr-eager|sipr-py|sipr-thr|sipr-aio) echo "env $env $SIPR run $app --listen udp:127.0.0.1:$PROXY_PORT ${SIPR_ARGS:-}" ;;
+    sipr-w1|sipr-w2|sipr-w1-aio|sipr-w2-aio) w=${1#sipr-w}
+      echo "env $env $SIPR run $app --listen udp:127.0.0.1:$PROXY_PORT --workers ${w%-aio} ${SIPR_ARGS:-}" ;;
     kamailio)
       case $2 in
         default|rr) echo "$WORK/kamailio/run-kamailio.sh stateless ${KAMAILIO_ARGS:-}" ;;

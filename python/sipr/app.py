@@ -331,6 +331,7 @@ class App:
         log_level: str = default(RunSettings, "log_level"),
         log_format: str = default(RunSettings, "log_format"),
         drain_timeout: float = default(RunSettings, "drain_timeout"),
+        event_loop: str = default(RunSettings, "event_loop"),
     ) -> int:
         """Serve until SIGINT/SIGTERM (blocking); returns the exit status.
         (No reload: only `sipr run` knows the script to import again.)"""
@@ -341,6 +342,7 @@ class App:
             log_level=log_level,
             log_format=log_format,
             drain_timeout=drain_timeout,
+            event_loop=event_loop,
         )
         return run(self, settings)
 

@@ -67,6 +67,9 @@ def run(
     drain_timeout: Annotated[float, _option(RunSettings, "drain_timeout")] = default(
         RunSettings, "drain_timeout"
     ),
+    event_loop: Annotated[str, _option(RunSettings, "event_loop")] = default(
+        RunSettings, "event_loop"
+    ),
     ctl: Annotated[Path | None, _option(ControlSettings, "ctl_socket")] = None,
     no_ctl: Annotated[bool, typer.Option("--no-ctl", help="no control socket")] = False,
     http: Annotated[str | None, _option(ControlSettings, "http")] = None,
@@ -96,7 +99,7 @@ def run(
 ) -> None:
     """Serve APP. SIGHUP reloads APP; SIGTERM/SIGINT drains, then exits."""
     params = dict(locals())  # what `--workers` hands to each worker
-    from sipr import _core
+    from sipr import _core, _loop
     from sipr.control.config import ControlError
     from sipr.server import run as serve
 
@@ -110,6 +113,7 @@ def run(
             log_level=log_level.lower(),
             log_format=log_format.lower(),
             drain_timeout=drain_timeout,
+            event_loop=event_loop.lower(),
         )
         connections = ConnectionSettings(
             connect_timeout=connect_timeout,
@@ -117,7 +121,8 @@ def run(
             max_connections=max_connections,
         )
         dns = DnsSettings(resolvers=tuple(_resolver(r) for r in resolver or []))
-    except ValueError as e:
+        _loop.loop_factory(settings.event_loop)  # uvloop asked for but missing: say so now
+    except (ValueError, RuntimeError) as e:
         raise CliError(str(e)) from e
     for spec in settings.listen:
         try:
@@ -190,6 +195,7 @@ def _supervise(
             control,
             log_level=settings.log_level,
             log_format=settings.log_format,
+            event_loop=settings.event_loop,
         )
     except (OSError, ControlError) as e:
         raise CliError(str(e)) from e

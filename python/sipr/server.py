@@ -12,7 +12,7 @@ import threading
 from collections.abc import Coroutine, Generator, Sequence
 from typing import Any
 
-from sipr import _core, _lifecycle, _protocols, corelog, events, workers
+from sipr import _core, _lifecycle, _loop, _protocols, corelog, events, workers
 from sipr._deadlines import Deadlines
 from sipr._eager import EagerTasks
 from sipr._protocols import AppLike, Handler
@@ -184,6 +184,7 @@ class Server:
                 # Before "listening on": once that is printed, `sipr ctl` works.
                 self.control = ControlServer(self, self.control_settings)
                 await self.control.start()
+            log.info("event loop: %s", _loop.loop_name(loop))
             for transport, host, port in core.local_addrs():
                 shown = f"[{host}]" if ":" in host else host
                 announce(f"sipr: listening on {transport}:{shown}:{port}")
@@ -536,7 +537,8 @@ def run(
     from sipr import logs
 
     logs.setup(settings.log_level, settings.log_format)
-    return asyncio.run(_main(app, settings, source, control, tls, connections, dns))
+    coro = _main(app, settings, source, control, tls, connections, dns)
+    return _loop.run(coro, settings.event_loop)
 
 
 async def _main(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from sipr import _core
+from sipr._loop import EVENT_LOOPS
 
 _CORE = _core.core_defaults()
 
@@ -233,6 +234,14 @@ class RunSettings(_Checked):
         low=0,
         high=86_400,
         unit="s",
+    )
+    event_loop: str = setting(
+        "auto",
+        "asyncio event loop: uvloop (auto picks it when installed: less CPU per message), "
+        "or the standard library's (docs/decisions/0060)",
+        flag="--event-loop",
+        env="SIPR_EVENT_LOOP",
+        choices=EVENT_LOOPS,
     )
 
 

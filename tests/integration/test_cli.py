@@ -5,7 +5,9 @@ import socket
 import subprocess
 import sys
 
-from tests.conftest import EXAMPLES, start_sipr
+import pytest
+
+from tests.conftest import EXAMPLES, UdpPeer, sip_request, start_sipr, status_of
 
 
 def sipr_cli(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -84,6 +86,24 @@ def test_port_in_use() -> None:
 def test_bad_log_level() -> None:
     p = sipr_cli("run", str(EXAMPLES / "responder.py"), "--log-level", "chatty")
     assert "--log-level must be one of" in one_error_line(p)
+
+
+def test_bad_event_loop() -> None:
+    p = sipr_cli("run", str(EXAMPLES / "responder.py"), "--event-loop", "tokio")
+    assert "--event-loop must be one of" in one_error_line(p)
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_serves_on_either_event_loop(loop: str) -> None:
+    s = start_sipr(EXAMPLES / "responder.py", env={"SIPR_EVENT_LOOP": loop})
+    peer = UdpPeer()
+    try:
+        assert f"event loop: {loop}" in s.log()
+        peer.send(sip_request(port=peer.port), s.udp)
+        assert status_of(peer.recv()) == 200
+    finally:
+        peer.close()
+        assert s.stop() == 0, s.log()
 
 
 def test_sigterm_and_sigint_exit_cleanly() -> None:

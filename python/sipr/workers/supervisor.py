@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sipr import logs
+from sipr import _loop, logs
 from sipr.workers import (
     NONCE_SECRET_ENV,
     NONCE_STORE_ENV,
@@ -318,8 +318,9 @@ def supervise(
     *,
     log_level: str,
     log_format: str,
+    event_loop: str,
 ) -> int:
     """Runs the supervisor until SIGTERM/SIGINT; the exit status is 0 when
     every worker drained cleanly."""
     logs.setup(log_level, log_format)
-    return asyncio.run(Supervisor(params, listen, count, control).run())
+    return _loop.run(Supervisor(params, listen, count, control).run(), event_loop)
