@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv6Addr};
 
-use super::scan::{is_unreserved, parse_decimal};
+use super::scan::{find_byte, is_unreserved, parse_decimal, split_byte, split_once_byte};
 use super::ParseError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +42,7 @@ impl<'a> Uri<'a> {
         if raw.bytes().any(|b| b <= b' ' || b >= 0x7f) {
             return Err(bad("URI contains white space or non-ASCII octets"));
         }
-        let colon = raw.find(':').ok_or(bad("URI has no scheme"))?;
+        let colon = find_byte(raw, b':').ok_or(bad("URI has no scheme"))?;
         let scheme_str = &raw[..colon];
         let sb = scheme_str.as_bytes();
         if sb.is_empty()
@@ -81,7 +81,7 @@ impl<'a> Uri<'a> {
         match scheme {
             Scheme::Sip | Scheme::Sips => parse_sip(rest, &mut uri)?,
             Scheme::Tel => {
-                let (number, params) = rest.split_once(';').unwrap_or((rest, ""));
+                let (number, params) = split_once_byte(rest, b';').unwrap_or((rest, ""));
                 if number.is_empty() {
                     return Err(bad("empty tel number"));
                 }
@@ -168,8 +168,8 @@ pub fn unescape(s: &str) -> Cow<'_, [u8]> {
 
 /// Finds `name` in a `;`-separated parameter list (without the leading `;`).
 pub fn find_param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
-    params.split(';').find_map(|p| {
-        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+    split_byte(params, b';').find_map(|p| {
+        let (k, v) = split_once_byte(p, b'=').unwrap_or((p, ""));
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
     })
 }
@@ -216,10 +216,10 @@ fn parse_sip<'a>(rest: &'a str, uri: &mut Uri<'a>) -> Result<(), ParseError> {
     let bad = ParseError::bad_uri;
     // The userinfo cannot contain a raw '@', nor can params or headers: the
     // first '@' ends it.
-    let hostpart = match rest.find('@') {
+    let hostpart = match find_byte(rest, b'@') {
         Some(at) => {
             let userinfo = &rest[..at];
-            let (user, password) = match userinfo.find(':') {
+            let (user, password) = match find_byte(userinfo, b':') {
                 Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
                 None => (userinfo, None),
             };
@@ -237,11 +237,11 @@ fn parse_sip<'a>(rest: &'a str, uri: &mut Uri<'a>) -> Result<(), ParseError> {
         }
         None => rest,
     };
-    let (hostport_params, headers) = match hostpart.find('?') {
+    let (hostport_params, headers) = match find_byte(hostpart, b'?') {
         Some(q) => (&hostpart[..q], Some(&hostpart[q + 1..])),
         None => (hostpart, None),
     };
-    let (hostport, params) = match hostport_params.find(';') {
+    let (hostport, params) = match find_byte(hostport_params, b';') {
         Some(s) => (&hostport_params[..s], &hostport_params[s + 1..]),
         None => (hostport_params, ""),
     };
@@ -249,8 +249,8 @@ fn parse_sip<'a>(rest: &'a str, uri: &mut Uri<'a>) -> Result<(), ParseError> {
     uri.host = host;
     uri.port = port;
     if !params.is_empty() {
-        for p in params.split(';') {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        for p in split_byte(params, b';') {
+            let (k, v) = split_once_byte(p, b'=').unwrap_or((p, ""));
             if k.is_empty()
                 || !k.bytes().all(is_param_char)
                 || !v.bytes().all(is_param_char)
@@ -263,8 +263,8 @@ fn parse_sip<'a>(rest: &'a str, uri: &mut Uri<'a>) -> Result<(), ParseError> {
     uri.params = params;
     if let Some(h) = headers {
         if h.is_empty()
-            || !h.split('&').all(|hv| {
-                let (k, v) = hv.split_once('=').unwrap_or((hv, ""));
+            || !split_byte(h, b'&').all(|hv| {
+                let (k, v) = split_once_byte(hv, b'=').unwrap_or((hv, ""));
                 !k.is_empty()
                     && k.bytes().all(is_header_char)
                     && v.bytes().all(is_header_char)
@@ -282,7 +282,7 @@ fn parse_sip<'a>(rest: &'a str, uri: &mut Uri<'a>) -> Result<(), ParseError> {
 /// bracketed IPv6 reference (RFC 5118).
 pub fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
     let (host, port) = if s.starts_with('[') {
-        let close = s.find(']')?;
+        let close = find_byte(s, b']')?;
         let host = &s[..=close];
         let after = &s[close + 1..];
         let port = match after.strip_prefix(':') {
@@ -293,7 +293,7 @@ pub fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
         parse_ipv6_lenient(&host[1..close])?;
         (host, port)
     } else {
-        match s.split_once(':') {
+        match split_once_byte(s, b':') {
             Some((h, p)) => (h, Some(p)),
             None => (s, None),
         }

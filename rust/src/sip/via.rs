@@ -1,6 +1,8 @@
 //! The Via header (RFC 3261 §20.42, §25.1; IPv6 per RFC 5118).
 
-use super::scan::{is_token, is_wsp, skip_lws, skip_quoted, skip_token, split_commas, trim_end};
+use super::scan::{
+    is_token, is_wsp, skip_lws, skip_quoted, skip_token, split_commas, split_once_byte, trim_end,
+};
 use super::uri::{host_ip, split_hostport};
 use super::ParseError;
 
@@ -178,7 +180,7 @@ pub fn param_pairs(params: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
             if p.is_empty() {
                 continue;
             }
-            return Some(match p.split_once('=') {
+            return Some(match split_once_byte(p, b'=') {
                 Some((k, v)) => (trim_lws(k), Some(trim_lws(v))),
                 None => (p, None),
             });
@@ -189,7 +191,11 @@ pub fn param_pairs(params: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
 
 /// Trims SP, HT and line folds from both ends.
 fn trim_lws(s: &str) -> &str {
-    s.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'))
+    let lws = |c: &u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+    let b = s.as_bytes();
+    let start = b.iter().position(|c| !lws(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !lws(c)).map_or(start, |e| e + 1);
+    &s[start..end]
 }
 
 #[cfg(test)]
