@@ -8,6 +8,7 @@ use super::header::HeaderId;
 use super::message::Message;
 use super::method::default_reason;
 use super::span::StartLine;
+use super::via::Via;
 
 /// A header change requested by the application, applied when a request is
 /// forwarded or answered.
@@ -35,7 +36,10 @@ pub fn body_override(edits: &[HeaderEdit]) -> Option<&[u8]> {
 /// needed because the sent-by already is the source address and no `rport`
 /// was asked for.
 pub fn via_received_params(msg: &Message, source: SocketAddr) -> String {
-    let via = msg.top_via();
+    received_params(&msg.top_via(), source)
+}
+
+fn received_params(via: &Via<'_>, source: SocketAddr) -> String {
     let host_is_source = via.host_ip() == Some(source.ip());
     if host_is_source && via.rport().is_none() {
         return String::new();
@@ -96,7 +100,7 @@ fn write_top_via_line(
     if force_rport && via.rport().is_none() {
         let _ = write!(VecWriter(out), ";rport={}", src.port());
     }
-    let received = via_received_params(msg, src);
+    let received = received_params(&via, src);
     if received.is_empty() && force_rport {
         let _ = match src {
             SocketAddr::V4(a) => write!(VecWriter(out), ";received={}", a.ip()),
