@@ -167,12 +167,21 @@ pub fn param_pairs(params: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
     std::iter::from_fn(move || {
         while i < b.len() {
             let start = skip_lws(b, i);
+            // To the next ';' outside quotes, jumping between the two.
             let mut end = start;
-            while end < b.len() && b[end] != b';' {
-                if b[end] == b'"' {
-                    end = skip_quoted(b, end).unwrap_or(b.len());
-                } else {
-                    end += 1;
+            loop {
+                match memchr::memchr2(b';', b'"', &b[end..]) {
+                    Some(k) if b[end + k] == b'"' => {
+                        end = skip_quoted(b, end + k).unwrap_or(b.len())
+                    }
+                    Some(k) => {
+                        end += k;
+                        break;
+                    }
+                    None => {
+                        end = b.len();
+                        break;
+                    }
                 }
             }
             i = end + 1;
@@ -245,6 +254,11 @@ mod tests {
         assert_eq!(param_lookup(raw, "SECONDPARAM"), Some(""));
         assert_eq!(param_lookup(raw, "q"), Some("0.33"));
         assert_eq!(param_lookup(raw, "missing"), None);
+        assert_eq!(
+            param_pairs("a=\"x;y").collect::<Vec<_>>(),
+            [("a", Some("\"x;y"))]
+        );
+        assert_eq!(param_pairs(";;a;").collect::<Vec<_>>(), [("a", None)]);
     }
 
     #[test]
