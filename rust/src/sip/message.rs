@@ -340,7 +340,7 @@ impl Message {
         self.max_forwards
     }
     pub fn top_via(&self) -> Via<'_> {
-        Via::parse(self.str_at(self.top_via)).expect("checked in parse")
+        Via::reread(self.str_at(self.top_via)).expect("checked in parse")
     }
     pub fn top_via_span(&self) -> Span {
         self.top_via

@@ -5,7 +5,7 @@
 
 /// A byte class as a table: the classifiers run once per byte of every header,
 /// and a lookup inlines where the chain of comparisons did not (callgrind).
-const fn byte_class(marks: &[u8]) -> [bool; 256] {
+pub(crate) const fn byte_class(marks: &[u8]) -> [bool; 256] {
     let mut t = [false; 256];
     let mut c = 0;
     while c < 256 {

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv6Addr};
 
-use super::scan::{find_byte, is_unreserved, parse_decimal, split_byte, split_once_byte};
+use super::scan::{byte_class, find_byte, parse_decimal, split_byte, split_once_byte};
 use super::ParseError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,29 +174,36 @@ pub fn find_param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+// RFC 3261 §25.1 classes: `unreserved` (alphanum and "-_.!~*'()") plus each
+// one's own marks, as tables (they run on every byte of every URI).
+static USER: [bool; 256] = byte_class(b"-_.!~*'()%&=+$,;?/");
+static PASSWORD: [bool; 256] = byte_class(b"-_.!~*'()%&=+$,");
+static PARAM: [bool; 256] = byte_class(b"-_.!~*'()%[]/:&+$");
+static HEADER: [bool; 256] = byte_class(b"-_.!~*'()%[]/?:+$");
+static HOSTNAME: [bool; 256] = byte_class(b"-.");
+
 fn is_user_char(b: u8) -> bool {
-    is_unreserved(b)
-        || matches!(
-            b,
-            b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/'
-        )
+    USER[b as usize]
 }
 
 fn is_password_char(b: u8) -> bool {
-    is_unreserved(b) || matches!(b, b'%' | b'&' | b'=' | b'+' | b'$' | b',')
+    PASSWORD[b as usize]
 }
 
 fn is_param_char(b: u8) -> bool {
-    is_unreserved(b) || matches!(b, b'%' | b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$')
+    PARAM[b as usize]
 }
 
 fn is_header_char(b: u8) -> bool {
-    is_unreserved(b) || matches!(b, b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$')
+    HEADER[b as usize]
 }
 
 fn valid_escapes(s: &str) -> bool {
     let b = s.as_bytes();
-    let mut i = 0;
+    // Most URIs have no escape at all.
+    let Some(mut i) = memchr::memchr(b'%', b) else {
+        return true;
+    };
     while i < b.len() {
         if b[i] == b'%' {
             if !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
@@ -281,6 +288,12 @@ fn parse_sip<'a>(rest: &'a str, uri: &mut Uri<'a>) -> Result<(), ParseError> {
 /// Splits `host[:port]`, validating the host as a hostname, IPv4 address or
 /// bracketed IPv6 reference (RFC 5118).
 pub fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
+    hostport(s, true)
+}
+
+/// `split_hostport`; without `check`, for text it accepted before, the host
+/// is not validated again (the port is still read).
+pub(crate) fn hostport(s: &str, check: bool) -> Option<(&str, Option<u16>)> {
     let (host, port) = if s.starts_with('[') {
         let close = find_byte(s, b']')?;
         let host = &s[..=close];
@@ -290,7 +303,9 @@ pub fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
             None if after.is_empty() => None,
             None => return None,
         };
-        parse_ipv6_lenient(&host[1..close])?;
+        if check {
+            parse_ipv6_lenient(&host[1..close])?;
+        }
         (host, port)
     } else {
         match split_once_byte(s, b':') {
@@ -302,7 +317,7 @@ pub fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
         Some(p) => Some(u16::try_from(parse_decimal(p.as_bytes(), 65535)?).ok()?),
         None => None,
     };
-    if !host.starts_with('[') && !valid_hostname(host) {
+    if check && !host.starts_with('[') && !valid_hostname(host) {
         return None;
     }
     Some((host, port))
@@ -310,16 +325,36 @@ pub fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
 
 fn valid_hostname(h: &str) -> bool {
     let b = h.as_bytes();
-    !b.is_empty()
-        && b.iter()
-            .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
-        && b[0] != b'.'
-        && b[0] != b'-'
+    !b.is_empty() && b.iter().all(|&c| HOSTNAME[c as usize]) && b[0] != b'.' && b[0] != b'-'
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn char_class_tables_match_the_grammar() {
+        use crate::sip::scan::is_unreserved;
+        for b in 0..=255u8 {
+            let u = is_unreserved(b);
+            let user = u || b"%&=+$,;?/".contains(&b);
+            let password = u || b"%&=+$,".contains(&b);
+            let param = u || b"%[]/:&+$".contains(&b);
+            let header = u || b"%[]/?:+$".contains(&b);
+            let host = b.is_ascii_alphanumeric() || b == b'-' || b == b'.';
+            assert_eq!(is_user_char(b), user, "{b}");
+            assert_eq!(is_password_char(b), password, "{b}");
+            assert_eq!(is_param_char(b), param, "{b}");
+            assert_eq!(is_header_char(b), header, "{b}");
+            assert_eq!(HOSTNAME[b as usize], host, "{b}");
+        }
+        assert!(
+            valid_escapes("a%41b")
+                && valid_escapes("ab")
+                && !valid_escapes("a%4")
+                && !valid_escapes("%zz")
+        );
+    }
 
     #[test]
     fn sip_uri_parts() {
