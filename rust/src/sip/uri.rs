@@ -39,7 +39,11 @@ pub struct Uri<'a> {
 impl<'a> Uri<'a> {
     pub fn parse(raw: &'a str) -> Result<Uri<'a>, ParseError> {
         let bad = |why: &'static str| ParseError::bad_uri(why);
-        if raw.bytes().any(|b| b <= b' ' || b >= 0x7f) {
+        // Without an early exit the check compiles to vector code.
+        if raw
+            .bytes()
+            .fold(false, |bad, b| bad | (b <= b' ') | (b >= 0x7f))
+        {
             return Err(bad("URI contains white space or non-ASCII octets"));
         }
         let colon = find_byte(raw, b':').ok_or(bad("URI has no scheme"))?;
