@@ -311,26 +311,26 @@ class Server:
         assert core is not None
         for req in core.poll_udp(index):
             self._dispatch(req)
-        if core.has_replies:
-            self.replies.run(core)
-        if core.has_cancelled:
-            self._cancel_tasks()
+        if core.has_python_work:
+            self._python_work(core)
 
     def _on_streams(self) -> None:
         core = self.core
         assert core is not None
         for req in core.drain_streams():
             self._dispatch(req)
-        if core.has_replies:
-            self.replies.run(core)
-        if core.has_cancelled:
-            self._cancel_tasks()
+        if core.has_python_work:
+            self._python_work(core)
 
     def _on_timer(self) -> None:
         core = self.core
         assert core is not None
         for req in core.on_timer():
             self._dispatch(req)
+        if core.has_python_work:
+            self._python_work(core)
+
+    def _python_work(self, core: _core.Core) -> None:
         if core.has_replies:
             self.replies.run(core)
         if core.has_cancelled:

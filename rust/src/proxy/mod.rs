@@ -18,7 +18,6 @@ mod round;
 pub mod route;
 pub mod stateful;
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -29,7 +28,7 @@ use crate::service::branch::Upstream;
 use crate::service::{BranchPlan, Incoming, Node, Outgoing};
 use crate::sip::write::{build_forward, strip_top_via, ForwardEdits, HeaderEdit};
 use crate::sip::{HeaderId, Message, NameAddr, Uri};
-use crate::transaction::CtxId;
+use crate::transaction::{CtxId, IdMap};
 pub use crate::transport::Hop;
 use crate::transport::{Destination, Source, Transport};
 use context::ProxyCtx;
@@ -43,12 +42,12 @@ pub const SERVICE: &str = crate::service::PROXY;
 pub struct Proxy {
     /// Boxed: a context is ~300 bytes and lives as long as its server
     /// transaction; inline, every spare slot of the table would cost that.
-    ctxs: HashMap<CtxId, Box<ProxyCtx>>,
+    ctxs: IdMap<CtxId, Box<ProxyCtx>>,
     /// Relays waiting for DNS answers, by resolver waiter id (`dns_wait`).
-    parked: HashMap<u64, dns_wait::Parked>,
+    parked: IdMap<u64, dns_wait::Parked>,
     /// Per context, the branches with destinations left to fail over to
     /// (RFC 3263 §4.3, serial targets); dropped with the context.
-    plans: HashMap<CtxId, Vec<(crate::transaction::BranchId, Box<stateful::Plan>)>>,
+    plans: IdMap<CtxId, Vec<(crate::transaction::BranchId, Box<stateful::Plan>)>>,
 }
 
 /// Sends a response upstream through server transaction `txn`; a final one

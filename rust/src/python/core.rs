@@ -176,6 +176,13 @@ impl PyCore {
         dispatch(&self.shared, py, events)
     }
 
+    /// `has_replies or has_cancelled`: the server reads this after every
+    /// wake-up, so one attribute read instead of two.
+    #[getter]
+    fn has_python_work(&self) -> bool {
+        !self.shared.replies.lock().is_empty() || !self.shared.cancelled.lock().is_empty()
+    }
+
     /// Whether CANCELs arrived for requests the application holds.
     #[getter]
     fn has_cancelled(&self) -> bool {

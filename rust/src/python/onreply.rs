@@ -270,6 +270,11 @@ impl EditableHeaders for ReplyHeaders {
         self.0.borrow(py).header_pairs()
     }
 
+    fn first(&self, py: Python<'_>, name: &str) -> Option<String> {
+        let reply = self.0.borrow(py);
+        reply.edits.first(&reply.msg, name)
+    }
+
     fn edits<'a>(
         &'a self,
         py: Python<'a>,

@@ -474,6 +474,8 @@ pub struct PyHeaders {
 pub(super) trait EditableHeaders: Send + Sync {
     /// The header pairs as they will be sent.
     fn pairs(&self, py: Python<'_>) -> Vec<(String, String)>;
+    /// The first value of `name` in `pairs` (`HeaderEdits::first`).
+    fn first(&self, py: Python<'_>, name: &str) -> Option<String>;
     fn edits<'a>(&'a self, py: Python<'a>) -> Box<dyn DerefMut<Target = HeaderEdits> + 'a>;
 }
 
@@ -521,6 +523,18 @@ impl PyHeaders {
             _ => Vec::new(),
         }
     }
+    /// `pairs`' first value for `name`; a request's without building them all.
+    fn first(&self, py: Python<'_>, name: &str) -> Option<String> {
+        match (&self.req, &self.resp, &self.reply) {
+            (Some(r), _, _) => {
+                let r = r.borrow(py);
+                r.held.headers.first(&r.held.inc.msg, name)
+            }
+            (None, Some(r), _) => HeaderEdits::default().first(&r.borrow(py).msg, name),
+            (None, None, Some(r)) => r.first(py, name),
+            _ => None,
+        }
+    }
     fn edits<'a>(&'a self, py: Python<'a>) -> PyResult<EditsMut<'a>> {
         match (&self.req, &self.reply) {
             (Some(r), _) => Ok(EditsMut::Request(r.borrow_mut(py))),
@@ -537,13 +551,10 @@ impl PyHeaders {
     /// The first value of `name`, or `default`.
     #[pyo3(signature = (name, default=None))]
     fn get(&self, py: Python<'_>, name: &str, default: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
-        for (n, v) in self.pairs(py) {
-            if same_header(&n, name) {
-                let first = split_values(&n, &v).into_iter().next().unwrap_or(v);
-                return Ok(PyString::new(py, &first).into_any().unbind());
-            }
-        }
-        Ok(default.unwrap_or_else(|| py.None()))
+        Ok(match self.first(py, name) {
+            Some(first) => PyString::new(py, &first).into_any().unbind(),
+            None => default.unwrap_or_else(|| py.None()),
+        })
     }
 
     /// Every value of `name`, with comma-separated lists split.
@@ -556,15 +567,12 @@ impl PyHeaders {
     }
 
     fn __getitem__(&self, py: Python<'_>, name: &str) -> PyResult<String> {
-        self.pairs(py)
-            .into_iter()
-            .find(|(n, _)| same_header(n, name))
-            .map(|(n, v)| split_values(&n, &v).into_iter().next().unwrap_or(v))
+        self.first(py, name)
             .ok_or_else(|| PyKeyError::new_err(name.to_string()))
     }
 
     fn __contains__(&self, py: Python<'_>, name: &str) -> bool {
-        self.pairs(py).iter().any(|(n, _)| same_header(n, name))
+        self.first(py, name).is_some()
     }
 
     fn __len__(&self, py: Python<'_>) -> usize {

@@ -39,6 +39,34 @@ impl HeaderEdits {
         out
     }
 
+    /// The first value `pairs` gives for `name` (its first element for a
+    /// list header), without building every pair: `headers.get` runs on
+    /// every request of a typical route.
+    pub fn first(&self, msg: &Message, name: &str) -> Option<String> {
+        let id = HeaderId::from_name(name.as_bytes());
+        // `same_header`, with the id of the received name already known.
+        let same = |hid: HeaderId, n: &str| {
+            if hid == HeaderId::Other || id == HeaderId::Other {
+                n.eq_ignore_ascii_case(name)
+            } else {
+                hid == id
+            }
+        };
+        for h in msg.headers() {
+            let n = msg.header_name(h);
+            if same(h.id, n) && !self.is_removed(n) {
+                return Some(first_value(h.id, msg.header_value(h)));
+            }
+        }
+        self.edits.iter().find_map(|e| match e {
+            HeaderEdit::Add(n, v) => {
+                let hid = HeaderId::from_name(n.as_bytes());
+                same(hid, n).then(|| first_value(hid, v))
+            }
+            _ => None,
+        })
+    }
+
     fn is_removed(&self, name: &str) -> bool {
         self.edits
             .iter()
@@ -140,6 +168,17 @@ pub fn split_values(name: &str, value: &str) -> Vec<String> {
     }
 }
 
+/// The first element of `split_values`, without the others.
+fn first_value(id: HeaderId, value: &str) -> String {
+    let first = if id.is_list() {
+        split_commas(value.as_bytes(), 0, value.len())
+            .and_then(|parts| parts.first().map(|&(a, b)| &value[a..b]))
+    } else {
+        None
+    };
+    first.unwrap_or(value).to_string()
+}
+
 /// A header the application adds to an answer: a token name, one line.
 pub fn check_answer_header(name: &str, value: &str) -> Result<(), String> {
     if name.is_empty() || !name.bytes().all(is_token) || value.contains(['\r', '\n']) {
@@ -214,6 +253,23 @@ mod tests {
                 ("x-a".to_string(), "9".to_string())
             ]
         );
+        for name in [
+            "supported",
+            "k",
+            "x-a",
+            "X-B",
+            "i",
+            "Via",
+            "x-none",
+            "content-length",
+        ] {
+            let want = e
+                .pairs(&m)
+                .into_iter()
+                .find(|(n, _)| same_header(n, name))
+                .map(|(n, v)| split_values(&n, &v).into_iter().next().unwrap_or(v));
+            assert_eq!(e.first(&m, name), want, "{name}");
+        }
         e.remove("X-b").unwrap();
         assert!(!e.pairs(&m).iter().any(|(n, _)| same_header(n, "x-b")));
         assert_eq!(

@@ -55,39 +55,46 @@ impl HeaderId {
                 _ => HeaderId::Other,
             };
         }
-        const NAMES: &[(&[u8], HeaderId)] = &[
-            (b"via", HeaderId::Via),
-            (b"from", HeaderId::From),
-            (b"to", HeaderId::To),
-            (b"call-id", HeaderId::CallId),
-            (b"cseq", HeaderId::CSeq),
-            (b"max-forwards", HeaderId::MaxForwards),
-            (b"content-length", HeaderId::ContentLength),
-            (b"content-type", HeaderId::ContentType),
-            (b"contact", HeaderId::Contact),
-            (b"route", HeaderId::Route),
-            (b"record-route", HeaderId::RecordRoute),
-            (b"expires", HeaderId::Expires),
-            (b"require", HeaderId::Require),
-            (b"proxy-require", HeaderId::ProxyRequire),
-            (b"supported", HeaderId::Supported),
-            (b"authorization", HeaderId::Authorization),
-            (b"proxy-authorization", HeaderId::ProxyAuthorization),
-            (b"www-authenticate", HeaderId::WwwAuthenticate),
-            (b"proxy-authenticate", HeaderId::ProxyAuthenticate),
-            (b"date", HeaderId::Date),
-            (b"path", HeaderId::Path),
-            (b"event", HeaderId::Event),
-            (b"subject", HeaderId::Subject),
-            (b"accept", HeaderId::Accept),
-            (b"allow-events", HeaderId::AllowEvents),
-            (b"refer-to", HeaderId::ReferTo),
-            (b"content-encoding", HeaderId::ContentEncoding),
-        ];
-        NAMES
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map_or(HeaderId::Other, |&(_, id)| id)
+        use HeaderId::*;
+        if !(2..=19).contains(&name.len()) {
+            return Other;
+        }
+        // Length and first letter leave one candidate, checked whole.
+        let (known, id): (&[u8], HeaderId) = match (name.len(), name[0] | 0x20) {
+            (2, b't') => (b"to", To),
+            (3, b'v') => (b"via", Via),
+            (4, b'f') => (b"from", From),
+            (4, b'c') => (b"cseq", CSeq),
+            (4, b'd') => (b"date", Date),
+            (4, b'p') => (b"path", Path),
+            (5, b'r') => (b"route", Route),
+            (5, b'e') => (b"event", Event),
+            (6, b'a') => (b"accept", Accept),
+            (7, b'c') if name[1] | 0x20 == b'a' => (b"call-id", CallId),
+            (7, b'c') => (b"contact", Contact),
+            (7, b'e') => (b"expires", Expires),
+            (7, b'r') => (b"require", Require),
+            (7, b's') => (b"subject", Subject),
+            (8, b'r') => (b"refer-to", ReferTo),
+            (9, b's') => (b"supported", Supported),
+            (12, b'm') => (b"max-forwards", MaxForwards),
+            (12, b'c') => (b"content-type", ContentType),
+            (12, b'r') => (b"record-route", RecordRoute),
+            (12, b'a') => (b"allow-events", AllowEvents),
+            (13, b'p') => (b"proxy-require", ProxyRequire),
+            (13, b'a') => (b"authorization", Authorization),
+            (14, b'c') => (b"content-length", ContentLength),
+            (16, b'w') => (b"www-authenticate", WwwAuthenticate),
+            (16, b'c') => (b"content-encoding", ContentEncoding),
+            (18, b'p') => (b"proxy-authenticate", ProxyAuthenticate),
+            (19, b'p') => (b"proxy-authorization", ProxyAuthorization),
+            _ => return Other,
+        };
+        if folded_eq(name, known) {
+            id
+        } else {
+            Other
+        }
     }
 
     /// Headers that may appear at most once (RFC 3261 §20, table 2).
@@ -160,6 +167,18 @@ impl HeaderId {
     }
 }
 
+/// `name.eq_ignore_ascii_case(known)` for a `known` name of lowercase
+/// letters and '-': a letter of `known` (bit 0x40 set) also matches with bit
+/// 0x20 clear, a '-' only itself. No early exit, so it compiles branch-free.
+fn folded_eq(name: &[u8], known: &[u8]) -> bool {
+    name.len() == known.len()
+        && name
+            .iter()
+            .zip(known)
+            .fold(0, |diff, (&a, &k)| diff | ((a | ((k & 0x40) >> 1)) ^ k))
+            == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +190,53 @@ mod tests {
         assert_eq!(HeaderId::from_name(b"i"), HeaderId::CallId);
         assert_eq!(HeaderId::from_name(b"cSeQ"), HeaderId::CSeq);
         assert_eq!(HeaderId::from_name(b"X-Custom"), HeaderId::Other);
+        assert_eq!(HeaderId::from_name(b""), HeaderId::Other);
+    }
+
+    #[test]
+    fn every_canonical_name_maps_back() {
+        use HeaderId::*;
+        for id in [
+            Via,
+            From,
+            To,
+            CallId,
+            CSeq,
+            MaxForwards,
+            ContentLength,
+            ContentType,
+            Contact,
+            Route,
+            RecordRoute,
+            Expires,
+            Require,
+            ProxyRequire,
+            Supported,
+            Authorization,
+            ProxyAuthorization,
+            WwwAuthenticate,
+            ProxyAuthenticate,
+            Date,
+            Path,
+            Event,
+            Subject,
+            Accept,
+            AllowEvents,
+            ReferTo,
+            ContentEncoding,
+        ] {
+            let name = id.canonical().unwrap();
+            assert_eq!(HeaderId::from_name(name.as_bytes()), id);
+            assert_eq!(HeaderId::from_name(name.to_uppercase().as_bytes()), id);
+            // Any other byte anywhere makes it another header.
+            for i in 0..name.len() {
+                for b in 0..=255u8 {
+                    let mut other = name.as_bytes().to_vec();
+                    other[i] = b;
+                    let same = other.eq_ignore_ascii_case(name.as_bytes());
+                    assert_eq!(HeaderId::from_name(&other) == id, same, "{other:?}");
+                }
+            }
+        }
     }
 }

@@ -57,7 +57,7 @@ impl Message {
         let (headers, headers_end, body_start) = (section.fields, section.end, section.body_start);
         // Header text must be UTF-8 (RFC 3261 §25.1 allows UTF8-NONASCII only),
         // which lets every accessor hand out &str without checking again.
-        std::str::from_utf8(&b[..headers_end])
+        let text = std::str::from_utf8(&b[..headers_end])
             .map_err(|_| ParseError::bad("header section is not valid UTF-8"))?;
 
         let mut msg = Message {
@@ -76,15 +76,16 @@ impl Message {
             top_via: Span::default(),
             branch: None,
         };
-        msg.check_headers(framing)?;
+        msg.check_headers(framing, text)?;
         Ok(msg)
     }
 
-    fn check_headers(&mut self, framing: Framing) -> Result<(), ParseError> {
+    /// `text`: the start line and headers, checked as UTF-8 once, so each
+    /// value is sliced from it rather than validated again.
+    fn check_headers(&mut self, framing: Framing, text: &str) -> Result<(), ParseError> {
         let mut seen = [0u8; HeaderId::Other as usize + 1];
         let mut content_length = None;
         let mut saw_via = false;
-        let buf = self.buf.clone();
         for i in 0..self.headers.len() {
             let h = self.headers[i];
             let count = &mut seen[h.id as usize];
@@ -92,7 +93,7 @@ impl Message {
             if h.id.is_single_valued() && *count > 1 {
                 return Err(ParseError::bad(duplicate_reason(h.id)));
             }
-            let value = std::str::from_utf8(&buf[h.value.range()]).unwrap_or("");
+            let value = text.get(h.value.range()).unwrap_or("");
             match h.id {
                 HeaderId::Via => {
                     // Every Via is checked, not only the top one: a proxy
@@ -339,7 +340,7 @@ impl Message {
         self.max_forwards
     }
     pub fn top_via(&self) -> Via<'_> {
-        Via::parse(self.str_at(self.top_via)).expect("checked in parse")
+        Via::reread(self.str_at(self.top_via)).expect("checked in parse")
     }
     pub fn top_via_span(&self) -> Span {
         self.top_via

@@ -1,7 +1,7 @@
 //! `name-addr` / `addr-spec` with header parameters: From, To, Contact, Route,
 //! Record-Route, Path (RFC 3261 §20.10, §25.1).
 
-use super::scan::{is_token, skip_lws, skip_quoted, skip_token, split_commas, trim_end};
+use super::scan::{find_byte, is_token, skip_lws, skip_quoted, skip_token, split_commas, trim_end};
 use super::uri::Uri;
 use super::via::{param_lookup, validate_params};
 use super::ParseError;
@@ -46,7 +46,9 @@ impl<'a> NameAddr<'a> {
                 }
                 display = Some(&s[start..trim_end(b, start, i)]);
             }
-            let close = s[i..].find('>').map(|c| c + i).ok_or(bad("missing '>'"))?;
+            let close = find_byte(&s[i..], b'>')
+                .map(|c| c + i)
+                .ok_or(bad("missing '>'"))?;
             uri_text = &s[i + 1..close];
             angle = true;
             i = close + 1;

@@ -3,24 +3,73 @@
 //! Every scanner works on a byte slice and an index and returns the index where it
 //! stopped, so callers keep zero-copy spans into the received datagram.
 
+/// A byte class as a table: the classifiers run once per byte of every header,
+/// and a lookup inlines where the chain of comparisons did not (callgrind).
+pub(crate) const fn byte_class(marks: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = (c as u8).is_ascii_alphanumeric();
+        c += 1;
+    }
+    let mut i = 0;
+    while i < marks.len() {
+        t[marks[i] as usize] = true;
+        i += 1;
+    }
+    t
+}
+
+static TOKEN: [bool; 256] = byte_class(b"-.!%*_+`'~");
+static UNRESERVED: [bool; 256] = byte_class(b"-_.!~*'()");
+
 /// `token` characters: alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~"
+#[inline]
 pub fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    TOKEN[b as usize]
 }
 
 /// `unreserved` (alphanum / mark) from RFC 3261 / RFC 2396.
+#[inline]
 pub fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
-        )
+    UNRESERVED[b as usize]
 }
 
+/// Where the ASCII byte `c` first occurs in `s`. SIP fields are a few dozen
+/// bytes: a plain loop costs less than `str::find`'s searcher set-up.
+#[inline]
+pub fn find_byte(s: &str, c: u8) -> Option<usize> {
+    debug_assert!(c.is_ascii());
+    s.bytes().position(|b| b == c)
+}
+
+/// `str::split_once` at an ASCII byte, through `find_byte`.
+#[inline]
+pub fn split_once_byte(s: &str, c: u8) -> Option<(&str, &str)> {
+    let i = find_byte(s, c)?;
+    Some((&s[..i], &s[i + 1..]))
+}
+
+/// `str::split` at an ASCII byte, through `find_byte`: the same pieces
+/// (an empty `s` gives one empty piece).
+pub fn split_byte(s: &str, c: u8) -> impl Iterator<Item = &str> {
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match find_byte(r, c) {
+            Some(i) => {
+                rest = Some(&r[i + 1..]);
+                Some(&r[..i])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
+#[inline]
 pub fn is_wsp(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
@@ -97,25 +146,19 @@ pub fn split_commas(s: &[u8], start: usize, end: usize) -> Option<Vec<(usize, us
     let mut out = Vec::new();
     let mut i = start;
     let mut elem_start = start;
-    let mut angle = false;
-    while i < end {
-        match s[i] {
-            b'"' if !angle => {
-                i = skip_quoted(&s[..end], i)?;
-                continue;
+    // Jumps between the bytes that matter (most values have none of them).
+    while let Some(off) = memchr::memchr3(b'"', b'<', b',', &s[i..end]) {
+        let j = i + off;
+        i = match s[j] {
+            b'"' => skip_quoted(&s[..end], j)?,
+            // Inside <...> neither quotes nor commas count, up to the first '>'.
+            b'<' => j + 1 + memchr::memchr(b'>', &s[j + 1..end])? + 1,
+            _ => {
+                out.push(trimmed(s, elem_start, j)?);
+                elem_start = j + 1;
+                j + 1
             }
-            b'<' => angle = true,
-            b'>' => angle = false,
-            b',' if !angle => {
-                out.push(trimmed(s, elem_start, i)?);
-                elem_start = i + 1;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    if angle {
-        return None;
+        };
     }
     out.push(trimmed(s, elem_start, end)?);
     Some(out)
@@ -171,6 +214,87 @@ mod tests {
         assert_eq!(parts.len(), 2);
         assert_eq!(&s[parts[1].0..parts[1].1], b"sip:y");
         assert!(split_commas(b"a,,b", 0, 4).is_none());
+        assert!(split_commas(b"<sip:a, b", 0, 9).is_none(), "unclosed <");
+        assert!(split_commas(b"\"a, b", 0, 5).is_none(), "unclosed quote");
+        let s = br#"<sip:"x,y">, a>b, "<,>" c"#;
+        let parts = split_commas(s, 0, s.len()).unwrap();
+        let texts: Vec<&[u8]> = parts.iter().map(|&(a, b)| &s[a..b]).collect();
+        assert_eq!(texts, [&br#"<sip:"x,y">"#[..], b"a>b", br#""<,>" c"#]);
+    }
+
+    /// The byte-at-a-time splitter `split_commas` replaced: both must agree.
+    fn split_commas_reference(s: &[u8], start: usize, end: usize) -> Option<Vec<(usize, usize)>> {
+        let mut out = Vec::new();
+        let (mut i, mut elem_start, mut angle) = (start, start, false);
+        while i < end {
+            match s[i] {
+                b'"' if !angle => {
+                    i = skip_quoted(&s[..end], i)?;
+                    continue;
+                }
+                b'<' => angle = true,
+                b'>' => angle = false,
+                b',' if !angle => {
+                    out.push(trimmed(s, elem_start, i)?);
+                    elem_start = i + 1;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        if angle {
+            return None;
+        }
+        out.push(trimmed(s, elem_start, end)?);
+        Some(out)
+    }
+
+    #[test]
+    fn comma_split_matches_the_reference_on_generated_values() {
+        let alphabet: [&[u8]; 9] = [
+            b"a", b",", b"<", b">", b"\"", b" ", b"\\", b"\r\n ", b"\r\n",
+        ];
+        let mut seed = 0x2545_f491_u32;
+        for _ in 0..20_000 {
+            let mut v = Vec::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            let mut r = seed;
+            for _ in 0..(r % 12) {
+                r = r.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                v.extend_from_slice(alphabet[(r >> 16) as usize % alphabet.len()]);
+            }
+            for start in 0..=v.len().min(2) {
+                assert_eq!(
+                    split_commas(&v, start, v.len()),
+                    split_commas_reference(&v, start, v.len()),
+                    "{:?} from {start}",
+                    String::from_utf8_lossy(&v)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn byte_classes_match_the_grammar() {
+        for b in 0..=255u8 {
+            let token = b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b);
+            let unreserved = b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b);
+            assert_eq!(is_token(b), token, "{b}");
+            assert_eq!(is_unreserved(b), unreserved, "{b}");
+        }
+    }
+
+    #[test]
+    fn byte_splits_match_str_splits() {
+        for s in ["", ";", "a", "a;b", ";a;;b;", "é;x=1;y"] {
+            let ours: Vec<&str> = split_byte(s, b';').collect();
+            let std: Vec<&str> = s.split(';').collect();
+            assert_eq!(ours, std, "{s:?}");
+            assert_eq!(split_once_byte(s, b';'), s.split_once(';'), "{s:?}");
+            assert_eq!(find_byte(s, b'x'), s.find('x'), "{s:?}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv6Addr};
 
-use super::scan::{is_unreserved, parse_decimal};
+use super::scan::{byte_class, find_byte, parse_decimal, split_byte, split_once_byte};
 use super::ParseError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,10 +39,14 @@ pub struct Uri<'a> {
 impl<'a> Uri<'a> {
     pub fn parse(raw: &'a str) -> Result<Uri<'a>, ParseError> {
         let bad = |why: &'static str| ParseError::bad_uri(why);
-        if raw.bytes().any(|b| b <= b' ' || b >= 0x7f) {
+        // Without an early exit the check compiles to vector code.
+        if raw
+            .bytes()
+            .fold(false, |bad, b| bad | (b <= b' ') | (b >= 0x7f))
+        {
             return Err(bad("URI contains white space or non-ASCII octets"));
         }
-        let colon = raw.find(':').ok_or(bad("URI has no scheme"))?;
+        let colon = find_byte(raw, b':').ok_or(bad("URI has no scheme"))?;
         let scheme_str = &raw[..colon];
         let sb = scheme_str.as_bytes();
         if sb.is_empty()
@@ -81,7 +85,7 @@ impl<'a> Uri<'a> {
         match scheme {
             Scheme::Sip | Scheme::Sips => parse_sip(rest, &mut uri)?,
             Scheme::Tel => {
-                let (number, params) = rest.split_once(';').unwrap_or((rest, ""));
+                let (number, params) = split_once_byte(rest, b';').unwrap_or((rest, ""));
                 if number.is_empty() {
                     return Err(bad("empty tel number"));
                 }
@@ -168,35 +172,42 @@ pub fn unescape(s: &str) -> Cow<'_, [u8]> {
 
 /// Finds `name` in a `;`-separated parameter list (without the leading `;`).
 pub fn find_param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
-    params.split(';').find_map(|p| {
-        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+    split_byte(params, b';').find_map(|p| {
+        let (k, v) = split_once_byte(p, b'=').unwrap_or((p, ""));
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
     })
 }
 
+// RFC 3261 §25.1 classes: `unreserved` (alphanum and "-_.!~*'()") plus each
+// one's own marks, as tables (they run on every byte of every URI).
+static USER: [bool; 256] = byte_class(b"-_.!~*'()%&=+$,;?/");
+static PASSWORD: [bool; 256] = byte_class(b"-_.!~*'()%&=+$,");
+static PARAM: [bool; 256] = byte_class(b"-_.!~*'()%[]/:&+$");
+static HEADER: [bool; 256] = byte_class(b"-_.!~*'()%[]/?:+$");
+static HOSTNAME: [bool; 256] = byte_class(b"-.");
+
 fn is_user_char(b: u8) -> bool {
-    is_unreserved(b)
-        || matches!(
-            b,
-            b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/'
-        )
+    USER[b as usize]
 }
 
 fn is_password_char(b: u8) -> bool {
-    is_unreserved(b) || matches!(b, b'%' | b'&' | b'=' | b'+' | b'$' | b',')
+    PASSWORD[b as usize]
 }
 
 fn is_param_char(b: u8) -> bool {
-    is_unreserved(b) || matches!(b, b'%' | b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$')
+    PARAM[b as usize]
 }
 
 fn is_header_char(b: u8) -> bool {
-    is_unreserved(b) || matches!(b, b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$')
+    HEADER[b as usize]
 }
 
 fn valid_escapes(s: &str) -> bool {
     let b = s.as_bytes();
-    let mut i = 0;
+    // Most URIs have no escape at all.
+    let Some(mut i) = memchr::memchr(b'%', b) else {
+        return true;
+    };
     while i < b.len() {
         if b[i] == b'%' {
             if !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
@@ -216,10 +227,10 @@ fn parse_sip<'a>(rest: &'a str, uri: &mut Uri<'a>) -> Result<(), ParseError> {
     let bad = ParseError::bad_uri;
     // The userinfo cannot contain a raw '@', nor can params or headers: the
     // first '@' ends it.
-    let hostpart = match rest.find('@') {
+    let hostpart = match find_byte(rest, b'@') {
         Some(at) => {
             let userinfo = &rest[..at];
-            let (user, password) = match userinfo.find(':') {
+            let (user, password) = match find_byte(userinfo, b':') {
                 Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
                 None => (userinfo, None),
             };
@@ -237,11 +248,11 @@ fn parse_sip<'a>(rest: &'a str, uri: &mut Uri<'a>) -> Result<(), ParseError> {
         }
         None => rest,
     };
-    let (hostport_params, headers) = match hostpart.find('?') {
+    let (hostport_params, headers) = match find_byte(hostpart, b'?') {
         Some(q) => (&hostpart[..q], Some(&hostpart[q + 1..])),
         None => (hostpart, None),
     };
-    let (hostport, params) = match hostport_params.find(';') {
+    let (hostport, params) = match find_byte(hostport_params, b';') {
         Some(s) => (&hostport_params[..s], &hostport_params[s + 1..]),
         None => (hostport_params, ""),
     };
@@ -249,8 +260,8 @@ fn parse_sip<'a>(rest: &'a str, uri: &mut Uri<'a>) -> Result<(), ParseError> {
     uri.host = host;
     uri.port = port;
     if !params.is_empty() {
-        for p in params.split(';') {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        for p in split_byte(params, b';') {
+            let (k, v) = split_once_byte(p, b'=').unwrap_or((p, ""));
             if k.is_empty()
                 || !k.bytes().all(is_param_char)
                 || !v.bytes().all(is_param_char)
@@ -263,8 +274,8 @@ fn parse_sip<'a>(rest: &'a str, uri: &mut Uri<'a>) -> Result<(), ParseError> {
     uri.params = params;
     if let Some(h) = headers {
         if h.is_empty()
-            || !h.split('&').all(|hv| {
-                let (k, v) = hv.split_once('=').unwrap_or((hv, ""));
+            || !split_byte(h, b'&').all(|hv| {
+                let (k, v) = split_once_byte(hv, b'=').unwrap_or((hv, ""));
                 !k.is_empty()
                     && k.bytes().all(is_header_char)
                     && v.bytes().all(is_header_char)
@@ -281,8 +292,14 @@ fn parse_sip<'a>(rest: &'a str, uri: &mut Uri<'a>) -> Result<(), ParseError> {
 /// Splits `host[:port]`, validating the host as a hostname, IPv4 address or
 /// bracketed IPv6 reference (RFC 5118).
 pub fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
+    hostport(s, true)
+}
+
+/// `split_hostport`; without `check`, for text it accepted before, the host
+/// is not validated again (the port is still read).
+pub(crate) fn hostport(s: &str, check: bool) -> Option<(&str, Option<u16>)> {
     let (host, port) = if s.starts_with('[') {
-        let close = s.find(']')?;
+        let close = find_byte(s, b']')?;
         let host = &s[..=close];
         let after = &s[close + 1..];
         let port = match after.strip_prefix(':') {
@@ -290,10 +307,12 @@ pub fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
             None if after.is_empty() => None,
             None => return None,
         };
-        parse_ipv6_lenient(&host[1..close])?;
+        if check {
+            parse_ipv6_lenient(&host[1..close])?;
+        }
         (host, port)
     } else {
-        match s.split_once(':') {
+        match split_once_byte(s, b':') {
             Some((h, p)) => (h, Some(p)),
             None => (s, None),
         }
@@ -302,7 +321,7 @@ pub fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
         Some(p) => Some(u16::try_from(parse_decimal(p.as_bytes(), 65535)?).ok()?),
         None => None,
     };
-    if !host.starts_with('[') && !valid_hostname(host) {
+    if check && !host.starts_with('[') && !valid_hostname(host) {
         return None;
     }
     Some((host, port))
@@ -310,16 +329,36 @@ pub fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
 
 fn valid_hostname(h: &str) -> bool {
     let b = h.as_bytes();
-    !b.is_empty()
-        && b.iter()
-            .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
-        && b[0] != b'.'
-        && b[0] != b'-'
+    !b.is_empty() && b.iter().all(|&c| HOSTNAME[c as usize]) && b[0] != b'.' && b[0] != b'-'
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn char_class_tables_match_the_grammar() {
+        use crate::sip::scan::is_unreserved;
+        for b in 0..=255u8 {
+            let u = is_unreserved(b);
+            let user = u || b"%&=+$,;?/".contains(&b);
+            let password = u || b"%&=+$,".contains(&b);
+            let param = u || b"%[]/:&+$".contains(&b);
+            let header = u || b"%[]/?:+$".contains(&b);
+            let host = b.is_ascii_alphanumeric() || b == b'-' || b == b'.';
+            assert_eq!(is_user_char(b), user, "{b}");
+            assert_eq!(is_password_char(b), password, "{b}");
+            assert_eq!(is_param_char(b), param, "{b}");
+            assert_eq!(is_header_char(b), header, "{b}");
+            assert_eq!(HOSTNAME[b as usize], host, "{b}");
+        }
+        assert!(
+            valid_escapes("a%41b")
+                && valid_escapes("ab")
+                && !valid_escapes("a%4")
+                && !valid_escapes("%zz")
+        );
+    }
 
     #[test]
     fn sip_uri_parts() {

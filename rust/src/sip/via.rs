@@ -1,7 +1,9 @@
 //! The Via header (RFC 3261 §20.42, §25.1; IPv6 per RFC 5118).
 
-use super::scan::{is_token, is_wsp, skip_lws, skip_quoted, skip_token, split_commas, trim_end};
-use super::uri::{host_ip, split_hostport};
+use super::scan::{
+    is_token, is_wsp, skip_lws, skip_quoted, skip_token, split_commas, split_once_byte, trim_end,
+};
+use super::uri::{host_ip, hostport};
 use super::ParseError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +23,17 @@ pub struct Via<'a> {
 impl<'a> Via<'a> {
     /// Parses one via-parm (a single element of a possibly comma-separated Via).
     pub fn parse(s: &'a str) -> Result<Via<'a>, ParseError> {
+        Via::read(s, true)
+    }
+
+    /// The fields of a via-parm `parse` already accepted (a parsed message's
+    /// top Via, read again by every layer that answers or relays it), without
+    /// checking its host and parameters again.
+    pub(crate) fn reread(s: &'a str) -> Result<Via<'a>, ParseError> {
+        Via::read(s, false)
+    }
+
+    fn read(s: &'a str, check: bool) -> Result<Via<'a>, ParseError> {
         let bad = || ParseError::bad("malformed Via header");
         let b = s.as_bytes();
         // sent-protocol = protocol-name SLASH protocol-version SLASH transport,
@@ -54,14 +67,16 @@ impl<'a> Via<'a> {
         while i < b.len() && b[i] != b';' && !is_wsp(b[i]) && b[i] != b'\r' && b[i] != b'\n' {
             i += 1;
         }
-        let (host, port) = split_hostport(&s[sb_start..i]).ok_or_else(bad)?;
+        let (host, port) = hostport(&s[sb_start..i], check).ok_or_else(bad)?;
         i = skip_lws(b, i);
         let params_start = (i + 1).min(b.len());
         if i < b.len() {
             if b[i] != b';' {
                 return Err(bad());
             }
-            validate_params(b, i)?;
+            if check {
+                validate_params(b, i)?;
+            }
         }
         Ok(Via {
             raw: s,
@@ -165,12 +180,21 @@ pub fn param_pairs(params: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
     std::iter::from_fn(move || {
         while i < b.len() {
             let start = skip_lws(b, i);
+            // To the next ';' outside quotes, jumping between the two.
             let mut end = start;
-            while end < b.len() && b[end] != b';' {
-                if b[end] == b'"' {
-                    end = skip_quoted(b, end).unwrap_or(b.len());
-                } else {
-                    end += 1;
+            loop {
+                match memchr::memchr2(b';', b'"', &b[end..]) {
+                    Some(k) if b[end + k] == b'"' => {
+                        end = skip_quoted(b, end + k).unwrap_or(b.len())
+                    }
+                    Some(k) => {
+                        end += k;
+                        break;
+                    }
+                    None => {
+                        end = b.len();
+                        break;
+                    }
                 }
             }
             i = end + 1;
@@ -178,7 +202,7 @@ pub fn param_pairs(params: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
             if p.is_empty() {
                 continue;
             }
-            return Some(match p.split_once('=') {
+            return Some(match split_once_byte(p, b'=') {
                 Some((k, v)) => (trim_lws(k), Some(trim_lws(v))),
                 None => (p, None),
             });
@@ -189,7 +213,11 @@ pub fn param_pairs(params: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
 
 /// Trims SP, HT and line folds from both ends.
 fn trim_lws(s: &str) -> &str {
-    s.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'))
+    let lws = |c: &u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+    let b = s.as_bytes();
+    let start = b.iter().position(|c| !lws(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !lws(c)).map_or(start, |e| e + 1);
+    &s[start..end]
 }
 
 #[cfg(test)]
@@ -222,6 +250,17 @@ mod tests {
     }
 
     #[test]
+    fn reread_gives_what_parse_gave() {
+        for raw in [
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;rport",
+            "SIP / 2.0 / TCP\r\n [2001:db8::1]:5070 ;received=192.0.2.9; x=\"a;b\"",
+            "SIP/2.0/TLS host.example",
+        ] {
+            assert_eq!(Via::reread(raw).unwrap(), Via::parse(raw).unwrap(), "{raw}");
+        }
+    }
+
+    #[test]
     fn param_pairs_skip_lws_and_respect_quotes() {
         // RFC 4475 §3.1.1.1's Contact parameters, folds included.
         let raw = "newparam =\r\n      newvalue ;\r\n  secondparam ; q = 0.33";
@@ -239,6 +278,11 @@ mod tests {
         assert_eq!(param_lookup(raw, "SECONDPARAM"), Some(""));
         assert_eq!(param_lookup(raw, "q"), Some("0.33"));
         assert_eq!(param_lookup(raw, "missing"), None);
+        assert_eq!(
+            param_pairs("a=\"x;y").collect::<Vec<_>>(),
+            [("a", Some("\"x;y"))]
+        );
+        assert_eq!(param_pairs(";;a;").collect::<Vec<_>>(), [("a", None)]);
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use super::header::HeaderId;
 use super::message::Message;
 use super::method::default_reason;
-use super::span::StartLine;
+use super::span::{HeaderField, StartLine};
+use super::via::Via;
 
 /// A header change requested by the application, applied when a request is
 /// forwarded or answered.
@@ -35,7 +36,10 @@ pub fn body_override(edits: &[HeaderEdit]) -> Option<&[u8]> {
 /// needed because the sent-by already is the source address and no `rport`
 /// was asked for.
 pub fn via_received_params(msg: &Message, source: SocketAddr) -> String {
-    let via = msg.top_via();
+    received_params(&msg.top_via(), source)
+}
+
+fn received_params(via: &Via<'_>, source: SocketAddr) -> String {
     let host_is_source = via.host_ip() == Some(source.ip());
     if host_is_source && via.rport().is_none() {
         return String::new();
@@ -96,7 +100,7 @@ fn write_top_via_line(
     if force_rport && via.rport().is_none() {
         let _ = write!(VecWriter(out), ";rport={}", src.port());
     }
-    let received = via_received_params(msg, src);
+    let received = received_params(&via, src);
     if received.is_empty() && force_rport {
         let _ = match src {
             SocketAddr::V4(a) => write!(VecWriter(out), ";received={}", a.ip()),
@@ -243,17 +247,25 @@ pub fn build_forward(req: &Message, edits: &ForwardEdits<'_>) -> Vec<u8> {
         None => out.extend_from_slice(&b[uri.range()]),
     }
     out.extend_from_slice(b" SIP/2.0\r\n");
-    let _ = write!(VecWriter(&mut out), "Via: {}\r\n", edits.via);
-    if let Some(rr) = edits.record_route {
-        let _ = write!(VecWriter(&mut out), "Record-Route: {rr}\r\n");
+    for (name, value) in [
+        ("Via", Some(edits.via)),
+        ("Record-Route", edits.record_route),
+    ] {
+        if let Some(value) = value {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
     }
-    let removed = |name: &str| removed_by(edits.header_edits, name);
+    // Header names are read only when there are edits to match them against.
+    let edited = !edits.header_edits.is_empty();
+    let removed = |h: &HeaderField| edited && removed_by(edits.header_edits, req.header_name(h));
     let top_via = req.top_via_span();
     let mut to_pop = edits.pop_routes;
     let mut saw_max_forwards = false;
     for h in req.headers() {
-        let name = req.header_name(h);
-        if h.id != HeaderId::Via && removed(name) {
+        if h.id != HeaderId::Via && removed(h) {
             continue;
         }
         match h.id {
@@ -275,6 +287,7 @@ pub fn build_forward(req: &Message, edits: &ForwardEdits<'_>) -> Vec<u8> {
                 let dropped = to_pop.min(parts.len().max(1));
                 to_pop -= dropped;
                 if let Some(rest) = parts.get(dropped) {
+                    let name = req.header_name(h);
                     let _ = write!(VecWriter(&mut out), "{}: {}\r\n", name, &value[rest.0..]);
                 }
             }

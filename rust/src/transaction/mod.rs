@@ -31,6 +31,11 @@ pub type TxnId = u64;
 pub type BranchId = u64;
 pub type CtxId = u64;
 
+/// The maps of the per-message path: keyed by our own ids or by keyed hashes,
+/// still hashed with a per-process random key (ahash), just more cheaply than
+/// std's SipHash (~16k Ir per sf_rr call went to SipHash).
+pub type IdMap<K, V> = HashMap<K, V, ahash::RandomState>;
+
 /// RFC 3261 timer base values (§17.1.1.1, table 4). Changeable at runtime.
 #[derive(Debug, Clone)]
 pub struct Timing {
@@ -107,15 +112,15 @@ pub struct Layer {
     pub timing: Timing,
     /// Boxed: a `ServerTxn` is ~500 bytes; inline, every empty slot of the
     /// table (and the old table at each growth) would cost that much too.
-    pub servers: HashMap<TxnId, Box<ServerTxn>>,
+    pub servers: IdMap<TxnId, Box<ServerTxn>>,
     /// Keys are 64-bit hashes (random per process, so not forgeable) of the
     /// matching fields; no string is built per message.
-    server_index: HashMap<u64, TxnId>,
+    server_index: IdMap<u64, TxnId>,
     /// UAS-generated 2xx to INVITE awaiting their ACK, by dialog-ish key.
-    ack_index: HashMap<u64, TxnId>,
+    ack_index: IdMap<u64, TxnId>,
     /// Boxed, as `servers`: a `ClientTxn` is ~300 bytes.
-    pub clients: HashMap<BranchId, Box<ClientTxn>>,
-    client_index: HashMap<u64, BranchId>,
+    pub clients: IdMap<BranchId, Box<ClientTxn>>,
+    client_index: IdMap<u64, BranchId>,
     pub timers: TimerQueue<TimerKey>,
     /// Transactions created since start (for `tm.stats`).
     pub servers_created: u64,
@@ -128,11 +133,11 @@ impl Default for Layer {
     fn default() -> Self {
         Layer {
             timing: Timing::default(),
-            servers: HashMap::new(),
-            server_index: HashMap::new(),
-            ack_index: HashMap::new(),
-            clients: HashMap::new(),
-            client_index: HashMap::new(),
+            servers: IdMap::default(),
+            server_index: IdMap::default(),
+            ack_index: IdMap::default(),
+            clients: IdMap::default(),
+            client_index: IdMap::default(),
             timers: TimerQueue::default(),
             servers_created: 0,
             clients_created: 0,
