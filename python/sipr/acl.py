@@ -59,7 +59,9 @@ class AddressGroups:
     """The address rules of an app: from `source` (a rules file, or a store
     URL) and/or `rules` given in code as (group, network[, port[, transport[, tag]]])."""
 
-    def __init__(self, source: str | Path | None = None, *, rules: Iterable[tuple] = ()) -> None:  # type: ignore[type-arg]
+    def __init__(
+        self, source: str | Path | None = None, *, rules: Iterable[tuple[Any, ...]] = ()
+    ) -> None:
         self.source = str(source) if source is not None else None
         self.rules = [_row(r) for r in rules]
         self.loaded = 0
@@ -143,7 +145,7 @@ async def _redis_rows(url: str) -> list[Row]:
     return [_row(json.loads(x)) for x in raw]
 
 
-async def save_rules(url: str, rules: Iterable[tuple]) -> int:  # type: ignore[type-arg]
+async def save_rules(url: str, rules: Iterable[tuple[Any, ...]]) -> int:
     """Replaces the rules kept in store `url` (sqlite:/// or redis://)."""
     rows = [_row(r) for r in rules]
     scheme = urlsplit(url).scheme
