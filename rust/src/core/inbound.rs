@@ -39,6 +39,11 @@ impl Core {
                     self.reject_unparsable(&bytes, &e, source);
                 } else {
                     self.stats.parse_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        peer = %source.addr,
+                        start = %first_line(&bytes),
+                        "dropping a message without Content-Length on a stream"
+                    );
                 }
                 None
             }
@@ -52,7 +57,14 @@ impl Core {
 
     fn reject_unparsable(&self, bytes: &[u8], e: &ParseError, source: Source) {
         self.stats.parse_errors.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(peer = %source.addr, error = %e, "rejecting malformed message");
+        // An operator needs to see who sends what (the bridge rate-limits).
+        tracing::warn!(
+            peer = %source.addr,
+            transport = source.transport.as_str(),
+            error = %e,
+            start = %first_line(bytes),
+            "rejecting malformed message"
+        );
         if let Some(resp) = write::error_response_raw(bytes, e.status, e.reason) {
             self.node.wire.send(
                 Destination {
@@ -341,5 +353,31 @@ impl Core {
         }
         self.admission.hold();
         out.push(Event::Request(Incoming { msg, source, txn }));
+    }
+}
+
+/// The start of a message's first line, printable, for a log line.
+fn first_line(bytes: &[u8]) -> String {
+    const MAX: usize = 80;
+    let end = memchr::memchr2(b'\r', b'\n', bytes).unwrap_or(bytes.len());
+    let line = &bytes[..end.min(MAX)];
+    line.iter()
+        .flat_map(|&b| std::ascii::escape_default(b))
+        .map(char::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_line;
+
+    #[test]
+    fn first_line_is_short_and_printable() {
+        assert_eq!(
+            first_line(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n"),
+            "INVITE sip:a@b SIP/2.0"
+        );
+        assert_eq!(first_line(b"\x00\xffjunk"), "\\x00\\xffjunk");
+        assert_eq!(first_line(&[b'a'; 200]).len(), 80);
     }
 }
