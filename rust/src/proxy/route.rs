@@ -177,10 +177,11 @@ pub fn branch_for(loop_hash: u64, unique: u64) -> String {
 /// True when one of the request's Vias is ours with this request's loop hash:
 /// it came back unchanged (a loop, 482), not a spiral.
 pub fn is_loop(node: &Node, msg: &Message) -> bool {
-    let vias = msg.vias();
-    if vias.len() < 2 {
+    // One Via is the sender's own: nothing of ours to come back.
+    if msg.via_count() < 2 {
         return false;
     }
+    let vias = msg.vias();
     let mut hash = None;
     vias.iter().any(|v| {
         let Some(rest) = v.branch().and_then(|b| b.strip_prefix(BRANCH_PREFIX)) else {

@@ -59,8 +59,7 @@ impl Upstream {
     /// an IP (what we stamp always is; a name is no branch of ours and is
     /// not resolved), and `rport` or the sent-by port.
     pub fn of_response(msg: &Message) -> Option<Upstream> {
-        let vias = msg.vias();
-        let next = vias.get(1)?;
+        let next = msg.second_via()?;
         let transport = Transport::parse(next.transport).unwrap_or(Transport::Udp);
         let port = match next.rport() {
             Some(Some(p)) => p,

@@ -33,6 +33,11 @@ pub struct Message {
     /// The first via-parm of the first Via header.
     top_via: Span,
     branch: Option<Span>,
+    /// The via-parm after the top one (where a response goes next), kept so
+    /// relaying a response does not parse every Via again.
+    second_via: Option<Span>,
+    /// How many via-parms the message has (saturating).
+    via_count: u16,
 }
 
 impl Message {
@@ -75,6 +80,8 @@ impl Message {
             max_forwards: None,
             top_via: Span::default(),
             branch: None,
+            second_via: None,
+            via_count: 0,
         };
         msg.check_headers(framing, text)?;
         Ok(msg)
@@ -85,7 +92,6 @@ impl Message {
     fn check_headers(&mut self, framing: Framing, text: &str) -> Result<(), ParseError> {
         let mut seen = [0u8; HeaderId::Other as usize + 1];
         let mut content_length = None;
-        let mut saw_via = false;
         for i in 0..self.headers.len() {
             let h = self.headers[i];
             let count = &mut seen[h.id as usize];
@@ -99,17 +105,21 @@ impl Message {
                     // Every Via is checked, not only the top one: a proxy
                     // routes the response by the next one (RFC 3261 §18.2.2),
                     // so a bad one further down must not pass unnoticed.
-                    let vias = Via::parse_all(value)?;
-                    if saw_via {
-                        continue;
-                    }
-                    saw_via = true;
-                    let Some(&top) = vias.first() else { continue };
-                    let start = offset_in(value, top.raw) + h.value.start as usize;
-                    self.top_via = Span::new(start, start + top.raw.len());
-                    if let Some(br) = top.branch() {
-                        let s = offset_in(value, br) + h.value.start as usize;
-                        self.branch = Some(Span::new(s, s + br.len()));
+                    for via in Via::parse_all(value)? {
+                        let start = offset_in(value, via.raw) + h.value.start as usize;
+                        let span = Span::new(start, start + via.raw.len());
+                        match self.via_count {
+                            0 => {
+                                self.top_via = span;
+                                if let Some(br) = via.branch() {
+                                    let s = offset_in(value, br) + h.value.start as usize;
+                                    self.branch = Some(Span::new(s, s + br.len()));
+                                }
+                            }
+                            1 => self.second_via = Some(span),
+                            _ => {}
+                        }
+                        self.via_count = self.via_count.saturating_add(1);
                     }
                 }
                 HeaderId::CallId => {
@@ -342,6 +352,15 @@ impl Message {
     pub fn top_via(&self) -> Via<'_> {
         Via::reread(self.str_at(self.top_via)).expect("checked in parse")
     }
+    /// The via-parm after the top one: where a response goes next.
+    pub fn second_via(&self) -> Option<Via<'_>> {
+        self.second_via
+            .map(|s| Via::reread(self.str_at(s)).expect("checked in parse"))
+    }
+    /// How many via-parms the message carries, across all Via lines.
+    pub fn via_count(&self) -> usize {
+        usize::from(self.via_count)
+    }
     pub fn top_via_span(&self) -> Span {
         self.top_via
     }
@@ -445,6 +464,31 @@ mod tests {
              From: <sip:alice@example.com>;tag=1\nTo: <sip:bob@example.com>\nCall-ID: c1\n\
              CSeq: {cseq}\n{extra}Content-Length: 0\n\n"
         )
+    }
+
+    #[test]
+    fn the_second_via_and_the_count_agree_with_every_via() {
+        let one = parse(&request("INVITE", "1 INVITE", "")).unwrap();
+        assert_eq!((one.via_count(), one.second_via()), (1, None));
+        for extra in [
+            "Via: SIP/2.0/TCP b.example.com:5070;branch=z9hG4bK2\n",
+            "Via: SIP/2.0/TCP b.example.com:5070;branch=z9hG4bK2 , SIP/2.0/UDP c;rport=1\n",
+            "Via: SIP/2.0/TCP b.example.com:5070;branch=z9hG4bK2\nVia: SIP/2.0/UDP c;rport=1\n",
+        ] {
+            let m = parse(&request("INVITE", "1 INVITE", extra)).unwrap();
+            let all = m.vias();
+            assert_eq!(m.via_count(), all.len(), "{extra}");
+            assert_eq!(m.second_via(), Some(all[1]), "{extra}");
+            assert_eq!(m.top_via(), all[0]);
+            assert_eq!(m.branch(), Some("z9hG4bK1"));
+        }
+        // Top Via line holding two via-parms: the second is on the same line.
+        let text = request("INVITE", "1 INVITE", "")
+            .replace(";branch=z9hG4bK1", ";branch=z9hG4bK1, SIP/2.0/UDP d:9;branch=z9hG4bK9");
+        let m = parse(&text).unwrap();
+        assert_eq!(m.via_count(), 2);
+        assert_eq!(m.second_via().unwrap().host, "d");
+        assert_eq!(m.branch(), Some("z9hG4bK1"));
     }
 
     #[test]
