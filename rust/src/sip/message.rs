@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use super::header::HeaderId;
 use super::lines::{find_line_end, parse_start_line, split_headers};
+use super::memo;
 use super::method::Method;
 use super::nameaddr::NameAddr;
 use super::scan::{is_token, parse_decimal, skip_lws};
@@ -105,22 +106,25 @@ impl Message {
                     // Every Via is checked, not only the top one: a proxy
                     // routes the response by the next one (RFC 3261 §18.2.2),
                     // so a bad one further down must not pass unnoticed.
-                    for via in Via::parse_all(value)? {
-                        let start = offset_in(value, via.raw) + h.value.start as usize;
-                        let span = Span::new(start, start + via.raw.len());
-                        match self.via_count {
-                            0 => {
-                                self.top_via = span;
-                                if let Some(br) = via.branch() {
-                                    let s = offset_in(value, br) + h.value.start as usize;
-                                    self.branch = Some(Span::new(s, s + br.len()));
-                                }
-                            }
-                            1 => self.second_via = Some(span),
-                            _ => {}
+                    let facts = memo::checked(h.id, value, || via_facts(value))?;
+                    let base = h.value.start as usize;
+                    let at = |w: memo::Within| {
+                        w.map(|(a, b)| Span::new(base + usize::from(a), base + usize::from(b)))
+                    };
+                    for (i, parm) in [facts.first, facts.second].into_iter().enumerate() {
+                        if i >= usize::from(facts.count) {
+                            break;
                         }
-                        self.via_count = self.via_count.saturating_add(1);
+                        match self.via_count + i as u16 {
+                            0 => {
+                                self.top_via = at(parm).unwrap_or_default();
+                                self.branch = at(facts.param);
+                            }
+                            1 => self.second_via = at(parm),
+                            _ => break,
+                        }
                     }
+                    self.via_count = self.via_count.saturating_add(facts.count);
                 }
                 HeaderId::CallId => {
                     if value.is_empty() || value.bytes().any(|c| c <= b' ') {
@@ -146,17 +150,23 @@ impl Message {
                     self.cseq_method = Span::new(base + m, base + m_end);
                 }
                 HeaderId::From | HeaderId::To => {
-                    let na = NameAddr::parse(value).map_err(|e| {
-                        ParseError::bad(if h.id == HeaderId::From {
-                            from_reason(e)
-                        } else {
-                            to_reason(e)
+                    let facts = memo::checked(h.id, value, || {
+                        let na = NameAddr::parse(value).map_err(|e| {
+                            ParseError::bad(if h.id == HeaderId::From {
+                                from_reason(e)
+                            } else {
+                                to_reason(e)
+                            })
+                        })?;
+                        Ok(memo::Facts {
+                            first: na.tag().and_then(|t| memo::within(value, t)),
+                            ..memo::Facts::default()
                         })
                     })?;
-                    let tag = na.tag().map(|t| {
-                        let s = offset_in(value, t) + h.value.start as usize;
-                        Span::new(s, s + t.len())
-                    });
+                    let base = h.value.start as usize;
+                    let tag = facts
+                        .first
+                        .map(|(a, b)| Span::new(base + usize::from(a), base + usize::from(b)));
                     if h.id == HeaderId::From {
                         self.from_tag = tag;
                     } else {
@@ -174,8 +184,11 @@ impl Message {
                     content_length = Some(n as usize);
                 }
                 HeaderId::Contact if self.is_request() && value != "*" => {
-                    NameAddr::parse_list(value)
-                        .map_err(|_| ParseError::bad("malformed Contact header"))?;
+                    memo::checked(h.id, value, || {
+                        NameAddr::parse_list(value)
+                            .map(|_| memo::Facts::default())
+                            .map_err(|_| ParseError::bad("malformed Contact header"))
+                    })?;
                 }
                 // rfc1123-date always ends in GMT (RFC 3261 §20.17).
                 HeaderId::Date if !value.ends_with("GMT") => {
@@ -409,13 +422,22 @@ pub const MAGIC_COOKIE: &str = "z9hG4bK";
 /// Offset of `part` inside `whole`. A `part` that is not a subslice (the
 /// static `""` that param lookups return for a valueless `;tag` or `;branch`)
 /// maps to the end of `whole`, i.e. an empty span there.
-fn offset_in(whole: &str, part: &str) -> usize {
-    let (w, p) = (whole.as_ptr() as usize, part.as_ptr() as usize);
-    if p >= w && p + part.len() <= w + whole.len() {
-        p - w
-    } else {
-        whole.len()
+/// What the message keeps of one Via header value: its first two via-parms,
+/// the first one's branch and how many there are; every via-parm checked.
+fn via_facts(value: &str) -> Result<memo::Facts, ParseError> {
+    let mut facts = memo::Facts::default();
+    for (i, via) in Via::parse_all(value)?.into_iter().enumerate() {
+        match i {
+            0 => {
+                facts.first = memo::within(value, via.raw);
+                facts.param = via.branch().and_then(|b| memo::within(value, b));
+            }
+            1 => facts.second = memo::within(value, via.raw),
+            _ => {}
+        }
+        facts.count = facts.count.saturating_add(1);
     }
+    Ok(facts)
 }
 
 fn duplicate_reason(id: HeaderId) -> &'static str {
@@ -443,147 +465,5 @@ fn to_reason(e: ParseError) -> &'static str {
     match e.reason {
         "unterminated quoted string" => "malformed To header: unterminated quoted string",
         _ => "malformed To header",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<Message, ParseError> {
-        Message::parse(
-            Bytes::from(text.replace('\n', "\r\n")),
-            Framing::Datagram,
-            &Limits::default(),
-        )
-    }
-
-    fn request(method: &str, cseq: &str, extra: &str) -> String {
-        format!(
-            "{method} sip:bob@example.com SIP/2.0\nVia: SIP/2.0/UDP a.example.com;branch=z9hG4bK1\n\
-             From: <sip:alice@example.com>;tag=1\nTo: <sip:bob@example.com>\nCall-ID: c1\n\
-             CSeq: {cseq}\n{extra}Content-Length: 0\n\n"
-        )
-    }
-
-    #[test]
-    fn the_second_via_and_the_count_agree_with_every_via() {
-        let one = parse(&request("INVITE", "1 INVITE", "")).unwrap();
-        assert_eq!((one.via_count(), one.second_via()), (1, None));
-        for extra in [
-            "Via: SIP/2.0/TCP b.example.com:5070;branch=z9hG4bK2\n",
-            "Via: SIP/2.0/TCP b.example.com:5070;branch=z9hG4bK2 , SIP/2.0/UDP c;rport=1\n",
-            "Via: SIP/2.0/TCP b.example.com:5070;branch=z9hG4bK2\nVia: SIP/2.0/UDP c;rport=1\n",
-        ] {
-            let m = parse(&request("INVITE", "1 INVITE", extra)).unwrap();
-            let all = m.vias();
-            assert_eq!(m.via_count(), all.len(), "{extra}");
-            assert_eq!(m.second_via(), Some(all[1]), "{extra}");
-            assert_eq!(m.top_via(), all[0]);
-            assert_eq!(m.branch(), Some("z9hG4bK1"));
-        }
-        // Top Via line holding two via-parms: the second is on the same line.
-        let text = request("INVITE", "1 INVITE", "")
-            .replace(";branch=z9hG4bK1", ";branch=z9hG4bK1, SIP/2.0/UDP d:9;branch=z9hG4bK9");
-        let m = parse(&text).unwrap();
-        assert_eq!(m.via_count(), 2);
-        assert_eq!(m.second_via().unwrap().host, "d");
-        assert_eq!(m.branch(), Some("z9hG4bK1"));
-    }
-
-    #[test]
-    fn cseq_method_mismatch_status() {
-        // RFC 4475 §3.1.2.17: a known method gets 400; §3.1.2.18: an unknown
-        // one 501, which stays right once the method is implemented.
-        assert_eq!(
-            parse(&request("OPTIONS", "1 INVITE", ""))
-                .unwrap_err()
-                .status,
-            400
-        );
-        assert_eq!(
-            parse(&request("NEWMETHOD", "1 INVITE", ""))
-                .unwrap_err()
-                .status,
-            501
-        );
-        assert!(parse(&request("NEWMETHOD", "1 NEWMETHOD", "")).is_ok());
-    }
-
-    #[test]
-    fn cseq_numbers_up_to_32_bits() {
-        // RFC 4475 §3.1.2.4: only values above 2**32-1 are invalid.
-        assert_eq!(
-            parse(&request("INVITE", "4294967295 INVITE", ""))
-                .unwrap()
-                .cseq(),
-            u32::MAX
-        );
-        assert!(parse(&request("INVITE", "4294967296 INVITE", "")).is_err());
-        assert!(parse(&request("INVITE", "36893488147419103232 INVITE", "")).is_err());
-    }
-
-    #[test]
-    fn every_via_is_checked() {
-        let lower = "Via: SIP/2.0/UDP b.example.com;branch=z9hG4bK2, SIP/2.0/UDP c.example.com\n";
-        assert_eq!(
-            parse(&request("INVITE", "1 INVITE", lower))
-                .unwrap()
-                .vias()
-                .len(),
-            3
-        );
-        let broken = "Via: SIP/2.0/UDP b.example.com;;,;,,\n";
-        assert_eq!(
-            parse(&request("INVITE", "1 INVITE", broken))
-                .unwrap_err()
-                .reason,
-            "malformed Via header"
-        );
-    }
-
-    #[test]
-    fn datagram_without_the_empty_line() {
-        // RFC 4475 §3.1.2.15's archive file: the datagram ends after `l: 0`.
-        let text = request("OPTIONS", "1 OPTIONS", "");
-        let m = parse(text.strip_suffix('\n').unwrap()).unwrap();
-        assert!(m.body().is_empty());
-        assert_eq!(m.call_id(), "c1");
-    }
-
-    #[test]
-    fn transaction_branch_needs_more_than_the_cookie() {
-        let with = |branch: &str| {
-            let text = request("OPTIONS", "1 OPTIONS", "").replace("branch=z9hG4bK1", branch);
-            parse(&text).unwrap().rfc3261_branch().map(str::to_string)
-        };
-        assert_eq!(with("branch=z9hG4bKabc").as_deref(), Some("z9hG4bKabc"));
-        assert_eq!(with("branch=z9hG4bK"), None);
-        assert_eq!(with("branch=390skdjuw"), None);
-        assert_eq!(with("rport"), None);
-    }
-}
-
-#[cfg(test)]
-mod fuzz_regressions {
-    use super::*;
-
-    /// cargo-fuzz `parse_message` crash: a valueless `;tag` / `;branch` made
-    /// `offset_in` subtract unrelated pointers (overflow panic in debug, an
-    /// out-of-bounds span and a slice panic in `str_at` in release).
-    #[test]
-    fn valueless_tag_and_branch() {
-        let text = "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch\r\n\
-                    From: <sip:a@b>;tag\r\nTo: <sip:b@c>;tag\r\nCall-ID: x\r\n\
-                    CSeq: 1 INVITE\r\n\r\n";
-        let m = Message::parse(
-            Bytes::from_static(text.as_bytes()),
-            Framing::Datagram,
-            &Limits::default(),
-        )
-        .unwrap();
-        assert_eq!(m.from_tag(), Some(""));
-        assert_eq!(m.to_tag(), Some(""));
-        assert_eq!(m.branch(), Some(""));
     }
 }

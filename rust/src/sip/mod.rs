@@ -6,7 +6,10 @@ mod error;
 mod framing;
 mod header;
 mod lines;
+mod memo;
 mod message;
+#[cfg(test)]
+mod message_tests;
 mod method;
 mod nameaddr;
 pub mod rewrite;

@@ -1,0 +1,151 @@
+//! Tests of `Message::parse` and its accessors.
+
+use super::message::*;
+use super::*;
+use bytes::Bytes;
+
+mod accessors {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Message, ParseError> {
+        Message::parse(
+            Bytes::from(text.replace('\n', "\r\n")),
+            Framing::Datagram,
+            &Limits::default(),
+        )
+    }
+
+    fn request(method: &str, cseq: &str, extra: &str) -> String {
+        format!(
+            "{method} sip:bob@example.com SIP/2.0\nVia: SIP/2.0/UDP a.example.com;branch=z9hG4bK1\n\
+             From: <sip:alice@example.com>;tag=1\nTo: <sip:bob@example.com>\nCall-ID: c1\n\
+             CSeq: {cseq}\n{extra}Content-Length: 0\n\n"
+        )
+    }
+
+    #[test]
+    fn the_second_via_and_the_count_agree_with_every_via() {
+        let one = parse(&request("INVITE", "1 INVITE", "")).unwrap();
+        assert_eq!((one.via_count(), one.second_via()), (1, None));
+        for extra in [
+            "Via: SIP/2.0/TCP b.example.com:5070;branch=z9hG4bK2\n",
+            "Via: SIP/2.0/TCP b.example.com:5070;branch=z9hG4bK2 , SIP/2.0/UDP c;rport=1\n",
+            "Via: SIP/2.0/TCP b.example.com:5070;branch=z9hG4bK2\nVia: SIP/2.0/UDP c;rport=1\n",
+        ] {
+            // The second parse answers from the memo of checked values.
+            for _ in 0..2 {
+                let m = parse(&request("INVITE", "1 INVITE", extra)).unwrap();
+                let all = m.vias();
+                assert_eq!(m.via_count(), all.len(), "{extra}");
+                assert_eq!(m.second_via(), Some(all[1]), "{extra}");
+                assert_eq!(m.top_via(), all[0]);
+                assert_eq!(m.branch(), Some("z9hG4bK1"));
+                assert_eq!(m.from_tag(), Some("1"));
+            }
+        }
+        // Top Via line holding two via-parms: the second is on the same line.
+        let text = request("INVITE", "1 INVITE", "").replace(
+            ";branch=z9hG4bK1",
+            ";branch=z9hG4bK1, SIP/2.0/UDP d:9;branch=z9hG4bK9",
+        );
+        let m = parse(&text).unwrap();
+        assert_eq!(m.via_count(), 2);
+        assert_eq!(m.second_via().unwrap().host, "d");
+        assert_eq!(m.branch(), Some("z9hG4bK1"));
+    }
+
+    #[test]
+    fn cseq_method_mismatch_status() {
+        // RFC 4475 §3.1.2.17: a known method gets 400; §3.1.2.18: an unknown
+        // one 501, which stays right once the method is implemented.
+        assert_eq!(
+            parse(&request("OPTIONS", "1 INVITE", ""))
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            parse(&request("NEWMETHOD", "1 INVITE", ""))
+                .unwrap_err()
+                .status,
+            501
+        );
+        assert!(parse(&request("NEWMETHOD", "1 NEWMETHOD", "")).is_ok());
+    }
+
+    #[test]
+    fn cseq_numbers_up_to_32_bits() {
+        // RFC 4475 §3.1.2.4: only values above 2**32-1 are invalid.
+        assert_eq!(
+            parse(&request("INVITE", "4294967295 INVITE", ""))
+                .unwrap()
+                .cseq(),
+            u32::MAX
+        );
+        assert!(parse(&request("INVITE", "4294967296 INVITE", "")).is_err());
+        assert!(parse(&request("INVITE", "36893488147419103232 INVITE", "")).is_err());
+    }
+
+    #[test]
+    fn every_via_is_checked() {
+        let lower = "Via: SIP/2.0/UDP b.example.com;branch=z9hG4bK2, SIP/2.0/UDP c.example.com\n";
+        assert_eq!(
+            parse(&request("INVITE", "1 INVITE", lower))
+                .unwrap()
+                .vias()
+                .len(),
+            3
+        );
+        let broken = "Via: SIP/2.0/UDP b.example.com;;,;,,\n";
+        assert_eq!(
+            parse(&request("INVITE", "1 INVITE", broken))
+                .unwrap_err()
+                .reason,
+            "malformed Via header"
+        );
+    }
+
+    #[test]
+    fn datagram_without_the_empty_line() {
+        // RFC 4475 §3.1.2.15's archive file: the datagram ends after `l: 0`.
+        let text = request("OPTIONS", "1 OPTIONS", "");
+        let m = parse(text.strip_suffix('\n').unwrap()).unwrap();
+        assert!(m.body().is_empty());
+        assert_eq!(m.call_id(), "c1");
+    }
+
+    #[test]
+    fn transaction_branch_needs_more_than_the_cookie() {
+        let with = |branch: &str| {
+            let text = request("OPTIONS", "1 OPTIONS", "").replace("branch=z9hG4bK1", branch);
+            parse(&text).unwrap().rfc3261_branch().map(str::to_string)
+        };
+        assert_eq!(with("branch=z9hG4bKabc").as_deref(), Some("z9hG4bKabc"));
+        assert_eq!(with("branch=z9hG4bK"), None);
+        assert_eq!(with("branch=390skdjuw"), None);
+        assert_eq!(with("rport"), None);
+    }
+}
+
+mod fuzz_regressions {
+    use super::*;
+
+    /// cargo-fuzz `parse_message` crash: a valueless `;tag` / `;branch` made
+    /// the offset of the tag (now `memo::within`) subtract unrelated pointers (overflow panic in debug, an
+    /// out-of-bounds span and a slice panic in `str_at` in release).
+    #[test]
+    fn valueless_tag_and_branch() {
+        let text = "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch\r\n\
+                    From: <sip:a@b>;tag\r\nTo: <sip:b@c>;tag\r\nCall-ID: x\r\n\
+                    CSeq: 1 INVITE\r\n\r\n";
+        let m = Message::parse(
+            Bytes::from_static(text.as_bytes()),
+            Framing::Datagram,
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(m.from_tag(), Some(""));
+        assert_eq!(m.to_tag(), Some(""));
+        assert_eq!(m.branch(), Some(""));
+    }
+}
