@@ -297,10 +297,7 @@ fn stateless_branch(node: &Node, msg: &Message, hop: Hop) -> u64 {
 }
 
 pub fn fmt_hostport(a: SocketAddr) -> String {
-    match a {
-        SocketAddr::V4(v4) => v4.to_string(),
-        SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
-    }
+    crate::sip::write::hostport(a)
 }
 
 fn is_unicast(a: &SocketAddr) -> bool {
