@@ -39,6 +39,19 @@ pub struct Message {
     second_via: Option<Span>,
     /// How many via-parms the message has (saturating).
     via_count: u16,
+    /// The top via-parm's fields, read once: every layer that answers,
+    /// relays or matches the message asks for them.
+    top_via_fields: ViaFields,
+}
+
+/// Where a via-parm's fields are in the buffer (`params: None`: none written).
+#[derive(Debug, Clone, Copy, Default)]
+struct ViaFields {
+    protocol: Span,
+    transport: Span,
+    host: Span,
+    port: Option<u16>,
+    params: Option<Span>,
 }
 
 impl Message {
@@ -83,6 +96,7 @@ impl Message {
             branch: None,
             second_via: None,
             via_count: 0,
+            top_via_fields: ViaFields::default(),
         };
         msg.check_headers(framing, text)?;
         Ok(msg)
@@ -208,6 +222,7 @@ impl Message {
                 return Err(ParseError::bad(what));
             }
         }
+        self.keep_top_via_fields();
         if let StartLine::Request {
             method,
             method_span,
@@ -250,9 +265,22 @@ impl Message {
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.body.end as usize]
     }
+    /// The text of `span`; `""` if it is not text (outside the header
+    /// section and not UTF-8, or not on character boundaries).
     pub fn str_at(&self, span: Span) -> &str {
-        // The header section was validated as UTF-8 in `parse`.
-        std::str::from_utf8(&self.buf[span.range()]).unwrap_or("")
+        if span.end as usize <= self.headers_end as usize {
+            return self.head().get(span.range()).unwrap_or("");
+        }
+        std::str::from_utf8(self.buf.get(span.range()).unwrap_or_default()).unwrap_or("")
+    }
+    /// The start line and header section as text.
+    fn head(&self) -> &str {
+        let head = &self.buf[..self.headers_end as usize];
+        debug_assert!(std::str::from_utf8(head).is_ok());
+        // SAFETY: `parse` refused a message whose start line and header
+        // section are not UTF-8, and `buf` (immutable `Bytes`) and
+        // `headers_end` do not change after it.
+        unsafe { std::str::from_utf8_unchecked(head) }
     }
     pub fn start_line(&self) -> StartLine {
         self.start
@@ -363,7 +391,40 @@ impl Message {
         self.max_forwards
     }
     pub fn top_via(&self) -> Via<'_> {
-        Via::reread(self.str_at(self.top_via)).expect("checked in parse")
+        let f = &self.top_via_fields;
+        Via {
+            raw: self.str_at(self.top_via),
+            protocol: self.str_at(f.protocol),
+            transport: self.str_at(f.transport),
+            host: self.str_at(f.host),
+            port: f.port,
+            params: f.params.map_or("", |p| self.str_at(p)),
+        }
+    }
+    /// Reads the top via-parm's fields (checked already) into `top_via_fields`.
+    fn keep_top_via_fields(&mut self) {
+        let base = self.top_via.start as usize;
+        let raw = self.str_at(self.top_via);
+        let Ok(via) = Via::reread(raw) else { return };
+        let at = |part: &str| {
+            memo::within(raw, part)
+                .map(|(a, b)| Span::new(base + usize::from(a), base + usize::from(b)))
+        };
+        let inside = |part: &str| {
+            let (r, p) = (raw.as_ptr() as usize, part.as_ptr() as usize);
+            p >= r && p + part.len() <= r + raw.len()
+        };
+        self.top_via_fields = ViaFields {
+            protocol: at(via.protocol).unwrap_or_default(),
+            transport: at(via.transport).unwrap_or_default(),
+            host: at(via.host).unwrap_or_default(),
+            port: via.port,
+            params: if inside(via.params) {
+                at(via.params)
+            } else {
+                None
+            },
+        };
     }
     /// The via-parm after the top one: where a response goes next.
     pub fn second_via(&self) -> Option<Via<'_>> {

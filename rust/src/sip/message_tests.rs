@@ -149,3 +149,28 @@ mod fuzz_regressions {
         assert_eq!(m.branch(), Some(""));
     }
 }
+
+mod top_via_fields {
+    use super::*;
+
+    /// The top Via read at parse time is the one `Via::parse` reads now.
+    #[test]
+    fn top_via_is_the_parsed_via() {
+        for via in [
+            "SIP/2.0/UDP a.example.com;branch=z9hG4bK1",
+            "SIP/2.0/TCP 10.0.0.1:5070;rport;branch=z9hG4bK2;received=10.1.1.1",
+            "SIP / 2.0 / TLS [2001:db8::1]:5061 ;branch=z9hG4bK3",
+            "SIP/2.0/UDP h",
+            "SIP/2.0/UDP h:1;branch=z9hG4bK4 , SIP/2.0/UDP g;branch=z9hG4bK5",
+        ] {
+            let text = format!(
+                "OPTIONS sip:b@c SIP/2.0\r\nVia: {via}\r\nFrom: <sip:a@b>;tag=1\r\n\
+                 To: <sip:b@c>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n"
+            );
+            let m =
+                Message::parse(Bytes::from(text), Framing::Datagram, &Limits::default()).unwrap();
+            let first = via.split(" , ").next().unwrap();
+            assert_eq!(m.top_via(), Via::parse(first).unwrap(), "{via}");
+        }
+    }
+}
