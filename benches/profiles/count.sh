@@ -38,7 +38,9 @@ cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done; wait 2>
 trap cleanup EXIT
 port_bound() { awk -v h="$(printf ':%04X' "$1")" 'NR > 1 && index($2, h) { f = 1 } END { exit !f }' /proc/net/udp; }
 
-(cd "$work" && exec sipp $uas -i 127.0.0.1 -p "$UAS_PORT" -nostdin -bg >/dev/null 2>&1) &
+# In the foreground of a background job (not -bg, which detaches): cleanup stops it.
+(cd "$work" && exec sipp $uas -i 127.0.0.1 -p "$UAS_PORT" -nostdin >/dev/null 2>&1) &
+pids+=("$!")
 for _ in $(seq 1 50); do port_bound "$UAS_PORT" && break; sleep 0.1; done
 env $extra_env SIPR_NEXT_HOP="sip:127.0.0.1:$UAS_PORT" \
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out.callgrind" \
@@ -58,7 +60,6 @@ sleep "$DRAIN_S"
 callgrind_control -d "$proxy" >/dev/null
 sleep 1
 kill -TERM "$proxy"; wait "$proxy" 2>/dev/null
-pids=()
 failed=$(awk -F';' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "FailedCall(C)") c = i } END { print $c }' "$work/uac.csv")
 # the dump made by callgrind_control -d is OUTPREFIX.callgrind.1 (the end-of-run one is not used)
 ir=$(grep -h '^summary:' "$out.callgrind.1" 2>/dev/null | awk '{ print $2 }')
