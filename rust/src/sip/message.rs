@@ -44,14 +44,16 @@ pub struct Message {
     top_via_fields: ViaFields,
 }
 
-/// Where a via-parm's fields are in the buffer (`params: None`: none written).
+/// Where the top via-parm's fields are, as offsets from its start (a header
+/// line is at most 8 KB); `params: None`: none written. Small: a held
+/// transaction keeps its request's `Message`.
 #[derive(Debug, Clone, Copy, Default)]
 struct ViaFields {
-    protocol: Span,
-    transport: Span,
-    host: Span,
+    protocol: (u16, u16),
+    transport: (u16, u16),
+    host: (u16, u16),
+    params: Option<(u16, u16)>,
     port: Option<u16>,
-    params: Option<Span>,
 }
 
 impl Message {
@@ -391,39 +393,33 @@ impl Message {
         self.max_forwards
     }
     pub fn top_via(&self) -> Via<'_> {
+        let raw = self.str_at(self.top_via);
         let f = &self.top_via_fields;
+        let at = |(a, b): (u16, u16)| raw.get(usize::from(a)..usize::from(b)).unwrap_or("");
         Via {
-            raw: self.str_at(self.top_via),
-            protocol: self.str_at(f.protocol),
-            transport: self.str_at(f.transport),
-            host: self.str_at(f.host),
+            raw,
+            protocol: at(f.protocol),
+            transport: at(f.transport),
+            host: at(f.host),
             port: f.port,
-            params: f.params.map_or("", |p| self.str_at(p)),
+            params: f.params.map_or("", at),
         }
     }
     /// Reads the top via-parm's fields (checked already) into `top_via_fields`.
     fn keep_top_via_fields(&mut self) {
-        let base = self.top_via.start as usize;
         let raw = self.str_at(self.top_via);
         let Ok(via) = Via::reread(raw) else { return };
-        let at = |part: &str| {
-            memo::within(raw, part)
-                .map(|(a, b)| Span::new(base + usize::from(a), base + usize::from(b)))
-        };
+        let at = |part: &str| memo::within(raw, part).unwrap_or_default();
         let inside = |part: &str| {
             let (r, p) = (raw.as_ptr() as usize, part.as_ptr() as usize);
             p >= r && p + part.len() <= r + raw.len()
         };
         self.top_via_fields = ViaFields {
-            protocol: at(via.protocol).unwrap_or_default(),
-            transport: at(via.transport).unwrap_or_default(),
-            host: at(via.host).unwrap_or_default(),
+            protocol: at(via.protocol),
+            transport: at(via.transport),
+            host: at(via.host),
+            params: inside(via.params).then(|| at(via.params)),
             port: via.port,
-            params: if inside(via.params) {
-                at(via.params)
-            } else {
-                None
-            },
         };
     }
     /// The via-parm after the top one: where a response goes next.
