@@ -130,25 +130,13 @@ class Baresip:
         if shutil.which("baresip") is None:
             raise BaresipError("baresip is not installed (scripts/install-deps)")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        # SIP on UDP and TCP at sip_port, and TLS at sip_port + 1 (baresip
-        # always opens it).
-        self.sip_port = _free_port(socket.SOCK_DGRAM, span=2)
-        ctrl_port = self.sip_port
-        while ctrl_port in (self.sip_port, self.sip_port + 1):  # ports come in sequence
-            ctrl_port = _free_port(socket.SOCK_STREAM)
-        (self.workdir / "config").write_text(
-            _CONFIG.format(
-                sip_port=self.sip_port,
-                name=f"{self.user}{self.sip_port}",
-                modules=MODULES,
-                ctrl_port=ctrl_port,
-            )
-        )
+        ctrl_port = self._choose_ports()
+        (self.workdir / "config").write_text(self._config(ctrl_port))
         (self.workdir / "accounts").write_text("")
         (self.workdir / "contacts").write_text("")
         self._trace = open(self.workdir / "trace.log", "wb")
         self.proc = subprocess.Popen(
-            ["baresip", "-f", str(self.workdir), "-s"],
+            [*self._launcher(), "baresip", "-f", str(self.workdir), "-s"],
             stdin=subprocess.DEVNULL, stdout=self._trace, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
@@ -156,7 +144,7 @@ class Baresip:
             if self.proc.poll() is not None:
                 raise BaresipError(f"baresip exited ({self.proc.returncode}):\n{self.trace()}")
             try:
-                self._sock = socket.create_connection(("127.0.0.1", ctrl_port), timeout=1)
+                self._sock = self._connect(ctrl_port)
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()
@@ -172,6 +160,32 @@ class Baresip:
             f";answermode={self.answer}",
         )
         return self
+
+    # -- what a phone elsewhere (tests/netphone.py) does differently ------
+    def _choose_ports(self) -> int:
+        """Sets `sip_port`; returns the control port."""
+        # SIP on UDP and TCP at sip_port, and TLS at sip_port + 1 (baresip
+        # always opens it).
+        self.sip_port = _free_port(socket.SOCK_DGRAM, span=2)
+        ctrl_port = self.sip_port
+        while ctrl_port in (self.sip_port, self.sip_port + 1):  # ports come in sequence
+            ctrl_port = _free_port(socket.SOCK_STREAM)
+        return ctrl_port
+
+    def _config(self, ctrl_port: int) -> str:
+        return _CONFIG.format(
+            sip_port=self.sip_port,
+            name=f"{self.user}{self.sip_port}",
+            modules=MODULES,
+            ctrl_port=ctrl_port,
+        )
+
+    def _launcher(self) -> list[str]:
+        """What baresip's command line is prefixed with."""
+        return []
+
+    def _connect(self, ctrl_port: int) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", ctrl_port), timeout=1)
 
     def stop(self, timeout: float = 5.0) -> int | None:
         """Quits baresip (SIGKILL if it does not exit in `timeout`)."""
@@ -245,6 +259,11 @@ class Baresip:
                 f"{[e.get('type') for e in self.events]}\n{self.trace()[-4000:]}"
             )
         return event
+
+    def seen(self, kind: str, since: int = 0) -> bool:
+        """Whether an event of type `kind` came at or after index `since`."""
+        with self._cond:
+            return any(e.get("type") == kind for e in self._events[since:])
 
     @property
     def events(self) -> list[dict[str, Any]]:

@@ -39,6 +39,14 @@ def _proxy(sipr_factory, uas_port: int, *extra: str):
     return s
 
 
+def _uac(sipp: str, scenario: str, proxy, calls: int, rate: int, *, extra=(), **kw) -> Sipp:
+    """SIPp's UAC sending to the workers from one socket per call."""
+    return Sipp(
+        sipp, scenario, free_port(), calls=calls, remote=proxy.udp, rate=rate, transport="un",
+        extra=(*extra, *SPREAD), **kw,
+    )  # fmt: skip
+
+
 def _settled(ctl, timeout: float = 40.0) -> dict[str, float]:
     """Summed statistics once no transaction is left on any worker."""
     deadline = time.monotonic() + timeout
@@ -53,7 +61,7 @@ def _settled(ctl, timeout: float = 40.0) -> dict[str, float]:
 def test_calls_spread_over_two_workers(sipp: str, sipr_factory) -> None:
     """CALLS Record-Route calls at RATE cps, 0 failed; each worker carried
     some; `stats.get` sums match SIPp's counts exactly."""
-    uas_port, uac_port = free_port(), free_port()
+    uas_port = free_port()
     timeout = CALLS // RATE + 60
     # A late ACK copy (the 200 was retransmitted while the box was busy) is
     # legal after the BYE: not a reason to abort the call.
@@ -61,17 +69,7 @@ def test_calls_spread_over_two_workers(sipp: str, sipr_factory) -> None:
                extra=("-default_behaviors", "all,-abortunexp"))  # fmt: skip
     try:
         proxy = _proxy(sipr_factory, uas_port)
-        uac = Sipp(
-            sipp,
-            "uac_rr.xml",
-            uac_port,
-            calls=CALLS,
-            remote=proxy.udp,
-            rate=RATE,
-            transport="un",
-            timeout_s=timeout,
-            extra=SPREAD,
-        )
+        uac = _uac(sipp, "uac_rr.xml", proxy, CALLS, RATE, timeout_s=timeout)
         r = uac.wait()
         assert (r.successful, r.failed, r.returncode) == (CALLS, 0, 0), r.summary()
         u = uas.wait()
@@ -98,7 +96,7 @@ def test_ten_percent_loss_over_two_workers(sipp: str, sipr_factory) -> None:
     duplicated, so retransmissions and responses found the worker holding
     their transaction."""
     calls, rate = LOSSY_CALLS, 250
-    uas_port, uac_port = free_port(), free_port()
+    uas_port = free_port()
     uas = Sipp(
         sipp,
         "uas_rr_lossy.xml",
@@ -110,18 +108,10 @@ def test_ten_percent_loss_over_two_workers(sipp: str, sipr_factory) -> None:
     )
     try:
         proxy = _proxy(sipr_factory, uas_port)
-        uac = Sipp(
-            sipp,
-            "uac_rr.xml",
-            uac_port,
-            calls=calls,
-            remote=proxy.udp,
-            rate=rate,
-            transport="un",
-            timeout_s=120,
-            recv_timeout_s=35,
-            extra=("-lost", "10", *SPREAD),
-        )
+        uac = _uac(
+            sipp, "uac_rr.xml", proxy, calls, rate, timeout_s=120, recv_timeout_s=35,
+            extra=("-lost", "10"),
+        )  # fmt: skip
         r = uac.wait()
         assert (r.successful, r.failed, r.returncode) == (calls, 0, 0), r.summary()
         s = _settled(proxy.ctl)
@@ -144,7 +134,7 @@ def test_kill_one_worker_under_load(sipp: str, sipr_factory) -> None:
     started in the last retransmission window), every other call completes."""
     rate = min(RATE, 200)
     calls = rate * 6  # six seconds: the kill (at a third) falls well inside the run
-    uas_port, uac_port = free_port(), free_port()
+    uas_port = free_port()
     uas = Sipp(
         sipp,
         "uas_rr.xml",
@@ -156,18 +146,7 @@ def test_kill_one_worker_under_load(sipp: str, sipr_factory) -> None:
     try:
         # A lost call may leave a relay waiting for its Timer B: drain briefly.
         proxy = _proxy(sipr_factory, uas_port, "--drain-timeout", "1")
-        uac = Sipp(
-            sipp,
-            "uac_rr.xml",
-            uac_port,
-            calls=calls,
-            remote=proxy.udp,
-            rate=rate,
-            transport="un",
-            timeout_s=120,
-            recv_timeout_s=10,
-            extra=SPREAD,
-        )
+        uac = _uac(sipp, "uac_rr.xml", proxy, calls, rate, timeout_s=120, recv_timeout_s=10)
         deadline = time.monotonic() + 30
         while int(uac.live_stats().get("TotalCallCreated", 0) or 0) < calls // 3:
             assert time.monotonic() < deadline, uac.live_stats()
@@ -206,14 +185,11 @@ def test_cancel_finds_its_invite_over_two_workers(sipp: str, sipr_factory) -> No
     gives it to the worker holding the INVITE's transaction: every call ends
     487, none 481, on both workers."""
     calls = 40
-    uas_port, uac_port = free_port(), free_port()
+    uas_port = free_port()
     uas = Sipp(sipp, "uas_cancelled.xml", uas_port, calls=calls, timeout_s=40)
     try:
         proxy = _proxy(sipr_factory, uas_port)
-        uac = Sipp(
-            sipp, "uac_cancel.xml", uac_port, calls=calls, remote=proxy.udp, rate=20,
-            transport="un", timeout_s=40, extra=SPREAD,
-        )  # fmt: skip
+        uac = _uac(sipp, "uac_cancel.xml", proxy, calls, 20, timeout_s=40)
         r = uac.wait()
         assert (r.successful, r.failed, r.returncode) == (calls, 0, 0), r.summary()
         assert r.logs.count("CANCELLED") == calls, r.logs

@@ -8,6 +8,7 @@ mod digest;
 mod dispatcher;
 mod dns;
 mod events;
+mod headers;
 mod logbridge;
 mod message;
 mod nat;
@@ -42,8 +43,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TransactionError", m.py().get_type::<TransactionError>())?;
     m.add_class::<core::PyCore>()?;
     m.add_class::<request::PyRequest>()?;
-    m.add_class::<request::PyHeaders>()?;
-    m.add_class::<request::PyResponse>()?;
+    m.add_class::<headers::PyHeaders>()?;
+    m.add_class::<headers::PyResponse>()?;
     m.add_class::<onreply::PyReply>()?;
     m.add_class::<message::PyUri>()?;
     m.add_class::<message::PyAddress>()?;

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use pyo3::prelude::*;
 
+use super::headers::{EditableHeaders, PyHeaders};
 use super::message::PyCSeq;
-use super::request::{dispatch, EditableHeaders, PyHeaders};
+use super::request::dispatch;
 use super::shared::Shared;
 use crate::service::HeldReply;
 use crate::sip::edits::HeaderEdits;
@@ -79,7 +80,7 @@ impl PyReply {
     /// Changes apply to what goes upstream (`set`, `add`, `remove`).
     #[getter]
     fn headers(slf: Bound<'_, Self>) -> PyHeaders {
-        PyHeaders::of_reply(Box::new(ReplyHeaders(slf.unbind())))
+        PyHeaders::of_editable(Box::new(ReplyHeaders(slf.unbind())))
     }
 
     #[getter]

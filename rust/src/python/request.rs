@@ -4,17 +4,18 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
+use super::headers::{EditableHeaders, PyHeaders, PyResponse};
 use super::message::{PyAddress, PyCSeq, PySource, PyUri};
 use super::shared::Shared;
 use super::targets::{relay_target, target_string};
 use super::TransactionError;
 use crate::core::{ActionError, Event, HeldRequest, Incoming, Relayed};
 use crate::proxy::stateful::Target;
-use crate::sip::edits::{message_pairs, same_header, split_values, HeaderEdits};
+use crate::sip::edits::HeaderEdits;
 use crate::sip::{HeaderId, Message};
 
 /// Turns core events into Python: requests are returned, relay results
@@ -149,11 +150,7 @@ impl PyRequest {
 
     #[getter]
     fn headers(slf: Bound<'_, Self>) -> PyHeaders {
-        PyHeaders {
-            req: Some(slf.unbind()),
-            resp: None,
-            reply: None,
-        }
+        PyHeaders::of_editable(Box::new(RequestHeaders(slf.unbind())))
     }
 
     #[getter]
@@ -458,199 +455,37 @@ impl Drop for PyRequest {
     }
 }
 
-/// `req.headers` / `resp.headers`: a case-insensitive view that understands
-/// compact forms. Changes to a request's headers apply to what is relayed.
-#[pyclass(module = "sipr._core", name = "Headers")]
-pub struct PyHeaders {
-    req: Option<Py<PyRequest>>,
-    resp: Option<Py<PyResponse>>,
-    /// A held response (`on_reply`): its headers may change.
-    reply: Option<Box<dyn EditableHeaders>>,
-}
+/// A request's headers as a `Headers` view sees them: edits apply to what
+/// is relayed.
+struct RequestHeaders(Py<PyRequest>);
 
-/// A held message besides the request whose headers a `Headers` view may
-/// change: `RelayReply` (python/onreply.rs, which knows this module and
-/// not the other way round).
-pub(super) trait EditableHeaders: Send + Sync {
-    /// The header pairs as they will be sent.
-    fn pairs(&self, py: Python<'_>) -> Vec<(String, String)>;
-    /// The first value of `name` in `pairs` (`HeaderEdits::first`).
-    fn first(&self, py: Python<'_>, name: &str) -> Option<String>;
-    fn edits<'a>(&'a self, py: Python<'a>) -> Box<dyn DerefMut<Target = HeaderEdits> + 'a>;
-}
+struct RequestEdits<'a>(PyRefMut<'a, PyRequest>);
 
-/// The header edits of whatever a `Headers` view changes.
-enum EditsMut<'a> {
-    Request(PyRefMut<'a, PyRequest>),
-    Reply(Box<dyn DerefMut<Target = HeaderEdits> + 'a>),
-}
-
-impl Deref for EditsMut<'_> {
+impl Deref for RequestEdits<'_> {
     type Target = HeaderEdits;
     fn deref(&self) -> &HeaderEdits {
-        match self {
-            EditsMut::Request(r) => &r.held.headers,
-            EditsMut::Reply(r) => r,
-        }
+        &self.0.held.headers
     }
 }
 
-impl DerefMut for EditsMut<'_> {
+impl DerefMut for RequestEdits<'_> {
     fn deref_mut(&mut self) -> &mut HeaderEdits {
-        match self {
-            EditsMut::Request(r) => &mut r.held.headers,
-            EditsMut::Reply(r) => r,
-        }
+        &mut self.0.held.headers
     }
 }
 
-impl PyHeaders {
-    pub(super) fn of_reply(reply: Box<dyn EditableHeaders>) -> PyHeaders {
-        PyHeaders {
-            req: None,
-            resp: None,
-            reply: Some(reply),
-        }
-    }
+impl EditableHeaders for RequestHeaders {
     fn pairs(&self, py: Python<'_>) -> Vec<(String, String)> {
-        match (&self.req, &self.resp, &self.reply) {
-            (Some(r), _, _) => {
-                let r = r.borrow(py);
-                r.held.headers.pairs(&r.held.inc.msg)
-            }
-            (None, Some(r), _) => message_pairs(&r.borrow(py).msg),
-            (None, None, Some(r)) => r.pairs(py),
-            _ => Vec::new(),
-        }
+        let r = self.0.borrow(py);
+        r.held.headers.pairs(&r.held.inc.msg)
     }
-    /// `pairs`' first value for `name`; a request's without building them all.
+
     fn first(&self, py: Python<'_>, name: &str) -> Option<String> {
-        match (&self.req, &self.resp, &self.reply) {
-            (Some(r), _, _) => {
-                let r = r.borrow(py);
-                r.held.headers.first(&r.held.inc.msg, name)
-            }
-            (None, Some(r), _) => HeaderEdits::default().first(&r.borrow(py).msg, name),
-            (None, None, Some(r)) => r.first(py, name),
-            _ => None,
-        }
-    }
-    fn edits<'a>(&'a self, py: Python<'a>) -> PyResult<EditsMut<'a>> {
-        match (&self.req, &self.reply) {
-            (Some(r), _) => Ok(EditsMut::Request(r.borrow_mut(py))),
-            (None, Some(r)) => Ok(EditsMut::Reply(r.edits(py))),
-            _ => Err(PyTypeError::new_err(
-                "response headers are read-only (change them in an on_reply handler)",
-            )),
-        }
-    }
-}
-
-#[pymethods]
-impl PyHeaders {
-    /// The first value of `name`, or `default`.
-    #[pyo3(signature = (name, default=None))]
-    fn get(&self, py: Python<'_>, name: &str, default: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
-        Ok(match self.first(py, name) {
-            Some(first) => PyString::new(py, &first).into_any().unbind(),
-            None => default.unwrap_or_else(|| py.None()),
-        })
+        let r = self.0.borrow(py);
+        r.held.headers.first(&r.held.inc.msg, name)
     }
 
-    /// Every value of `name`, with comma-separated lists split.
-    fn getall(&self, py: Python<'_>, name: &str) -> Vec<String> {
-        self.pairs(py)
-            .into_iter()
-            .filter(|(n, _)| same_header(n, name))
-            .flat_map(|(n, v)| split_values(&n, &v))
-            .collect()
-    }
-
-    fn __getitem__(&self, py: Python<'_>, name: &str) -> PyResult<String> {
-        self.first(py, name)
-            .ok_or_else(|| PyKeyError::new_err(name.to_string()))
-    }
-
-    fn __contains__(&self, py: Python<'_>, name: &str) -> bool {
-        self.first(py, name).is_some()
-    }
-
-    fn __len__(&self, py: Python<'_>) -> usize {
-        self.pairs(py).len()
-    }
-
-    /// All (name, value) pairs in order.
-    fn items(&self, py: Python<'_>) -> Vec<(String, String)> {
-        self.pairs(py)
-    }
-
-    fn add(&self, py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        let value = value.str()?.to_string();
-        self.edits(py)?
-            .add(name, &value)
-            .map_err(PyValueError::new_err)
-    }
-
-    /// Replaces every `name` header with one carrying `value`.
-    fn set(&self, py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        let value = value.str()?.to_string();
-        self.edits(py)?
-            .set(name, &value)
-            .map_err(PyValueError::new_err)
-    }
-
-    fn remove(&self, py: Python<'_>, name: &str) -> PyResult<()> {
-        self.edits(py)?.remove(name).map_err(PyValueError::new_err)
-    }
-
-    fn __delitem__(&self, py: Python<'_>, name: &str) -> PyResult<()> {
-        self.remove(py, name)
-    }
-
-    fn __setitem__(&self, py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.set(py, name, value)
-    }
-}
-
-/// A response from downstream (what `await req.relay()` returns).
-#[pyclass(module = "sipr._core", name = "Response")]
-pub struct PyResponse {
-    msg: Message,
-}
-
-impl PyResponse {
-    pub fn new(msg: Message) -> PyResponse {
-        PyResponse { msg }
-    }
-}
-
-#[pymethods]
-impl PyResponse {
-    #[getter]
-    fn status(&self) -> u16 {
-        self.msg.status().unwrap_or(0)
-    }
-    #[getter]
-    fn reason(&self) -> &str {
-        self.msg.reason().unwrap_or_default()
-    }
-    #[getter]
-    fn headers(slf: Bound<'_, Self>) -> PyHeaders {
-        PyHeaders {
-            req: None,
-            resp: Some(slf.unbind()),
-            reply: None,
-        }
-    }
-    #[getter]
-    fn body<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
-        pyo3::types::PyBytes::new(py, self.msg.body())
-    }
-    #[getter]
-    fn raw<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
-        pyo3::types::PyBytes::new(py, self.msg.as_bytes())
-    }
-    fn __repr__(&self) -> String {
-        format!("<Response {} {}>", self.status(), self.reason())
+    fn edits<'a>(&'a self, py: Python<'a>) -> Box<dyn DerefMut<Target = HeaderEdits> + 'a> {
+        Box::new(RequestEdits(self.0.borrow_mut(py)))
     }
 }
