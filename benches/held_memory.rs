@@ -27,21 +27,37 @@ struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
+/// Live allocations by size class (16-byte steps; the last one is "larger"),
+/// so the report can say which objects the held bytes are.
+const CLASSES: usize = 129;
+static BY_SIZE: [AtomicIsize; CLASSES] = [const { AtomicIsize::new(0) }; CLASSES];
+
+fn class(size: usize) -> usize {
+    (size / 16).min(CLASSES - 1)
+}
+
+fn count(size: usize, delta: isize) {
+    LIVE.fetch_add(size as isize * delta, Ordering::Relaxed);
+    BY_SIZE[class(size)].fetch_add(delta, Ordering::Relaxed);
+}
+
+fn by_size() -> Vec<isize> {
+    BY_SIZE.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+}
+
 // SAFETY: forwards to the system allocator and only counts sizes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        count(layout.size(), 1);
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        count(layout.size(), -1);
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
+        count(layout.size(), -1);
+        count(new_size, 1);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -181,6 +197,28 @@ fn answer(request: &str, status: u16) -> String {
     out
 }
 
+/// The size classes holding most of the held bytes, per call: which objects
+/// a cut should go after.
+fn print_size_classes(before: &[isize], after: &[isize], calls: usize) {
+    let mut rows: Vec<(usize, f64)> = (0..CLASSES)
+        .map(|c| (c, (after[c] - before[c]) as f64 / calls as f64))
+        .filter(|(_, per_call)| *per_call > 0.05)
+        .collect();
+    rows.sort_by(|a, b| {
+        let bytes = |(c, n): &(usize, f64)| n * (c * 16 + 8) as f64;
+        bytes(b).total_cmp(&bytes(a))
+    });
+    println!("live allocations per call by size (top 12):");
+    for (c, per_call) in rows.into_iter().take(12) {
+        let range = if c == CLASSES - 1 {
+            format!(">= {} B", c * 16)
+        } else {
+            format!("{}-{} B", c * 16, c * 16 + 15)
+        };
+        println!("  {range:>12}: {per_call:5.2} per call");
+    }
+}
+
 fn main() {
     let calls: usize = std::env::args()
         .skip(1)
@@ -193,11 +231,13 @@ fn main() {
         rig.call(1_000_000 + i);
     }
     let before = LIVE.load(Ordering::Relaxed);
+    let sizes_before = by_size();
     let tables_before = rig.core.table_sizes();
     for i in 0..calls {
         rig.call(i);
     }
     let after = LIVE.load(Ordering::Relaxed);
+    let sizes_after = by_size();
     let t = rig.core.table_sizes();
     let held_txns = (t.servers + t.clients) - (tables_before.servers + tables_before.clients);
     let bytes = (after - before) as f64;
@@ -212,6 +252,7 @@ fn main() {
         t.clients - tables_before.clients,
         t.contexts,
     );
+    print_size_classes(&sizes_before, &sizes_after, calls);
     rig.core.stop();
     if per_txn > TARGET_BYTES {
         std::process::exit(1);

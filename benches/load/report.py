@@ -141,7 +141,15 @@ def soak(outdir: str) -> None:
         stat = glob.glob(os.path.join(run, "*", "uac_stat.csv"))
         with open(samples) as fh:
             pts = [
-                (float(r["epoch"]), int(r["ticks"]), int(r["rss_kb"]), int(r["pss_kb"]))
+                (
+                    float(r["epoch"]),
+                    int(r["ticks"]),
+                    int(r["rss_kb"]),
+                    int(r["pss_kb"]),
+                    # controls (sample.py since phase 5; absent in older files)
+                    int(r.get("sipp_ticks") or 0),
+                    int(r.get("steal_ticks") or 0),
+                )
                 for r in csv.DictReader(fh, delimiter="\t")
             ]
         if not stat or len(pts) < 2:
@@ -150,8 +158,11 @@ def soak(outdir: str) -> None:
         times = sipp_times(stat[0])
         start, end = times[0][0], times[-1][0]
         print(f"\n### {name}\n")
-        print("| minute | calls | CPU-µs/call | RSS MB (end of minute) | PSS MB |")
-        print("|---|---|---|---|---|")
+        print(
+            "| minute | calls | CPU-µs/call | RSS MB (end of minute) | PSS MB "
+            "| SIPp CPU-µs/call (control) | steal % of the host |"
+        )
+        print("|---|---|---|---|---|---|---|")
         per_minute = []
         rss_by_minute = []
         minute = 0
@@ -165,7 +176,13 @@ def soak(outdir: str) -> None:
             per_minute.append(per)
             rss_by_minute.append(p1[2])
             rss_mb, pss_mb = p1[2] / 1024, p1[3] / 1024
-            print(f"| {minute + 1} | {calls} | {per:.0f} | {rss_mb:.0f} | {pss_mb:.0f} |")
+            sipp = (p1[4] - p0[4]) * 1e6 / hz / calls if calls and p1[4] else float("nan")
+            cpus = os.cpu_count() or 1
+            steal = (p1[5] - p0[5]) / hz / (p1[0] - p0[0]) / cpus * 100 if p1[0] > p0[0] else 0.0
+            print(
+                f"| {minute + 1} | {calls} | {per:.0f} | {rss_mb:.0f} | {pss_mb:.0f} "
+                f"| {sipp:.0f} | {steal:.1f} |"
+            )
             minute += 1
         r = rows.get(label)
         if r is not None:

@@ -44,7 +44,9 @@
 #   -s RATES    also sweep these rates, 1 run each, per proxy and mode, stopping a proxy's
 #               sweep at its first unsustainable rate        (env SWEEP, default none)
 #   -o OUTDIR   results directory                           (env OUTDIR, default /tmp/sipr-load-<time>)
-#   -p PROXIES  any of: sipr kamailio sipr-eager sipr-py sipr-thr sipr-aio  (env PROXIES, default "sipr kamailio")
+#   -p PROXIES  any of: sipr kamailio sipr-eager sipr-py sipr-thr sipr-aio sipr-b  (env PROXIES, default "sipr kamailio")
+#               sipr-b is sipr run from the executable in SIPR_B (another build, e.g. a git
+#               worktree's venv), so two builds alternate in one run: an A/B of a change
 #               sipr-py is sipr with SIPR_REG_PYTHON=1: in reg/reg_auth, REGISTER through the
 #               Python route (auth.check + save) instead of the core (registrar.serve)
 #               sipr-eager is sipr with SIPR_EAGER=1 (App(eager=True): a handler's first step
@@ -97,6 +99,9 @@ SRC_BENCH=${BENCH_DIR:-$REPO/../shared/bench}
 SIPR=${SIPR:-$(command -v sipr || true)}
 case " $PROXIES " in *" sipr "*)
   [ -n "$SIPR" ] && [ -x "$SIPR" ] || { echo "sipr not found (activate the venv or set SIPR)" >&2; exit 2; } ;;
+esac
+case " $PROXIES " in *" sipr-b "*)
+  [ -x "${SIPR_B:-}" ] || { echo "sipr-b needs SIPR_B, the other build's sipr executable" >&2; exit 2; } ;;
 esac
 case " $PROXIES " in *" kamailio "*)
   command -v kamailio >/dev/null || { echo "kamailio not installed" >&2; exit 2; } ;;
@@ -188,12 +193,14 @@ proxy_cmd() { # $1 proxy $2 mode
   if [ "$2" = tls ]; then
     case $1 in
       sipr|sipr-eager|sipr-aio) echo "env $env SIPR=$SIPR $HERE/tls_pair.sh sipr $WORK/certs" ;;
+      sipr-b) echo "env $env SIPR=$SIPR_B $HERE/tls_pair.sh sipr $WORK/certs" ;;
       kamailio) echo "$HERE/tls_pair.sh kamailio $WORK/certs" ;;
     esac
     return
   fi
   case $1 in
     sipr|sipr-eager|sipr-py|sipr-thr|sipr-aio) echo "env $env $SIPR run $app --listen udp:127.0.0.1:$PROXY_PORT ${SIPR_ARGS:-}" ;;
+    sipr-b) echo "env $env $SIPR_B run $app --listen udp:127.0.0.1:$PROXY_PORT ${SIPR_ARGS:-}" ;;
     sipr-w1|sipr-w2|sipr-w1-aio|sipr-w2-aio) w=${1#sipr-w}
       echo "env $env $SIPR run $app --listen udp:127.0.0.1:$PROXY_PORT --workers ${w%-aio} ${SIPR_ARGS:-}" ;;
     kamailio)

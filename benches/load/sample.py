@@ -6,7 +6,10 @@ usage: sample.py BENCH_SH_PID PORT INTERVAL_S OUT.tsv
 Finds the proxy that bench.sh started (the child of BENCH_SH_PID that is the
 owner of UDP PORT, or its ancestor), then every INTERVAL_S seconds appends one
 row: epoch time, CPU ticks of the tree (utime+stime+cutime+cstime, as bench.sh
-counts them), RSS and PSS summed over the tree (kB), process count. Stops when
+counts them), RSS and PSS summed over the tree (kB), process count, and two
+controls: the CPU ticks of the SIPp processes (the same calls' other ends: if
+their CPU per call moves with the proxy's, the machine changed, not the proxy)
+and the host's steal ticks (/proc/stat: time the hypervisor gave away). Stops when
 the proxy or bench.sh ends. It is not a descendant of the proxy, so its own
 CPU is never charged to it.
 """
@@ -85,6 +88,27 @@ def ticks(pid: int) -> int:
     return sum(int(x) for x in f[11:15])
 
 
+def sipp_ticks() -> int:
+    total = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/comm") as fh:
+                if fh.read().strip() != "sipp":
+                    continue
+            total += ticks(int(name))
+        except OSError:
+            continue
+    return total
+
+
+def steal_ticks() -> int:
+    with open("/proc/stat") as fh:
+        f = fh.readline().split()
+    return int(f[8]) if len(f) > 8 else 0
+
+
 def memory_kb(pid: int) -> tuple[int, int]:
     rss = pss = 0
     with open(f"/proc/{pid}/smaps_rollup") as fh:
@@ -110,7 +134,7 @@ def main() -> int:
         if root is None:
             time.sleep(0.2)
     with open(out, "w") as fh:
-        fh.write("epoch\tticks\trss_kb\tpss_kb\tnprocs\n")
+        fh.write("epoch\tticks\trss_kb\tpss_kb\tnprocs\tsipp_ticks\tsteal_ticks\n")
         next_at = time.monotonic()
         while os.path.exists(f"/proc/{root}"):
             total_ticks = rss = pss = n = 0
@@ -121,7 +145,10 @@ def main() -> int:
                 except OSError:
                     continue
                 rss, pss, n = rss + r, pss + p, n + 1
-            fh.write(f"{time.time():.3f}\t{total_ticks}\t{rss}\t{pss}\t{n}\n")
+            fh.write(
+                f"{time.time():.3f}\t{total_ticks}\t{rss}\t{pss}\t{n}"
+                f"\t{sipp_ticks()}\t{steal_ticks()}\n"
+            )
             fh.flush()
             next_at += interval
             time.sleep(max(0.0, next_at - time.monotonic()))

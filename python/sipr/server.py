@@ -12,7 +12,7 @@ import threading
 from collections.abc import Coroutine, Generator, Sequence
 from typing import Any
 
-from sipr import _core, _lifecycle, _loop, _protocols, corelog, events, workers
+from sipr import _core, _gc, _lifecycle, _loop, _protocols, corelog, events, workers
 from sipr._deadlines import Deadlines
 from sipr._eager import EagerTasks
 from sipr._protocols import AppLike, Handler
@@ -188,6 +188,7 @@ class Server:
             for transport, host, port in core.local_addrs():
                 shown = f"[{host}]" if ":" in host else host
                 announce(f"sipr: listening on {transport}:{shown}:{port}")
+            _gc.tune_for_serving()
             self.ready.set()
             await self.stopping.wait()
             await _lifecycle.drain(self)

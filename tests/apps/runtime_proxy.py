@@ -12,9 +12,11 @@ test_reload.py, test_drain.py): relays to SIPR_TARGET, and answers
     sip:silent@     returns without acting (the default reply answers)
     sip:boom@       raises (sipr logs the traceback and answers 500)
     sip:block@      blocks the event loop X-Block seconds (time.sleep), then 200
+    sip:gc@         200 with X-GC-Threshold (a,b,c) and X-GC-Frozen (objects)
 """
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -60,6 +62,10 @@ async def route(req: sipr.Request) -> None:
     if req.method == "OPTIONS" and req.uri.user == "block":
         time.sleep(float(req.headers.get("X-Block") or "0.1"))
         return req.reply(200)
+    if req.method == "OPTIONS" and req.uri.user == "gc":
+        threshold = ",".join(map(str, gc.get_threshold()))
+        frozen = str(gc.get_freeze_count())
+        return req.reply(200, headers={"X-GC-Threshold": threshold, "X-GC-Frozen": frozen})
     if req.method == "OPTIONS" and req.uri.user == "boom":
         raise RuntimeError("boom in the route")
     SEEN[f"app.{req.method}"] += 1

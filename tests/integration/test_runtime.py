@@ -200,3 +200,15 @@ def test_cfg_list_names_every_setting_with_its_value_and_type(sipr_factory) -> N
     assert settings["shutdown.drain_timeout"]["value"] == 3.0
     refused = sipr_ctl("--ctl", str(proxy.ctl), "cfg.set", "tm.t2", "-1")
     assert refused.returncode != 0 and "tm.t2 must be at least 0.001" in refused.stderr
+
+
+def test_serving_sets_the_collector_for_a_proxy(sipr_factory) -> None:
+    """Decision 0064: once serving, what startup made is frozen out of the
+    collector's walks and young collections come every 10,000 allocations."""
+    from sipr._gc import SERVING
+
+    proxy = sipr_factory(APP)
+    resp = ask(proxy.tcp, "gc")
+    assert status_of(resp) == 200, resp
+    assert header(resp, "X-GC-Threshold") == ",".join(map(str, SERVING))
+    assert int(header(resp, "X-GC-Frozen") or "0") > 10_000

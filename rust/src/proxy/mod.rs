@@ -131,6 +131,21 @@ impl ForwardError {
 
 /// RFC 5923: on a connection we open, `;alias` in our Via lets the peer send
 /// its requests for our listener back over that same connection.
+/// Our Via's value: `SIP/2.0/<transport> <local>;branch=<branch>[;alias]`,
+/// written into one string of the right size (no formatter: once per
+/// relayed request).
+pub fn via_value(transport: Transport, local: SocketAddr, branch: &str) -> String {
+    let mut via = String::with_capacity(48 + branch.len());
+    via.push_str("SIP/2.0/");
+    via.push_str(transport.as_str());
+    via.push(' ');
+    crate::sip::write::push_hostport(&mut via, local);
+    via.push_str(";branch=");
+    via.push_str(branch);
+    via.push_str(via_alias(transport));
+    via
+}
+
 pub fn via_alias(transport: Transport) -> &'static str {
     if transport.is_stream() {
         ";alias"
@@ -213,18 +228,11 @@ pub fn forward_stateless(
         header_edits = &hooked_edits;
     }
     let local = node.wire.advertised(hop.transport, hop.addr);
-    let branch = seal_branch(
-        node,
-        format!("z9hG4bK{:016x}", stateless_branch(node, msg, hop)),
-        msg,
-        &inc.source,
-    );
-    let via = format!(
-        "SIP/2.0/{} {};branch={branch}{}",
-        hop.transport,
-        fmt_hostport(local),
-        via_alias(hop.transport)
-    );
+    let mut stateless = String::with_capacity(23);
+    stateless.push_str("z9hG4bK");
+    crate::sip::write::push_hex16(&mut stateless, stateless_branch(node, msg, hop));
+    let branch = seal_branch(node, stateless, msg, &inc.source);
+    let via = via_value(hop.transport, local, &branch);
     let out = Outgoing {
         hop,
         via: &via,

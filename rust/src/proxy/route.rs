@@ -5,8 +5,9 @@
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 
-use super::{fmt_hostport, route_set, ForwardError, Hop};
+use super::{route_set, ForwardError, Hop};
 use crate::service::Node;
+use crate::sip::write::push_hostport;
 use crate::sip::{HeaderId, Message, Uri};
 use crate::transport::{Source, Transport};
 
@@ -111,8 +112,14 @@ fn rr_uri(
     flow: Option<SocketAddr>,
 ) -> String {
     let r2 = if double { ";r2=on" } else { "" };
+    let mut uri = String::with_capacity(64);
     if sips && transport == Transport::Tls {
-        return format!("<sips:{};lr{r2}>", fmt_hostport(addr));
+        uri.push_str("<sips:");
+        push_hostport(&mut uri, addr);
+        uri.push_str(";lr");
+        uri.push_str(r2);
+        uri.push('>');
+        return uri;
     }
     let t = match transport {
         Transport::Udp => "",
@@ -121,10 +128,19 @@ fn rr_uri(
         Transport::Ws => ";transport=ws",
         Transport::Wss => ";transport=wss",
     };
-    let flow = flow.map_or_else(String::new, |f| {
-        format!(";{FLOW_PARAM}={}", fmt_hostport(f))
-    });
-    format!("<sip:{}{t};lr{r2}{flow}>", fmt_hostport(addr))
+    uri.push_str("<sip:");
+    push_hostport(&mut uri, addr);
+    uri.push_str(t);
+    uri.push_str(";lr");
+    uri.push_str(r2);
+    if let Some(f) = flow {
+        uri.push(';');
+        uri.push_str(FLOW_PARAM);
+        uri.push('=');
+        push_hostport(&mut uri, f);
+    }
+    uri.push('>');
+    uri
 }
 
 /// The Record-Route value(s) for a request arriving on `source` and leaving
@@ -171,7 +187,12 @@ pub const BRANCH_PREFIX: &str = "z9hG4bKsr";
 
 /// Our branch for a stateful branch: the loop hash, then a unique part.
 pub fn branch_for(loop_hash: u64, unique: u64) -> String {
-    format!("{BRANCH_PREFIX}{loop_hash:016x}.{unique:x}")
+    let mut b = String::with_capacity(BRANCH_PREFIX.len() + 34);
+    b.push_str(BRANCH_PREFIX);
+    crate::sip::write::push_hex16(&mut b, loop_hash);
+    b.push('.');
+    crate::sip::write::push_hex(&mut b, unique);
+    b
 }
 
 /// True when one of the request's Vias is ours with this request's loop hash:

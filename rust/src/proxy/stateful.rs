@@ -11,7 +11,7 @@ use super::context::ProxyCtx;
 use super::fallback::congestion_controlled_hop;
 use super::round::{synthesize, synthesize_with};
 use super::route::{branch_for, creates_dialog, loop_hash, next_hop, record_route, NextHop};
-use super::{fmt_hostport, via_alias, ForwardError, Hop, Proxy, SERVICE};
+use super::{ForwardError, Hop, Proxy, SERVICE};
 use crate::service::{BranchPlan, Ctx, Outgoing, Verdict};
 use crate::sip::write::{build_forward, ForwardEdits, HeaderEdit};
 use crate::sip::{HeaderId, Message};
@@ -323,12 +323,7 @@ impl Proxy {
         }
         let build = |hop: &Hop| {
             let local = node.wire.advertised(hop.transport, hop.addr);
-            let via = format!(
-                "SIP/2.0/{} {};branch={branch}{}",
-                hop.transport,
-                fmt_hostport(local),
-                via_alias(hop.transport)
-            );
+            let via = super::via_value(hop.transport, local, &branch);
             if let Some(w) = &writer {
                 let out = Outgoing {
                     hop: *hop,

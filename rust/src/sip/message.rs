@@ -15,6 +15,8 @@ use super::uri::{Scheme, Uri};
 use super::via::Via;
 use super::{Limits, ParseError};
 
+mod held;
+
 #[derive(Debug, Clone)]
 pub struct Message {
     buf: Bytes,

@@ -59,15 +59,41 @@ fn received_params(via: &Via<'_>, source: SocketAddr) -> String {
 /// IPv4, what nearly every message carries, is written digit by digit:
 /// `Display` for an address costs over a thousand instructions.
 pub fn hostport(a: SocketAddr) -> String {
+    let mut out = String::with_capacity(21);
+    push_hostport(&mut out, a);
+    out
+}
+
+/// `hostport(a)` appended to `out`, without a `String` of its own.
+pub fn push_hostport(out: &mut String, a: SocketAddr) {
     match a {
         SocketAddr::V4(v4) => {
-            let mut out = String::with_capacity(21);
-            push_ipv4(&mut out, *v4.ip());
+            push_ipv4(out, *v4.ip());
             out.push(':');
-            push_decimal(&mut out, u32::from(v4.port()));
-            out
+            push_decimal(out, u32::from(v4.port()));
         }
-        SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
+        SocketAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(out, "[{}]:{}", v6.ip(), v6.port());
+        }
+    }
+}
+
+/// `n` in lower-case hex without leading zeros (`{:x}`), without the formatter.
+pub fn push_hex(out: &mut String, n: u64) {
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+    for shift in (0..digits).rev() {
+        out.push(char::from(
+            b"0123456789abcdef"[((n >> (shift * 4)) & 0xf) as usize],
+        ));
+    }
+}
+
+/// `n` as 16 lower-case hex digits (`{:016x}`) without the formatter.
+pub fn push_hex16(out: &mut String, n: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out.push(char::from(DIGITS[((n >> (shift * 4)) & 0xf) as usize]));
     }
 }
 

@@ -297,11 +297,12 @@ pub fn on_retransmit_timer(wire: &Wire, layer: &mut Layer, id: TxnId) {
 
 /// Once a final is sent and the services have seen it, the transaction is
 /// held only to absorb retransmissions (until Timer L/H/J): its request
-/// keeps what matching and answering need, not the whole header index.
+/// keeps what matching and answering need (`Message::compact_for_hold`),
+/// not the received datagram, its body and its header index.
 pub fn compact_request(layer: &mut Layer, id: TxnId) {
     if let Some(txn) = layer.servers.get_mut(&id) {
         if txn.final_status.is_some_and(|s| s >= 200) {
-            txn.request.drop_header_index();
+            txn.request.compact_for_hold();
         }
     }
 }

@@ -39,14 +39,16 @@ impl Transport {
         }
     }
     pub fn parse(s: &str) -> Option<Transport> {
-        Some(match s.to_ascii_lowercase().as_str() {
-            "udp" => Transport::Udp,
-            "tcp" => Transport::Tcp,
-            "tls" => Transport::Tls,
-            "ws" => Transport::Ws,
-            "wss" => Transport::Wss,
-            _ => return None,
-        })
+        [
+            ("udp", Transport::Udp),
+            ("tcp", Transport::Tcp),
+            ("tls", Transport::Tls),
+            ("ws", Transport::Ws),
+            ("wss", Transport::Wss),
+        ]
+        .into_iter()
+        .find(|(name, _)| s.eq_ignore_ascii_case(name))
+        .map(|(_, t)| t)
     }
     pub fn is_stream(self) -> bool {
         self != Transport::Udp

@@ -207,11 +207,15 @@ impl Wire {
 
     /// Local addresses actually bound (port 0 resolved), per transport.
     pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
+        self.each_local_addr().collect()
+    }
+
+    /// `local_addrs` without collecting them: asked for every routed request.
+    fn each_local_addr(&self) -> impl Iterator<Item = (Transport, SocketAddr)> + '_ {
         self.udp
             .iter()
             .map(|u| (Transport::Udp, u.local))
             .chain(self.stream_local.iter().copied())
-            .collect()
     }
 
     pub fn udp_fds(&self) -> Vec<i32> {
@@ -261,12 +265,12 @@ impl Wire {
         };
         let port = port.unwrap_or(default_port);
         if self.aliases.iter().any(|a| a.eq_ignore_ascii_case(host)) {
-            return self.local_addrs().iter().any(|(_, a)| a.port() == port);
+            return self.each_local_addr().any(|(_, a)| a.port() == port);
         }
         let Ok(ip) = host.parse::<IpAddr>() else {
             return false;
         };
-        self.local_addrs().iter().any(|(_, a)| {
+        self.each_local_addr().any(|(_, a)| {
             a.port() == port
                 && (a.ip() == ip || (a.ip().is_unspecified() && a.is_ipv6() == ip.is_ipv6()))
         })

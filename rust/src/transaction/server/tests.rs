@@ -401,16 +401,22 @@ fn timers_of_a_vanished_transaction_do_nothing() {
 #[test]
 fn a_completed_transaction_keeps_only_what_absorbing_needs() {
     // Held for 32 s after its final (issue 14: <= 1 KB each): the header
-    // index goes once the services have seen the final (From and To stay,
-    // their accessors cannot fail), and a relayed 2xx is not kept (Accepted
+    // index and the lines nothing reads go once the services have seen the
+    // final (From and To stay, their accessors cannot fail; decision 0062),
+    // and a relayed 2xx is not kept (Accepted
     // answers nothing).
     let mut rig = Rig::new();
     let invite = rig.create("INVITE", "z9hG4bKm1");
     assert!(!rig.layer.servers[&invite].request.headers().is_empty());
     assert!(rig.answer(invite, 200, false));
     assert!(!rig.layer.servers[&invite].request.headers().is_empty());
+    let received = rig.layer.servers[&invite].request.as_bytes().len();
     compact_request(&mut rig.layer, invite);
     let t = &rig.layer.servers[&invite];
+    assert!(
+        t.request.as_bytes().len() < received,
+        "the datagram is let go"
+    );
     assert_eq!(t.state, ServerState::Accepted);
     assert!(t.last_response.is_none());
     assert_eq!(t.request.headers().len(), 2);
