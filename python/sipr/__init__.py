@@ -9,7 +9,8 @@ async def route(req: sipr.Request) -> None:
     req.reply(200)
 """
 
-from sipr import limits
+# _alloc first: it sets the allocator's options before sipr._core loads.
+from sipr import _alloc, limits  # noqa: F401
 from sipr._core import (
     URI,
     Address,

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::round::synthesize;
-use super::route::next_hop;
+use super::route::NextHop;
 use super::stateful::{RelayOptions, Target};
 use super::Proxy;
+use super::{ForwardError, Hop};
 use crate::dns::{Answers, Lookup, Resolved, SipTarget};
 use crate::service::{Ctx, Event, Node};
 use crate::sip::write::HeaderEdit;
-use crate::sip::{Message, Uri};
+use crate::sip::Uri;
 use crate::transaction::TxnId;
 
 /// A relay's options, owned while it waits.
@@ -64,12 +65,13 @@ impl Proxy {
     pub(crate) fn prepare_dns(
         &mut self,
         node: &Node,
-        msg: &Message,
+        next_hops: &[Result<NextHop, ForwardError>],
+        literals: &[Option<Hop>],
         txn: TxnId,
         opts: &RelayOptions<'_>,
         relay_id: u64,
     ) -> Option<Answers> {
-        let names = names_of(node, msg, opts);
+        let names = names_of(next_hops, literals);
         if names.is_empty() {
             return Some(Answers::default());
         }
@@ -149,28 +151,19 @@ impl Proxy {
 }
 
 /// The names (not IP literals) the relay's next hops need.
-fn names_of(node: &Node, msg: &Message, opts: &RelayOptions<'_>) -> Vec<SipTarget> {
-    let ruri = opts
-        .request_uri
-        .or(msg.request_uri_str())
-        .unwrap_or_default();
-    let default_target = [Target::default()];
-    let targets: &[Target] = if opts.targets.is_empty() {
-        &default_target
-    } else {
-        &opts.targets
-    };
+/// (`literals`: the next hops already known to be IP addresses.)
+fn names_of(
+    next_hops: &[Result<NextHop, ForwardError>],
+    literals: &[Option<Hop>],
+) -> Vec<SipTarget> {
     let mut names: Vec<SipTarget> = Vec::new();
-    for target in targets {
-        let branch_ruri = target.request_uri.as_deref().unwrap_or(ruri);
-        let Ok(nh) = next_hop(node, msg, target.hop.as_deref(), branch_ruri) else {
-            continue; // the relay reports it
-        };
-        if nh.flow.is_some() {
+    for (nh, literal) in next_hops.iter().zip(literals) {
+        let Ok(nh) = nh else { continue };
+        if nh.flow.is_some() || literal.is_some() {
             continue;
         }
         let Ok(uri) = Uri::parse(&nh.uri) else {
-            continue;
+            continue; // the relay reports it
         };
         if SipTarget::literal_of(&uri).is_some() {
             continue; // an IP address: nothing to look up

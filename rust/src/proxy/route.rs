@@ -172,7 +172,7 @@ pub fn record_route(node: &Node, source: &Source, hop: &Hop, sips: bool) -> Stri
 /// A hash of the fields that stay the same when a request loops back to us
 /// unchanged but differ on a spiral (RFC 3261 §16.6 step 8).
 pub fn loop_hash(node: &Node, msg: &Message) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = super::request_hasher();
     node.branch_key().hash(&mut h);
     msg.request_uri_str().hash(&mut h);
     msg.from_tag().hash(&mut h);

@@ -114,15 +114,6 @@ impl Proxy {
         if msg.method_str() == "INVITE" {
             server::send_trying(&node.wire, cx.txns, txn);
         }
-        // Names are resolved off the loop thread: without every answer at
-        // hand the relay waits (parked) and continues in `resume_dns_waits`.
-        let answers = match answers {
-            Some(a) => a,
-            None => match self.prepare_dns(node, &msg, txn, opts, relay_id) {
-                Some(a) => a,
-                None => return Ok(()),
-            },
-        };
         let ruri = opts
             .request_uri
             .or(msg.request_uri_str())
@@ -134,26 +125,54 @@ impl Proxy {
         } else {
             &opts.targets
         };
+        // Each target's next hop, once: the DNS step and the branches read it.
+        let next_hops: Vec<Result<NextHop, ForwardError>> = targets
+            .iter()
+            .map(|target| {
+                let branch_ruri = target.request_uri.as_deref().or(opts.request_uri);
+                next_hop(
+                    node,
+                    &msg,
+                    target.hop.as_deref(),
+                    branch_ruri.unwrap_or(&ruri),
+                )
+            })
+            .collect();
+        // A next hop that is an IP address needs no DNS: its destination, read
+        // once here (a routed request's URI was parsed twice more before).
+        let literals: Vec<Option<Hop>> = next_hops
+            .iter()
+            .map(|nh| match nh {
+                Ok(nh) if nh.flow.is_none() => crate::sip::Uri::parse(&nh.uri)
+                    .ok()
+                    .and_then(|u| crate::dns::SipTarget::literal_of(&u))
+                    .and_then(Result::ok),
+                _ => None,
+            })
+            .collect();
+        // Names are resolved off the loop thread: without every answer at
+        // hand the relay waits (parked) and continues in `resume_dns_waits`.
+        let answers = match answers {
+            Some(a) => a,
+            None => match self.prepare_dns(node, &next_hops, &literals, txn, opts, relay_id) {
+                Some(a) => a,
+                None => return Ok(()),
+            },
+        };
         let (mut started, mut denied) = (0, 0);
         let mut first_error = None;
         // Each target's next hop and destinations (RFC 3263 order).
         let mut usable: Vec<(usize, NextHop, Vec<Hop>)> = Vec::with_capacity(targets.len());
-        for (i, target) in targets.iter().enumerate() {
+        for (i, next) in next_hops.into_iter().enumerate() {
             if let Some(e) = &refusal {
                 first_error.get_or_insert(e.clone());
                 break;
             }
-            let branch_ruri = target.request_uri.as_deref().or(opts.request_uri);
-            let result = next_hop(
-                node,
-                &msg,
-                target.hop.as_deref(),
-                branch_ruri.unwrap_or(&ruri),
-            )
-            .and_then(|nh| {
-                let hops = match nh.flow {
-                    Some(flow) => vec![flow],
-                    None => {
+            let result = next.and_then(|nh| {
+                let hops = match (nh.flow, literals[i]) {
+                    (Some(flow), _) => vec![flow],
+                    (None, Some(literal)) => vec![literal],
+                    (None, None) => {
                         let bad = || ForwardError::BadTarget(nh.uri.clone());
                         let uri = crate::sip::Uri::parse(&nh.uri).map_err(|_| bad())?;
                         answers.hops(&node.resolver, &uri).map_err(|e| match e {

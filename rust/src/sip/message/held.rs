@@ -8,17 +8,25 @@ use bytes::Bytes;
 
 use super::{HeaderField, HeaderId, Message, Span};
 
+/// At most the start line and five header lines are kept: From, To, Call-ID
+/// and CSeq may appear once only (`parse` refuses repeats), and of the Via
+/// lines only the first is kept.
+const MAX_KEPT: usize = 6;
+
 /// The byte ranges of the old buffer kept, in order, with where each starts
-/// in the new one.
+/// in the new one. Fixed-size: this runs twice per call (~1.5 k instructions
+/// with `Vec`s; the held form exists to save memory, not to spend CPU).
+#[derive(Default)]
 struct Kept {
-    ranges: Vec<(u32, u32, u32)>,
+    ranges: [(u32, u32, u32); MAX_KEPT],
+    len: usize,
 }
 
 impl Kept {
     /// Where `offset` of the old buffer is in the new one, if it was kept
     /// (a range's end offset counts as inside: spans end there).
     fn map(&self, offset: u32) -> Option<u32> {
-        self.ranges
+        self.ranges[..self.len]
             .iter()
             .find(|(start, end, _)| *start <= offset && offset <= *end)
             .map(|(start, _, to)| to + (offset - start))
@@ -39,40 +47,51 @@ impl Message {
     /// its branch, and the From and To headers (`header()` and `headers()`
     /// see no other header). Everything else, the body included, is gone.
     pub fn compact_for_hold(&mut self) {
-        let mut kept_fields: Vec<HeaderField> = Vec::with_capacity(2);
-        let mut lines: Vec<Span> = vec![Span {
+        let mut lines = [Span::default(); MAX_KEPT];
+        lines[0] = Span {
             start: 0,
             end: self.headers_start,
-        }];
+        };
+        let mut n = 1;
+        let mut from_to: [Option<HeaderField>; 2] = [None, None];
         let mut first_via = true;
         for h in &self.headers {
             let keep = match h.id {
                 HeaderId::Via => std::mem::replace(&mut first_via, false),
-                HeaderId::From | HeaderId::To => {
-                    kept_fields.push(*h);
-                    true
-                }
+                HeaderId::From => from_to[0].replace(*h).is_none(),
+                HeaderId::To => from_to[1].replace(*h).is_none(),
                 HeaderId::CallId | HeaderId::CSeq => true,
                 _ => false,
             };
             if keep {
-                lines.push(h.line);
+                if n == MAX_KEPT {
+                    // Not a message `parse` accepted: keep it whole.
+                    self.drop_header_index();
+                    return;
+                }
+                lines[n] = h.line;
+                n += 1;
             }
         }
-        let size: u32 = lines.iter().map(|l| l.end - l.start).sum::<u32>() + 2;
-        if size as usize >= self.buf.len() {
+        let lines = &lines[..n];
+        let size = lines
+            .iter()
+            .map(|l| (l.end - l.start) as usize)
+            .sum::<usize>()
+            + 2;
+        if size >= self.buf.len() {
             self.drop_header_index();
             return;
         }
-        let mut out = Vec::with_capacity(size as usize);
-        let mut ranges = Vec::with_capacity(lines.len());
-        for l in &lines {
-            ranges.push((l.start, l.end, out.len() as u32));
+        let mut out = Vec::with_capacity(size);
+        let mut kept = Kept::default();
+        for l in lines {
+            kept.ranges[kept.len] = (l.start, l.end, out.len() as u32);
+            kept.len += 1;
             out.extend_from_slice(&self.buf[l.range()]);
         }
         let headers_end = out.len() as u32;
         out.extend_from_slice(b"\r\n");
-        let kept = Kept { ranges };
         let remap = |s: Span| kept.span(s);
         let (Some(call_id), Some(cseq_method), Some(top_via)) = (
             remap(self.call_id),
@@ -84,8 +103,8 @@ impl Message {
             self.drop_header_index();
             return;
         };
-        let mut fields = Vec::with_capacity(kept_fields.len());
-        for h in kept_fields {
+        let mut fields = Vec::with_capacity(2);
+        for h in from_to.into_iter().flatten() {
             let (Some(name), Some(value), Some(line)) =
                 (remap(h.name), remap(h.value), remap(h.line))
             else {
