@@ -397,6 +397,13 @@ async fn connect(shared: Arc<Shared>, id: u64, dest: Destination, pending: Pendi
         let _ = tcp.set_nodelay(true);
         bound_send_buffer(&tcp);
         let local = tcp.local_addr().map_err(|e| e.to_string())?;
+        if local == dest.addr {
+            // TCP simultaneous open with itself: connecting to a closed port
+            // of this host can pick that very port as the source (Linux
+            // does, now and then, for loopback), and the "peer" is our own
+            // socket: what we send would come back to us as if from it.
+            return Err("connected to itself (no one listens there)".to_string());
+        }
         let meta = ConnMeta {
             id,
             transport: dest.transport,
