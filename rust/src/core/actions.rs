@@ -109,6 +109,12 @@ impl Core {
                     t.app_holds = false;
                 }
                 proxy.finish(cx, txn);
+                // A final sent while the handler held the request: the
+                // transaction can take its held form now.
+                let holdable = !cx.node.hooks.reads_completed_requests();
+                if holdable {
+                    cx.txns.hold_server(txn);
+                }
             });
         }
     }

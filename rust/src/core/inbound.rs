@@ -155,10 +155,7 @@ impl Core {
                 if let Some(id) = cx.txns.find_server(&msg) {
                     // Same branch and sent-by is a retransmission (§17.2.3) only
                     // if it is the same request: some peers reuse branches.
-                    let same = cx.txns.servers.get(&id).is_some_and(|t| {
-                        t.request.call_id() == msg.call_id() && t.request.cseq() == msg.cseq()
-                    });
-                    if same {
+                    if cx.txns.is_retransmission(id, &msg) {
                         server::on_retransmission(&node.wire, cx.txns, id);
                         return;
                     }
@@ -268,9 +265,13 @@ impl Core {
         let cx = &mut Ctx::new(node, txns, out);
         match on_timer(&node.wire, cx.txns, key) {
             Expiry::Done => {}
-            Expiry::ServerEnded(txn) => {
-                proxy.on_server_end(txn.ctx);
-                node.hooks.on_transaction_end(cx, &txn);
+            Expiry::ServerEnded {
+                id,
+                ctx,
+                final_status,
+            } => {
+                proxy.on_server_end(ctx);
+                node.hooks.on_transaction_end(cx, id, final_status);
             }
             Expiry::ClientTimeout { id, owner } if owner.service == proxy::SERVICE => {
                 proxy.on_client_timeout(cx, id);

@@ -372,7 +372,7 @@ impl Core {
     pub fn table_sizes(&self) -> TableSizes {
         let stack = self.stack.lock();
         TableSizes {
-            servers: stack.txns.servers.len(),
+            servers: stack.txns.server_count(),
             clients: stack.txns.clients.len(),
             contexts: stack.proxy.contexts(),
             timers: stack.txns.timers.len(),

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use super::*;
 use crate::service::{Service, Verdict};
 use crate::transaction::client::{self, Outcome};
-use crate::transaction::{BranchId, Owner, ServerTxn, TimerKey};
+use crate::transaction::{BranchId, Owner, TimerKey, TxnId};
 use crate::transport::testkit::{first_line, parse, Peer};
 use crate::transport::Destination;
 
@@ -253,8 +253,8 @@ impl Service for Probe {
             Verdict::Continue
         }
     }
-    fn on_transaction_end(&self, _: &mut Ctx<'_>, txn: &ServerTxn) {
-        self.saw(format!("end {:?}", txn.final_status));
+    fn on_transaction_end(&self, _: &mut Ctx<'_>, _: TxnId, final_status: Option<u16>) {
+        self.saw(format!("end {final_status:?}"));
     }
     fn on_timer(&self, _: &mut Ctx<'_>, id: u64) {
         self.saw(format!("timer {id}"));

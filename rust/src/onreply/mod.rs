@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 
 use crate::service::{Ctx, Event, HeldReply, ResponseAt, Service, Verdict};
 use crate::sip::Message;
-use crate::transaction::{ServerTxn, TxnId};
+use crate::transaction::TxnId;
 
 /// The owner name of this service.
 pub const SERVICE: &str = "onreply";
@@ -87,9 +87,9 @@ impl Service for OnReply {
         Verdict::Stop
     }
 
-    fn on_transaction_end(&self, cx: &mut Ctx<'_>, txn: &ServerTxn) {
-        if self.watched.lock().remove(&txn.id) {
-            cx.events.push(Event::ReplyWatchEnded(txn.id));
+    fn on_transaction_end(&self, cx: &mut Ctx<'_>, txn: TxnId, _final_status: Option<u16>) {
+        if self.watched.lock().remove(&txn) {
+            cx.events.push(Event::ReplyWatchEnded(txn));
         }
     }
 }

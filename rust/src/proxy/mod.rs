@@ -76,7 +76,8 @@ pub fn send_final(
         sent
     };
     if sent {
-        crate::transaction::server::compact_request(cx.txns, txn);
+        let holdable = !node.hooks.reads_completed_requests();
+        crate::transaction::server::compact_request(cx.txns, txn, holdable);
     }
     sent
 }

@@ -57,7 +57,7 @@ impl Proxy {
         outcome: Outcome,
         msg: Message,
     ) {
-        let Some(ctx_id) = cx.txns.servers.get(&server).and_then(|t| t.ctx) else {
+        let Some(ctx_id) = cx.txns.server_ctx(server) else {
             return;
         };
         let Some(ctx) = self.ctxs.get_mut(&ctx_id) else {
@@ -134,9 +134,9 @@ impl Proxy {
                     for b in others {
                         client::cancel(&node.wire, cx.txns, b);
                     }
-                } else if let Some(t) = cx.txns.servers.get(&server_id) {
+                } else {
                     // Another fork's 2xx, or a retransmission: every 2xx goes up.
-                    node.wire.send_response(&t.request, t.source, up);
+                    server::send_upstream(&node.wire, cx.txns, server_id, up);
                 }
             }
             Outcome::Failure => {
@@ -171,7 +171,7 @@ impl Proxy {
 
     /// The application's handler returned: a held final goes upstream now.
     pub fn finish(&mut self, cx: &mut Ctx<'_>, txn: TxnId) {
-        let Some(ctx_id) = cx.txns.servers.get(&txn).and_then(|t| t.ctx) else {
+        let Some(ctx_id) = cx.txns.server_ctx(txn) else {
             return;
         };
         let Some(ctx) = self.ctxs.get_mut(&ctx_id) else {
@@ -187,7 +187,7 @@ impl Proxy {
 
     /// The application answered `txn` itself: pending branches are cancelled.
     pub fn on_local_final(&mut self, cx: &mut Ctx<'_>, txn: TxnId) {
-        let Some(ctx_id) = cx.txns.servers.get(&txn).and_then(|t| t.ctx) else {
+        let Some(ctx_id) = cx.txns.server_ctx(txn) else {
             return;
         };
         let Some(ctx) = self.ctxs.get_mut(&ctx_id) else {

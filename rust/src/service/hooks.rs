@@ -12,7 +12,7 @@ use super::{Ctx, Node};
 use crate::sip::write::HeaderEdit;
 use crate::sip::Message;
 use crate::transaction::client::Outcome;
-use crate::transaction::{BranchId, ServerTxn, TxnId};
+use crate::transaction::{BranchId, TxnId};
 use crate::transport::{Hop, Source};
 
 /// What a hook decided about a message.
@@ -181,9 +181,17 @@ pub trait Service: Send + Sync {
     /// tables (up to 32 s later): CDR answer and end times, accounting.
     fn on_final_sent(&self, _cx: &mut Ctx<'_>, _txn: TxnId, _status: u16, _response: &Bytes) {}
 
-    /// A server transaction ended and left the tables (`txn.final_status`
-    /// is the final answer sent, if any).
-    fn on_transaction_end(&self, _cx: &mut Ctx<'_>, _txn: &ServerTxn) {}
+    /// Server transaction `txn` ended and left the tables (`final_status`:
+    /// the final answer sent, if any).
+    fn on_transaction_end(&self, _cx: &mut Ctx<'_>, _txn: TxnId, _final_status: Option<u16>) {}
+
+    /// This service reads the request of a server transaction after its
+    /// final answer (from `cx.txns.servers`, e.g. to rewrite a retransmitted
+    /// 2xx): while such a service is registered, completed transactions keep
+    /// their request instead of taking the held form (decision 0065).
+    fn reads_completed_requests(&self) -> bool {
+        false
+    }
 
     /// A timer this service set: `TimerKey::Service(Owner { service:
     /// self.name(), id })` in `cx.txns.timers`.
@@ -209,6 +217,8 @@ pub trait Service: Send + Sync {
 /// The registered services, in registration order.
 pub struct Hooks {
     any: AtomicBool,
+    /// Some service `reads_completed_requests`.
+    completed_readers: AtomicBool,
     list: RwLock<Arc<[Arc<dyn Service>]>>,
 }
 
@@ -216,6 +226,7 @@ impl Default for Hooks {
     fn default() -> Self {
         Hooks {
             any: AtomicBool::new(false),
+            completed_readers: AtomicBool::new(false),
             list: RwLock::new(Arc::from(Vec::new())),
         }
     }
@@ -234,6 +245,9 @@ impl Hooks {
             return Err(format!("a service named {name:?} is already registered"));
         }
         let mut v: Vec<Arc<dyn Service>> = list.iter().cloned().collect();
+        if service.reads_completed_requests() {
+            self.completed_readers.store(true, Ordering::Release);
+        }
         v.push(service);
         *list = Arc::from(v);
         self.any.store(true, Ordering::Release);
@@ -373,11 +387,16 @@ impl Hooks {
         }
     }
 
-    pub fn on_transaction_end(&self, cx: &mut Ctx<'_>, txn: &ServerTxn) {
+    pub fn on_transaction_end(&self, cx: &mut Ctx<'_>, txn: TxnId, final_status: Option<u16>) {
         if let Some(all) = self.all() {
             for s in all.iter() {
-                s.on_transaction_end(cx, txn);
+                s.on_transaction_end(cx, txn, final_status);
             }
         }
+    }
+
+    /// Some registered service reads completed transactions' requests.
+    pub fn reads_completed_requests(&self) -> bool {
+        self.completed_readers.load(Ordering::Acquire)
     }
 }

@@ -302,6 +302,12 @@ impl Service for TopologyService {
         NAME
     }
 
+    /// A retransmitted 2xx is rewritten like the first (`on_upstream`), from
+    /// the request of its completed server transaction.
+    fn reads_completed_requests(&self) -> bool {
+        true
+    }
+
     /// A request addressed to one of our Contacts (`sr-a-ID`, `sr-b-ID`)
     /// goes to the other side's Contact, by its route set; 481 when the
     /// dialog is unknown.

@@ -11,6 +11,7 @@
 //! context id as an opaque number.
 
 pub mod client;
+pub mod held;
 pub mod server;
 #[cfg(test)]
 pub mod testkit;
@@ -24,6 +25,7 @@ use crate::sip::{Message, Method};
 use crate::timer::TimerQueue;
 
 pub use client::{ClientState, ClientTxn};
+pub use held::HeldServer;
 pub use server::{ServerState, ServerTxn};
 pub use timers::{on_timer, Expiry};
 
@@ -113,6 +115,9 @@ pub struct Layer {
     /// Boxed: a `ServerTxn` is ~500 bytes; inline, every empty slot of the
     /// table (and the old table at each growth) would cost that much too.
     pub servers: IdMap<TxnId, Box<ServerTxn>>,
+    /// Server transactions after their final answer, in the small form that
+    /// absorbing retransmissions needs (`held`); they keep their id and key.
+    pub held_servers: IdMap<TxnId, HeldServer>,
     /// Keys are 64-bit hashes (random per process, so not forgeable) of the
     /// matching fields; no string is built per message.
     server_index: IdMap<u64, TxnId>,
@@ -134,6 +139,7 @@ impl Default for Layer {
         Layer {
             timing: Timing::default(),
             servers: IdMap::default(),
+            held_servers: IdMap::default(),
             server_index: IdMap::default(),
             ack_index: IdMap::default(),
             clients: IdMap::default(),

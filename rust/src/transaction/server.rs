@@ -123,6 +123,12 @@ fn trying(txn: &ServerTxn) -> Bytes {
 /// A retransmission of the request arrived: answer with the last response.
 pub fn on_retransmission(wire: &Wire, layer: &mut Layer, id: TxnId) {
     let Some(txn) = layer.servers.get(&id) else {
+        if let Some(held) = layer.held_servers.get(&id) {
+            wire.stats().count_retransmission();
+            if let Some(answer) = &held.answer {
+                wire.send_reply(held.reply_to, answer.clone());
+            }
+        }
         return;
     };
     wire.stats().count_retransmission();
@@ -295,11 +301,30 @@ pub fn on_retransmit_timer(wire: &Wire, layer: &mut Layer, id: TxnId) {
     }
 }
 
+/// Sends `bytes` (another 2xx, or a retransmitted one) upstream through
+/// server transaction `id`, held or not. False when it is gone.
+pub fn send_upstream(wire: &Wire, layer: &Layer, id: TxnId, bytes: Bytes) -> bool {
+    if let Some(t) = layer.servers.get(&id) {
+        wire.send_response(&t.request, t.source, bytes);
+    } else if let Some(h) = layer.held_servers.get(&id) {
+        wire.send_reply(h.reply_to, bytes);
+    } else {
+        return false;
+    }
+    true
+}
+
 /// Once a final is sent and the services have seen it, the transaction is
-/// held only to absorb retransmissions (until Timer L/H/J): its request
-/// keeps what matching and answering need (`Message::compact_for_hold`),
-/// not the received datagram, its body and its header index.
-pub fn compact_request(layer: &mut Layer, id: TxnId) {
+/// held only to absorb retransmissions (until Timer L/H/J). `holdable`: no
+/// service reads completed requests, so a settled transaction takes its
+/// held form (`Layer::hold_server`, decision 0065); otherwise, or when not
+/// settled yet, its request keeps what matching and answering need
+/// (`Message::compact_for_hold`), not the received datagram, its body and
+/// its header index.
+pub fn compact_request(layer: &mut Layer, id: TxnId, holdable: bool) {
+    if holdable && layer.hold_server(id) {
+        return;
+    }
     if let Some(txn) = layer.servers.get_mut(&id) {
         if txn.final_status.is_some_and(|s| s >= 200) {
             txn.request.compact_for_hold();

@@ -1,7 +1,7 @@
 //! A fired transaction timer: what the layer does itself (retransmit, 100
 //! Trying, end a transaction) and what it reports to the transaction's owner.
 
-use super::{client, server, BranchId, Layer, Owner, ServerTxn, TimerKey};
+use super::{client, server, BranchId, CtxId, Layer, Owner, TimerKey, TxnId};
 use crate::transport::Wire;
 
 /// What the owner of a transaction must hear about a fired timer.
@@ -9,8 +9,12 @@ pub enum Expiry {
     /// Nothing: the layer dealt with it (or the transaction was gone).
     Done,
     /// A server transaction ended (Timer H, I, J or L) and left the tables;
-    /// its proxy context (`txn.ctx`) may go too.
-    ServerEnded(Box<ServerTxn>),
+    /// its proxy context `ctx` may go too; `final_status`: its final answer.
+    ServerEnded {
+        id: TxnId,
+        ctx: Option<CtxId>,
+        final_status: Option<u16>,
+    },
     /// Timer B / F, or the 64*T1 after a CANCEL: client transaction `id`
     /// has no final answer. Not reported for a transaction already final.
     ClientTimeout { id: BranchId, owner: Owner },
@@ -31,7 +35,18 @@ pub fn on_timer(wire: &Wire, layer: &mut Layer, key: TimerKey) -> Expiry {
         }
         TimerKey::ServerEnd(id) => {
             if let Some(t) = layer.remove_server(id) {
-                return Expiry::ServerEnded(t);
+                return Expiry::ServerEnded {
+                    id,
+                    ctx: t.ctx,
+                    final_status: t.final_status,
+                };
+            }
+            if let Some(h) = layer.remove_held_server(id) {
+                return Expiry::ServerEnded {
+                    id,
+                    ctx: h.ctx,
+                    final_status: Some(h.final_status),
+                };
             }
         }
         TimerKey::ClientRetransmit(id) => client::on_retransmit_timer(wire, layer, id),

@@ -179,23 +179,18 @@ impl Wire {
     /// Sends a response to a request per RFC 3261 §18.2.2: back over the
     /// request's connection, else to `received`/`rport` (the source address).
     pub fn send_response(&self, req: &Message, source: Source, bytes: Bytes) {
+        self.send_reply(reply_to(req, source), bytes);
+    }
+
+    /// Sends a response to where `reply_to` said the request's answers go.
+    pub fn send_reply(&self, to: Source, bytes: Bytes) {
         self.stats.count_response_out(&bytes);
-        let via = req.top_via();
-        let mut dest = Destination {
-            transport: source.transport,
-            addr: source.addr,
-            conn: source.conn,
+        let dest = Destination {
+            transport: to.transport,
+            addr: to.addr,
+            conn: to.conn,
         };
-        if !source.transport.is_stream() {
-            // Without rport, the response goes to the port in sent-by (§18.2.2).
-            if via.rport().is_none() {
-                dest.addr.set_port(via.port.unwrap_or(5060));
-            }
-            if let Some(maddr) = via.param("maddr").and_then(|m| m.parse::<IpAddr>().ok()) {
-                dest.addr.set_ip(maddr);
-            }
-        }
-        self.send_from(Some(source.local), dest, bytes);
+        self.send_from(Some(to.local), dest, bytes);
     }
 
     fn udp_for(&self, to: SocketAddr) -> Option<&UdpEndpoint> {
@@ -376,4 +371,23 @@ fn local_ip_towards(to: SocketAddr) -> Option<IpAddr> {
     let s = std::net::UdpSocket::bind(bind).ok()?;
     s.connect(to).ok()?;
     Some(s.local_addr().ok()?.ip())
+}
+
+/// Where the answers to `req`, received from `source`, go (RFC 3261 §18.2.2):
+/// `source` itself over a stream; over UDP its address, with the sent-by
+/// port unless the request asked for rport, and its maddr if it named one.
+/// Worked out once for a transaction held after its final answer, which then
+/// keeps this instead of its request.
+pub fn reply_to(req: &Message, source: Source) -> Source {
+    let mut to = source;
+    if !source.transport.is_stream() {
+        let via = req.top_via();
+        if via.rport().is_none() {
+            to.addr.set_port(via.port.unwrap_or(5060));
+        }
+        if let Some(maddr) = via.param("maddr").and_then(|m| m.parse::<IpAddr>().ok()) {
+            to.addr.set_ip(maddr);
+        }
+    }
+    to
 }

@@ -108,7 +108,7 @@ impl Rig {
         for key in &keys {
             self.with(|cx, proxy| match on_timer(&cx.node.wire, cx.txns, *key) {
                 Expiry::Done => {}
-                Expiry::ServerEnded(t) => proxy.on_server_end(t.ctx),
+                Expiry::ServerEnded { ctx, .. } => proxy.on_server_end(ctx),
                 Expiry::ClientTimeout { id, .. } => proxy.on_client_timeout(cx, id),
                 Expiry::TimerC { id, .. } => proxy.on_timer_c(cx, id),
                 Expiry::Service(owner) => proxy.on_relay_timer(cx, owner.id),

@@ -87,7 +87,7 @@ fn t1() -> Duration {
 fn ended(fired: &[(TimerKey, Expiry)], id: TxnId) -> bool {
     fired
         .iter()
-        .any(|(_, e)| matches!(e, Expiry::ServerEnded(t) if t.id == id))
+        .any(|(_, e)| matches!(e, Expiry::ServerEnded { id: ended, .. } if *ended == id))
 }
 
 #[test]
@@ -411,7 +411,7 @@ fn a_completed_transaction_keeps_only_what_absorbing_needs() {
     assert!(rig.answer(invite, 200, false));
     assert!(!rig.layer.servers[&invite].request.headers().is_empty());
     let received = rig.layer.servers[&invite].request.as_bytes().len();
-    compact_request(&mut rig.layer, invite);
+    compact_request(&mut rig.layer, invite, false);
     let t = &rig.layer.servers[&invite];
     assert!(
         t.request.as_bytes().len() < received,
@@ -429,11 +429,93 @@ fn a_completed_transaction_keeps_only_what_absorbing_needs() {
 
     let bye = rig.create("BYE", "z9hG4bKm2");
     assert!(rig.answer(bye, 200, false));
-    compact_request(&mut rig.layer, bye);
+    compact_request(&mut rig.layer, bye, false);
     let t = &rig.layer.servers[&bye];
     assert_eq!(t.request.headers().len(), 2);
     assert!(t.last_response.is_some(), "Timer J answers retransmissions");
     rig.peer.take();
     on_retransmission(&rig.wire, &mut rig.layer, bye);
     assert_eq!(first_line(&rig.peer.one()), "SIP/2.0 200 OK");
+}
+
+#[test]
+fn a_settled_transaction_takes_the_held_form_and_still_absorbs_and_answers() {
+    // Decision 0065: once final, with no service reading completed requests,
+    // only the key, where answers go and a non-INVITE's final stay.
+    let mut rig = Rig::new();
+    let invite = rig.create("INVITE", "z9hG4bKh1");
+    assert!(rig.answer(invite, 200, false));
+    compact_request(&mut rig.layer, invite, true);
+    assert!(!rig.layer.servers.contains_key(&invite));
+    let held = &rig.layer.held_servers[&invite];
+    assert!(held.answer.is_none(), "Accepted answers nothing");
+    assert_eq!(held.final_status, 200);
+    let again = rig.peer.request("INVITE", "z9hG4bKh1", "");
+    assert_eq!(rig.layer.find_server(&again), Some(invite));
+    assert!(rig.layer.is_retransmission(invite, &again));
+    rig.peer.take();
+    on_retransmission(&rig.wire, &mut rig.layer, invite);
+    assert!(rig.peer.take().is_empty(), "absorbed");
+    on_ack(&mut rig.layer, invite);
+
+    let bye = rig.create("BYE", "z9hG4bKh2");
+    assert!(rig.answer(bye, 200, false));
+    compact_request(&mut rig.layer, bye, true);
+    assert!(!rig.layer.servers.contains_key(&bye));
+    rig.peer.take();
+    on_retransmission(&rig.wire, &mut rig.layer, bye);
+    assert_eq!(first_line(&rig.peer.one()), "SIP/2.0 200 OK");
+    // Same branch, another CSeq: a new request, not a retransmission.
+    let text = rig.peer.request("BYE", "z9hG4bKh2", "").as_bytes().to_vec();
+    let text = String::from_utf8(text)
+        .unwrap()
+        .replace("CSeq: 1 BYE", "CSeq: 2 BYE");
+    let other = crate::transport::testkit::parse(&text);
+    assert!(!rig.layer.is_retransmission(bye, &other));
+
+    // Timer L and J end them; their keys leave the index.
+    assert_eq!(rig.layer.server_count(), 2);
+    let mut ends = 0;
+    while rig.layer.server_count() > 0 {
+        ends += rig
+            .fire_next()
+            .iter()
+            .filter(|(_, e)| {
+                matches!(
+                    e,
+                    Expiry::ServerEnded {
+                        final_status: Some(200),
+                        ..
+                    }
+                )
+            })
+            .count();
+    }
+    assert_eq!(ends, 2);
+    assert_eq!(rig.layer.find_server(&again), None);
+}
+
+#[test]
+fn what_still_has_work_is_not_held() {
+    let mut rig = Rig::new();
+    // A non-2xx final retransmits until the ACK.
+    let rejected = rig.create("INVITE", "z9hG4bKn1");
+    assert!(rig.answer(rejected, 486, false));
+    // A 2xx of our own retransmits until the ACK too.
+    let ours = rig.create("INVITE", "z9hG4bKn2");
+    assert!(rig.answer(ours, 200, true));
+    // The application's handler still holds this request.
+    let busy = rig.create("MESSAGE", "z9hG4bKn3");
+    rig.layer.servers.get_mut(&busy).unwrap().app_holds = true;
+    assert!(rig.answer(busy, 202, false));
+    // Not answered finally yet.
+    let open = rig.create("OPTIONS", "z9hG4bKn4");
+    assert!(rig.answer(open, 100, false));
+    for id in [rejected, ours, busy, open] {
+        compact_request(&mut rig.layer, id, true);
+        assert!(rig.layer.servers.contains_key(&id), "{id} kept whole");
+    }
+    assert!(rig.layer.held_servers.is_empty());
+    rig.layer.servers.get_mut(&busy).unwrap().app_holds = false;
+    assert!(rig.layer.hold_server(busy));
 }
