@@ -112,8 +112,10 @@ impl Core {
                 // A final sent while the handler held the request: the
                 // transaction can take its held form now.
                 let holdable = !cx.node.hooks.reads_completed_requests();
-                if holdable {
-                    cx.txns.hold_server(txn);
+                if holdable && cx.txns.hold_server(txn) {
+                    if let Some(ctx) = cx.txns.server_ctx(txn) {
+                        proxy.settle(cx, ctx);
+                    }
                 }
             });
         }

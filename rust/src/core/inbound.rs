@@ -248,13 +248,19 @@ impl Core {
             return;
         };
         let outcome = client::on_response(&node.wire, cx.txns, bid, &msg);
-        let Some(owner) = cx.txns.clients.get(&bid).map(|c| c.owner) else {
+        let Some(owner) = cx.txns.client_owner(bid) else {
             return;
         };
         if owner.service == proxy::SERVICE {
             proxy.on_response(cx, bid, outcome, msg);
         } else if let Some(service) = node.hooks.named(owner.service) {
             service.on_client_response(cx, owner.id, bid, outcome, &msg);
+        }
+        if outcome == client::Outcome::Success && cx.txns.hold_client(bid) {
+            // Delivered: what is left is absorbing (decision 0065).
+            if owner.service == proxy::SERVICE {
+                proxy.settle(cx, owner.id);
+            }
         }
     }
 

@@ -373,7 +373,7 @@ impl Core {
         let stack = self.stack.lock();
         TableSizes {
             servers: stack.txns.server_count(),
-            clients: stack.txns.clients.len(),
+            clients: stack.txns.client_count(),
             contexts: stack.proxy.contexts(),
             timers: stack.txns.timers.len(),
             servers_created: stack.txns.servers_created,

@@ -113,7 +113,7 @@ fn on_relayed_response(dialogs: &Dialogs, cx: &mut Ctx<'_>, at: ResponseAt, msg:
         }
         return;
     }
-    let branch_dest = cx.txns.clients.get(&at.branch).map(|c| c.dest);
+    let branch_dest = cx.txns.client_dest(at.branch);
     answer(cx, &mut table, id, at.server, msg, branch_dest);
 }
 

@@ -82,7 +82,7 @@ impl Service for OnReply {
             branch: at.branch,
             outcome: at.outcome,
             msg: msg.clone(),
-            source: cx.txns.clients.get(&at.branch).map(|c| c.dest.addr),
+            source: cx.txns.client_dest(at.branch).map(|d| d.addr),
         }));
         Verdict::Stop
     }

@@ -145,6 +145,7 @@ impl Proxy {
         if let Some(c) = ctx {
             self.ctxs.remove(&c);
             self.plans.remove(&c);
+            self.settled.remove(&c);
         }
     }
 

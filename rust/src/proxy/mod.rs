@@ -16,6 +16,7 @@ pub mod fallback;
 mod responses;
 mod round;
 pub mod route;
+mod settle;
 pub mod stateful;
 
 use std::hash::{Hash, Hasher};
@@ -48,6 +49,8 @@ pub struct Proxy {
     /// Per context, the branches with destinations left to fail over to
     /// (RFC 3263 §4.3, serial targets); dropped with the context.
     plans: IdMap<CtxId, Vec<(crate::transaction::BranchId, Box<stateful::Plan>)>>,
+    /// Contexts whose work is done, as their server transaction (`settle`).
+    settled: IdMap<CtxId, crate::transaction::TxnId>,
 }
 
 /// Sends a response upstream through server transaction `txn`; a final one

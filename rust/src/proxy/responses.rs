@@ -18,23 +18,30 @@ impl Proxy {
     /// what it meant there: the services' `on_response` hooks see it, then
     /// the proxy acts on it (`deliver_response`).
     pub fn on_response(&mut self, cx: &mut Ctx<'_>, bid: BranchId, outcome: Outcome, msg: Message) {
-        let Some(c) = cx.txns.clients.get(&bid) else {
-            return;
-        };
-        if c.method_str() == "CANCEL" {
+        // A held one (settled by a 2xx) was an INVITE's or a non-INVITE's
+        // other than a CANCEL, whose own 200 ends here.
+        if cx
+            .txns
+            .clients
+            .get(&bid)
+            .is_some_and(|c| c.method_str() == "CANCEL")
+        {
             return;
         }
-        let Some(ctx) = self.ctxs.get(&c.owner.id) else {
+        let Some(owner) = cx.txns.client_owner(bid) else {
+            return;
+        };
+        let ctx_id = owner.id;
+        let Some(server) = self.server_of(ctx_id) else {
             return;
         };
         let node = cx.node;
         if outcome != Outcome::Absorb && !node.hooks.is_empty() {
             let at = ResponseAt {
-                server: ctx.server,
+                server,
                 branch: bid,
                 outcome,
             };
-            let ctx_id = ctx.id;
             if node.hooks.on_response(cx, at, &msg) == Verdict::Stop {
                 if let Some(ctx) = self.ctxs.get_mut(&ctx_id) {
                     ctx.held_replies += 1;
@@ -60,10 +67,9 @@ impl Proxy {
         let Some(ctx_id) = cx.txns.server_ctx(server) else {
             return;
         };
-        let Some(ctx) = self.ctxs.get_mut(&ctx_id) else {
-            return;
-        };
-        ctx.held_replies = ctx.held_replies.saturating_sub(1);
+        if let Some(ctx) = self.ctxs.get_mut(&ctx_id) {
+            ctx.held_replies = ctx.held_replies.saturating_sub(1);
+        }
         self.deliver_in(cx, ctx_id, bid, outcome, msg);
     }
 
@@ -77,7 +83,7 @@ impl Proxy {
         outcome: Outcome,
         msg: Message,
     ) {
-        let Some(ctx_id) = cx.txns.clients.get(&bid).map(|c| c.owner.id) else {
+        let Some(ctx_id) = cx.txns.client_owner(bid).map(|o| o.id) else {
             return;
         };
         self.deliver_in(cx, ctx_id, bid, outcome, msg);
@@ -93,6 +99,16 @@ impl Proxy {
     ) {
         let node = cx.node;
         let Some(ctx) = self.ctxs.get_mut(&ctx_id) else {
+            // Settled: a late or retransmitted 2xx still goes up.
+            if let (Outcome::Success, Some(&server)) = (outcome, self.settled.get(&ctx_id)) {
+                let at = ResponseAt {
+                    server,
+                    branch: bid,
+                    outcome,
+                };
+                let up = upstream(cx, at, &msg);
+                server::send_upstream(&node.wire, cx.txns, server, up);
+            }
             return;
         };
         let server_id = ctx.server;

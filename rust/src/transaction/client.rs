@@ -145,10 +145,12 @@ pub enum Outcome {
 pub fn on_response(wire: &Wire, layer: &mut Layer, id: BranchId, resp: &Message) -> Outcome {
     let timing = layer.timing.clone();
     let now = layer.timers.now();
-    let Some(txn) = layer.clients.get_mut(&id) else {
-        return Outcome::Absorb;
-    };
     let status = resp.status().unwrap_or(0);
+    let Some(txn) = layer.clients.get_mut(&id) else {
+        return layer
+            .held_client_outcome(id, status)
+            .unwrap_or(Outcome::Absorb);
+    };
     let mut cancel = Vec::new();
     let mut schedule = Vec::new();
     let mut cancel_request = None;

@@ -64,7 +64,9 @@ pub fn on_timer(wire: &Wire, layer: &mut Layer, key: TimerKey) -> Expiry {
             }
         }
         TimerKey::ClientEnd(id) => {
-            layer.remove_client(id);
+            if layer.remove_client(id).is_none() {
+                layer.remove_held_client(id);
+            }
         }
         TimerKey::Service(owner) => return Expiry::Service(owner),
     }

@@ -543,3 +543,42 @@ fn a_final_answer_frees_the_request_copy_unless_a_non_2xx_ack_needs_it() {
         "a retransmitted 486 is ACKed again"
     );
 }
+
+#[test]
+fn a_client_settled_by_a_2xx_is_held_small_and_still_matches() {
+    // Decision 0065: once its 2xx was delivered, an INVITE's client
+    // transaction keeps its key, owner and destination for Timer M; later
+    // 2xx still reach the owner, anything else is absorbed.
+    let mut rig = Rig::new();
+    let invite = rig.start("INVITE", "z9hG4bKhc1");
+    assert_eq!(rig.answer(invite, 200), Outcome::Success);
+    assert!(rig.layer.hold_client(invite));
+    assert!(!rig.layer.clients.contains_key(&invite));
+    assert_eq!(rig.layer.find_client("z9hG4bKhc1", "INVITE"), Some(invite));
+    assert_eq!(rig.layer.find_client("z9hG4bKhc2", "INVITE"), None);
+    assert_eq!(rig.layer.client_owner(invite), Some(OWNER));
+    assert_eq!(rig.layer.client_dest(invite), Some(rig.peer.destination()));
+    assert_eq!(
+        rig.answer(invite, 200),
+        Outcome::Success,
+        "a retransmitted 2xx"
+    );
+    assert_eq!(rig.answer(invite, 180), Outcome::Absorb);
+
+    // A non-2xx final keeps the whole transaction: its ACK, its failover.
+    let rejected = rig.start("INVITE", "z9hG4bKhc3");
+    assert_eq!(rig.answer(rejected, 486), Outcome::Failure);
+    assert!(!rig.layer.hold_client(rejected));
+    let bye = rig.start("BYE", "z9hG4bKhc4");
+    assert_eq!(rig.answer(bye, 200), Outcome::Success);
+    assert!(rig.layer.hold_client(bye));
+    assert_eq!(rig.answer(bye, 200), Outcome::Absorb);
+
+    // Timers M and K end them and their keys leave the index.
+    assert_eq!(rig.layer.client_count(), 3);
+    while !rig.layer.held_clients.is_empty() {
+        rig.fire_next();
+    }
+    assert_eq!(rig.layer.find_client("z9hG4bKhc1", "INVITE"), None);
+    assert_eq!(rig.layer.find_client("z9hG4bKhc4", "BYE"), None);
+}
