@@ -17,6 +17,10 @@ import contextvars
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+#: Every handler Task's name. Without one, the Task formats "Task-<n>" for
+#: each request (~1.4k instructions on 3.11); nothing reads it.
+TASK_NAME = "sipr-handler"
+
 
 class EagerTasks:
     """Starts Tasks on `loop` with their first step run inline.
@@ -45,7 +49,7 @@ class EagerTasks:
         loop = self.loop
         loop.call_soon = self._keep_step  # type: ignore[method-assign,assignment]
         try:
-            task = asyncio.Task(coro, loop=loop)
+            task = asyncio.Task(coro, loop=loop, name=TASK_NAME)
         finally:
             del loop.call_soon
         step, context = self._step, self._context

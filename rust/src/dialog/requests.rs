@@ -8,8 +8,8 @@ use bytes::Bytes;
 
 use super::state::{Dialog, Leg};
 use super::{LocalRequest, Table, SERVICE};
-use crate::proxy::fmt_hostport;
 use crate::service::{mix64, Node};
+use crate::sip::write::hostport as fmt_hostport;
 use crate::transaction::{client, Layer, Owner};
 
 /// Branch prefix of requests the dialog module originates.

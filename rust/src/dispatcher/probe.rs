@@ -131,7 +131,7 @@ fn options(
     seq: u64,
 ) -> (String, String) {
     let branch = format!("z9hG4bKsrprobe{seq:x}");
-    let host = crate::proxy::fmt_hostport(local);
+    let host = crate::sip::write::hostport(local);
     let msg = format!(
         "OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/{transport} {host};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: <{from}>;tag=p{seq:x}\r\nTo: <{uri}>\r\nCall-ID: probe-{seq:x}-{port}@{ip}\r\nCSeq: 1 OPTIONS\r\nUser-Agent: sipr dispatcher probe\r\nContent-Length: 0\r\n\r\n",
         from = config.from_uri,

@@ -359,7 +359,7 @@ fn options(
     id: u64,
     cx: &Ctx<'_>,
 ) -> String {
-    let via = crate::proxy::fmt_hostport(local);
+    let via = crate::sip::write::hostport(local);
     let tag = cx.node.new_tag();
     let uri = contact_uri(&target.contact);
     format!(

@@ -323,10 +323,6 @@ fn stateless_branch(node: &Node, msg: &Message, hop: Hop) -> u64 {
     h.finish()
 }
 
-pub fn fmt_hostport(a: SocketAddr) -> String {
-    crate::sip::write::hostport(a)
-}
-
 fn is_unicast(a: &SocketAddr) -> bool {
     match a.ip() {
         std::net::IpAddr::V4(ip) => {

@@ -70,7 +70,7 @@ impl PyDns {
             .map(|(t, a, left, reason, hits)| {
                 (
                     t.as_str().to_ascii_lowercase(),
-                    crate::proxy::fmt_hostport(a),
+                    crate::sip::write::hostport(a),
                     (left * 10.0).round() / 10.0,
                     reason.to_string(),
                     hits,
@@ -134,7 +134,7 @@ impl PyDns {
             .config()
             .nameservers
             .iter()
-            .map(|a| crate::proxy::fmt_hostport(*a))
+            .map(|a| crate::sip::write::hostport(*a))
             .collect()
     }
 }

@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use super::rewrite::{hidden_request, hidden_response, RequestEdits};
 use super::{parse_token, token, unix_now, Hidden, HiddenDialog, Reach, Side, Topology};
-use crate::proxy::fmt_hostport;
 use crate::proxy::route::creates_dialog;
 use crate::service::{
     BranchPlan, BranchWriter, Ctx, InDialog, Node, Outgoing, ResponseAt, Service, Verdict,
 };
+use crate::sip::write::hostport as fmt_hostport;
 use crate::sip::{HeaderId, Message, Method, NameAddr};
 use crate::transport::{Source, Transport};
 
