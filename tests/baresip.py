@@ -25,6 +25,7 @@ import json
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -307,6 +308,9 @@ class Baresip:
     def _send(self, obj: dict[str, Any]) -> None:
         assert self._sock is not None
         data = json.dumps(obj).encode()
+        # The reader thread made the socket blocking (no timeout): a baresip
+        # that stopped reading would hold sendall forever without this.
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 10, 0))
         self._sock.sendall(f"{len(data)}:".encode() + data + b",")
 
     def _read(self) -> None:
