@@ -5,7 +5,8 @@
 #   benches/profiles/count.sh [CALLS] [RATE] [MODE] [OUTPREFIX]     (defaults 400 20 sf_rr)
 #
 # MODE sf_rr / sf: the stateful proxy (stateful_app.py); sl_rr: the stateless one
-# (stateless_rr.py), Record-Route flow. PYTHON picks the interpreter (another build's venv
+# (stateless_rr.py), Record-Route flow; sl: examples/stateless.py on SIPp's default flow (the
+# compare.sh stateless row). PYTHON picks the interpreter (another build's venv
 # measures that build with the same apps and SIPp flows).
 # Starts `sipr run` under `valgrind --tool=callgrind --instr-atstart=no`, SIPp UAS and UAC
 # (Record-Route flow, uac_rr.xml / uas_rr.xml; MODE sf uses SIPp's default flow with
@@ -30,7 +31,8 @@ case $mode in
   sf)    uac="-sn uac"; uas="-sn uas"; extra_env="SIPR_IN_DIALOG=1" ;;
   sl_rr) uac="-sf $SCEN/uac_rr.xml"; uas="-sf $SCEN/uas_rr.xml"; extra_env=""
          app=$ROOT/benches/load/stateless_rr.py ;;
-  *) echo "mode sf_rr, sf or sl_rr" >&2; exit 2 ;;
+  sl)    uac="-sn uac"; uas="-sn uas"; extra_env=""; app=$ROOT/examples/stateless.py ;;
+  *) echo "mode sf_rr, sf, sl_rr or sl" >&2; exit 2 ;;
 esac
 work=$(mktemp -d)
 pids=()

@@ -382,11 +382,15 @@ class Server:
             task = self.loop.create_task(self._run(handler, req))
         if task.done():  # ran to completion in its first step
             return
+        # Suspended (or, on a loop without eager steps, not started): counted
+        # and given its deadline until _run's `finally` (or _task_done, for
+        # a task cancelled before it ran) untracks it.
         self.tasks.add(task)
+        self.suspended += 1
+        assert self.deadlines is not None
+        self.deadlines.add(task, self.loop.time() + (req.deadline or self.route_deadline))
         if self.eager_tasks is None:
             task.add_done_callback(self._on_task_done)
-        # else: its first step ran, so _run's `finally` untracks it (no
-        # done-callback Handle and loop pass per suspended handler).
         if req.method == "INVITE":
             # Removed by _run when the handler ends, or by _cancel_tasks. (A
             # per-task closure as a second done callback cost ~400 bytes per
@@ -394,7 +398,14 @@ class Server:
             self.cancellable[req._txn] = task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        self.tasks.discard(task)
+        self._untrack(task)
+
+    def _untrack(self, task: asyncio.Task[None] | None) -> None:
+        if task in self.tasks:
+            self.tasks.remove(task)
+            self.suspended -= 1
+            assert self.deadlines is not None
+            self.deadlines.finished()
 
     def _expire(self, task: asyncio.Task[None]) -> None:
         self.expired.add(task)
@@ -427,31 +438,15 @@ class Server:
         coro: HandlerCoroutine | None = None,
         first: Any = None,
     ) -> None:
-        suspended = False
-        own_task: asyncio.Task[Any] | None = None
         txn = req._txn  # read now: forward() drops it from the request
         # Task-local: log lines of this handler (the app's too) get the Call-ID.
         current_request.set(req)
         try:
-            started = coro is not None
             if coro is None:
-                coro = handler(req)
-                # The first step runs inline: most handlers act without
-                # awaiting and never need a deadline.
-                try:
-                    first = coro.send(None)
-                except StopIteration:
-                    pass
-                else:
-                    started = True
-            if started:
-                suspended = True
-                self.suspended += 1
-                # With the loop given, 3.11 skips the getpid() of get_running_loop().
-                task = own_task = asyncio.current_task(self.loop)
-                assert task is not None and self.deadlines is not None
-                seconds = req.deadline or self.route_deadline
-                self.deadlines.add(task, self.loop.time() + seconds)
+                # Awaited, not stepped by hand: a handler that returns without
+                # suspending ends here with no StopIteration raised and caught.
+                await handler(req)
+            else:
                 await _Resume(coro, first)
             self._answer_if_silent(req)
         except asyncio.CancelledError:
@@ -472,11 +467,9 @@ class Server:
         except Exception:
             self._handler_failed(req)
         finally:
-            if suspended and self.deadlines is not None:
-                self.suspended -= 1
-                self.deadlines.finished()
-            if own_task is not None and self.eager_tasks is not None:
-                self.tasks.discard(own_task)
+            if self.tasks:  # else nothing is suspended, this handler neither
+                # With the loop given, 3.11 skips the getpid() of get_running_loop().
+                self._untrack(asyncio.current_task(self.loop))
             self.cancellable.pop(txn, None)
             req._finish()
 

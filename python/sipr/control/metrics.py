@@ -298,6 +298,11 @@ SINGLES: dict[str, tuple[str, str, str]] = {
         "Client transactions created",
     ),
     "transactions.contexts": ("sipr_proxy_contexts", GAUGE, "Open proxy (relay) contexts"),
+    "transactions.contexts_settled": (
+        "sipr_proxy_contexts_settled",
+        GAUGE,
+        "Proxy contexts done, kept until their server transaction ends",
+    ),
     "core.timers": ("sipr_timers", GAUGE, "Scheduled transaction timers"),
     "core.relays_waiting": ("sipr_relays_waiting", GAUGE, "relay() calls awaiting a result"),
     "handlers.running": ("sipr_handlers_running", GAUGE, "Route handlers running"),

@@ -111,8 +111,7 @@ impl Core {
                 proxy.finish(cx, txn);
                 // A final sent while the handler held the request: the
                 // transaction can take its held form now.
-                let holdable = !cx.node.hooks.reads_completed_requests();
-                if holdable && cx.txns.hold_server(txn) {
+                if cx.node.hooks.settled_may_be_held() && cx.txns.hold_server(txn) {
                     if let Some(ctx) = cx.txns.server_ctx(txn) {
                         proxy.settle(cx, ctx);
                     }

@@ -375,6 +375,7 @@ impl Core {
             servers: stack.txns.server_count(),
             clients: stack.txns.client_count(),
             contexts: stack.proxy.contexts(),
+            contexts_settled: stack.proxy.settled_contexts(),
             timers: stack.txns.timers.len(),
             servers_created: stack.txns.servers_created,
             clients_created: stack.txns.clients_created,
@@ -440,6 +441,9 @@ pub struct TableSizes {
     pub servers: usize,
     pub clients: usize,
     pub contexts: usize,
+    /// Contexts whose work is done, kept as their server transaction's id
+    /// until it ends (decision 0065).
+    pub contexts_settled: usize,
     pub timers: usize,
     pub servers_created: u64,
     pub clients_created: u64,

@@ -79,7 +79,7 @@ pub fn send_final(
         sent
     };
     if sent {
-        let holdable = !node.hooks.reads_completed_requests();
+        let holdable = node.hooks.settled_may_be_held();
         crate::transaction::server::compact_request(cx.txns, txn, holdable);
     }
     sent
@@ -89,6 +89,12 @@ impl Proxy {
     /// Response contexts alive (for `tm.stats`).
     pub fn contexts(&self) -> usize {
         self.ctxs.len()
+    }
+
+    /// Settled contexts (`settle.rs`): a map entry each until their server
+    /// transaction ends.
+    pub fn settled_contexts(&self) -> usize {
+        self.settled.len()
     }
 
     pub fn context(&self, id: CtxId) -> Option<&ProxyCtx> {

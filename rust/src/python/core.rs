@@ -251,6 +251,10 @@ impl PyCore {
         s.push(("transactions.server_total".into(), t.servers_created));
         s.push(("transactions.client_total".into(), t.clients_created));
         s.push(("transactions.contexts".into(), t.contexts as u64));
+        s.push((
+            "transactions.contexts_settled".into(),
+            t.contexts_settled as u64,
+        ));
         s.push(("timers".into(), t.timers as u64));
         s.push((
             "relays_waiting".into(),

@@ -2,6 +2,7 @@
 //! target lists — `sipr.Serial(...)`, and the dispatcher's `Selection`
 //! (`ds.targets(...)`), turned into one against the request relayed.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
@@ -46,12 +47,39 @@ pub fn relay_target(t: &Bound<'_, PyAny>) -> PyResult<Target> {
 }
 
 pub fn target_string(t: &Bound<'_, PyAny>) -> PyResult<String> {
-    Ok(match t.cast::<PyUri>() {
-        Ok(u) => u.get().as_str().to_string(),
-        Err(_) => PyUri::parse_str(&t.extract::<String>()?)?
+    if let Ok(u) = t.cast::<PyUri>() {
+        return Ok(u.get().as_str().to_string());
+    }
+    let Ok(s) = t.cast::<PyString>() else {
+        return Ok(PyUri::parse_str(&t.extract::<String>()?)?
             .as_str()
-            .to_string(),
+            .to_string());
+    };
+    let text = s.to_str()?;
+    // An app relays to the same few targets, most often one constant: the
+    // last str seen is kept with its checked form, so it is not parsed again
+    // per request.
+    LAST_TARGET.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((seen, checked)) = last.as_ref() {
+            if seen == text {
+                return Ok(checked.clone());
+            }
+        }
+        let checked = PyUri::parse_str(text)?.as_str().to_string();
+        if text.len() <= MAX_KEPT_TARGET {
+            *last = Some((text.to_string(), checked.clone()));
+        }
+        Ok(checked)
     })
+}
+
+/// Longer target strings are parsed each time (a URI with many parameters).
+const MAX_KEPT_TARGET: usize = 256;
+
+thread_local! {
+    /// The last relay target given as a str, and its checked form.
+    static LAST_TARGET: RefCell<Option<(String, String)>> = const { RefCell::new(None) };
 }
 
 /// `sipr.Serial(targets, codes=...)`: a relay target list tried one after

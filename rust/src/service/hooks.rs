@@ -399,4 +399,10 @@ impl Hooks {
     pub fn reads_completed_requests(&self) -> bool {
         self.completed_readers.load(Ordering::Acquire)
     }
+
+    /// A settled transaction may give up its request and take the held form
+    /// (decision 0065): no registered service reads completed requests.
+    pub fn settled_may_be_held(&self) -> bool {
+        !self.reads_completed_requests()
+    }
 }

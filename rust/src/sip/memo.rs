@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 
+use super::via::Via;
 use super::{HeaderId, ParseError};
 
 const SLOTS: usize = 2048;
@@ -22,13 +23,15 @@ pub(super) type Within = Option<(u16, u16)>;
 
 /// What checking a value found out, for the parts the message keeps.
 /// From/To: `first` is the tag. Via: `first` and `second` the first two
-/// via-parms, `param` the first one's branch, `count` how many via-parms.
+/// via-parms, `param` the first one's branch, `count` how many via-parms,
+/// `top` where the first one's fields are.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Facts {
     pub first: Within,
     pub second: Within,
     pub param: Within,
     pub count: u16,
+    pub top: ViaFields,
 }
 
 /// The range of `part` (a slice of `whole`) inside `whole`.
@@ -43,6 +46,39 @@ pub(super) fn within(whole: &str, part: &str) -> Within {
     };
     let end = start + part.len();
     Some((u16::try_from(start).ok()?, u16::try_from(end).ok()?))
+}
+
+/// Where the top via-parm's fields are, as offsets from its start (a header
+/// line is at most 8 KB); `params: None`: none written. Small: a held
+/// transaction keeps its request's `Message`, and the header memo keeps one
+/// per remembered Via value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct ViaFields {
+    pub protocol: (u16, u16),
+    pub transport: (u16, u16),
+    pub host: (u16, u16),
+    pub params: Option<(u16, u16)>,
+    pub port: Option<u16>,
+}
+
+impl ViaFields {
+    /// Where `via`'s fields are inside `via.raw`: read while the Via is
+    /// checked, so the message's accessors never parse it again.
+    pub(super) fn of(via: &Via<'_>) -> ViaFields {
+        let raw = via.raw;
+        let at = |part: &str| within(raw, part).unwrap_or_default();
+        let inside = |part: &str| {
+            let (r, p) = (raw.as_ptr() as usize, part.as_ptr() as usize);
+            p >= r && p + part.len() <= r + raw.len()
+        };
+        ViaFields {
+            protocol: at(via.protocol),
+            transport: at(via.transport),
+            host: at(via.host),
+            params: inside(via.params).then(|| at(via.params)),
+            port: via.port,
+        }
+    }
 }
 
 struct Slot {

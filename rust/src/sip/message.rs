@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::header::HeaderId;
 use super::lines::{find_line_end, parse_start_line, split_headers};
-use super::memo;
+use super::memo::{self, ViaFields};
 use super::method::Method;
 use super::nameaddr::NameAddr;
 use super::scan::{is_token, parse_decimal, skip_lws};
@@ -44,18 +44,6 @@ pub struct Message {
     /// The top via-parm's fields, read once: every layer that answers,
     /// relays or matches the message asks for them.
     top_via_fields: ViaFields,
-}
-
-/// Where the top via-parm's fields are, as offsets from its start (a header
-/// line is at most 8 KB); `params: None`: none written. Small: a held
-/// transaction keeps its request's `Message`.
-#[derive(Debug, Clone, Copy, Default)]
-struct ViaFields {
-    protocol: (u16, u16),
-    transport: (u16, u16),
-    host: (u16, u16),
-    params: Option<(u16, u16)>,
-    port: Option<u16>,
 }
 
 impl Message {
@@ -137,6 +125,7 @@ impl Message {
                             0 => {
                                 self.top_via = at(parm).unwrap_or_default();
                                 self.branch = at(facts.param);
+                                self.top_via_fields = facts.top;
                             }
                             1 => self.second_via = at(parm),
                             _ => break,
@@ -226,7 +215,6 @@ impl Message {
                 return Err(ParseError::bad(what));
             }
         }
-        self.keep_top_via_fields();
         if let StartLine::Request {
             method,
             method_span,
@@ -407,23 +395,6 @@ impl Message {
             params: f.params.map_or("", at),
         }
     }
-    /// Reads the top via-parm's fields (checked already) into `top_via_fields`.
-    fn keep_top_via_fields(&mut self) {
-        let raw = self.str_at(self.top_via);
-        let Ok(via) = Via::reread(raw) else { return };
-        let at = |part: &str| memo::within(raw, part).unwrap_or_default();
-        let inside = |part: &str| {
-            let (r, p) = (raw.as_ptr() as usize, part.as_ptr() as usize);
-            p >= r && p + part.len() <= r + raw.len()
-        };
-        self.top_via_fields = ViaFields {
-            protocol: at(via.protocol),
-            transport: at(via.transport),
-            host: at(via.host),
-            params: inside(via.params).then(|| at(via.params)),
-            port: via.port,
-        };
-    }
     /// The via-parm after the top one: where a response goes next.
     pub fn second_via(&self) -> Option<Via<'_>> {
         self.second_via
@@ -490,6 +461,7 @@ fn via_facts(value: &str) -> Result<memo::Facts, ParseError> {
             0 => {
                 facts.first = memo::within(value, via.raw);
                 facts.param = via.branch().and_then(|b| memo::within(value, b));
+                facts.top = ViaFields::of(&via);
             }
             1 => facts.second = memo::within(value, via.raw),
             _ => {}

@@ -167,10 +167,17 @@ mod top_via_fields {
                 "OPTIONS sip:b@c SIP/2.0\r\nVia: {via}\r\nFrom: <sip:a@b>;tag=1\r\n\
                  To: <sip:b@c>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n"
             );
-            let m =
-                Message::parse(Bytes::from(text), Framing::Datagram, &Limits::default()).unwrap();
             let first = via.split(" , ").next().unwrap();
-            assert_eq!(m.top_via(), Via::parse(first).unwrap(), "{via}");
+            // The second parse takes the Via's fields from the header memo.
+            for _ in 0..2 {
+                let m = Message::parse(
+                    Bytes::from(text.clone()),
+                    Framing::Datagram,
+                    &Limits::default(),
+                )
+                .unwrap();
+                assert_eq!(m.top_via(), Via::parse(first).unwrap(), "{via}");
+            }
         }
     }
 }
