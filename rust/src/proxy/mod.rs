@@ -283,7 +283,8 @@ pub fn forward_stateless(
 pub fn route_set(msg: &Message) -> Result<Vec<NameAddr<'_>>, ForwardError> {
     let mut out = Vec::new();
     for h in msg.headers().iter().filter(|h| h.id == HeaderId::Route) {
-        out.extend(NameAddr::parse_list(msg.header_value(h)).map_err(|_| ForwardError::BadRoute)?);
+        let value = msg.header_value(h);
+        out.extend(NameAddr::parse_list_remembered(value).map_err(|_| ForwardError::BadRoute)?);
     }
     Ok(out)
 }

@@ -56,7 +56,12 @@ pub fn next_hop(
         (Some(t), _) => t.to_string(),
         (None, Some(r)) => r.uri.raw.to_string(),
         (None, None) => {
-            let u = Uri::parse(ruri).map_err(|_| ForwardError::BadTarget(ruri.to_string()))?;
+            // Most often the request's own Request-URI, read when it was parsed.
+            let own = msg.request_uri().filter(|u| u.raw == ruri);
+            let u = match own {
+                Some(u) => u,
+                None => Uri::parse(ruri).map_err(|_| ForwardError::BadTarget(ruri.to_string()))?,
+            };
             if flow.is_none() && node.wire.is_local(u.host, u.port, None) {
                 return Err(ForwardError::NoRoute);
             }

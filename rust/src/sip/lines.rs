@@ -6,7 +6,7 @@ use super::header::HeaderId;
 use super::method::Method;
 use super::scan::{is_token, parse_decimal, skip_lws, trim_end};
 use super::span::{Framing, HeaderField, Span, StartLine};
-use super::uri::Uri;
+use super::uri::{Uri, UriSpans};
 use super::{Limits, ParseError};
 
 /// Finds the end of the line starting at `pos`: returns (end of content, start
@@ -22,10 +22,15 @@ pub(crate) fn find_line_end(b: &[u8], pos: usize) -> Option<(usize, usize)> {
     Some((end, lf + 1))
 }
 
-pub(crate) fn parse_start_line(b: &[u8], pos: usize, end: usize) -> Result<StartLine, ParseError> {
+/// The start line, and for a request where its Request-URI's parts are.
+pub(crate) fn parse_start_line(
+    b: &[u8],
+    pos: usize,
+    end: usize,
+) -> Result<(StartLine, Option<UriSpans>), ParseError> {
     let line = &b[pos..end];
     if line.starts_with(b"SIP/") {
-        return parse_status_line(line, pos);
+        return Ok((parse_status_line(line, pos)?, None));
     }
     // Request-Line = Method SP Request-URI SP SIP-Version, single spaces only:
     // the method is a token and the version has no SP, so the first and last
@@ -67,11 +72,12 @@ pub(crate) fn parse_start_line(b: &[u8], pos: usize, end: usize) -> Result<Start
         return Err(bad("Request-URI carries URI headers"));
     }
     let u_start = pos + sp1 + 1;
-    Ok(StartLine::Request {
+    let start = StartLine::Request {
         method: Method::from_bytes(m),
         method_span: Span::new(pos, pos + m.len()),
         uri: Span::new(u_start, u_start + u.len()),
-    })
+    };
+    Ok((start, UriSpans::of(&uri)))
 }
 
 /// Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
@@ -212,7 +218,7 @@ mod tests {
     use super::*;
 
     fn start(line: &str) -> Result<StartLine, ParseError> {
-        parse_start_line(line.as_bytes(), 0, line.len())
+        parse_start_line(line.as_bytes(), 0, line.len()).map(|(s, _)| s)
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::method::Method;
 use super::nameaddr::NameAddr;
 use super::scan::{is_token, parse_decimal, skip_lws};
 use super::span::{Framing, HeaderField, Span, StartLine};
-use super::uri::{Scheme, Uri};
+use super::uri::{Scheme, Uri, UriSpans};
 use super::via::Via;
 use super::{Limits, ParseError};
 
@@ -44,6 +44,8 @@ pub struct Message {
     /// The top via-parm's fields, read once: every layer that answers,
     /// relays or matches the message asks for them.
     top_via_fields: ViaFields,
+    /// A request's Request-URI, read once when it was checked.
+    ruri: Option<UriSpans>,
 }
 
 impl Message {
@@ -62,7 +64,7 @@ impl Message {
         if line_end - pos > limits.max_line_length {
             return Err(ParseError::bad("start line too long"));
         }
-        let start = parse_start_line(b, pos, line_end)?;
+        let (start, ruri) = parse_start_line(b, pos, line_end)?;
         let headers_start = next;
         let section = split_headers(b, next, framing, limits)?;
         let (headers, headers_end, body_start) = (section.fields, section.end, section.body_start);
@@ -89,6 +91,7 @@ impl Message {
             second_via: None,
             via_count: 0,
             top_via_fields: ViaFields::default(),
+            ruri,
         };
         msg.check_headers(framing, text)?;
         Ok(msg)
@@ -300,7 +303,11 @@ impl Message {
         }
     }
     pub fn request_uri(&self) -> Option<Uri<'_>> {
-        self.request_uri_str().and_then(|u| Uri::parse(u).ok())
+        let raw = self.request_uri_str()?;
+        match self.ruri {
+            Some(spans) => Some(spans.rebuild(raw)),
+            None => Uri::parse(raw).ok(),
+        }
     }
     pub fn status(&self) -> Option<u16> {
         match self.start {

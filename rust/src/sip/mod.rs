@@ -1,6 +1,7 @@
 //! SIP messages: parsing (zero-copy over the received bytes), the grammar
 //! pieces (URI, Via, name-addr), and writing responses and forwarded requests.
 
+mod address_memo;
 pub mod edits;
 mod error;
 mod framing;

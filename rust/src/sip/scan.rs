@@ -35,6 +35,21 @@ pub fn is_unreserved(b: u8) -> bool {
     UNRESERVED[b as usize]
 }
 
+/// Where `part` (a slice of `whole`, or any empty string) lies in `whole`,
+/// narrowed to `T` (u8, u16 offsets), for parts kept as offsets and sliced
+/// out again later. An empty part is `(0, 0)`: every empty range reads as "".
+pub fn range_within<T: TryFrom<usize>>(whole: &str, part: &str) -> Option<(T, T)> {
+    if part.is_empty() {
+        return Some((T::try_from(0).ok()?, T::try_from(0).ok()?));
+    }
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let end = start + part.len();
+    if end > whole.len() {
+        return None;
+    }
+    Some((T::try_from(start).ok()?, T::try_from(end).ok()?))
+}
+
 /// Where the ASCII byte `c` first occurs in `s`. SIP fields are a few dozen
 /// bytes: a plain loop costs less than `str::find`'s searcher set-up.
 #[inline]

@@ -4,7 +4,9 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv6Addr};
 
-use super::scan::{byte_class, find_byte, parse_decimal, split_byte, split_once_byte};
+use super::scan::{
+    byte_class, find_byte, parse_decimal, range_within, split_byte, split_once_byte,
+};
 use super::ParseError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +120,69 @@ impl<'a> Uri<'a> {
     /// The host as an IP address, `None` for a host name.
     pub fn ip(&self) -> Option<IpAddr> {
         host_ip(self.host)
+    }
+}
+
+/// Where a parsed URI's parts are in its text, as offsets (a URI kept this way
+/// is at most a line: a Request-URI). `rebuild` on the same text gives the
+/// `Uri` that `parse` gave, without checking it again: a message keeps its
+/// Request-URI so, for every layer that reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UriSpans {
+    scheme: Scheme,
+    colon: u16,
+    user: Option<(u16, u16)>,
+    password: Option<(u16, u16)>,
+    host: (u16, u16),
+    port: Option<u16>,
+    params: (u16, u16),
+    headers: Option<(u16, u16)>,
+}
+
+impl UriSpans {
+    /// `None` when `uri.raw` is too long for the offsets.
+    pub(crate) fn of(uri: &Uri<'_>) -> Option<UriSpans> {
+        let raw = uri.raw;
+        let at = |part: &str| range_within::<u16>(raw, part);
+        let colon = u16::try_from(uri.scheme_str.len()).ok()?;
+        u16::try_from(raw.len()).ok()?;
+        Some(UriSpans {
+            scheme: uri.scheme,
+            colon,
+            user: match uri.user {
+                Some(u) => Some(at(u)?),
+                None => None,
+            },
+            password: match uri.password {
+                Some(p) => Some(at(p)?),
+                None => None,
+            },
+            host: at(uri.host)?,
+            port: uri.port,
+            params: at(uri.params)?,
+            headers: match uri.headers {
+                Some(h) => Some(at(h)?),
+                None => None,
+            },
+        })
+    }
+
+    /// The `Uri` of `raw`, the text these spans were taken from.
+    pub(crate) fn rebuild<'a>(&self, raw: &'a str) -> Uri<'a> {
+        let at = |(a, b): (u16, u16)| raw.get(usize::from(a)..usize::from(b)).unwrap_or("");
+        let colon = usize::from(self.colon);
+        Uri {
+            raw,
+            scheme: self.scheme,
+            scheme_str: raw.get(..colon).unwrap_or(""),
+            user: self.user.map(at),
+            password: self.password.map(at),
+            host: at(self.host),
+            port: self.port,
+            params: at(self.params),
+            headers: self.headers.map(at),
+            opaque: raw.get(colon + 1..).unwrap_or(""),
+        }
     }
 }
 
@@ -358,6 +423,21 @@ mod tests {
                 && !valid_escapes("a%4")
                 && !valid_escapes("%zz")
         );
+    }
+
+    #[test]
+    fn spans_rebuild_the_parsed_uri() {
+        for raw in [
+            "sip:alice:pw@[2001:db8::1]:5070;transport=tcp;lr?Subject=x",
+            "sip:bob@example.com",
+            "sips:example.com:5061",
+            "sip:127.0.0.1;lr",
+            "tel:+1-201-555-0123;phone-context=example.com",
+            "urn:service:sos",
+        ] {
+            let u = Uri::parse(raw).unwrap();
+            assert_eq!(UriSpans::of(&u).unwrap().rebuild(raw), u, "{raw}");
+        }
     }
 
     #[test]
