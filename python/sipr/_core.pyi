@@ -308,6 +308,7 @@ class Core:
         tls_verify_client_on: Sequence[str] = ...,
         tls_ca: str | None = None,
         connect_timeout: float | None = None,
+        connect_backoff: float | None = None,
         connection_lifetime: float | None = None,
         max_connections: int | None = None,
         udp_reader: str = "loop",
@@ -408,6 +409,7 @@ class _CoreDefaults(TypedDict):
     retry_after: int
     max_message_size: int
     connect_timeout: float
+    connect_backoff: float
     connection_lifetime: float
     max_connections: int
     t1: float

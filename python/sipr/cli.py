@@ -89,6 +89,9 @@ def run(
     connect_timeout: Annotated[float, _option(ConnectionSettings, "connect_timeout")] = default(
         ConnectionSettings, "connect_timeout"
     ),
+    connect_backoff: Annotated[float, _option(ConnectionSettings, "connect_backoff")] = default(
+        ConnectionSettings, "connect_backoff"
+    ),
     max_connections: Annotated[int, _option(ConnectionSettings, "max_connections")] = default(
         ConnectionSettings, "max_connections"
     ),
@@ -117,6 +120,7 @@ def run(
         )
         connections = ConnectionSettings(
             connect_timeout=connect_timeout,
+            connect_backoff=connect_backoff,
             connection_lifetime=connection_lifetime,
             max_connections=max_connections,
         )

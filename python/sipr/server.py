@@ -135,6 +135,7 @@ class Server:
             tls_verify_client_on=list(tls.verify_client_on),
             tls_ca=str(tls.ca) if tls.ca else None,
             connect_timeout=conn.connect_timeout,
+            connect_backoff=conn.connect_backoff,
             connection_lifetime=conn.connection_lifetime,
             max_connections=conn.max_connections,
             resolvers=list(self.dns.resolvers),

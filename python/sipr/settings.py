@@ -257,6 +257,15 @@ class ConnectionSettings(_Checked):
         high=3600,
         unit="s",
     )
+    connect_backoff: float = setting(
+        _CORE["connect_backoff"],
+        "after a TCP/TLS connect to an address fails, fail new connects to it at once for "
+        "S seconds: no connect per queued answer to a peer that went away (0: off)",
+        flag="--tcp-connect-backoff",
+        low=0,
+        high=3600,
+        unit="s",
+    )
     connection_lifetime: float = setting(
         _CORE["connection_lifetime"],
         "close idle TCP/TLS connections after S seconds (a WebSocket client is pinged first)",

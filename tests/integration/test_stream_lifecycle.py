@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, UdpPeer, free_port, sip_request, status_of
+from tests.sipp.peers import sipr_stats
 from tests.tls_peers import CertAuthority, SipConnection
 
 PROXY = ROOT / "tests" / "apps" / "stateful_proxy.py"
@@ -43,6 +44,23 @@ def test_refused_tcp_connect_fails_the_branch_at_once(sipr_factory) -> None:
     closed = free_port(socket.SOCK_STREAM)
     proxy = sipr_factory(PROXY, env={"SIPR_TARGETS": f"sip:127.0.0.1:{closed};transport=tcp"})
     assert final_status_over_udp(proxy.udp) in (500, 503)
+
+
+def test_after_a_refused_connect_the_next_ones_fail_at_once(sipr_factory) -> None:
+    """A connect refused: for connect_backoff (2 s) messages to that address
+    fail at once instead of each trying a connect of its own (the flood of
+    connect attempts that answers to a client gone away used to make)."""
+    closed = free_port(socket.SOCK_STREAM)
+    proxy = sipr_factory(PROXY, env={"SIPR_TARGETS": f"sip:127.0.0.1:{closed};transport=tcp"})
+    started = time.monotonic()
+    statuses = [final_status_over_udp(proxy.udp) for _ in range(10)]
+    elapsed = time.monotonic() - started
+    assert all(s in (500, 503) for s in statuses), statuses
+    stats = sipr_stats(proxy.tcp)
+    failed, held_back = stats["connects_failed"], stats["connects_held_back"]
+    assert failed + held_back == 10, stats
+    # One connect per 2 s window at most; without the back-off all 10 connect.
+    assert 1 <= failed <= 1 + int(elapsed / 2.0), (failed, elapsed)
 
 
 def test_tls_handshake_that_never_answers_times_out(sipr_factory, tmp_path: Path) -> None:

@@ -280,6 +280,16 @@ SINGLES: dict[str, tuple[str, str, str]] = {
         "Dispatcher selections that found no active destination",
     ),
     "core.connections": ("sipr_connections", GAUGE, "Open stream (TCP/TLS) connections"),
+    "core.connects_failed": (
+        "sipr_connects_failed_total",
+        COUNTER,
+        "TCP/TLS connects that failed or timed out",
+    ),
+    "core.connects_held_back": (
+        "sipr_connects_held_back_total",
+        COUNTER,
+        "Messages failed at once: a connect to their address had just failed",
+    ),
     "core.ingress_queue": (
         "sipr_ingress_queue_depth",
         GAUGE,

@@ -427,6 +427,11 @@ impl Core {
         self.node.wire.connections_by_transport()
     }
 
+    /// Failed connects, and messages failed at once after one (`Wire`).
+    pub fn connect_failures(&self) -> (u64, u64) {
+        self.node.wire.connect_failures()
+    }
+
     /// Wakes the loop thread to run `drain_streams`.
     fn wake(&self) {
         let one: u64 = 1;

@@ -31,7 +31,7 @@ impl PyCore {
 #[pymethods]
 impl PyCore {
     #[new]
-    #[pyo3(signature = (listen, *, max_pending=None, retry_after=None, max_message_size=None, aliases=Vec::new(), in_dialog_to_app=false, record_route=true, tls_cert=None, tls_key=None, tls_sni=Vec::new(), tls_client_ca=None, tls_verify_client=false, tls_verify_client_on=Vec::new(), tls_ca=None, connect_timeout=None, connection_lifetime=None, max_connections=None, udp_reader="loop", resolvers=Vec::new(), branch_secret=None, listen_fds=Vec::new()))]
+    #[pyo3(signature = (listen, *, max_pending=None, retry_after=None, max_message_size=None, aliases=Vec::new(), in_dialog_to_app=false, record_route=true, tls_cert=None, tls_key=None, tls_sni=Vec::new(), tls_client_ca=None, tls_verify_client=false, tls_verify_client_on=Vec::new(), tls_ca=None, connect_timeout=None, connect_backoff=None, connection_lifetime=None, max_connections=None, udp_reader="loop", resolvers=Vec::new(), branch_secret=None, listen_fds=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         listen: Vec<String>,
@@ -49,6 +49,7 @@ impl PyCore {
         tls_verify_client_on: Vec<String>,
         tls_ca: Option<PathBuf>,
         connect_timeout: Option<f64>,
+        connect_backoff: Option<f64>,
         connection_lifetime: Option<f64>,
         max_connections: Option<usize>,
         udp_reader: &str,
@@ -85,6 +86,12 @@ impl PyCore {
         let mut stream = defaults.stream.clone();
         if let Some(v) = connect_timeout {
             stream.connect_timeout = seconds(v, "connect_timeout")?;
+        }
+        if let Some(v) = connect_backoff {
+            // Zero turns it off.
+            stream.connect_backoff = std::time::Duration::try_from_secs_f64(v).map_err(|_| {
+                PyValueError::new_err("connect_backoff must be 0 or a positive number of seconds")
+            })?;
         }
         if let Some(v) = connection_lifetime {
             stream.idle_lifetime = seconds(v, "connection_lifetime")?;
@@ -244,6 +251,9 @@ impl PyCore {
             let key = format!("connections.{}", transport.as_str().to_ascii_lowercase());
             s.push((key, n as u64));
         }
+        let (failed, held_back) = core.connect_failures();
+        s.push(("connects_failed".into(), failed));
+        s.push(("connects_held_back".into(), held_back));
         s.push(("ingress_queue".into(), core.ingress_depth() as u64));
         let t = core.table_sizes();
         s.push(("transactions.server".into(), t.servers as u64));

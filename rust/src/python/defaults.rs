@@ -22,6 +22,10 @@ pub fn core_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
         config.stream.connect_timeout.as_secs_f64(),
     )?;
     out.set_item(
+        "connect_backoff",
+        config.stream.connect_backoff.as_secs_f64(),
+    )?;
+    out.set_item(
         "connection_lifetime",
         config.stream.idle_lifetime.as_secs_f64(),
     )?;

@@ -5,6 +5,7 @@
 //! decision 0019); stream transports run on a tokio runtime thread
 //! (`stream`). `wire::Wire` is what the layers above use to send.
 
+mod backoff;
 pub mod listen;
 pub mod stream;
 #[cfg(test)]

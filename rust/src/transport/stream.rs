@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 
+use super::backoff::ConnectBackoff;
 use super::{ws, Destination, Source, Transport};
 use crate::sip::{frame_stream, Limits, StreamFrame};
 use crate::tls::TlsContext;
@@ -46,6 +47,9 @@ pub struct StreamConfig {
     pub idle_lifetime: Duration,
     /// Open connections (both directions); beyond it new ones are refused.
     pub max_connections: usize,
+    /// After a connect to an address fails, messages needing a new
+    /// connection to it fail at once for this long (zero: never).
+    pub connect_backoff: Duration,
 }
 
 impl Default for StreamConfig {
@@ -55,6 +59,7 @@ impl Default for StreamConfig {
             connect_timeout: Duration::from_secs(5),
             idle_lifetime: Duration::from_secs(600),
             max_connections: 65_536,
+            connect_backoff: Duration::from_secs(2),
         }
     }
 }
@@ -120,6 +125,11 @@ struct Shared {
     tls: Option<Arc<TlsContext>>,
     /// Reference point of the coarse activity clocks (seconds).
     epoch: Instant,
+    backoff: ConnectBackoff,
+    /// Connects that failed or timed out, and messages failed at once
+    /// instead of connecting (`backoff`), since start.
+    connects_failed: AtomicU64,
+    connects_held_back: AtomicU64,
 }
 
 impl Shared {
@@ -194,7 +204,11 @@ impl Streams {
             .enable_all()
             .build()?;
         let handle = rt.handle().clone();
+        let backoff = ConnectBackoff::new(config.connect_backoff);
         let shared = Arc::new(Shared {
+            backoff,
+            connects_failed: AtomicU64::new(0),
+            connects_held_back: AtomicU64::new(0),
             registry: Mutex::new(Registry::default()),
             next_id: AtomicU64::new(1),
             open: AtomicUsize::new(0),
@@ -265,6 +279,16 @@ impl Streams {
                 .on_transport_error(dest.transport, dest.addr);
             return false;
         }
+        if self.shared.backoff.refuses(dest.transport, dest.addr) {
+            self.shared
+                .connects_held_back
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(addr = %dest.addr, "a connect there failed moments ago: not connecting");
+            self.shared
+                .sink
+                .on_transport_error(dest.transport, dest.addr);
+            return false;
+        }
         if !self.shared.admit() {
             tracing::info!(addr = %dest.addr, "connection limit reached: not connecting");
             self.shared
@@ -300,6 +324,15 @@ impl Streams {
 
     pub fn connection_count(&self) -> usize {
         self.shared.registry.lock().by_id.len()
+    }
+
+    /// Connects failed, and messages failed without a connect because one
+    /// to the same address had just failed (`StreamConfig::connect_backoff`).
+    pub fn connect_failures(&self) -> (u64, u64) {
+        (
+            self.shared.connects_failed.load(Ordering::Relaxed),
+            self.shared.connects_held_back.load(Ordering::Relaxed),
+        )
     }
 
     /// Open connections of `transport` (a walk over the registry: for
@@ -428,11 +461,16 @@ async fn connect(shared: Arc<Shared>, id: u64, dest: Destination, pending: Pendi
     };
     let outcome = tokio::time::timeout(shared.config.connect_timeout, attempt).await;
     let error = match outcome {
-        Ok(Ok(())) => return,
+        Ok(Ok(())) => {
+            shared.backoff.connected(dest.transport, dest.addr);
+            return;
+        }
         Ok(Err(e)) => e,
         Err(_) => "timed out".to_string(),
     };
     tracing::info!(addr = %dest.addr, transport = %dest.transport, error, "connect failed");
+    shared.backoff.connect_failed(dest.transport, dest.addr);
+    shared.connects_failed.fetch_add(1, Ordering::Relaxed);
     shared.unregister(id);
     shared.sink.on_transport_error(dest.transport, dest.addr);
 }

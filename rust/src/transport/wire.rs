@@ -299,6 +299,14 @@ impl Wire {
             .map_or(0, |s| s.connection_count())
     }
 
+    /// `Streams::connect_failures` (zeros without stream transports).
+    pub fn connect_failures(&self) -> (u64, u64) {
+        self.streams
+            .lock()
+            .as_ref()
+            .map_or((0, 0), |s| s.connect_failures())
+    }
+
     /// Open connections per stream transport, for `stats.get`.
     pub fn connections_by_transport(&self) -> Vec<(Transport, usize)> {
         let streams = self.streams.lock();
