@@ -3,6 +3,7 @@
 //! PyO3 bridge in `python/`, so everything else builds with plain `cargo test`.
 
 pub mod core;
+pub mod corelog;
 pub mod dialog;
 pub mod dispatcher;
 pub mod dns;
