@@ -8,8 +8,20 @@
 //! a malformed value is parsed every time, and its error says what is wrong.
 //! Bounded: a fixed table per parsing thread (`SLOTS` × `MAX_VALUE` bytes,
 //! ~420 KB), a newer value replacing an older one in its slot.
+//!
+//! Blind to branches and tags: every new transaction brings a new branch and
+//! every new call new tags, so an exact memo would miss on each request and
+//! response (a Via line may carry several via-parms, each with its branch). A
+//! Via value matches a remembered one when it differs only inside branch
+//! values (after each `;branch=`, up to `MAX_BLIND` of them), a From or To
+//! value when it differs only inside its tag (after `;tag=`), and each such
+//! part has the same place and length and is made of `blindable` characters
+//! in both: those for each other change nothing the parser decides (the `;`
+//! `,` `=` `"` `<` `>` `@` `%` `\` that give a value its structure are not
+//! among them), and the same length keeps every remembered offset.
 
 use std::cell::RefCell;
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use super::via::Via;
 use super::{HeaderId, ParseError};
@@ -24,7 +36,7 @@ pub(super) type Within = Option<(u16, u16)>;
 /// What checking a value found out, for the parts the message keeps.
 /// From/To: `first` is the tag. Via: `first` and `second` the first two
 /// via-parms, `param` the first one's branch, `count` how many via-parms,
-/// `top` where the first one's fields are.
+/// `top` and `next` where the first two's fields are.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Facts {
     pub first: Within,
@@ -32,6 +44,7 @@ pub(super) struct Facts {
     pub param: Within,
     pub count: u16,
     pub top: ViaFields,
+    pub next: ViaFields,
 }
 
 /// The range of `part` (a slice of `whole`) inside `whole`.
@@ -85,8 +98,70 @@ struct Slot {
     hash: u64,
     id: u8,
     len: u8,
+    /// The parts of `value` a match may differ in (a Via's branch values).
+    blind: Blind,
     value: [u8; MAX_VALUE],
     facts: Facts,
+}
+
+/// Branch values a Via value's match may differ in; more are compared exactly.
+const MAX_BLIND: usize = 4;
+
+/// Characters a blind part is made of: both token characters (RFC 3261
+/// §25.1) and characters a URI parameter, user part or quoted string takes
+/// unescaped, so swapping them for each other is the same to the parser
+/// wherever `;tag=` or `;branch=` appears (no `%`, which starts an escape).
+fn blindable(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"-.!*_+'~".contains(&c)
+}
+
+/// Where a Via value's branch values, or a From or To value's tag, are (the
+/// run of `blindable` characters after each `;branch=` or `;tag=`), as
+/// `[start, end)` offsets; none for other headers.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+struct Blind {
+    spans: [(u8, u8); MAX_BLIND],
+    count: u8,
+}
+
+impl Blind {
+    fn of(id: HeaderId, bytes: &[u8]) -> Blind {
+        let mut blind = Blind::default();
+        let needle: &[u8] = match id {
+            HeaderId::Via => b";branch=",
+            HeaderId::From | HeaderId::To => b";tag=",
+            _ => return blind,
+        };
+        let mut from = 0;
+        for at in memchr::memchr_iter(b';', bytes) {
+            if at < from || !bytes[at..].starts_with(needle) {
+                continue;
+            }
+            let start = at + needle.len();
+            let end = start + bytes[start..].iter().take_while(|&&c| blindable(c)).count();
+            if end > start {
+                // Values are at most MAX_VALUE (< 256) bytes long.
+                blind.spans[usize::from(blind.count)] = (start as u8, end as u8);
+                blind.count += 1;
+                if usize::from(blind.count) == MAX_BLIND {
+                    break;
+                }
+            }
+            from = end;
+        }
+        blind
+    }
+
+    /// The parts of `bytes` outside the blind spans, in order.
+    fn seen<'b>(&self, bytes: &'b [u8]) -> impl Iterator<Item = &'b [u8]> + use<'b, '_> {
+        let spans = &self.spans[..usize::from(self.count)];
+        let starts = std::iter::once(0).chain(spans.iter().map(|&(_, e)| usize::from(e)));
+        let ends = spans
+            .iter()
+            .map(|&(s, _)| usize::from(s))
+            .chain(std::iter::once(bytes.len()));
+        starts.zip(ends).map(move |(a, b)| &bytes[a..b])
+    }
 }
 
 struct Memo {
@@ -110,16 +185,26 @@ pub(super) fn checked(
     if bytes.len() > MAX_VALUE {
         return check();
     }
+    let blind = Blind::of(id, bytes);
     let id = id as u8;
     let (hash, hit) = MEMO.with(|memo| {
         let mut memo = memo.borrow_mut();
         let memo = memo.get_or_insert_with(Memo::new);
-        let hash = memo.hasher.hash_one((id, bytes));
+        let mut hasher = memo.hasher.build_hasher();
+        (id, bytes.len(), blind).hash(&mut hasher);
+        for part in blind.seen(bytes) {
+            hasher.write(part);
+        }
+        let hash = hasher.finish();
         let slot = &memo.slots[hash as usize % SLOTS];
         let hit = slot.hash == hash
             && slot.id == id
             && usize::from(slot.len) == bytes.len()
-            && &slot.value[..bytes.len()] == bytes;
+            && slot.blind == blind
+            && blind
+                .seen(&slot.value[..bytes.len()])
+                .zip(blind.seen(bytes))
+                .all(|(a, b)| a == b);
         (hash, hit.then_some(slot.facts))
     });
     if let Some(facts) = hit {
@@ -132,6 +217,7 @@ pub(super) fn checked(
             slot.hash = hash;
             slot.id = id;
             slot.len = bytes.len() as u8;
+            slot.blind = blind;
             slot.value[..bytes.len()].copy_from_slice(bytes);
             slot.facts = facts;
         }
@@ -144,8 +230,8 @@ impl Memo {
         let empty = || Slot {
             hash: 0,
             id: u8::MAX, // no header's: an empty slot matches nothing
-
             len: 0,
+            blind: Blind::default(),
             value: [0; MAX_VALUE],
             facts: Facts::default(),
         };
@@ -184,7 +270,7 @@ mod tests {
         assert_eq!(runs.get(), 1);
         // Same bytes as another header, or one byte apart: checked again.
         counted(HeaderId::To, v, &runs, true).unwrap();
-        counted(HeaderId::From, &v.replace('1', "2"), &runs, true).unwrap();
+        counted(HeaderId::From, &v.replace("alice", "alica"), &runs, true).unwrap();
         assert_eq!(runs.get(), 3);
     }
 
@@ -198,6 +284,82 @@ mod tests {
         counted(HeaderId::Via, &long, &runs, true).unwrap();
         counted(HeaderId::Via, &long, &runs, true).unwrap();
         assert_eq!(runs.get(), 4);
+    }
+
+    #[test]
+    fn a_via_differing_only_in_its_branch_value_is_the_same_to_the_memo() {
+        let runs = Cell::new(0);
+        let via = |branch: &str| format!("SIP/2.0/UDP 192.0.2.7:5060;branch={branch};rport");
+        let first = counted(HeaderId::Via, &via("z9hG4bK-memo-0001"), &runs, true).unwrap();
+        let again = counted(HeaderId::Via, &via("z9hG4bK-memo-9999"), &runs, true).unwrap();
+        assert_eq!((again, runs.get()), (first, 1));
+        // A different length, a non-token character, or a difference
+        // outside the branch value: checked again.
+        counted(HeaderId::Via, &via("z9hG4bK-memo-00001"), &runs, true).unwrap();
+        assert_eq!(runs.get(), 2);
+        counted(HeaderId::Via, &via("z9hG4bK\"memo\"001"), &runs, true).unwrap();
+        assert_eq!(runs.get(), 3);
+        let moved = via("z9hG4bK-memo-0002").replace("5060", "5061");
+        counted(HeaderId::Via, &moved, &runs, true).unwrap();
+        assert_eq!(runs.get(), 4);
+        // Every via-parm's branch on the line.
+        let two = |a: &str, b: &str| format!("{}, SIP/2.0/TCP h;branch={b}", via(a));
+        let pair = counted(
+            HeaderId::Via,
+            &two("z9hG4bK-two-01", "z9hG4bK-two-02"),
+            &runs,
+            true,
+        );
+        let same = counted(
+            HeaderId::Via,
+            &two("z9hG4bK-two-03", "z9hG4bK-two-04"),
+            &runs,
+            true,
+        );
+        assert_eq!((pair.unwrap(), runs.get()), (same.unwrap(), 5));
+        // Only Via is branch-blind, only From and To tag-blind.
+        let from = |tag: &str| format!("<sip:a@example.com>;branch={tag}");
+        counted(HeaderId::From, &from("aaaa"), &runs, true).unwrap();
+        counted(HeaderId::From, &from("bbbb"), &runs, true).unwrap();
+        assert_eq!(runs.get(), 7);
+        let to = |tag: &str| format!("<sip:b@example.com;tag=u{tag}@h>;tag={tag}");
+        counted(HeaderId::To, &to("1a-2"), &runs, true).unwrap();
+        counted(HeaderId::To, &to("3b.4"), &runs, true).unwrap();
+        counted(HeaderId::Contact, &to("1a-2"), &runs, true).unwrap();
+        counted(HeaderId::Contact, &to("3b.4"), &runs, true).unwrap();
+        assert_eq!(runs.get(), 10);
+        // `%` starts an escape inside a URI: never blind.
+        counted(HeaderId::To, &to("1a%2"), &runs, true).unwrap();
+        assert_eq!(runs.get(), 11);
+    }
+
+    #[test]
+    fn a_branch_swapped_for_a_malformed_one_is_still_refused() {
+        let good = "SIP/2.0/UDP 192.0.2.8;branch=z9hG4bK-blind-1";
+        let facts = via_facts_for_test(good).unwrap();
+        assert_eq!(
+            checked(HeaderId::Via, good, || via_facts_for_test(good)).unwrap(),
+            facts
+        );
+        for bad in [
+            "SIP/2.0/UDP 192.0.2.8;branch=z9hG4bK-blind;,1",
+            "SIP/2.0/UDP 192.0.2.8;branch=z9hG4bK-blind\"-1",
+            "SIP/2.0/UDP 192.0.2.8;branch=z9hG4bK-blind=-1",
+        ] {
+            assert!(
+                checked(HeaderId::Via, bad, || via_facts_for_test(bad)).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    fn via_facts_for_test(value: &str) -> Result<Facts, ParseError> {
+        let vias = Via::parse_all(value)?;
+        Ok(Facts {
+            count: vias.len() as u16,
+            first: within(value, vias[0].raw),
+            ..Facts::default()
+        })
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct Message {
     /// The top via-parm's fields, read once: every layer that answers,
     /// relays or matches the message asks for them.
     top_via_fields: ViaFields,
+    /// The second via-parm's fields (a relayed response's next hop).
+    second_via_fields: ViaFields,
     /// A request's Request-URI, read once when it was checked.
     ruri: Option<UriSpans>,
 }
@@ -91,6 +93,7 @@ impl Message {
             second_via: None,
             via_count: 0,
             top_via_fields: ViaFields::default(),
+            second_via_fields: ViaFields::default(),
             ruri,
         };
         msg.check_headers(framing, text)?;
@@ -130,7 +133,11 @@ impl Message {
                                 self.branch = at(facts.param);
                                 self.top_via_fields = facts.top;
                             }
-                            1 => self.second_via = at(parm),
+                            1 => {
+                                self.second_via = at(parm);
+                                self.second_via_fields =
+                                    if i == 0 { facts.top } else { facts.next };
+                            }
                             _ => break,
                         }
                     }
@@ -390,8 +397,15 @@ impl Message {
         self.max_forwards
     }
     pub fn top_via(&self) -> Via<'_> {
-        let raw = self.str_at(self.top_via);
-        let f = &self.top_via_fields;
+        self.via_at(self.top_via, &self.top_via_fields)
+    }
+    /// The via-parm after the top one: where a response goes next.
+    pub fn second_via(&self) -> Option<Via<'_>> {
+        self.second_via
+            .map(|s| self.via_at(s, &self.second_via_fields))
+    }
+    fn via_at(&self, span: Span, f: &ViaFields) -> Via<'_> {
+        let raw = self.str_at(span);
         let at = |(a, b): (u16, u16)| raw.get(usize::from(a)..usize::from(b)).unwrap_or("");
         Via {
             raw,
@@ -401,11 +415,6 @@ impl Message {
             port: f.port,
             params: f.params.map_or("", at),
         }
-    }
-    /// The via-parm after the top one: where a response goes next.
-    pub fn second_via(&self) -> Option<Via<'_>> {
-        self.second_via
-            .map(|s| Via::reread(self.str_at(s)).expect("checked in parse"))
     }
     /// How many via-parms the message carries, across all Via lines.
     pub fn via_count(&self) -> usize {
@@ -470,7 +479,10 @@ fn via_facts(value: &str) -> Result<memo::Facts, ParseError> {
                 facts.param = via.branch().and_then(|b| memo::within(value, b));
                 facts.top = ViaFields::of(&via);
             }
-            1 => facts.second = memo::within(value, via.raw),
+            1 => {
+                facts.second = memo::within(value, via.raw);
+                facts.next = ViaFields::of(&via);
+            }
             _ => {}
         }
         facts.count = facts.count.saturating_add(1);

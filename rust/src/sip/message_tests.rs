@@ -54,6 +54,46 @@ mod accessors {
         assert_eq!(m.branch(), Some("z9hG4bK1"));
     }
 
+    /// The header memo is blind to a Via's branch value: a message whose
+    /// Vias differ only there reads its own branch and the same fields.
+    #[test]
+    fn vias_differing_only_in_their_branch_read_as_their_own() {
+        let text = |a: &str, b: &str| {
+            request("INVITE", "1 INVITE", "")
+                .replace(
+                    ";branch=z9hG4bK1",
+                    &format!(";branch=z9hG4bK-{a};rport, SIP/2.0/TCP e:7;branch=z9hG4bK-{b}"),
+                )
+                .replace(
+                    "Content-Length",
+                    &format!("Via: SIP/2.0/UDP f;branch={b}\nContent-Length"),
+                )
+        };
+        for (a, b) in [("blind-aa", "blind-bb"), ("blind-cc", "blind-dd")] {
+            let m = parse(&text(a, b)).unwrap();
+            let all = m.vias();
+            assert_eq!(m.branch(), Some(format!("z9hG4bK-{a}").as_str()));
+            assert_eq!((m.top_via(), m.second_via()), (all[0], Some(all[1])));
+            assert_eq!(all[1].branch(), Some(format!("z9hG4bK-{b}").as_str()));
+            assert_eq!(m.via_count(), 3);
+        }
+    }
+
+    /// Likewise for tags: each message reads its own.
+    #[test]
+    fn tags_differing_only_in_value_read_as_their_own() {
+        for (from, to) in [("tag-aa.1", "tag-bb.2"), ("tag-cc.3", "tag-dd.4")] {
+            let text = request("BYE", "2 BYE", "")
+                .replace("tag=1", &format!("tag={from}"))
+                .replace(
+                    "To: <sip:bob@example.com>",
+                    &format!("To: <sip:bob@example.com>;tag={to}"),
+                );
+            let m = parse(&text).unwrap();
+            assert_eq!((m.from_tag(), m.to_tag()), (Some(from), Some(to)));
+        }
+    }
+
     #[test]
     fn cseq_method_mismatch_status() {
         // RFC 4475 §3.1.2.17: a known method gets 400; §3.1.2.18: an unknown
@@ -177,6 +217,100 @@ mod top_via_fields {
                 )
                 .unwrap();
                 assert_eq!(m.top_via(), Via::parse(first).unwrap(), "{via}");
+            }
+        }
+    }
+}
+
+/// The header memo is blind to branch and tag values: a message that
+/// differs from a remembered one only there must parse exactly as it does
+/// with nothing remembered (a new thread's memo is empty).
+mod blind_memo {
+    use super::*;
+
+    const VALUES: &[&str] = &[
+        "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-aa.1;rport, SIP/2.0/TCP h;branch=z9hG4bKb",
+        "Via: SIP/2.0/UDP h;x=\"q;branch=ab\";branch=z9hG4bK7",
+        "Via: SIP/2.0/UDP [2001:db8::1]:5070;received=192.0.2.9;branch=z9hG4bK~*'+_!",
+        "From: \"A;tag=x\" <sip:a;tag=uu@example.com;tag=pp>;tag=f-1",
+        "To: <sip:b@example.com>;tag=t.2;x=y",
+        "To: sip:b@example.com;tag=t3",
+    ];
+
+    fn message(header: &str) -> String {
+        let mut text = String::from("OPTIONS sip:b@example.com SIP/2.0\r\n");
+        for (name, default) in [
+            ("Via:", "Via: SIP/2.0/UDP a;branch=z9hG4bK1"),
+            ("From:", "From: <sip:a@example.com>;tag=1"),
+            ("To:", "To: <sip:b@example.com>"),
+        ] {
+            text.push_str(if header.starts_with(name) {
+                header
+            } else {
+                default
+            });
+            text.push_str("\r\n");
+        }
+        text.push_str("Call-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n");
+        text
+    }
+
+    /// What a parse gave, in a form two threads can compare.
+    fn outcome(text: &str) -> String {
+        match Message::parse(
+            Bytes::from(text.to_string()),
+            Framing::Datagram,
+            &Limits::default(),
+        ) {
+            Ok(m) => format!(
+                "{:?} {:?} {:?} {:?} {:?} {}",
+                m.top_via(),
+                m.second_via(),
+                m.branch(),
+                m.from_tag(),
+                m.to_tag(),
+                m.via_count()
+            ),
+            Err(e) => format!("error {e:?}"),
+        }
+    }
+
+    #[test]
+    fn a_message_differing_only_in_branches_and_tags_parses_as_if_fresh() {
+        const SWAPS: &[u8] = b"az09-.!*_+'~%\";,=<>@ \\";
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for header in VALUES {
+            let original = message(header);
+            assert!(!outcome(&original).starts_with("error"), "{original}");
+            for _ in 0..200 {
+                // Swap a few characters after a `=`: inside branch and tag
+                // values mostly, now and then for one that breaks the value.
+                let mut bytes = original.clone().into_bytes();
+                let eqs: Vec<usize> = (0..bytes.len()).filter(|&i| bytes[i] == b'=').collect();
+                for _ in 0..1 + next() % 3 {
+                    let at = eqs[next() as usize % eqs.len()] + 1 + next() as usize % 4;
+                    if at < bytes.len() - 4 {
+                        bytes[at] = SWAPS[next() as usize % SWAPS.len()];
+                    }
+                }
+                let Ok(mutated) = String::from_utf8(bytes) else {
+                    continue;
+                };
+                outcome(&original); // remembered on this thread
+                let remembered = outcome(&mutated);
+                let fresh = std::thread::spawn({
+                    let mutated = mutated.clone();
+                    move || outcome(&mutated)
+                })
+                .join()
+                .unwrap();
+                assert_eq!(remembered, fresh, "{mutated}");
             }
         }
     }

@@ -357,12 +357,6 @@ fn parse_sip<'a>(rest: &'a str, uri: &mut Uri<'a>) -> Result<(), ParseError> {
 /// Splits `host[:port]`, validating the host as a hostname, IPv4 address or
 /// bracketed IPv6 reference (RFC 5118).
 pub fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
-    hostport(s, true)
-}
-
-/// `split_hostport`; without `check`, for text it accepted before, the host
-/// is not validated again (the port is still read).
-pub(crate) fn hostport(s: &str, check: bool) -> Option<(&str, Option<u16>)> {
     let (host, port) = if s.starts_with('[') {
         let close = find_byte(s, b']')?;
         let host = &s[..=close];
@@ -372,9 +366,7 @@ pub(crate) fn hostport(s: &str, check: bool) -> Option<(&str, Option<u16>)> {
             None if after.is_empty() => None,
             None => return None,
         };
-        if check {
-            parse_ipv6_lenient(&host[1..close])?;
-        }
+        parse_ipv6_lenient(&host[1..close])?;
         (host, port)
     } else {
         match split_once_byte(s, b':') {
@@ -386,7 +378,7 @@ pub(crate) fn hostport(s: &str, check: bool) -> Option<(&str, Option<u16>)> {
         Some(p) => Some(u16::try_from(parse_decimal(p.as_bytes(), 65535)?).ok()?),
         None => None,
     };
-    if check && !host.starts_with('[') && !valid_hostname(host) {
+    if !host.starts_with('[') && !valid_hostname(host) {
         return None;
     }
     Some((host, port))

@@ -3,7 +3,7 @@
 use super::scan::{
     is_token, is_wsp, skip_lws, skip_quoted, skip_token, split_commas, split_once_byte, trim_end,
 };
-use super::uri::{host_ip, hostport};
+use super::uri::{host_ip, split_hostport};
 use super::ParseError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,17 +23,6 @@ pub struct Via<'a> {
 impl<'a> Via<'a> {
     /// Parses one via-parm (a single element of a possibly comma-separated Via).
     pub fn parse(s: &'a str) -> Result<Via<'a>, ParseError> {
-        Via::read(s, true)
-    }
-
-    /// The fields of a via-parm `parse` already accepted (a parsed message's
-    /// top Via, read again by every layer that answers or relays it), without
-    /// checking its host and parameters again.
-    pub(crate) fn reread(s: &'a str) -> Result<Via<'a>, ParseError> {
-        Via::read(s, false)
-    }
-
-    fn read(s: &'a str, check: bool) -> Result<Via<'a>, ParseError> {
         let bad = || ParseError::bad("malformed Via header");
         let b = s.as_bytes();
         // sent-protocol = protocol-name SLASH protocol-version SLASH transport,
@@ -67,16 +56,14 @@ impl<'a> Via<'a> {
         while i < b.len() && b[i] != b';' && !is_wsp(b[i]) && b[i] != b'\r' && b[i] != b'\n' {
             i += 1;
         }
-        let (host, port) = hostport(&s[sb_start..i], check).ok_or_else(bad)?;
+        let (host, port) = split_hostport(&s[sb_start..i]).ok_or_else(bad)?;
         i = skip_lws(b, i);
         let params_start = (i + 1).min(b.len());
         if i < b.len() {
             if b[i] != b';' {
                 return Err(bad());
             }
-            if check {
-                validate_params(b, i)?;
-            }
+            validate_params(b, i)?;
         }
         Ok(Via {
             raw: s,
@@ -247,17 +234,6 @@ mod tests {
         assert_eq!(v.received(), Some("[2001:db8::9:255]"));
         assert_eq!(v.rport(), Some(None));
         assert_eq!(v.branch(), Some("z9hG4bKas3"));
-    }
-
-    #[test]
-    fn reread_gives_what_parse_gave() {
-        for raw in [
-            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;rport",
-            "SIP / 2.0 / TCP\r\n [2001:db8::1]:5070 ;received=192.0.2.9; x=\"a;b\"",
-            "SIP/2.0/TLS host.example",
-        ] {
-            assert_eq!(Via::reread(raw).unwrap(), Via::parse(raw).unwrap(), "{raw}");
-        }
     }
 
     #[test]

@@ -395,14 +395,19 @@ pub fn strip_top_via(resp: &Message) -> Vec<u8> {
     for h in resp.headers() {
         if !done && h.id == HeaderId::Via {
             done = true;
-            let value = resp.header_value(h);
-            if let Some(parts) = super::scan::split_commas(value.as_bytes(), 0, value.len()) {
-                if parts.len() > 1 {
-                    let rest = &value[parts[1].0..];
-                    let _ = write!(VecWriter(&mut out), "{}: {}\r\n", resp.header_name(h), rest);
-                }
+            // The top via-parm was checked at parse time and ends where the
+            // next one's comma is (LWS between): what follows the comma is
+            // the rest of this line, if anything.
+            debug_assert!(h.value.start <= top.start && top.end <= h.value.end);
+            let after_top = &b[top.end as usize..h.value.end as usize];
+            if let Some(comma) = memchr::memchr(b',', after_top) {
+                let rest = &after_top[comma + 1..];
+                let rest = &rest[super::scan::skip_lws(rest, 0)..];
+                out.extend_from_slice(resp.header_name(h).as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(rest);
+                out.extend_from_slice(b"\r\n");
             }
-            debug_assert!(h.value.start <= top.start);
             continue;
         }
         out.extend_from_slice(&b[h.line.range()]);
@@ -584,5 +589,30 @@ mod tests {
         let relayed =
             Message::parse(Bytes::from(out), Framing::Stream, &Limits::default()).unwrap();
         assert_eq!(relayed.top_via().host, "a.example.com");
+    }
+
+    #[test]
+    fn strip_top_via_keeps_the_rest_of_a_shared_line() {
+        let via = |first: &str| {
+            format!(
+                "SIP/2.0 200 OK\r\nVia: {first}\r\nFrom: <sip:a@example.com>;tag=1\r\n\
+                 To: <sip:bob@example.com>;tag=2\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\n\r\n"
+            )
+        };
+        for (line, left) in [
+            (
+                "SIP/2.0/UDP p;x=\"a,b\";branch=z9hG4bKp ,\r\n SIP/2.0/TCP q:5;branch=z9hG4bK2, SIP/2.0/UDP r",
+                Some("Via: SIP/2.0/TCP q:5;branch=z9hG4bK2, SIP/2.0/UDP r\r\n"),
+            ),
+            ("SIP/2.0/UDP p;branch=z9hG4bKp", None),
+        ] {
+            let resp = Message::parse(Bytes::from(via(line)), Framing::Stream, &Limits::default())
+                .unwrap();
+            let out = String::from_utf8(strip_top_via(&resp)).unwrap();
+            match left {
+                Some(rest) => assert!(out.contains(&format!("\r\n{rest}From:")), "{out}"),
+                None => assert!(!out.contains("Via"), "{out}"),
+            }
+        }
     }
 }
