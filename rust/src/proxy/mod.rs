@@ -180,6 +180,34 @@ pub fn resolve(node: &Node, uri: &Uri<'_>) -> Result<Hop, ForwardError> {
         .ok_or(ForwardError::Unresolvable(target.host))
 }
 
+/// The destination of a next-hop URI that names an IP address (no DNS);
+/// None for a name or a URI that does not parse. The last text answered is
+/// remembered: an app sends to one constant target, and parsing it again
+/// per request was ~1.2k instructions.
+pub fn literal_hop(text: &str) -> Option<Hop> {
+    const MAX_KEPT: usize = 256;
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(String, Hop)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((seen, hop)) = last.as_ref() {
+            if seen == text {
+                return Some(*hop);
+            }
+        }
+        let hop = Uri::parse(text)
+            .ok()
+            .and_then(|u| crate::dns::SipTarget::literal_of(&u))
+            .and_then(Result::ok)?;
+        if text.len() <= MAX_KEPT {
+            *last = Some((text.to_string(), hop));
+        }
+        Some(hop)
+    })
+}
+
 /// What the application asked for when forwarding.
 #[derive(Debug, Default)]
 pub struct ForwardRequest<'a> {
@@ -211,11 +239,14 @@ pub fn forward_stateless(
     let next = route::next_hop(node, msg, fwd.target, ruri_text)?;
     let mut hop = match next.flow {
         Some(flow) => flow,
-        None => {
-            let uri =
-                Uri::parse(&next.uri).map_err(|_| ForwardError::BadTarget(next.uri.clone()))?;
-            resolve(node, &uri)?
-        }
+        None => match literal_hop(&next.uri) {
+            Some(hop) => hop,
+            None => {
+                let uri =
+                    Uri::parse(&next.uri).map_err(|_| ForwardError::BadTarget(next.uri.clone()))?;
+                resolve(node, &uri)?
+            }
+        },
     };
     let mut hooked_edits;
     let mut header_edits = fwd.header_edits;

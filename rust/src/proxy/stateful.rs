@@ -143,10 +143,7 @@ impl Proxy {
         let literals: Vec<Option<Hop>> = next_hops
             .iter()
             .map(|nh| match nh {
-                Ok(nh) if nh.flow.is_none() => crate::sip::Uri::parse(&nh.uri)
-                    .ok()
-                    .and_then(|u| crate::dns::SipTarget::literal_of(&u))
-                    .and_then(Result::ok),
+                Ok(nh) if nh.flow.is_none() => super::literal_hop(&nh.uri),
                 _ => None,
             })
             .collect();

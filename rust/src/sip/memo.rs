@@ -112,8 +112,10 @@ const MAX_BLIND: usize = 4;
 /// unescaped, so swapping them for each other is the same to the parser
 /// wherever `;tag=` or `;branch=` appears (no `%`, which starts an escape).
 fn blindable(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"-.!*_+'~".contains(&c)
+    BLINDABLE[usize::from(c)]
 }
+
+static BLINDABLE: [bool; 256] = super::scan::byte_class(b"-.!*_+'~");
 
 /// Where a Via value's branch values, or a From or To value's tag, are (the
 /// run of `blindable` characters after each `;branch=` or `;tag=`), as
@@ -133,12 +135,17 @@ impl Blind {
             _ => return blind,
         };
         let mut from = 0;
-        for at in memchr::memchr_iter(b';', bytes) {
-            if at < from || !bytes[at..].starts_with(needle) {
+        while let Some(at) = memchr::memchr(b';', &bytes[from..]) {
+            let at = from + at;
+            if !bytes[at..].starts_with(needle) {
+                from = at + 1;
                 continue;
             }
             let start = at + needle.len();
-            let end = start + bytes[start..].iter().take_while(|&&c| blindable(c)).count();
+            let mut end = start;
+            while end < bytes.len() && blindable(bytes[end]) {
+                end += 1;
+            }
             if end > start {
                 // Values are at most MAX_VALUE (< 256) bytes long.
                 blind.spans[usize::from(blind.count)] = (start as u8, end as u8);

@@ -226,3 +226,23 @@ fn in_dialog_requests_with_our_route_are_routed_in_the_core() {
     assert_eq!(lines(&rig.upstream), ["SIP/2.0 404 Not Found"]);
     assert!(rig.events.is_empty());
 }
+
+#[test]
+fn a_literal_next_hop_is_read_once_and_answered_alike_after() {
+    use crate::proxy::literal_hop;
+    let udp = literal_hop("sip:192.0.2.5:5070").unwrap();
+    assert_eq!(
+        udp,
+        Hop {
+            transport: Transport::Udp,
+            addr: "192.0.2.5:5070".parse().unwrap()
+        }
+    );
+    assert_eq!(literal_hop("sip:192.0.2.5:5070"), Some(udp));
+    // Another text is its own; a name needs DNS; garbage is nothing.
+    let tcp = literal_hop("sip:192.0.2.5:5070;transport=tcp").unwrap();
+    assert_eq!(tcp.transport, Transport::Tcp);
+    assert_eq!(literal_hop("sip:192.0.2.5:5070"), Some(udp));
+    assert_eq!(literal_hop("sip:proxy.example.com"), None);
+    assert_eq!(literal_hop("not a uri"), None);
+}
