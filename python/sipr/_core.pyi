@@ -32,6 +32,7 @@ __all__ = [
     "SiprError",
     "Source",
     "Store",
+    "TaskStarter",
     "TokenBuckets",
     "TransactionError",
     "__version__",
@@ -287,6 +288,23 @@ class RelayReply:
     def _deliver(self) -> None: ...
 
 _ReplyHandler = Callable[[RelayReply], Awaitable[None] | None]
+
+@final
+class TaskStarter:
+    """Handler Tasks with their first step run at once (python/sipr/_eager.py)."""
+
+    def __new__(
+        cls,
+        event_loop: asyncio.AbstractEventLoop,
+        registry_add: Callable[[Any], None] | None,
+        task_type: type[asyncio.Task[Any]],
+        name: str,
+    ) -> TaskStarter: ...
+    def catch_step(
+        self, callback: Callable[..., Any], *args: Any, context: Any = None
+    ) -> asyncio.Handle | None: ...
+    def add(self, task: Any) -> None: ...
+    def start(self, coro: Any) -> asyncio.Task[None]: ...
 
 @final
 class Core:

@@ -3,9 +3,10 @@
 
 `create_task` schedules a Task's first step with `loop.call_soon`: one loop
 pass later, and a handler that never awaits then needs another pass for the
-task's done callbacks. Here the Task's constructor is handed a `call_soon`
-that keeps the step instead of scheduling it, and the step runs at once in
-the task's own context, with the task entered as the current one: the
+task's done callbacks. Here the Task's constructor meets a `call_soon` that
+keeps the step instead of scheduling it (`sipr._core.TaskStarter`), and the
+step runs at once in the task's own context, with
+the task entered as the current one: the
 handler is inside its Task from its first line (`current_task()`,
 `asyncio.timeout()`, anyio cancel scopes and CANCEL work as before), and one
 that finishes without awaiting is done before `start` returns."""
@@ -13,10 +14,11 @@ that finishes without awaiting is done before `start` returns."""
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
+
+from sipr import _core
 
 #: Every handler Task's name. Without one, the Task formats "Task-<n>" for
 #: each request (~1.4k instructions on 3.11); nothing reads it.
@@ -26,46 +28,43 @@ TASK_NAME = "sipr-handler"
 class EagerTasks:
     """Starts Tasks on `loop` with their first step run inline.
 
-    Only for a loop whose instance attributes shadow its methods (the
-    standard library loops); `usable` says whether this one does."""
+    A `sipr._core.TaskStarter` does it (decision 0067); when
+    `_task_registry` finds the registry replaceable, the starter is
+    installed as its `add` (it passes other Tasks on), and `close` puts the
+    registry's own back. Only for a loop whose instance attributes shadow
+    its methods (the standard library loops); `usable` says whether this one
+    does."""
 
-    __slots__ = ("_context", "_registry", "_step", "loop")
+    __slots__ = ("_installed", "_registry", "loop", "start")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._step: Callable[[], Any] | None = None
-        self._context: contextvars.Context | None = None
         self._registry = _task_registry(loop)
+        registry = self._registry
+        starter = _core.TaskStarter(
+            loop, registry.add if registry is not None else None, asyncio.Task, TASK_NAME
+        )
+        #: (object, attribute, what it held before or None, what we put there)
+        self._installed: list[tuple[Any, str, Any, Any]] = []
+        if registry is not None:
+            self._install(registry, "add", starter.add)
+        self.start: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] = starter.start
+
+    def _install(self, target: Any, name: str, hook: Any) -> None:
+        self._installed.append((target, name, target.__dict__.get(name), hook))
+        setattr(target, name, hook)
+
+    def close(self) -> None:
+        """Puts the registry's own `add` back (the one in place before, if
+        another starter's)."""
+        for target, name, before, hook in reversed(self._installed):
+            if target.__dict__.get(name) is hook:  # else replaced since: not ours
+                _put_back(target, name, before)
+        self._installed.clear()
 
     @staticmethod
     def usable(loop: asyncio.AbstractEventLoop) -> bool:
         return hasattr(loop, "__dict__") and not hasattr(asyncio, "eager_task_factory")
-
-    def _keep_step(
-        self, callback: Callable[[], Any], *args: Any, context: contextvars.Context | None = None
-    ) -> None:
-        self._step = callback
-        self._context = context
-
-    def start(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        loop = self.loop
-        registry = self._registry
-        loop.call_soon = self._keep_step  # type: ignore[method-assign,assignment]
-        if registry is not None:
-            registry.add = _unregistered  # type: ignore[method-assign,assignment]
-        try:
-            task = asyncio.Task(coro, loop=loop, name=TASK_NAME)
-        finally:
-            del loop.call_soon
-            if registry is not None:
-                del registry.add
-        step, context = self._step, self._context
-        self._step = self._context = None
-        assert step is not None and context is not None
-        context.run(step)
-        if registry is not None and not task.done():
-            registry.add(task)  # suspended: asyncio.all_tasks() lists it
-        return task
 
 
 #: Takes the Task the constructor registers and does nothing with it: C, so
@@ -92,15 +91,17 @@ def _task_registry(loop: asyncio.AbstractEventLoop) -> weakref.WeakSet[Any] | No
 
     def created(skip: bool) -> bool:
         coro = probe()
+        # Another starter may be installed: its hooks are put back after.
+        before = loop.__dict__.get("call_soon"), registry.__dict__.get("add")
         loop.call_soon = _ignore  # type: ignore[method-assign,assignment]
         if skip:
             registry.add = _unregistered  # type: ignore[method-assign,assignment]
         try:
             task = asyncio.Task(coro, loop=loop, name=TASK_NAME)
         finally:
-            del loop.call_soon
+            _put_back(loop, "call_soon", before[0])
             if skip:
-                del registry.add
+                _put_back(registry, "add", before[1])
         listed = task in registry
         registry.discard(task)
         task._log_destroy_pending = False  # type: ignore[attr-defined]  # never to run
@@ -115,3 +116,12 @@ def _task_registry(loop: asyncio.AbstractEventLoop) -> weakref.WeakSet[Any] | No
 
 def _ignore(*args: Any, **kwargs: Any) -> None:
     return None
+
+
+def _put_back(target: Any, name: str, before: Any) -> None:
+    """Gives `target` back what its instance attribute `name` held (None:
+    no instance attribute, the class's method shows through)."""
+    if before is None:
+        delattr(target, name)
+    else:
+        setattr(target, name, before)

@@ -203,6 +203,9 @@ class Server:
             await self.security.stop()
             self.deadlines.close()
             self.watchdog.stop()
+            if self.eager_tasks is not None:
+                self.eager_tasks.close()  # the loop's own call_soon again
+                self.eager_tasks = None
             if self.control is not None:  # answered during the drain above
                 await self.control.stop()
             core.stop()

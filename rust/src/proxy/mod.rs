@@ -181,28 +181,36 @@ pub fn resolve(node: &Node, uri: &Uri<'_>) -> Result<Hop, ForwardError> {
 }
 
 /// The destination of a next-hop URI that names an IP address (no DNS);
-/// None for a name or a URI that does not parse. The last text answered is
-/// remembered: an app sends to one constant target, and parsing it again
-/// per request was ~1.2k instructions.
+/// None for a name or a URI that does not parse. The last few texts
+/// answered are remembered: an app sends to a few constant targets (the
+/// initial requests' one, in-dialog requests' Contacts), and parsing one
+/// again per request was ~1.2k instructions.
 pub fn literal_hop(text: &str) -> Option<Hop> {
-    const MAX_KEPT: usize = 256;
-    thread_local! {
-        static LAST: std::cell::RefCell<Option<(String, Hop)>> =
-            const { std::cell::RefCell::new(None) };
+    const KEPT: usize = 4;
+    const MAX_KEPT_LEN: usize = 256;
+    struct Kept {
+        entries: [Option<(String, Hop)>; KEPT],
+        next: usize,
     }
-    LAST.with(|last| {
-        let mut last = last.borrow_mut();
-        if let Some((seen, hop)) = last.as_ref() {
-            if seen == text {
-                return Some(*hop);
-            }
+    thread_local! {
+        static KEPT_HOPS: std::cell::RefCell<Kept> = const {
+            std::cell::RefCell::new(Kept { entries: [None, None, None, None], next: 0 })
+        };
+    }
+    KEPT_HOPS.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        let seen = kept.entries.iter().flatten().find(|(t, _)| t == text);
+        if let Some((_, hop)) = seen {
+            return Some(*hop);
         }
         let hop = Uri::parse(text)
             .ok()
             .and_then(|u| crate::dns::SipTarget::literal_of(&u))
             .and_then(Result::ok)?;
-        if text.len() <= MAX_KEPT {
-            *last = Some((text.to_string(), hop));
+        if text.len() <= MAX_KEPT_LEN {
+            let at = kept.next;
+            kept.entries[at] = Some((text.to_string(), hop));
+            kept.next = (at + 1) % KEPT;
         }
         Some(hop)
     })

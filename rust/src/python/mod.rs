@@ -7,6 +7,7 @@ mod dialogs;
 mod digest;
 mod dispatcher;
 mod dns;
+mod eager;
 mod events;
 mod headers;
 mod logbridge;
@@ -49,6 +50,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SiprError", m.py().get_type::<SiprError>())?;
     m.add("TransactionError", m.py().get_type::<TransactionError>())?;
     m.add_class::<core::PyCore>()?;
+    m.add_class::<eager::PyTaskStarter>()?;
     m.add_class::<request::PyRequest>()?;
     m.add_class::<headers::PyHeaders>()?;
     m.add_class::<headers::PyResponse>()?;
