@@ -452,7 +452,8 @@ class Server:
                 await handler(req)
             else:
                 await _Resume(coro, first)
-            self._answer_if_silent(req)
+            if not req.handled:  # checked here: no call per handled request
+                self._answer_if_silent(req)
         except asyncio.CancelledError:
             task = asyncio.current_task(self.loop)
             if task is not None and task in self.expired:
