@@ -23,6 +23,7 @@
 use std::cell::RefCell;
 use std::hash::{BuildHasher, Hash, Hasher};
 
+use super::scan::range_within;
 use super::via::Via;
 use super::{HeaderId, ParseError};
 
@@ -47,20 +48,6 @@ pub(super) struct Facts {
     pub next: ViaFields,
 }
 
-/// The range of `part` (a slice of `whole`) inside `whole`.
-/// An empty `part` not pointing into `whole` (a valueless `;tag` reads as
-/// `""`) is the empty range at its end.
-pub(super) fn within(whole: &str, part: &str) -> Within {
-    let (w, p) = (whole.as_ptr() as usize, part.as_ptr() as usize);
-    let start = match p.checked_sub(w) {
-        Some(start) if start + part.len() <= whole.len() => start,
-        _ if part.is_empty() => whole.len(),
-        _ => return None,
-    };
-    let end = start + part.len();
-    Some((u16::try_from(start).ok()?, u16::try_from(end).ok()?))
-}
-
 /// Where the top via-parm's fields are, as offsets from its start (a header
 /// line is at most 8 KB); `params: None`: none written. Small: a held
 /// transaction keeps its request's `Message`, and the header memo keeps one
@@ -79,7 +66,7 @@ impl ViaFields {
     /// checked, so the message's accessors never parse it again.
     pub(super) fn of(via: &Via<'_>) -> ViaFields {
         let raw = via.raw;
-        let at = |part: &str| within(raw, part).unwrap_or_default();
+        let at = |part: &str| range_within(raw, part).unwrap_or_default();
         let inside = |part: &str| {
             let (r, p) = (raw.as_ptr() as usize, part.as_ptr() as usize);
             p >= r && p + part.len() <= r + raw.len()
@@ -364,16 +351,8 @@ mod tests {
         let vias = Via::parse_all(value)?;
         Ok(Facts {
             count: vias.len() as u16,
-            first: within(value, vias[0].raw),
+            first: range_within(value, vias[0].raw),
             ..Facts::default()
         })
-    }
-
-    #[test]
-    fn within_gives_the_offsets_of_a_slice() {
-        let s = "abc;tag=xyz";
-        assert_eq!(within(s, &s[8..]), Some((8, 11)));
-        assert_eq!(within(s, "elsewhere"), None);
-        assert_eq!(within(s, ""), Some((11, 11)));
     }
 }

@@ -9,7 +9,7 @@ use super::lines::{find_line_end, parse_start_line, split_headers};
 use super::memo::{self, ViaFields};
 use super::method::Method;
 use super::nameaddr::NameAddr;
-use super::scan::{is_token, parse_decimal, skip_lws};
+use super::scan::{is_token, parse_decimal, range_within, skip_lws};
 use super::span::{Framing, HeaderField, Span, StartLine};
 use super::uri::{Scheme, Uri, UriSpans};
 use super::via::Via;
@@ -176,7 +176,7 @@ impl Message {
                             })
                         })?;
                         Ok(memo::Facts {
-                            first: na.tag().and_then(|t| memo::within(value, t)),
+                            first: na.tag().and_then(|t| range_within(value, t)),
                             ..memo::Facts::default()
                         })
                     })?;
@@ -475,12 +475,12 @@ fn via_facts(value: &str) -> Result<memo::Facts, ParseError> {
     for (i, via) in Via::parse_all(value)?.into_iter().enumerate() {
         match i {
             0 => {
-                facts.first = memo::within(value, via.raw);
-                facts.param = via.branch().and_then(|b| memo::within(value, b));
+                facts.first = range_within(value, via.raw);
+                facts.param = via.branch().and_then(|b| range_within(value, b));
                 facts.top = ViaFields::of(&via);
             }
             1 => {
-                facts.second = memo::within(value, via.raw);
+                facts.second = range_within(value, via.raw);
                 facts.next = ViaFields::of(&via);
             }
             _ => {}

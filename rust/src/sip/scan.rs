@@ -389,4 +389,14 @@ mod tests {
         assert_eq!(parse_decimal(b"", 10), None);
         assert_eq!(parse_decimal(b"-1", 10), None);
     }
+
+    #[test]
+    fn range_within_gives_the_offsets_of_a_slice() {
+        let s = "abc;tag=xyz";
+        assert_eq!(range_within::<u16>(s, &s[8..]), Some((8, 11)));
+        assert_eq!(range_within::<u16>(s, "elsewhere"), None);
+        assert_eq!(range_within::<u16>(s, ""), Some((0, 0)));
+        let long = "x".repeat(300);
+        assert_eq!(range_within::<u8>(&long, &long[250..]), None); // not in a u8
+    }
 }
