@@ -35,7 +35,7 @@ class EagerTasks:
     its methods (the standard library loops); `usable` says whether this one
     does."""
 
-    __slots__ = ("_installed", "_registry", "loop", "start")
+    __slots__ = ("_hook", "_registry", "_registry_before", "loop", "start")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -44,23 +44,23 @@ class EagerTasks:
         starter = _core.TaskStarter(
             loop, registry.add if registry is not None else None, asyncio.Task, TASK_NAME
         )
-        #: (object, attribute, what it held before or None, what we put there)
-        self._installed: list[tuple[Any, str, Any, Any]] = []
+        #: The registry's `add` we installed, and the instance attribute it
+        #: replaced (None: the set's own method showed through).
+        self._hook: Any = None
+        self._registry_before: Any = None
         if registry is not None:
-            self._install(registry, "add", starter.add)
+            self._registry_before = registry.__dict__.get("add")
+            self._hook = registry.add = starter.add  # type: ignore[method-assign,assignment]
         self.start: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] = starter.start
-
-    def _install(self, target: Any, name: str, hook: Any) -> None:
-        self._installed.append((target, name, target.__dict__.get(name), hook))
-        setattr(target, name, hook)
 
     def close(self) -> None:
         """Puts the registry's own `add` back (the one in place before, if
         another starter's)."""
-        for target, name, before, hook in reversed(self._installed):
-            if target.__dict__.get(name) is hook:  # else replaced since: not ours
-                _put_back(target, name, before)
-        self._installed.clear()
+        registry = self._registry
+        if registry is not None and self._hook is not None:
+            if registry.__dict__.get("add") is self._hook:  # else replaced since: not ours
+                _put_back(registry, "add", self._registry_before)
+            self._hook = None
 
     @staticmethod
     def usable(loop: asyncio.AbstractEventLoop) -> bool:
